@@ -1,0 +1,195 @@
+// Command sessionproxy runs the proxy: a Redis-protocol server that passes every command to an
+// upstream Redis. See the README for flags, configuration and metrics.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sessionproxy/sessionproxy/conf"
+	"github.com/sessionproxy/sessionproxy/internal/resp"
+	"github.com/sessionproxy/sessionproxy/proxy"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main without the process exit, so it reads as one flow: flags -> config -> options -> serve.
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("sessionproxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		configPath   = fs.String("config", "", "YAML config `file` (env SESSIONPROXY_* and flags override it)")
+		listen       = fs.String("listen", "", "client listen `addr` (default 127.0.0.1:6380)")
+		upstream     = fs.String("upstream", "", "upstream Redis `addr` (default 127.0.0.1:6379)")
+		metrics      = fs.String("metrics", "", "metrics/health HTTP listen `addr` (default 127.0.0.1:9380)")
+		printDefault = fs.Bool("print-default-config", false, "print the commented default config and exit")
+		checkConfig  = fs.String("check-config", "", "validate config `file` (with env and flags) and exit")
+	)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *printDefault {
+		_, _ = stdout.Write(conf.DefaultYAML())
+		return 0
+	}
+	path := *configPath
+	if *checkConfig != "" {
+		path = *checkConfig
+	}
+	cfg, err := conf.Load(path, os.LookupEnv, conf.Flags{Listen: *listen, Upstream: *upstream, Metrics: *metrics})
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	if *checkConfig != "" {
+		fmt.Fprintf(stdout, "%s: ok\n", *checkConfig)
+		return 0
+	}
+	logger := newLogger(cfg, stderr)
+	if err := serve(cfg, logger); err != nil {
+		logger.Error("exiting", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// serve runs the proxy and the HTTP endpoint under one context until SIGINT/SIGTERM.
+func serve(cfg conf.Config, logger *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	opts, err := proxyOptions(cfg, logger, reg)
+	if err != nil {
+		return err
+	}
+	srv, err := proxy.New(opts)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(ctx) })
+	if cfg.Metrics != "" {
+		g.Go(func() error { return serveHTTP(ctx, cfg.Metrics, reg, srv, cfg.Upstream.ReadTimeout.D()) })
+	}
+	return g.Wait()
+}
+
+// proxyOptions is the one place where the config becomes package options.
+func proxyOptions(cfg conf.Config, logger *slog.Logger, reg prometheus.Registerer) (proxy.Options, error) {
+	tlsCfg, err := upstreamTLS(cfg.Upstream)
+	if err != nil {
+		return proxy.Options{}, err
+	}
+	return proxy.Options{
+		Listen:      cfg.Listen,
+		Upstream:    cfg.Upstream.Addr,
+		Username:    cfg.Upstream.Username,
+		Password:    cfg.Upstream.Password,
+		TLS:         tlsCfg,
+		DialTimeout: cfg.Upstream.DialTimeout.D(),
+		ReadTimeout: cfg.Upstream.ReadTimeout.D(),
+		PoolSize:    cfg.Upstream.PoolSize,
+		MaxClients:  cfg.Limits.MaxClients,
+		Limits: resp.Limits{
+			MaxBulkLen:      int64(cfg.Limits.MaxBulkLen),
+			MaxMultibulkLen: int64(cfg.Limits.MaxMultibulkLen),
+			MaxInlineLen:    int(cfg.Limits.MaxInlineLen),
+		},
+		ShutdownTimeout: cfg.ShutdownTimeout.D(),
+		Logger:          logger,
+		Registerer:      reg,
+	}, nil
+}
+
+func upstreamTLS(u conf.Upstream) (*tls.Config, error) {
+	if !u.TLS.Enabled {
+		return nil, nil
+	}
+	c := &tls.Config{ServerName: u.TLS.ServerName, InsecureSkipVerify: u.TLS.InsecureSkipVerify, MinVersion: tls.VersionTLS12} //nolint:gosec // opt-in by config
+	if c.ServerName == "" {
+		host, _, err := net.SplitHostPort(u.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("upstream.addr: %w", err)
+		}
+		c.ServerName = host
+	}
+	if u.TLS.CAFile != "" {
+		pem, err := os.ReadFile(u.TLS.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstream.tls.ca_file: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("upstream.tls.ca_file: no certificates in %s", u.TLS.CAFile)
+		}
+	}
+	if u.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(u.TLS.CertFile, u.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstream.tls: client certificate: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
+// serveHTTP serves /metrics, /healthz (the process is up) and /readyz (Redis answers).
+func serveHTTP(ctx context.Context, addr string, reg *prometheus.Registry, srv *proxy.Server, probeTimeout time.Duration) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		pctx, cancel := context.WithTimeout(r.Context(), probeTimeout)
+		defer cancel()
+		if err := srv.CheckUpstream(pctx); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	hs := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics listen: %w", err)
+	}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+	}()
+	if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	return nil
+}
+
+func newLogger(cfg conf.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated by conf
+	hopts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, hopts))
+	}
+	return slog.New(slog.NewTextHandler(w, hopts))
+}

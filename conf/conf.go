@@ -1,0 +1,538 @@
+package conf
+
+import (
+	"bytes"
+	"cmp"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ErrInvalid wraps the error Load returns when the merged configuration fails Validate,
+// so callers can tell a bad config from an unreadable file.
+var ErrInvalid = errors.New("conf: invalid configuration")
+
+// envPrefix starts every environment variable; the rest is the field's YAML path.
+const envPrefix = "SESSIONPROXY_"
+
+// Config is the whole sessionproxy configuration. Field comments give the defaults;
+// docs below gives the text printed in DefaultYAML.
+type Config struct {
+	Listen          string   `yaml:"listen"`           // client listener; default "127.0.0.1:6380"
+	Metrics         string   `yaml:"metrics"`          // HTTP listener for /metrics /healthz /readyz; "" disables; default "127.0.0.1:9380"
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"` // drain bound on SIGINT/SIGTERM; default 10s
+	LogLevel        string   `yaml:"log_level"`        // debug|info|warn|error; default info
+	LogFormat       string   `yaml:"log_format"`       // text|json; default text
+	Upstream        Upstream `yaml:"upstream"`
+	Limits          Limits   `yaml:"limits"`
+}
+
+// Upstream is the Redis server the proxy forwards to.
+type Upstream struct {
+	Addr        string   `yaml:"addr"`         // host:port; default "127.0.0.1:6379"
+	Username    string   `yaml:"username"`     // ACL user the proxy's own and unauthenticated clients' connections use; "" = default user
+	Password    string   `yaml:"password"`     // "" = no AUTH
+	DialTimeout Duration `yaml:"dial_timeout"` // default 2s
+	ReadTimeout Duration `yaml:"read_timeout"` // bound on the proxy's own round trips (health check, AUTH check, connection setup); default 5s
+	PoolSize    int      `yaml:"pool_size"`    // shared upstream connections per (db, user); default 2
+	TLS         TLS      `yaml:"tls"`
+}
+
+// TLS configures TLS to the upstream. File paths are used as given, so relative
+// paths are relative to the working directory, not to the config file.
+type TLS struct {
+	Enabled            bool   `yaml:"enabled"`
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	ServerName         string `yaml:"server_name"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// Limits bound what one client may send and how many may connect.
+type Limits struct {
+	MaxClients      int  `yaml:"max_clients"`       // default 10000
+	MaxBulkLen      Size `yaml:"max_bulk_len"`      // default 512MiB, like Redis proto-max-bulk-len
+	MaxMultibulkLen int  `yaml:"max_multibulk_len"` // default 2147483647 (Redis 7 accepts up to INT_MAX)
+	MaxInlineLen    Size `yaml:"max_inline_len"`    // default 64KiB (Redis PROTO_INLINE_MAX_SIZE)
+}
+
+// Default returns the complete default configuration; it passes Validate.
+func Default() Config {
+	return Config{
+		Listen:          "127.0.0.1:6380",
+		Metrics:         "127.0.0.1:9380",
+		ShutdownTimeout: Duration(10 * time.Second),
+		LogLevel:        "info",
+		LogFormat:       "text",
+		Upstream: Upstream{
+			Addr:        "127.0.0.1:6379",
+			DialTimeout: Duration(2 * time.Second),
+			ReadTimeout: Duration(5 * time.Second),
+			PoolSize:    2,
+		},
+		Limits: Limits{
+			MaxClients:      10000,
+			MaxBulkLen:      512 * MiB,
+			MaxMultibulkLen: math.MaxInt32,
+			MaxInlineLen:    64 * KiB,
+		},
+	}
+}
+
+// Flags are the command-line overrides; an empty string means "not given".
+type Flags struct{ Listen, Upstream, Metrics string }
+
+// Load builds the config: Default(), then the YAML file at path (skipped when path == ""), then the
+// environment through lookupEnv, then flags; and returns Validate()'s error (wrapped) if any.
+// lookupEnv is injected (normally os.LookupEnv) so tests need not touch the process environment.
+func Load(path string, lookupEnv func(string) (string, bool), f Flags) (Config, error) {
+	c := Default()
+	if path != "" {
+		if err := c.loadFile(path); err != nil {
+			return Config{}, err
+		}
+	}
+	if lookupEnv != nil {
+		if err := c.loadEnv(lookupEnv); err != nil {
+			return Config{}, err
+		}
+	}
+	f.apply(&c)
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("%w:\n%w", ErrInvalid, err)
+	}
+	return c, nil
+}
+
+// loadFile overlays the YAML file at path; keys it does not mention keep their values.
+func (c *Config) loadFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("conf: %w", err) // the os error already names the path
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true) // a misspelt key must fail, not silently keep the default
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("conf: %s: %w", path, err)
+	}
+	// The decoder reads one document; a second one would be ignored without this check.
+	switch err := dec.Decode(new(yaml.Node)); {
+	case err == nil:
+		return fmt.Errorf("conf: %s: more than one YAML document", path)
+	case !errors.Is(err, io.EOF):
+		return fmt.Errorf("conf: %s: %w", path, err)
+	}
+	return nil
+}
+
+// loadEnv overlays SESSIONPROXY_<PATH> for every leaf field. A variable that is set but
+// empty still counts, so SESSIONPROXY_METRICS= disables metrics. Every bad variable is reported.
+func (c *Config) loadEnv(lookupEnv func(string) (string, bool)) error {
+	var errs []error
+	walkLeaves(reflect.ValueOf(c).Elem(), "", func(path string, v reflect.Value) {
+		name := envName(path)
+		if s, ok := lookupEnv(name); ok {
+			if err := setString(v, s); err != nil {
+				errs = append(errs, fmt.Errorf("conf: %s: %w", name, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func (f Flags) apply(c *Config) {
+	if f.Listen != "" {
+		c.Listen = f.Listen
+	}
+	if f.Upstream != "" {
+		c.Upstream.Addr = f.Upstream
+	}
+	if f.Metrics != "" {
+		c.Metrics = f.Metrics
+	}
+}
+
+// envName maps a YAML path such as "upstream.tls.ca_file" to SESSIONPROXY_UPSTREAM_TLS_CA_FILE.
+func envName(path string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(path, ".", "_"))
+}
+
+// walkLeaves calls fn with the YAML path of every leaf field under the struct v, so that env
+// support follows the struct instead of a hand-kept list. Slices and maps are skipped: one
+// variable cannot sensibly hold a list of structs.
+func walkLeaves(v reflect.Value, prefix string, fn func(path string, v reflect.Value)) {
+	t := v.Type()
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		name, _, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
+		if !sf.IsExported() || name == "-" {
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(sf.Name) // yaml.v3's own default
+		}
+		switch fv := v.Field(i); fv.Kind() {
+		case reflect.Struct:
+			walkLeaves(fv, prefix+name+".", fn)
+		case reflect.Slice, reflect.Map:
+		default:
+			fn(prefix+name, fv)
+		}
+	}
+}
+
+// setString parses s into the leaf v with the same syntax the YAML file uses.
+func setString(v reflect.Value, s string) error {
+	switch p := v.Addr().Interface().(type) {
+	case *Duration:
+		d, err := parseDuration(s)
+		if err != nil {
+			return err
+		}
+		*p = d
+	case *Size:
+		n, err := ParseSize(s)
+		if err != nil {
+			return err
+		}
+		*p = n
+	default:
+		switch v.Kind() {
+		case reflect.String:
+			v.SetString(s)
+		case reflect.Bool:
+			b, err := strconv.ParseBool(s)
+			if err != nil {
+				return fmt.Errorf("invalid boolean %q, want true or false", s)
+			}
+			v.SetBool(b)
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+			n, err := strconv.ParseInt(s, 10, v.Type().Bits())
+			if err != nil {
+				return fmt.Errorf("invalid integer %q", s)
+			}
+			v.SetInt(n)
+		default:
+			return fmt.Errorf("type %s cannot be set from the environment", v.Type())
+		}
+	}
+	return nil
+}
+
+// Duration is a time.Duration that reads and writes as "2s", "150ms" in YAML and env.
+// A bare number is rejected: "2" could mean seconds or nanoseconds.
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalYAML writes d as a string such as "10s".
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// UnmarshalYAML reads a duration string such as "150ms" or "1m30s".
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := decodeScalar(n, parseDuration)
+	if err == nil {
+		*d = v
+	}
+	return err
+}
+
+func parseDuration(s string) (Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q, want a number with a unit such as 150ms, 2s or 1m", s)
+	}
+	return Duration(d), nil
+}
+
+// Size is a byte count that reads "512MiB", "64KiB", "1GB", "1048576" and prints in the largest exact binary unit.
+type Size int64
+
+// Binary size units.
+const (
+	KiB Size = 1 << (10 * (iota + 1))
+	MiB
+	GiB
+	TiB
+	PiB
+	EiB
+)
+
+type sizeUnit struct {
+	name string
+	n    Size
+}
+
+// sizeUnits is ordered largest first so String finds the largest exact unit. Units are
+// case-sensitive on purpose: redis.conf reads "1mb" as 1MiB and "1m" as 1MB, so a lower-case
+// unit copied from there is refused rather than guessed.
+var sizeUnits = []sizeUnit{
+	{"EiB", EiB}, {"PiB", PiB}, {"TiB", TiB}, {"GiB", GiB}, {"MiB", MiB}, {"KiB", KiB},
+	{"EB", 1e18}, {"PB", 1e15}, {"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1},
+}
+
+// ParseSize reads a non-negative integer with an optional unit: B, KiB, MiB, GiB, TiB, PiB,
+// EiB (powers of 1024) or KB, MB, GB, TB, PB, EB (powers of 1000). No unit means bytes.
+func ParseSize(s string) (Size, error) {
+	s = strings.TrimSpace(s)
+	i := 0
+	for i < len(s) && '0' <= s[i] && s[i] <= '9' {
+		i++
+	}
+	n, err := strconv.ParseInt(s[:i], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("invalid size %q, want a whole number of bytes such as 1048576, 64KiB or 512MiB", s)
+	}
+	unit := strings.TrimSpace(s[i:])
+	mult := Size(1)
+	if strings.HasPrefix(unit, ".") {
+		return 0, fmt.Errorf("invalid size %q: no fractions, use a smaller unit", s)
+	}
+	if unit != "" {
+		j := slices.IndexFunc(sizeUnits, func(u sizeUnit) bool { return u.name == unit })
+		if j < 0 {
+			return 0, fmt.Errorf("invalid size %q: unknown unit %q, want B, KiB, MiB, GiB or KB, MB, GB", s, unit)
+		}
+		mult = sizeUnits[j].n
+	}
+	if n > math.MaxInt64/int64(mult) {
+		return 0, fmt.Errorf("invalid size %q: too large", s)
+	}
+	return Size(n) * mult, nil
+}
+
+func (s Size) String() string {
+	for _, u := range sizeUnits[:6] { // the binary units
+		if s != 0 && s%u.n == 0 {
+			return strconv.FormatInt(int64(s/u.n), 10) + u.name
+		}
+	}
+	return strconv.FormatInt(int64(s), 10) + "B"
+}
+
+// MarshalYAML writes s as a string such as "512MiB".
+func (s Size) MarshalYAML() (any, error) { return s.String(), nil }
+
+// UnmarshalYAML reads a size such as "64KiB" or 1048576.
+func (s *Size) UnmarshalYAML(n *yaml.Node) error {
+	v, err := decodeScalar(n, ParseSize)
+	if err == nil {
+		*s = v
+	}
+	return err
+}
+
+// decodeScalar parses a scalar node. Failures are returned as a *yaml.TypeError, which makes
+// the decoder note the error with its line and carry on, so one run reports every bad value.
+func decodeScalar[T any](n *yaml.Node, parse func(string) (T, error)) (T, error) {
+	var v T
+	err := errors.New("want a single value, not a list or mapping")
+	if n.Kind == yaml.ScalarNode {
+		v, err = parse(n.Value)
+	}
+	if err != nil {
+		return v, &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %v", n.Line, err)}}
+	}
+	return v, nil
+}
+
+// Validate checks every field, names each bad one by its YAML path, and joins all the errors
+// so one run shows everything to fix. It stats the TLS files named, its only I/O.
+func (c Config) Validate() error {
+	var errs []error
+	check := func(path string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", path, err))
+		}
+	}
+
+	check("listen", hostPort(c.Listen, false))
+	if c.Metrics != "" {
+		check("metrics", hostPort(c.Metrics, false))
+	}
+	check("shutdown_timeout", positive(c.ShutdownTimeout))
+	check("log_level", oneOf(c.LogLevel, "debug", "info", "warn", "error"))
+	check("log_format", oneOf(c.LogFormat, "text", "json"))
+
+	u := c.Upstream
+	check("upstream.addr", hostPort(u.Addr, true))
+	check("upstream.dial_timeout", positive(u.DialTimeout))
+	check("upstream.read_timeout", positive(u.ReadTimeout))
+	check("upstream.pool_size", between(u.PoolSize, 1, 64))
+
+	// Files are checked even with TLS disabled: a named file that is missing is a mistake either way.
+	t := u.TLS
+	switch {
+	case t.CertFile != "" && t.KeyFile == "":
+		check("upstream.tls.key_file", errors.New("required when upstream.tls.cert_file is set"))
+	case t.CertFile == "" && t.KeyFile != "":
+		check("upstream.tls.cert_file", errors.New("required when upstream.tls.key_file is set"))
+	}
+	check("upstream.tls.ca_file", fileExists(t.CAFile))
+	check("upstream.tls.cert_file", fileExists(t.CertFile))
+	check("upstream.tls.key_file", fileExists(t.KeyFile))
+
+	l := c.Limits
+	check("limits.max_clients", between(l.MaxClients, 1, math.MaxInt))
+	check("limits.max_bulk_len", between(l.MaxBulkLen, 1, 4*GiB))
+	check("limits.max_multibulk_len", between(l.MaxMultibulkLen, 1, math.MaxInt32))
+	check("limits.max_inline_len", between(l.MaxInlineLen, KiB, math.MaxInt64))
+	return errors.Join(errs...)
+}
+
+// hostPort checks a numeric host:port. Listeners may omit the host (all interfaces) and use
+// port 0 (a free port, as tests do); an upstream needs both.
+func hostPort(addr string, upstream bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want host:port, got %q", addr)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	switch {
+	case err != nil:
+		return fmt.Errorf("port must be a number from 0 to 65535, got %q", addr)
+	case upstream && host == "":
+		return fmt.Errorf("host missing in %q", addr)
+	case upstream && p == 0:
+		return fmt.Errorf("port must be from 1 to 65535, got %q", addr)
+	}
+	return nil
+}
+
+func positive(d Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("must be > 0, got %v", d)
+	}
+	return nil
+}
+
+// between reports v outside [lo, hi] as the bound it breaks, e.g. "must be >= 1, got 0".
+func between[T cmp.Ordered](v, lo, hi T) error {
+	switch {
+	case v < lo:
+		return fmt.Errorf("must be >= %v, got %v", lo, v)
+	case v > hi:
+		return fmt.Errorf("must be <= %v, got %v", hi, v)
+	}
+	return nil
+}
+
+func oneOf(v string, set ...string) error {
+	if !slices.Contains(set, v) {
+		return fmt.Errorf("must be one of %s, got %q", strings.Join(set, ", "), v)
+	}
+	return nil
+}
+
+// fileExists accepts "" (not configured) or the path of a file that exists.
+func fileExists(path string) error {
+	if path == "" {
+		return nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("%s is a directory", path)
+	}
+	return nil
+}
+
+// docs is the comment DefaultYAML writes above each field, keyed by YAML path.
+// DefaultYAML panics on a field without one, so a new field cannot ship undocumented.
+var docs = map[string]string{
+	"listen":                            "Client listener, host:port; port 0 picks a free port.",
+	"metrics":                           `HTTP listener for /metrics, /healthz and /readyz, host:port; "" disables it.`,
+	"shutdown_timeout":                  "On SIGINT/SIGTERM, how long in-flight requests may drain before connections close.",
+	"log_level":                         "debug, info, warn or error.",
+	"log_format":                        "text or json.",
+	"upstream":                          "The Redis server to forward to.",
+	"upstream.addr":                     "Redis server, host:port.",
+	"upstream.username":                 `ACL user for the proxy's own connections and clients that have not sent AUTH; "" is the default user.`,
+	"upstream.password":                 `Password for upstream.username; "" sends no AUTH.`,
+	"upstream.dial_timeout":             "Bound on connecting to the upstream.",
+	"upstream.read_timeout":             "Bound on the proxy's own round trips: health check, AUTH check, connection setup.",
+	"upstream.pool_size":                "Shared upstream connections per (db, user), 1 to 64.",
+	"upstream.tls":                      "TLS to the upstream. Relative file paths are relative to the working directory.",
+	"upstream.tls.enabled":              "Connect to the upstream over TLS.",
+	"upstream.tls.ca_file":              `PEM CA certificates to verify the server with; "" uses the system roots.`,
+	"upstream.tls.cert_file":            "PEM client certificate for mutual TLS; set together with key_file.",
+	"upstream.tls.key_file":             "PEM private key of cert_file.",
+	"upstream.tls.server_name":          `Name the server certificate must match; "" uses the host of upstream.addr.`,
+	"upstream.tls.insecure_skip_verify": "Do not verify the server certificate. For testing only.",
+	"limits":                            "Limits on clients. Sizes take B, KiB, MiB, GiB (powers of 1024) or KB, MB, GB (powers of 1000).",
+	"limits.max_clients":                "Most client connections at once.",
+	"limits.max_bulk_len":               "Largest bulk string a client may send, up to 4GiB (Redis proto-max-bulk-len).",
+	"limits.max_multibulk_len":          "Most arguments in one command, up to 2147483647.",
+	"limits.max_inline_len":             "Longest inline command, at least 1KiB (Redis PROTO_INLINE_MAX_SIZE).",
+}
+
+const defaultHeader = `# sessionproxy configuration. Every value below is the default, so keep only what you change.
+# Each field can also be set with SESSIONPROXY_ and its upper-cased path, e.g.
+# SESSIONPROXY_UPSTREAM_ADDR or SESSIONPROXY_LIMITS_MAX_BULK_LEN; the environment overrides
+# this file and command-line flags override both.
+
+`
+
+// DefaultYAML returns the complete default config as commented YAML; it is what
+// -print-default-config prints and what sessionproxy.example.yaml holds.
+func DefaultYAML() []byte {
+	var root yaml.Node
+	if err := root.Encode(Default()); err != nil {
+		panic(err) // Default() is static; failing to encode it is a bug
+	}
+	addDocs(&root, "")
+	var b bytes.Buffer
+	b.WriteString(defaultHeader)
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(&root); err != nil {
+		panic(err)
+	}
+	if err := enc.Close(); err != nil {
+		panic(err)
+	}
+	return b.Bytes()
+}
+
+// addDocs sets the comment above each key of the mapping n from docs, adding the default
+// for scalar values.
+func addDocs(n *yaml.Node, prefix string) {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		path := prefix + k.Value
+		doc, ok := docs[path]
+		if !ok {
+			panic("conf: no doc for " + path)
+		}
+		switch v.Kind {
+		case yaml.MappingNode:
+			addDocs(v, path+".")
+			if prefix == "" {
+				doc = "\n" + doc // a blank line before each top-level section
+			}
+		case yaml.ScalarNode:
+			def := v.Value
+			if def == "" {
+				def = `""`
+			}
+			doc += " Default: " + def
+		}
+		k.HeadComment = doc
+	}
+}

@@ -1,0 +1,144 @@
+package resp
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// ErrBadReply means the upstream sent bytes that are not a RESP2/RESP3 reply; the connection
+// cannot be trusted after it.
+var ErrBadReply = errors.New("resp: malformed reply")
+
+// maxReplyLine bounds a reply header line; Redis never sends more than a few dozen bytes there
+// except for simple strings and errors, which stay far below this.
+const maxReplyLine = 1 << 20
+
+// maxReplyBulk is far above any bulk Redis can hold (proto-max-bulk-len tops out at 4 GiB in
+// practice); a larger length means the stream is corrupt.
+const maxReplyBulk = 1 << 32
+
+// AppendReply reads exactly one complete reply (RESP2 or RESP3, nested aggregates and
+// attributes included) from r and appends its raw bytes to dst.
+func AppendReply(dst []byte, r *bufio.Reader) ([]byte, error) {
+	need := 1 // frames still to read at this nesting level and below
+	for need > 0 {
+		start := len(dst)
+		var err error
+		dst, err = appendLine(dst, r)
+		if err != nil {
+			return dst, err
+		}
+		line := dst[start : len(dst)-2]
+		if len(line) == 0 {
+			return dst, fmt.Errorf("%w: empty line", ErrBadReply)
+		}
+		switch line[0] {
+		case '+', '-', ':', '_', '#', ',', '(':
+			need--
+		case '$', '!', '=':
+			n, ok := parseLen(line[1:])
+			if !ok {
+				return dst, fmt.Errorf("%w: bad bulk length %q", ErrBadReply, line)
+			}
+			need--
+			if n < 0 {
+				continue
+			}
+			if n > maxReplyBulk {
+				return dst, fmt.Errorf("%w: bulk length %d", ErrBadReply, n)
+			}
+			if dst, err = appendN(dst, r, int(n)+2); err != nil {
+				return dst, err
+			}
+		case '*', '~', '>', '%', '|':
+			n, ok := parseLen(line[1:])
+			if !ok {
+				return dst, fmt.Errorf("%w: bad aggregate length %q", ErrBadReply, line)
+			}
+			switch {
+			case n < 0: // RESP2 null array
+				need--
+			case line[0] == '%':
+				need += 2*int(n) - 1
+			case line[0] == '|': // attribute: its pairs precede the reply it annotates
+				need += 2 * int(n)
+			default:
+				need += int(n) - 1
+			}
+		default:
+			return dst, fmt.Errorf("%w: unexpected type byte %q", ErrBadReply, line[0])
+		}
+	}
+	return dst, nil
+}
+
+// appendLine appends one CRLF-terminated line (terminator included) from r to dst.
+func appendLine(dst []byte, r *bufio.Reader) ([]byte, error) {
+	start := len(dst)
+	for {
+		frag, err := r.ReadSlice('\n')
+		dst = append(dst, frag...)
+		if err == nil {
+			break
+		}
+		if err != bufio.ErrBufferFull {
+			return dst, err
+		}
+		if len(dst)-start > maxReplyLine {
+			return dst, fmt.Errorf("%w: line longer than %d bytes", ErrBadReply, maxReplyLine)
+		}
+	}
+	if n := len(dst) - start; n < 2 || dst[len(dst)-2] != '\r' {
+		return dst, fmt.Errorf("%w: line not terminated by CRLF", ErrBadReply)
+	}
+	return dst, nil
+}
+
+// parseLen parses a RESP length: optional '-' and decimal digits.
+func parseLen(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 19 {
+		return 0, false
+	}
+	neg := b[0] == '-'
+	if neg {
+		b = b[1:]
+		if len(b) == 0 {
+			return 0, false
+		}
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if neg {
+		return -n, true
+	}
+	return n, true
+}
+
+// appendN appends exactly n bytes from r to dst. Memory grows with the bytes that actually
+// arrive, never with the declared length alone, so a lying length cannot exhaust memory.
+func appendN(dst []byte, r *bufio.Reader, n int) ([]byte, error) {
+	for n > 0 {
+		if cap(dst) == len(dst) {
+			dst = append(dst, 0)[:len(dst)] // let append pick the growth
+		}
+		room := min(cap(dst)-len(dst), n)
+		at := len(dst)
+		got, err := io.ReadFull(r, dst[at:at+room])
+		dst = dst[:at+got]
+		n -= got
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return dst, err
+		}
+	}
+	return dst, nil
+}

@@ -1,0 +1,609 @@
+package resp
+
+import (
+	"bytes"
+	"net"
+	"strconv"
+	"sync"
+)
+
+// This file normalizes the bytes a client sends into canonical RESP multibulk, reproducing
+// Redis 7.0's request parser (networking.c processInlineBuffer / processMultibulkBuffer and
+// sds.c sdssplitargs): the same limits, the same error texts, the same quirks. redcon then
+// parses only the canonical form, where its own parser and Redis' agree.
+//
+// Quirks kept on purpose, because Redis has them:
+//   - Redis searches lines with strchr, which stops at a NUL byte. A NUL before the line's
+//     terminator ('\n' inline, '\r' for "*<n>" and "$<n>") therefore hides the terminator and
+//     every later byte: the client hangs until more than MaxInlineLen bytes of the request are
+//     buffered, then gets the "too big ..." error. We count those bytes without keeping them.
+//   - After a "*<n>" or "$<n>" line Redis skips the '\r' and whatever one byte follows it, and
+//     after bulk data it skips two bytes without looking at them.
+//   - The '$' check comes only after the length line's '\r' (or the "too big" limit) is found.
+//   - "expected '$', got '%c'" goes through addReplyErrorFormat, which turns '\r' and '\n'
+//     into spaces; other bytes (also >= 0x80) are sent as they are. A NUL cannot get there.
+//
+// Deliberate differences:
+//   - Redis checks the line limits only when a read(2) ends without a terminator in the
+//     buffer, so whether a line of more than MaxInlineLen bytes is refused depends on how the
+//     kernel chunked it (with 16 KiB reads a 70000-byte inline line sent at once passes). We
+//     refuse a line as soon as MaxInlineLen+1 bytes of it are seen without its terminator,
+//     which is what Redis does when the bytes trickle in, and is independent of chunking.
+//   - Redis 7 refuses "*<n>" with n > 10 ("Protocol error: unauthenticated multibulk length")
+//     and "$<n>" with n > 16384 ("Protocol error: unauthenticated bulk length") while the
+//     client has not authenticated and a password is required. The normalizer does not know
+//     the authentication state, so it does not apply these limits; the proxy may.
+
+// Limits bound what a client may send, like Redis' proto-max-bulk-len etc.
+type Limits struct {
+	MaxBulkLen      int64 // largest bulk string; Redis proto-max-bulk-len (default 512MiB)
+	MaxMultibulkLen int64 // largest multibulk count (Redis 7: INT_MAX)
+	MaxInlineLen    int   // PROTO_INLINE_MAX_SIZE (64KiB): longest inline line / length line
+}
+
+// DefaultLimits returns Redis 7.0's defaults. The normalizer uses a Limits value exactly as
+// given (a zero MaxBulkLen allows only empty bulks), so start from these.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxBulkLen:      512 << 20,
+		MaxMultibulkLen: 1<<31 - 1,
+		MaxInlineLen:    64 << 10,
+	}
+}
+
+// ProtocolError is a client protocol violation; Msg is Redis's text without the "ERR " prefix,
+// e.g. "Protocol error: invalid bulk length".
+type ProtocolError struct{ Msg string }
+
+func (e *ProtocolError) Error() string { return "resp: " + e.Msg }
+
+// Reply returns the exact RESP error reply Redis sends: "-ERR Protocol error: ...\r\n".
+func (e *ProtocolError) Reply() []byte {
+	b := make([]byte, 0, len("-ERR \r\n")+len(e.Msg))
+	b = append(b, "-ERR "...)
+	b = append(b, e.Msg...)
+	return append(b, "\r\n"...)
+}
+
+// The texts of networking.c, byte for byte.
+var (
+	errTooBigInline   = &ProtocolError{"Protocol error: too big inline request"}
+	errUnbalanced     = &ProtocolError{"Protocol error: unbalanced quotes in request"}
+	errTooBigMbulk    = &ProtocolError{"Protocol error: too big mbulk count string"}
+	errInvalidMbulk   = &ProtocolError{"Protocol error: invalid multibulk length"}
+	errTooBigBulk     = &ProtocolError{"Protocol error: too big bulk count string"}
+	errInvalidBulkLen = &ProtocolError{"Protocol error: invalid bulk length"}
+)
+
+// errExpectedDollar is "Protocol error: expected '$', got '%c'" as addReplyErrorFormat sends it.
+func errExpectedDollar(c byte) *ProtocolError {
+	if c == '\r' || c == '\n' {
+		c = ' '
+	}
+	return &ProtocolError{"Protocol error: expected '$', got '" + string([]byte{c}) + "'"}
+}
+
+// reqState is where the normalizer stands in the client's stream.
+type reqState uint8
+
+const (
+	stStart    reqState = iota // between requests
+	stInline                   // inside an inline line, looking for '\n'
+	stCount                    // inside "*<n>", looking for '\r'
+	stCountEnd                 // '\r' of "*<n>" seen; one more byte to skip
+	stBulkLen                  // inside "$<n>", looking for '\r'
+	stBulkEnd                  // '\r' of "$<n>" seen; one more byte to skip
+	stBulkData                 // streaming bulk data
+	stBulkCRLF                 // skipping the two bytes after bulk data
+	stHidden                   // a NUL hid the line's terminator: counting up to the limit
+	stDead                     // a protocol error was returned
+)
+
+// maxNumLen is LONG_STR_SIZE-1: string2ll refuses 21 or more bytes.
+const maxNumLen = 20
+
+// Normalizer is an incremental parser of a client's byte stream that emits canonical RESP.
+// It is not safe for concurrent use.
+type Normalizer struct {
+	lim   Limits
+	state reqState
+	err   *ProtocolError
+
+	lineLen int             // bytes of the current line seen so far, its first byte ('*', '$') included
+	first   byte            // first byte of a "$<n>" line
+	num     [maxNumLen]byte // the first bytes after '*' or '$' (string2ll input)
+	hidden  *ProtocolError  // in stHidden: the error once the limit is passed
+
+	args   int64 // bulks still expected in the current multibulk
+	remain int64 // bulk data bytes still expected
+	skip   int   // bytes still to skip in stBulkCRLF
+
+	line []byte // inline line fragment carried between Feed calls (at most MaxInlineLen)
+}
+
+// NewNormalizer returns a normalizer for one client stream.
+func NewNormalizer(lim Limits) *Normalizer {
+	return &Normalizer{lim: lim}
+}
+
+// keepLine is the largest inline fragment buffer kept for reuse after a line is done.
+const keepLine = 4 << 10
+
+// Feed consumes src (the next bytes from the client) and appends to dst the canonical form of
+// every byte it could process: multibulk commands re-emitted as "*<n>\r\n" + "$<len>\r\n<data>\r\n"
+// with canonical decimal lengths and exact CRLFs; inline commands split with Redis' sdssplitargs
+// rules and emitted as multibulk; empty multibulks (*0, *-1) and empty inline lines dropped.
+//
+// A command may be emitted in pieces across calls: headers whole, bulk data as it arrives, the
+// CRLF after the data once the two bytes Redis skips there have arrived. On a protocol error it
+// returns what it emitted before the error and the error (a *ProtocolError); the stream is then
+// dead and further calls return the same error.
+func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
+	if n.state == stDead {
+		return dst, n.err
+	}
+	i := 0
+	for i < len(src) {
+		switch n.state {
+		case stStart:
+			n.lineLen = 0
+			if src[i] == '*' {
+				n.state = stCount
+				n.lineLen = 1
+				i++
+			} else {
+				n.state = stInline
+			}
+
+		case stCount, stBulkLen:
+			// Scan the length line for '\r'. A NUL stops Redis' strchr: the terminator is hidden.
+			lineLen, limit := n.lineLen, n.lim.MaxInlineLen
+			for i < len(src) {
+				c := src[i]
+				if c == '\r' {
+					i++
+					if lineLen == 0 {
+						n.first = '\r' // "$<n>" line that starts with its terminator
+					}
+					n.state++ // stCountEnd or stBulkEnd
+					break
+				}
+				if c == 0 {
+					n.hide()
+					break
+				}
+				if lineLen >= limit {
+					n.lineLen = lineLen
+					return dst, n.fail(n.tooBig())
+				}
+				if lineLen == 0 {
+					n.first = c
+				} else if lineLen <= maxNumLen {
+					n.num[lineLen-1] = c
+				}
+				lineLen++
+				i++
+			}
+			n.lineLen = lineLen
+
+		case stCountEnd:
+			i++ // the byte after '\r', whatever it is
+			ll, ok := n.lineNum()
+			if !ok || ll > n.lim.MaxMultibulkLen {
+				return dst, n.fail(errInvalidMbulk)
+			}
+			if ll <= 0 {
+				n.state = stStart // "*0", "*-1": Redis ignores the request
+				continue
+			}
+			dst = append(dst, '*')
+			dst = strconv.AppendInt(dst, ll, 10)
+			dst = append(dst, '\r', '\n')
+			n.args = ll
+			n.state, n.lineLen = stBulkLen, 0
+
+		case stBulkEnd:
+			i++ // the byte after '\r', whatever it is
+			if n.first != '$' {
+				return dst, n.fail(errExpectedDollar(n.first))
+			}
+			ll, ok := n.lineNum()
+			if !ok || ll < 0 || ll > n.lim.MaxBulkLen {
+				return dst, n.fail(errInvalidBulkLen)
+			}
+			dst = append(dst, '$')
+			dst = strconv.AppendInt(dst, ll, 10)
+			dst = append(dst, '\r', '\n')
+			n.remain = ll
+			n.state = stBulkData
+			if ll == 0 {
+				n.state, n.skip = stBulkCRLF, 2
+			}
+
+		case stBulkData:
+			k := len(src) - i
+			if int64(k) > n.remain {
+				k = int(n.remain)
+			}
+			dst = append(dst, src[i:i+k]...)
+			i += k
+			n.remain -= int64(k)
+			if n.remain == 0 {
+				n.state, n.skip = stBulkCRLF, 2
+			}
+
+		case stBulkCRLF:
+			k := min(n.skip, len(src)-i)
+			i += k
+			n.skip -= k
+			if n.skip == 0 {
+				dst = append(dst, '\r', '\n')
+				n.args--
+				if n.args == 0 {
+					n.state = stStart
+				} else {
+					n.state, n.lineLen = stBulkLen, 0
+				}
+			}
+
+		case stInline:
+			var perr *ProtocolError
+			dst, i, perr = n.inline(dst, src, i)
+			if perr != nil {
+				return dst, n.fail(perr)
+			}
+
+		case stHidden:
+			// Everything counts towards the limit now, newlines included, like Redis'
+			// sdslen(querybuf)-qb_pos.
+			need := n.lim.MaxInlineLen + 1 - n.lineLen
+			if len(src)-i >= need {
+				return dst, n.fail(n.hidden)
+			}
+			n.lineLen += len(src) - i
+			i = len(src)
+		}
+	}
+	return dst, nil
+}
+
+// inline consumes bytes of an inline line from src[i:]; when the line is complete it emits the
+// command and returns to stStart.
+func (n *Normalizer) inline(dst, src []byte, i int) ([]byte, int, *ProtocolError) {
+	rest := src[i:]
+	nl := bytes.IndexByte(rest, '\n')
+	seg := rest
+	if nl >= 0 {
+		seg = rest[:nl]
+	}
+	if bytes.IndexByte(seg, 0) >= 0 {
+		n.hide() // stHidden counts from src[i] on; n.lineLen has the earlier fragment
+		n.line = n.line[:0]
+		return dst, i, nil
+	}
+	if n.lineLen+len(seg) > n.lim.MaxInlineLen {
+		return dst, i, errTooBigInline
+	}
+	if nl < 0 {
+		n.line = append(n.line, seg...)
+		n.lineLen += len(seg)
+		return dst, len(src), nil
+	}
+	line := seg
+	if n.lineLen > 0 {
+		n.line = append(n.line, seg...)
+		line = n.line
+	}
+	i += nl + 1
+	if len(line) > 0 && line[len(line)-1] == '\r' {
+		line = line[:len(line)-1]
+	}
+	dst, perr := appendInline(dst, line)
+	if cap(n.line) > keepLine {
+		n.line = nil
+	}
+	n.line = n.line[:0]
+	n.state, n.lineLen = stStart, 0
+	return dst, i, perr
+}
+
+// hide enters stHidden for the current line: its terminator is behind a NUL.
+func (n *Normalizer) hide() {
+	n.hidden = n.tooBig()
+	n.state = stHidden
+}
+
+// tooBig is the error for a line of the current state that outgrew MaxInlineLen.
+func (n *Normalizer) tooBig() *ProtocolError {
+	switch n.state {
+	case stCount:
+		return errTooBigMbulk
+	case stBulkLen:
+		return errTooBigBulk
+	default:
+		return errTooBigInline
+	}
+}
+
+func (n *Normalizer) fail(err *ProtocolError) *ProtocolError {
+	n.state, n.err = stDead, err
+	n.line = nil
+	return err
+}
+
+// lineNum parses the bytes between the first byte and '\r' of the current length line.
+func (n *Normalizer) lineNum() (int64, bool) {
+	l := n.lineLen - 1
+	if l < 0 || l > maxNumLen {
+		return 0, false
+	}
+	return string2ll(n.num[:l])
+}
+
+// string2ll is Redis' util.c string2ll: optional '-', no '+', no leading zeros except "0", no
+// spaces, fits int64, at most 20 bytes.
+func string2ll(s []byte) (int64, bool) {
+	if len(s) == 0 || len(s) > maxNumLen {
+		return 0, false
+	}
+	if len(s) == 1 && s[0] == '0' {
+		return 0, true
+	}
+	neg := s[0] == '-'
+	if neg {
+		s = s[1:]
+		if len(s) == 0 {
+			return 0, false
+		}
+	}
+	if s[0] < '1' || s[0] > '9' {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if v > (1<<64-1)/10 || v*10 > 1<<64-1-d {
+			return 0, false
+		}
+		v = v*10 + d
+	}
+	if neg {
+		if v > 1<<63 {
+			return 0, false
+		}
+		return -int64(v), true // -(1<<63) wraps to itself, which is right
+	}
+	if v > 1<<63-1 {
+		return 0, false
+	}
+	return int64(v), true
+}
+
+// appendInline splits an inline line (without its "\r\n") like sdssplitargs and appends it as
+// a multibulk command; an empty argument list appends nothing.
+func appendInline(dst, line []byte) ([]byte, *ProtocolError) {
+	_, argc, ok := splitArgs(nil, line, false)
+	if !ok {
+		return dst, errUnbalanced
+	}
+	if argc == 0 {
+		return dst, nil
+	}
+	dst = append(dst, '*')
+	dst = strconv.AppendInt(dst, int64(argc), 10)
+	dst = append(dst, '\r', '\n')
+	dst, _, _ = splitArgs(dst, line, true)
+	return dst, nil
+}
+
+// isSpaceC is C isspace in the "C" locale (Redis never sets LC_CTYPE).
+func isSpaceC(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
+}
+
+func isHexDigit(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func hexVal(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c >= 'a':
+		return c - 'a' + 10
+	default:
+		return c - 'A' + 10
+	}
+}
+
+// splitArgs is sds.c sdssplitargs over line, which Redis sees as a C string (the caller
+// guarantees no NUL; the end of line reads as NUL). It counts the arguments and reports
+// unbalanced quotes; with emit it also appends each argument as "$<len>\r\n<arg>\r\n".
+func splitArgs(dst, line []byte, emit bool) ([]byte, int, bool) {
+	at := func(p int) byte { // *p in C
+		if p < len(line) {
+			return line[p]
+		}
+		return 0
+	}
+	argc := 0
+	p := 0
+	for {
+		for p < len(line) && isSpaceC(line[p]) {
+			p++
+		}
+		if p >= len(line) {
+			return dst, argc, true
+		}
+		start := len(dst)
+		inq, insq := false, false
+		for done := false; !done; {
+			c := at(p)
+			switch {
+			case inq:
+				switch {
+				case c == '\\' && at(p+1) == 'x' && isHexDigit(at(p+2)) && isHexDigit(at(p+3)):
+					if emit {
+						dst = append(dst, hexVal(at(p+2))<<4|hexVal(at(p+3)))
+					}
+					p += 3
+				case c == '\\' && at(p+1) != 0:
+					p++
+					c = line[p]
+					switch c {
+					case 'n':
+						c = '\n'
+					case 'r':
+						c = '\r'
+					case 't':
+						c = '\t'
+					case 'b':
+						c = '\b'
+					case 'a':
+						c = '\a'
+					}
+					if emit {
+						dst = append(dst, c)
+					}
+				case c == '"':
+					// A closing quote must be followed by a space or nothing at all.
+					if next := at(p + 1); next != 0 && !isSpaceC(next) {
+						return dst, argc, false
+					}
+					done = true
+				case c == 0:
+					return dst, argc, false // unterminated quotes
+				default:
+					if emit {
+						dst = append(dst, c)
+					}
+				}
+			case insq:
+				switch {
+				case c == '\\' && at(p+1) == '\'':
+					p++
+					if emit {
+						dst = append(dst, '\'')
+					}
+				case c == '\'':
+					if next := at(p + 1); next != 0 && !isSpaceC(next) {
+						return dst, argc, false
+					}
+					done = true
+				case c == 0:
+					return dst, argc, false
+				default:
+					if emit {
+						dst = append(dst, c)
+					}
+				}
+			default:
+				switch c {
+				case ' ', '\n', '\r', '\t', 0: // not '\v' or '\f': those only count between args
+					done = true
+				case '"':
+					inq = true
+				case '\'':
+					insq = true
+				default:
+					if emit {
+						dst = append(dst, c)
+					}
+				}
+			}
+			if at(p) != 0 {
+				p++
+			}
+		}
+		argc++
+		if emit {
+			dst = insertBulkHeader(dst, start)
+		}
+	}
+}
+
+// insertBulkHeader turns dst[start:] (an argument's bytes) into "$<len>\r\n<arg>\r\n".
+func insertBulkHeader(dst []byte, start int) []byte {
+	l := len(dst) - start
+	var hb [24]byte
+	h := append(hb[:0], '$')
+	h = strconv.AppendInt(h, int64(l), 10)
+	h = append(h, '\r', '\n')
+	dst = append(dst, h...)
+	copy(dst[start+len(h):], dst[start:start+l])
+	copy(dst[start:], h)
+	return append(dst, '\r', '\n')
+}
+
+// Conn wraps a client net.Conn so that Read returns normalized bytes (see Normalizer).
+//
+// When the normalizer reports a protocol error, Read first returns the bytes normalized before
+// it (if any); the next Read writes the error's Reply to the client, as Redis does before it
+// closes the connection, and returns the *ProtocolError. Write is serialized with a mutex
+// because a relay goroutine may write while the reader goroutine sends that reply.
+type Conn struct {
+	net.Conn
+
+	wmu sync.Mutex // serializes writes to Conn
+
+	// Owned by the reader goroutine.
+	n       *Normalizer
+	raw     []byte // read buffer
+	out     []byte // normalized bytes not yet returned: out[off:]
+	off     int
+	perr    *ProtocolError // protocol error to report once out is drained
+	rerr    error          // read error of the underlying conn, reported after perr
+	replied bool
+}
+
+// connReadSize is one read from the client, Redis' PROTO_IOBUF_LEN.
+const connReadSize = 16 << 10
+
+// NewConn wraps c; lim bounds what the client may send.
+func NewConn(c net.Conn, lim Limits) *Conn {
+	return &Conn{Conn: c, n: NewNormalizer(lim)}
+}
+
+// Read reads normalized client bytes into p.
+func (c *Conn) Read(p []byte) (int, error) {
+	for {
+		if c.off < len(c.out) {
+			k := copy(p, c.out[c.off:])
+			c.off += k
+			return k, nil
+		}
+		if c.perr != nil {
+			if !c.replied {
+				c.replied = true
+				_, _ = c.Write(c.perr.Reply()) // best effort; the connection ends either way
+			}
+			return 0, c.perr
+		}
+		if c.rerr != nil {
+			return 0, c.rerr
+		}
+		if len(p) == 0 {
+			return 0, nil
+		}
+		if c.raw == nil {
+			c.raw = make([]byte, connReadSize)
+		}
+		nr, err := c.Conn.Read(c.raw)
+		out, ferr := c.n.Feed(c.out[:0], c.raw[:nr])
+		c.out, c.off = out, 0
+		if ferr != nil {
+			c.perr = ferr.(*ProtocolError)
+		}
+		c.rerr = err
+	}
+}
+
+// Write writes to the client; it is safe to call from several goroutines.
+func (c *Conn) Write(b []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.Conn.Write(b)
+}

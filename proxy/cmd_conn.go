@@ -1,0 +1,180 @@
+package proxy
+
+import (
+	"errors"
+	"math"
+	"strconv"
+)
+
+// Connection commands: the proxy keeps the client's DB, ACL identity and name itself, so the
+// client can keep sharing upstream connections.
+var connFamily = family{
+	{name: "auth", classify: arity(routeLocal, 2, 3), local: cmdAuth},
+	{name: "select", classify: arity(routeLocal, 2), local: cmdSelect},
+	{name: "quit", route: routeLocal, local: cmdQuit},
+	{name: "reset", classify: arity(routeLocal, 1), local: cmdReset},
+	{name: "client", classify: classifyClient, local: cmdClient},
+	// HELLO can switch the protocol to RESP3 and re-authenticate: the connection is the client's own.
+	{name: "hello", route: routeDedicated},
+}
+
+// arity routes a command to r when its argument count is one of ns, and otherwise passes it
+// through: Redis answers the arity error itself, and an invalid command changes no state.
+func arity(r route, ns ...int) func([][]byte) route {
+	return func(args [][]byte) route {
+		for _, n := range ns {
+			if len(args) == n {
+				return r
+			}
+		}
+		return routeShared
+	}
+}
+
+// Redis' own replies for the states the proxy answers.
+const (
+	replyOK          = "+OK\r\n"
+	replyReset       = "+RESET\r\n"
+	replyNilBulk     = "$-1\r\n"
+	errNotInteger    = "-ERR value is not an integer or out of range\r\n"
+	errBadClientName = "-ERR Client names cannot contain spaces, newlines or special characters.\r\n"
+)
+
+// cmdAuth asks Redis itself, on a fresh connection, whether the credentials are good, relays
+// its reply verbatim, and on success runs the client's commands as that user from now on.
+func cmdAuth(c *client, args [][]byte) {
+	id := identity{user: "default", pass: string(args[1])}
+	if len(args) == 3 {
+		id = identity{user: string(args[1]), pass: string(args[2])}
+	}
+	reply, err := c.s.dialer.oneShot(c.s.ctx, appendCommand(nil, "AUTH", id.user, id.pass))
+	if err != nil {
+		c.fail(1, err)
+		return
+	}
+	c.write(reply)
+	if string(reply) == replyOK {
+		c.setIdentity(id)
+	}
+}
+
+// cmdSelect switches the client to the shared connections of another DB. The first use of a DB
+// dials a connection that runs SELECT, so Redis itself judges the index (out of range...).
+func cmdSelect(c *client, args [][]byte) {
+	db, ok := parseInt(args[1])
+	if !ok || db < math.MinInt32 || db > math.MaxInt32 {
+		c.write([]byte(errNotInteger))
+		return
+	}
+	p, err := c.s.pools.get(poolKey{c.ident, int(db)})
+	if err == nil {
+		_, err = p.conn(c.s.ctx, c.id)
+	}
+	var re *replyError
+	switch {
+	case errors.As(err, &re):
+		c.s.pools.drop(p)
+		c.write(re.raw)
+	case err != nil:
+		c.fail(1, err)
+	default:
+		c.db, c.pool = int(db), p
+		c.write([]byte(replyOK))
+	}
+}
+
+func cmdQuit(c *client, _ [][]byte) {
+	c.write([]byte(replyOK))
+	c.close()
+}
+
+// cmdReset returns the connection to its initial state: DB 0, the proxy's configured user, no name.
+func cmdReset(c *client, _ [][]byte) {
+	c.setIdentity(c.s.defaultID)
+	c.db, c.name = 0, ""
+	c.write([]byte(replyReset))
+}
+
+// classifyClient routes CLIENT subcommands: the name is kept by the proxy; subcommands about
+// "this connection" need a real one of the client's own; the rest are server-wide and shared.
+func classifyClient(args [][]byte) route {
+	if len(args) < 2 {
+		return routeShared
+	}
+	sub := args[1]
+	switch {
+	case equalFold(sub, "SETNAME") && len(args) == 3, equalFold(sub, "GETNAME") && len(args) == 2:
+		return routeLocal
+	case equalFold(sub, "TRACKING"), equalFold(sub, "REPLY"), equalFold(sub, "CACHING"),
+		equalFold(sub, "NO-EVICT"), equalFold(sub, "NO-TOUCH"), equalFold(sub, "ID"),
+		equalFold(sub, "INFO"), equalFold(sub, "GETREDIR"), equalFold(sub, "TRACKINGINFO"):
+		return routeDedicated
+	}
+	return routeShared
+}
+
+func cmdClient(c *client, args [][]byte) {
+	if len(args) == 2 { // GETNAME
+		if c.name == "" {
+			c.write([]byte(replyNilBulk))
+			return
+		}
+		c.write(appendBulk(nil, c.name))
+		return
+	}
+	name := args[2]
+	for _, ch := range name {
+		if ch < '!' || ch > '~' {
+			c.write([]byte(errBadClientName))
+			return
+		}
+	}
+	c.name = string(name)
+	c.write([]byte(replyOK))
+}
+
+func appendBulk(dst []byte, s string) []byte {
+	dst = append(dst, '$')
+	dst = strconv.AppendInt(dst, int64(len(s)), 10)
+	dst = append(dst, '\r', '\n')
+	dst = append(dst, s...)
+	return append(dst, '\r', '\n')
+}
+
+// parseInt parses like Redis' string2ll: optional '-', no '+', no leading zeros or spaces.
+func parseInt(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 20 {
+		return 0, false
+	}
+	if len(b) == 1 && b[0] == '0' {
+		return 0, true
+	}
+	neg := b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	if len(b) == 0 || b[0] < '1' || b[0] > '9' {
+		return 0, false
+	}
+	var n uint64
+	for _, ch := range b {
+		if ch < '0' || ch > '9' {
+			return 0, false
+		}
+		d := uint64(ch - '0')
+		if n > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	if neg {
+		if n > 1<<63 {
+			return 0, false
+		}
+		return -int64(n), true
+	}
+	if n > math.MaxInt64 {
+		return 0, false
+	}
+	return int64(n), true
+}

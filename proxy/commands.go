@@ -1,0 +1,146 @@
+package proxy
+
+import "bytes"
+
+// route says where a command runs.
+type route uint8
+
+const (
+	routeShared    route = iota // over a shared, coalescing upstream connection
+	routeLocal                  // answered by the proxy (connection state it keeps itself)
+	routeDedicated              // needs its own upstream connection from now on
+)
+
+// cmdSpec is one row of the command table.
+type cmdSpec struct {
+	name  string // lower-case, as Redis names it; also the metrics label
+	route route
+	// classify refines the route from the arguments (subcommands, options); nil = use route.
+	classify func(args [][]byte) route
+	// local answers a routeLocal command; it runs after every earlier reply of the batch is written.
+	local func(c *client, args [][]byte)
+	idx   int // position in the table: index of the command's metrics counter
+}
+
+// redisCommands lists redis-server 7.0's top-level commands (COMMAND LIST). Every one of them
+// passes through unless a family file registers special handling; unknown names pass through too
+// and count as "other", so the table bounds the metrics labels without filtering anything.
+var redisCommands = []string{
+	"acl", "append", "asking", "auth", "bgrewriteaof", "bgsave", "bitcount", "bitfield", "bitfield_ro",
+	"bitop", "bitpos", "blmove", "blmpop", "blpop", "brpop", "brpoplpush", "bzmpop", "bzpopmax",
+	"bzpopmin", "client", "cluster", "command", "config", "copy", "dbsize", "debug", "decr", "decrby",
+	"del", "discard", "dump", "echo", "eval", "eval_ro", "evalsha", "evalsha_ro", "exec", "exists",
+	"expire", "expireat", "expiretime", "failover", "fcall", "fcall_ro", "flushall", "flushdb",
+	"function", "geoadd", "geodist", "geohash", "geopos", "georadius", "georadius_ro",
+	"georadiusbymember", "georadiusbymember_ro", "geosearch", "geosearchstore", "get", "getbit",
+	"getdel", "getex", "getrange", "getset", "hdel", "hello", "hexists", "hget", "hgetall", "hincrby",
+	"hincrbyfloat", "hkeys", "hlen", "hmget", "hmset", "hrandfield", "hscan", "hset", "hsetnx",
+	"hstrlen", "hvals", "incr", "incrby", "incrbyfloat", "info", "keys", "lastsave", "latency", "lcs",
+	"lindex", "linsert", "llen", "lmove", "lmpop", "lolwut", "lpop", "lpos", "lpush", "lpushx",
+	"lrange", "lrem", "lset", "ltrim", "memory", "mget", "migrate", "module", "monitor", "move",
+	"mset", "msetnx", "multi", "object", "persist", "pexpire", "pexpireat", "pexpiretime", "pfadd",
+	"pfcount", "pfdebug", "pfmerge", "pfselftest", "ping", "psetex", "psubscribe", "psync", "pttl",
+	"publish", "pubsub", "punsubscribe", "quit", "randomkey", "readonly", "readwrite", "rename",
+	"renamenx", "replconf", "replicaof", "reset", "restore", "restore-asking", "role", "rpop",
+	"rpoplpush", "rpush", "rpushx", "sadd", "save", "scan", "scard", "script", "sdiff", "sdiffstore",
+	"select", "set", "setbit", "setex", "setnx", "setrange", "shutdown", "sinter", "sintercard",
+	"sinterstore", "sismember", "slaveof", "slowlog", "smembers", "smismember", "smove", "sort",
+	"sort_ro", "spop", "spublish", "srandmember", "srem", "sscan", "ssubscribe", "strlen",
+	"subscribe", "substr", "sunion", "sunionstore", "sunsubscribe", "swapdb", "sync", "time", "touch",
+	"ttl", "type", "unlink", "unsubscribe", "unwatch", "wait", "watch", "xack", "xadd", "xautoclaim",
+	"xclaim", "xdel", "xgroup", "xinfo", "xlen", "xpending", "xrange", "xread", "xreadgroup",
+	"xrevrange", "xsetid", "xtrim", "zadd", "zcard", "zcount", "zdiff", "zdiffstore", "zincrby",
+	"zinter", "zintercard", "zinterstore", "zlexcount", "zmpop", "zmscore", "zpopmax", "zpopmin",
+	"zrandmember", "zrange", "zrangebylex", "zrangebyscore", "zrangestore", "zrank", "zrem",
+	"zremrangebylex", "zremrangebyrank", "zremrangebyscore", "zrevrange", "zrevrangebylex",
+	"zrevrangebyscore", "zrevrank", "zscan", "zscore", "zunion", "zunionstore",
+}
+
+// otherCommand is the metrics label for names not in the table.
+const otherCommand = "other"
+
+// maxCmdName bounds the names looked up in the table; longer ones cannot match.
+const maxCmdName = 24
+
+// commandTable maps an upper-case command name to its spec.
+type commandTable struct {
+	byName map[string]*cmdSpec
+	specs  []*cmdSpec // by idx; the last one is "other"
+	other  *cmdSpec
+}
+
+// family is what a command-family file registers: the specs that differ from plain passthrough.
+type family []cmdSpec
+
+// newCommandTable builds the table: plain passthrough rows for every Redis command, then the
+// families' rows on top.
+func newCommandTable(families ...family) *commandTable {
+	t := &commandTable{byName: make(map[string]*cmdSpec)}
+	add := func(s cmdSpec) {
+		key := string(bytes.ToUpper([]byte(s.name)))
+		if old, ok := t.byName[key]; ok {
+			s.idx = old.idx
+			*old = s
+			return
+		}
+		s.idx = len(t.specs)
+		sp := &s
+		t.specs = append(t.specs, sp)
+		t.byName[key] = sp
+	}
+	for _, n := range redisCommands {
+		add(cmdSpec{name: n})
+	}
+	for _, f := range families {
+		for _, s := range f {
+			add(s)
+		}
+	}
+	t.other = &cmdSpec{name: otherCommand, idx: len(t.specs)}
+	t.specs = append(t.specs, t.other)
+	return t
+}
+
+// lookup finds the spec for a command name in any letter case without allocating.
+func (t *commandTable) lookup(name []byte) *cmdSpec {
+	if len(name) > maxCmdName {
+		return t.other
+	}
+	var buf [maxCmdName]byte
+	up := buf[:len(name)]
+	for i, c := range name {
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		up[i] = c
+	}
+	if s, ok := t.byName[string(up)]; ok {
+		return s
+	}
+	return t.other
+}
+
+// routeOf is the route of one command with its arguments.
+func (s *cmdSpec) routeOf(args [][]byte) route {
+	if s.classify != nil {
+		return s.classify(args)
+	}
+	return s.route
+}
+
+// equalFold reports whether b equals the upper-case ASCII word w in any letter case.
+func equalFold(b []byte, w string) bool {
+	if len(b) != len(w) {
+		return false
+	}
+	for i := range len(b) {
+		c := b[i]
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		if c != w[i] {
+			return false
+		}
+	}
+	return true
+}

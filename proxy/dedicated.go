@@ -1,0 +1,163 @@
+package proxy
+
+import (
+	"bufio"
+	"net"
+	"sync/atomic"
+
+	"github.com/tidwall/redcon"
+
+	"github.com/sessionproxy/sessionproxy/internal/resp"
+)
+
+// dedicated is a client's own upstream connection, used once the client needs connection state
+// the proxy cannot share (MULTI, WATCH, subscriptions, blocking commands, MONITOR, HELLO 3,
+// client tracking...). Commands go up as they arrive, one write per client batch; a relay
+// goroutine copies replies, pushes and messages back raw as they come. The client keeps it
+// until it disconnects.
+type dedicated struct {
+	c  *client
+	nc net.Conn
+	br *bufio.Reader
+	m  *metrics
+
+	out []byte // owned by the client goroutine
+
+	sent    atomic.Int64 // commands forwarded that expect a reply
+	relayed atomic.Int64 // replies relayed
+	// unpaired is set once replies stop pairing with commands (subscriptions, MONITOR,
+	// CLIENT REPLY): the proxy then cannot tell how many replies are outstanding.
+	unpaired atomic.Bool
+	// resetAuth counts RESETs followed by a re-AUTH the proxy added; the reply after the
+	// matching +RESET belongs to the proxy and is not relayed.
+	resetAuth atomic.Int32
+	closed    atomic.Bool
+}
+
+// toDedicated moves the client to a dedicated upstream connection and forwards cmds there.
+func (c *client) toDedicated(cmds []redcon.Command) {
+	c.s.m.upstreamDials.Inc()
+	nc, br, err := c.s.dialer.dial(c.s.ctx, c.ident, c.db, c.name)
+	if err != nil {
+		c.s.m.upstreamDialErrors.Inc()
+		c.fail(len(cmds), err)
+		return
+	}
+	// Replies already written in this batch must reach the client before the relay writes.
+	if err := redcon.BaseWriter(c.rc).Flush(); err != nil {
+		nc.Close()
+		c.close()
+		return
+	}
+	d := &dedicated{c: c, nc: nc, br: br, m: c.s.m}
+	c.ded.Store(d)
+	c.s.m.dedicated.Inc()
+	go d.relay()
+	d.forwardCounted(cmds, true)
+}
+
+// forward sends a batch of a client that is already dedicated.
+func (d *dedicated) forward(cmds []redcon.Command) { d.forwardCounted(cmds, false) }
+
+// forwardCounted sends cmds upstream in one write. counted says the first command was already
+// counted in the metrics by the caller.
+func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
+	d.out = d.out[:0]
+	t := d.c.s.table
+	for i := range cmds {
+		args := cmds[i].Args
+		spec := t.lookup(args[0])
+		if !(counted && i == 0) {
+			d.m.commands[spec.idx].Inc()
+		}
+		d.out = append(d.out, cmds[i].Raw...)
+		switch spec.name {
+		case "subscribe", "psubscribe", "ssubscribe", "monitor", "sync", "psync":
+			d.unpaired.Store(true)
+		case "client":
+			if len(args) > 1 && equalFold(args[1], "REPLY") {
+				d.unpaired.Store(true)
+			}
+		case "reset":
+			// RESET logs the upstream connection out to the default user; a client of the
+			// proxy must land on the proxy's configured user instead.
+			if id := d.c.s.defaultID; id.creds() && len(args) == 1 {
+				d.out = appendCommand(d.out, "AUTH", id.user, id.pass)
+				d.resetAuth.Add(1)
+			}
+		}
+	}
+	d.sent.Add(int64(len(cmds)))
+	if _, err := d.nc.Write(d.out); err != nil {
+		d.nc.Close() // the relay sees it, answers what is outstanding and closes the client
+	}
+	if cap(d.out) > 1<<20 {
+		d.out = nil
+	}
+}
+
+// relay copies replies from upstream to the client, coalescing whatever is already buffered
+// into one client write.
+func (d *dedicated) relay() {
+	defer d.m.dedicated.Dec()
+	buf := make([]byte, 0, 16<<10)
+	swallowNext := false
+	for {
+		buf = buf[:0]
+		var err error
+		n := int64(0)
+		for {
+			mark := len(buf)
+			if buf, err = resp.AppendReply(buf, d.br); err != nil {
+				buf = buf[:mark]
+				break
+			}
+			frame := buf[mark:]
+			switch {
+			case swallowNext:
+				buf, swallowNext = buf[:mark], false
+				continue
+			case d.resetAuth.Load() > 0 && string(frame) == "+RESET\r\n":
+				d.resetAuth.Add(-1)
+				swallowNext = true
+			}
+			n++
+			if d.br.Buffered() == 0 || len(buf) >= 64<<10 {
+				break
+			}
+		}
+		if len(buf) > 0 {
+			if _, werr := d.c.nc.Write(buf); werr != nil {
+				d.close()
+				return
+			}
+		}
+		d.relayed.Add(n)
+		if err != nil {
+			d.upstreamGone()
+			return
+		}
+	}
+}
+
+// upstreamGone answers the commands still waiting (when that count is known) and closes the client.
+func (d *dedicated) upstreamGone() {
+	if !d.closed.Load() && !d.unpaired.Load() {
+		if n := d.sent.Load() - d.relayed.Load(); n > 0 {
+			_, _ = d.c.nc.Write(appendLostReplies(nil, int(n), ErrUpstreamLost))
+		}
+	}
+	d.close()
+	d.c.nc.Close()
+}
+
+// idle reports whether every forwarded command has been answered (false when unknowable).
+func (d *dedicated) idle() bool {
+	return !d.unpaired.Load() && d.sent.Load() == d.relayed.Load()
+}
+
+func (d *dedicated) close() {
+	if d.closed.CompareAndSwap(false, true) {
+		d.nc.Close()
+	}
+}

@@ -1,0 +1,72 @@
+package proxy
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the proxy's Prometheus series. Counters for commands are resolved once per table
+// row so the hot path only does atomic adds.
+type metrics struct {
+	clients          prometheus.Gauge
+	clientsTotal     prometheus.Counter
+	rejected         *prometheus.CounterVec
+	commands         []prometheus.Counter // by cmdSpec.idx
+	errors           *prometheus.CounterVec
+	bytesIn          prometheus.Counter
+	bytesOut         prometheus.Counter
+	upstreamRTT      prometheus.Histogram
+	upstreamDials    prometheus.Counter
+	upstreamDialErrors prometheus.Counter
+	upstreamFailures prometheus.Counter
+	dedicated        prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
+	const ns = "sessionproxy"
+	m := &metrics{
+		clients: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "client",
+			Name: "connections", Help: "Client connections currently open."}),
+		clientsTotal: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
+			Name: "connections_total", Help: "Client connections accepted."}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
+			Name: "rejected_total", Help: "Client connections refused, by reason."}, []string{"reason"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
+			Name: "errors_total", Help: "Errors the proxy itself answered or hit, by kind."}, []string{"kind"}),
+		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
+			Name: "read_bytes_total", Help: "Command bytes received from clients."}),
+		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
+			Name: "written_bytes_total", Help: "Reply bytes sent to clients on the shared path and by the proxy itself."}),
+		upstreamRTT: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: "upstream",
+			Name: "roundtrip_seconds", Help: "Time from sending a client's batch on a shared upstream connection to its last reply.",
+			Buckets: prometheus.ExponentialBuckets(25e-6, 2, 16)}),
+		upstreamDials: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "upstream",
+			Name: "dials_total", Help: "Upstream connections opened (shared and dedicated)."}),
+		upstreamDialErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "upstream",
+			Name: "dial_errors_total", Help: "Upstream connection attempts that failed."}),
+		upstreamFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "upstream",
+			Name: "connection_failures_total", Help: "Shared upstream connections that broke while in use."}),
+		dedicated: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "upstream",
+			Name: "dedicated_connections", Help: "Clients currently holding a dedicated upstream connection."}),
+	}
+	cmds := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
+		Name: "commands_total", Help: "Commands received, by name (unknown names count as \"other\")."}, []string{"cmd"})
+	for _, s := range table.specs {
+		m.commands = append(m.commands, cmds.WithLabelValues(s.name))
+	}
+	for _, kind := range []string{errKindProtocol, errKindUpstream} {
+		m.errors.WithLabelValues(kind)
+	}
+	m.rejected.WithLabelValues(rejectMaxClients)
+	if reg != nil {
+		reg.MustRegister(m.clients, m.clientsTotal, m.rejected, cmds, m.errors, m.bytesIn, m.bytesOut,
+			m.upstreamRTT, m.upstreamDials, m.upstreamDialErrors, m.upstreamFailures, m.dedicated)
+	}
+	return m
+}
+
+// Label values of the errors and rejected series.
+const (
+	errKindProtocol  = "protocol"
+	errKindUpstream  = "upstream"
+	rejectMaxClients = "max_clients"
+)

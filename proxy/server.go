@@ -1,0 +1,255 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tidwall/redcon"
+
+	"github.com/sessionproxy/sessionproxy/internal/resp"
+)
+
+// Options configure a Server; cmd/sessionproxy builds them from conf.Config.
+type Options struct {
+	Listen          string // client listener, host:port
+	Upstream        string // Redis host:port
+	Username        string // ACL user for the proxy's connections and unauthenticated clients
+	Password        string
+	TLS             *tls.Config // nil: plain TCP to Redis
+	DialTimeout     time.Duration
+	ReadTimeout     time.Duration // the proxy's own round trips (setup, AUTH check, readiness)
+	PoolSize        int           // shared upstream connections per (user, DB)
+	MaxClients      int
+	Limits          resp.Limits
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
+	Registerer      prometheus.Registerer // nil: metrics are kept but not exported
+}
+
+// Server is the client-facing side: it accepts connections and runs their commands.
+type Server struct {
+	opts      Options
+	log       *slog.Logger
+	m         *metrics
+	table     *commandTable
+	dialer    *dialer
+	pools     *pools
+	defaultID identity
+
+	ctx      context.Context // canceled when the server has stopped; bounds upstream dials
+	cancel   context.CancelFunc
+	nextID   atomic.Uint64
+	nclients atomic.Int64
+	draining atomic.Bool
+
+	mu      sync.Mutex
+	clients map[*client]struct{}
+
+	listening chan struct{}
+	addr      net.Addr
+}
+
+// New checks opts and builds a server; Run starts it.
+func New(opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.PoolSize < 1 || opts.MaxClients < 1 || opts.DialTimeout <= 0 || opts.ReadTimeout <= 0 {
+		return nil, fmt.Errorf("proxy: invalid options: pool size %d, max clients %d, timeouts %v/%v",
+			opts.PoolSize, opts.MaxClients, opts.DialTimeout, opts.ReadTimeout)
+	}
+	table := newCommandTable(connFamily, statefulFamily)
+	m := newMetrics(opts.Registerer, table)
+	d := &dialer{addr: opts.Upstream, tls: opts.TLS, dialTimeout: opts.DialTimeout, readTimeout: opts.ReadTimeout}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		opts: opts, log: opts.Logger, m: m, table: table, dialer: d,
+		pools:     newPools(d, opts.PoolSize, m),
+		defaultID: identity{user: opts.Username, pass: opts.Password},
+		ctx:       ctx, cancel: cancel,
+		clients:   make(map[*client]struct{}),
+		listening: make(chan struct{}),
+	}
+	if s.defaultID.user == "" {
+		s.defaultID.user = "default"
+	}
+	return s, nil
+}
+
+// Addr is the address the server listens on; it blocks until Run has bound it.
+func (s *Server) Addr() net.Addr {
+	<-s.listening
+	return s.addr
+}
+
+// Run serves clients until ctx is canceled, then drains: it stops accepting, lets batches in
+// flight finish for up to ShutdownTimeout, and closes everything.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.cancel()
+	ln, err := net.Listen("tcp", s.opts.Listen)
+	if err != nil {
+		return fmt.Errorf("proxy: listen: %w", err)
+	}
+	s.addr = ln.Addr()
+	close(s.listening)
+	wl := &listener{Listener: ln, lim: s.opts.Limits, stop: make(chan struct{})}
+	srv := redcon.NewServerNetwork("tcp", s.opts.Listen, s.serveCommand, s.accept, s.closed)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(wl) }()
+	s.log.Info("listening", "addr", s.addr.String(), "upstream", s.opts.Upstream)
+
+	select {
+	case err := <-served:
+		s.pools.closeAll()
+		return fmt.Errorf("proxy: serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down", "clients", s.nclients.Load(), "timeout", s.opts.ShutdownTimeout)
+	s.draining.Store(true)
+	wl.closing.Store(true)
+	ln.Close()
+	s.drain(s.opts.ShutdownTimeout)
+	close(wl.stop) // now redcon's accept loop ends and closes any connection left
+	<-served
+	s.pools.closeAll()
+	s.log.Info("stopped")
+	return nil
+}
+
+// drain ends every client once its batch in flight is answered, for up to timeout.
+func (s *Server) drain(timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for {
+		s.mu.Lock()
+		for c := range s.clients {
+			// A shared-path client is between batches or inside one: a read deadline ends it
+			// right after its current batch. A dedicated one waits for its replies.
+			if d := c.ded.Load(); d == nil || d.idle() || d.unpaired.Load() {
+				_ = c.nc.SetReadDeadline(time.Now())
+			}
+		}
+		n := len(s.clients)
+		s.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.log.Warn("shutdown timeout: closing clients", "clients", n)
+			s.mu.Lock()
+			for c := range s.clients {
+				c.nc.Close()
+			}
+			s.mu.Unlock()
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (s *Server) accept(rc redcon.Conn) bool {
+	if s.draining.Load() {
+		return false
+	}
+	if s.nclients.Add(1) > int64(s.opts.MaxClients) {
+		s.nclients.Add(-1)
+		s.m.rejected.WithLabelValues(rejectMaxClients).Inc()
+		rc.WriteError("ERR max number of clients reached")
+		return false
+	}
+	c := newClient(s, rc, s.nextID.Add(1))
+	rc.SetContext(c)
+	s.mu.Lock()
+	s.clients[c] = struct{}{}
+	s.mu.Unlock()
+	s.m.clients.Inc()
+	s.m.clientsTotal.Inc()
+	return true
+}
+
+func (s *Server) closed(rc redcon.Conn, err error) {
+	c, ok := rc.Context().(*client)
+	if !ok {
+		return
+	}
+	var pe *resp.ProtocolError
+	if errors.As(err, &pe) {
+		s.m.errors.WithLabelValues(errKindProtocol).Inc()
+		s.log.Debug("client protocol error", "client", c.id, "err", pe.Msg)
+	}
+	c.release()
+	s.mu.Lock()
+	delete(s.clients, c)
+	s.mu.Unlock()
+	s.nclients.Add(-1)
+	s.m.clients.Dec()
+}
+
+// serveCommand is redcon's handler. redcon calls it per command, but the first call takes the
+// whole pipeline that arrived with it, so the client's batch is handled as one unit:
+// read batch -> route -> forward -> relay -> (redcon) flush.
+func (s *Server) serveCommand(rc redcon.Conn, cmd redcon.Command) {
+	c := rc.Context().(*client)
+	if c.closing {
+		return
+	}
+	c.batch = append(c.batch[:0], cmd)
+	c.batch = append(c.batch, rc.ReadPipeline()...)
+	for _, cm := range c.batch {
+		s.m.bytesIn.Add(float64(len(cm.Raw)))
+	}
+	c.run(c.batch)
+	clear(c.batch) // do not pin the batch's buffers until the next one
+}
+
+// CheckUpstream reports whether Redis answers PING within the read timeout: the readiness probe.
+func (s *Server) CheckUpstream(ctx context.Context) error {
+	reply, err := s.dialer.oneShot(ctx, appendCommand(nil, "PING"))
+	if err != nil {
+		return err
+	}
+	if len(reply) > 0 && reply[0] == '-' {
+		// NOAUTH still proves Redis is up; the proxy's own user may differ from default.
+		if s.defaultID.creds() {
+			return nil
+		}
+		return fmt.Errorf("upstream: %s", sanitizeLine(string(reply[1:len(reply)-2])))
+	}
+	return nil
+}
+
+// listener wraps accepted connections in the protocol normalizer and, once closing, holds
+// Accept until the drain is over: redcon closes every connection as soon as Accept fails.
+type listener struct {
+	net.Listener
+	lim     resp.Limits
+	closing atomic.Bool
+	stop    chan struct{}
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err == nil {
+			return resp.NewConn(c, l.lim), nil
+		}
+		if l.closing.Load() {
+			<-l.stop
+			return nil, net.ErrClosed
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+			time.Sleep(5 * time.Millisecond) // e.g. out of file descriptors: do not spin
+			continue
+		}
+		return nil, err
+	}
+}

@@ -1,0 +1,321 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tidwall/redcon"
+
+	"github.com/sessionproxy/sessionproxy/internal/resp"
+)
+
+var (
+	// ErrUpstreamLost is the reply for commands whose upstream connection failed before they were answered.
+	ErrUpstreamLost = errors.New("upstream connection lost")
+	// ErrUpstreamDesync means the upstream sent a reply nobody asked for.
+	ErrUpstreamDesync = errors.New("upstream sent an unexpected reply")
+)
+
+// identity is the Redis ACL user a client's commands run as.
+type identity struct{ user, pass string }
+
+// creds reports whether the identity must AUTH on a new connection.
+func (id identity) creds() bool { return id.pass != "" }
+
+// dialer opens upstream connections and brings them to a (identity, db) state.
+type dialer struct {
+	addr        string
+	tls         *tls.Config
+	dialTimeout time.Duration
+	readTimeout time.Duration
+}
+
+// dial connects and runs the setup commands for id and db, checking each reply. An error reply
+// from Redis during setup comes back as *replyError so callers can relay it byte for byte.
+func (d *dialer) dial(ctx context.Context, id identity, db int, name string) (net.Conn, *bufio.Reader, error) {
+	nd := net.Dialer{Timeout: d.dialTimeout, KeepAlive: 15 * time.Second}
+	nc, err := nd.DialContext(ctx, "tcp", d.addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("upstream unavailable: %w", err)
+	}
+	if d.tls != nil {
+		tc := tls.Client(nc, d.tls)
+		hctx, cancel := context.WithTimeout(ctx, d.dialTimeout)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			nc.Close()
+			return nil, nil, fmt.Errorf("upstream unavailable: tls: %w", err)
+		}
+		nc = tc
+	}
+	br := bufio.NewReaderSize(nc, 32<<10)
+	var setup []byte
+	n := 0
+	if id.creds() {
+		setup = appendCommand(setup, "AUTH", id.user, id.pass)
+		n++
+	}
+	if db != 0 {
+		setup = appendCommand(setup, "SELECT", strconv.Itoa(db))
+		n++
+	}
+	if name != "" {
+		setup = appendCommand(setup, "CLIENT", "SETNAME", name)
+		n++
+	}
+	if n > 0 {
+		if _, err := d.roundTrip(nc, br, setup, n); err != nil {
+			nc.Close()
+			return nil, nil, err
+		}
+	}
+	return nc, br, nil
+}
+
+// roundTrip writes cmds (n commands) and reads n replies within the read timeout; the first
+// error reply ends it as a *replyError.
+func (d *dialer) roundTrip(nc net.Conn, br *bufio.Reader, cmds []byte, n int) ([]byte, error) {
+	var out []byte
+	err := d.exchange(nc, br, cmds, n, func(reply []byte) error {
+		if reply[0] == '-' {
+			return &replyError{raw: reply}
+		}
+		out = append(out, reply...)
+		return nil
+	})
+	return out, err
+}
+
+// exchange writes cmds (n commands) and passes each of the n raw replies to each, all within
+// the read timeout. Transport failures are wrapped as "upstream unavailable".
+func (d *dialer) exchange(nc net.Conn, br *bufio.Reader, cmds []byte, n int, each func([]byte) error) error {
+	_ = nc.SetDeadline(time.Now().Add(d.readTimeout))
+	defer nc.SetDeadline(time.Time{})
+	if _, err := nc.Write(cmds); err != nil {
+		return fmt.Errorf("upstream unavailable: %w", err)
+	}
+	var buf []byte
+	for range n {
+		var err error
+		if buf, err = resp.AppendReply(buf[:0], br); err != nil {
+			return fmt.Errorf("upstream unavailable: %w", err)
+		}
+		if err := each(buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// oneShot dials a plain connection (default user, DB 0), sends one raw command and returns its
+// raw reply: the proxy's way to ask Redis itself, e.g. whether AUTH credentials are valid.
+func (d *dialer) oneShot(ctx context.Context, raw []byte) ([]byte, error) {
+	nc, br, err := d.dial(ctx, identity{}, 0, "")
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	var out []byte
+	err = d.exchange(nc, br, raw, 1, func(reply []byte) error {
+		out = append(out, reply...)
+		return nil
+	})
+	return out, err
+}
+
+// replyError is an error reply Redis gave to a setup command, kept raw for the client.
+type replyError struct{ raw []byte }
+
+func (e *replyError) Error() string { return string(e.raw[1 : len(e.raw)-2]) }
+
+// appendCommand encodes a command as a RESP multibulk.
+func appendCommand(dst []byte, args ...string) []byte {
+	dst = redcon.AppendArray(dst, len(args))
+	for _, a := range args {
+		dst = redcon.AppendBulkString(dst, a)
+	}
+	return dst
+}
+
+// request is one client's run of consecutive shared-route commands. A client has at most one
+// in flight, so each client reuses a single request (and its buffers and channel).
+type request struct {
+	cmds  []redcon.Command
+	reply []byte        // raw replies, in order, or error replies for the unanswered tail
+	done  chan struct{} // receives once the reply is complete
+	start time.Time
+}
+
+// sharedConn is an upstream connection shared by many clients. Submitters append their commands
+// to one write buffer; whoever finds no write in progress writes everything buffered, so the
+// commands of many clients reach Redis in one write. One reader goroutine hands replies back in
+// submission order.
+type sharedConn struct {
+	nc   net.Conn
+	br   *bufio.Reader
+	dead atomic.Bool
+	m    *metrics
+
+	mu      sync.Mutex
+	wbuf    []byte
+	spare   []byte
+	writing bool
+	queue   []*request // submitted, not yet taken by the reader; order = write order
+	err     error
+}
+
+func newSharedConn(nc net.Conn, br *bufio.Reader, m *metrics) *sharedConn {
+	u := &sharedConn{nc: nc, br: br, m: m}
+	go u.readLoop()
+	return u
+}
+
+// errNotSent means the connection was already dead: nothing was sent, so a retry is safe.
+var errNotSent = errors.New("upstream connection closed before send")
+
+// do sends req's commands and waits for their replies (or error replies if the connection fails
+// after sending). It returns errNotSent, with req untouched, if the connection was already dead.
+func (u *sharedConn) do(req *request) error {
+	req.reply = req.reply[:0]
+	req.start = time.Now()
+	u.mu.Lock()
+	if u.err != nil {
+		u.mu.Unlock()
+		return errNotSent
+	}
+	for i := range req.cmds {
+		u.wbuf = append(u.wbuf, req.cmds[i].Raw...)
+	}
+	u.queue = append(u.queue, req)
+	if !u.writing {
+		u.flushLocked()
+	}
+	u.mu.Unlock()
+	<-req.done
+	u.m.upstreamRTT.Observe(time.Since(req.start).Seconds())
+	return nil
+}
+
+// flushLocked writes the buffer until it is empty, releasing the lock during each write so
+// other clients can append meanwhile; their commands go out with the next write.
+func (u *sharedConn) flushLocked() {
+	u.writing = true
+	for len(u.wbuf) > 0 && u.err == nil {
+		buf := u.wbuf
+		u.wbuf = u.spare[:0]
+		u.mu.Unlock()
+		_, err := u.nc.Write(buf)
+		u.mu.Lock()
+		if cap(buf) <= 1<<20 {
+			u.spare = buf[:0]
+		}
+		if err != nil {
+			u.failLocked(err)
+		}
+	}
+	u.writing = false
+}
+
+// readLoop owns the read side: it waits for reply bytes (so a closed connection is noticed even
+// when idle), takes the oldest request and reads exactly one reply per command into it.
+func (u *sharedConn) readLoop() {
+	for {
+		if _, err := u.br.Peek(1); err != nil {
+			u.fail(err)
+			return
+		}
+		u.mu.Lock()
+		var req *request
+		if len(u.queue) > 0 {
+			req = u.queue[0]
+			u.queue[0] = nil
+			u.queue = u.queue[1:]
+		}
+		u.mu.Unlock()
+		if req == nil {
+			u.fail(ErrUpstreamDesync)
+			return
+		}
+		for i := range req.cmds {
+			mark := len(req.reply)
+			var err error
+			if req.reply, err = resp.AppendReply(req.reply, u.br); err != nil {
+				req.reply = req.reply[:mark]
+				failRequest(req, i, err)
+				u.fail(err)
+				return
+			}
+		}
+		req.done <- struct{}{}
+	}
+}
+
+func (u *sharedConn) fail(err error) {
+	u.mu.Lock()
+	u.failLocked(err)
+	u.mu.Unlock()
+}
+
+// failLocked marks the connection dead and answers every queued request with error replies.
+func (u *sharedConn) failLocked(err error) {
+	if u.err == nil {
+		u.err = err
+		u.dead.Store(true)
+		u.nc.Close()
+		u.m.upstreamFailures.Inc()
+	}
+	for _, req := range u.queue {
+		failRequest(req, 0, err)
+	}
+	u.queue = nil
+	u.wbuf = u.wbuf[:0]
+}
+
+func (u *sharedConn) close() { u.fail(net.ErrClosed) }
+
+// failRequest appends an error reply for every command of req from index from on and completes it.
+func failRequest(req *request, from int, cause error) {
+	req.reply = appendLostReplies(req.reply, len(req.cmds)-from, cause)
+	req.done <- struct{}{}
+}
+
+// appendLostReplies appends n error replies for commands lost to cause.
+func appendLostReplies(dst []byte, n int, cause error) []byte {
+	for range n {
+		dst = appendLostReply(dst, cause)
+	}
+	return dst
+}
+
+// appendLostReply is the reply for a command whose fate is unknown because the upstream failed.
+func appendLostReply(dst []byte, cause error) []byte {
+	var re *replyError
+	if errors.As(cause, &re) {
+		return append(dst, re.raw...)
+	}
+	msg := ErrUpstreamLost.Error()
+	if cause != nil && !errors.Is(cause, ErrUpstreamLost) {
+		msg += ": " + cause.Error()
+	}
+	return redcon.AppendError(dst, "ERR "+sanitizeLine(msg))
+}
+
+// sanitizeLine keeps an error message on one RESP line.
+func sanitizeLine(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c == '\r' || c == '\n' {
+			b[i] = ' '
+		}
+	}
+	return string(b)
+}
