@@ -33,6 +33,7 @@ type Config struct {
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"` // drain bound on SIGINT/SIGTERM; default 10s
 	LogLevel        string   `yaml:"log_level"`        // debug|info|warn|error; default info
 	LogFormat       string   `yaml:"log_format"`       // text|json; default text
+	Procs           int      `yaml:"procs"`            // GOMAXPROCS; default 1
 	Upstream        Upstream `yaml:"upstream"`
 	Limits          Limits   `yaml:"limits"`
 }
@@ -75,6 +76,7 @@ func Default() Config {
 		ShutdownTimeout: Duration(10 * time.Second),
 		LogLevel:        "info",
 		LogFormat:       "text",
+		Procs:           1,
 		Upstream: Upstream{
 			Addr:        "127.0.0.1:6379",
 			DialTimeout: Duration(2 * time.Second),
@@ -367,6 +369,7 @@ func (c Config) Validate() error {
 	check("shutdown_timeout", positive(c.ShutdownTimeout))
 	check("log_level", oneOf(c.LogLevel, "debug", "info", "warn", "error"))
 	check("log_format", oneOf(c.LogFormat, "text", "json"))
+	check("procs", between(c.Procs, 1, 1024))
 
 	u := c.Upstream
 	check("upstream.addr", hostPort(u.Addr, true))
@@ -461,6 +464,7 @@ var docs = map[string]string{
 	"shutdown_timeout":                  "On SIGINT/SIGTERM, how long in-flight requests may drain before connections close.",
 	"log_level":                         "debug, info, warn or error.",
 	"log_format":                        "text or json.",
+	"procs":                             "CPU cores the proxy's Go code may use at once (GOMAXPROCS). One is fastest when the proxy shares a small host with Redis and its clients (measured, see bench/README.md); raise it on a dedicated host with many clients.",
 	"upstream":                          "The Redis server to forward to.",
 	"upstream.addr":                     "Redis server, host:port.",
 	"upstream.username":                 `ACL user for the proxy's own connections and clients that have not sent AUTH; "" is the default user.`,

@@ -28,6 +28,7 @@ func fullConfig() Config {
 		ShutdownTimeout: Duration(90 * time.Second),
 		LogLevel:        "debug",
 		LogFormat:       "json",
+		Procs:           4,
 		Upstream: Upstream{
 			Addr:        "redis.internal:6390",
 			Username:    "proxy",

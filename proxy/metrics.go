@@ -7,18 +7,18 @@ import (
 // metrics are the proxy's Prometheus series. Counters for commands are resolved once per table
 // row so the hot path only does atomic adds.
 type metrics struct {
-	clients          prometheus.Gauge
-	clientsTotal     prometheus.Counter
-	rejected         *prometheus.CounterVec
-	commands         []prometheus.Counter // by cmdSpec.idx
-	errors           *prometheus.CounterVec
-	bytesIn          prometheus.Counter
-	bytesOut         prometheus.Counter
-	upstreamRTT      prometheus.Histogram
-	upstreamDials    prometheus.Counter
+	clients            prometheus.Gauge
+	clientsTotal       prometheus.Counter
+	rejected           *prometheus.CounterVec
+	commands           []prometheus.Counter // by cmdSpec.idx
+	errors             *prometheus.CounterVec
+	bytesIn            prometheus.Counter
+	bytesOut           prometheus.Counter
+	upstreamRTT        prometheus.Histogram
+	upstreamDials      prometheus.Counter
 	upstreamDialErrors prometheus.Counter
-	upstreamFailures prometheus.Counter
-	dedicated        prometheus.Gauge
+	upstreamFailures   prometheus.Counter
+	dedicated          prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {

@@ -155,9 +155,12 @@ type request struct {
 	start time.Time
 }
 
-// sharedConn is an upstream connection shared by many clients. Submitters append their commands
-// to one write buffer; whoever finds no write in progress writes everything buffered, so the
-// commands of many clients reach Redis in one write. One reader goroutine hands replies back in
+// sharedConn is an upstream connection shared by many clients, driven like an event loop.
+// Submitters append their commands to one write buffer. If nothing is outstanding on the
+// connection the submitter writes at once (lowest latency when idle); otherwise the commands
+// wait until the reader has consumed every reply already received, and the reader then writes
+// everything buffered meanwhile. Under load the commands of many clients thus reach Redis in one
+// write, and Redis spends a fraction of the per-request cost. The reader hands replies back in
 // submission order.
 type sharedConn struct {
 	nc   net.Conn
@@ -165,12 +168,14 @@ type sharedConn struct {
 	dead atomic.Bool
 	m    *metrics
 
-	mu      sync.Mutex
-	wbuf    []byte
-	spare   []byte
-	writing bool
-	queue   []*request // submitted, not yet taken by the reader; order = write order
-	err     error
+	mu          sync.Mutex
+	wbuf        []byte
+	spare       []byte
+	writing     bool       // a goroutine is inside writeLocked
+	outstanding int        // requests written, not yet completed
+	unwritten   int        // requests whose commands are in wbuf
+	queue       []*request // submitted, not yet taken by the reader; order = write order
+	err         error
 }
 
 func newSharedConn(nc net.Conn, br *bufio.Reader, m *metrics) *sharedConn {
@@ -195,9 +200,10 @@ func (u *sharedConn) do(req *request) error {
 	for i := range req.cmds {
 		u.wbuf = append(u.wbuf, req.cmds[i].Raw...)
 	}
+	u.unwritten++
 	u.queue = append(u.queue, req)
-	if !u.writing {
-		u.flushLocked()
+	if u.outstanding == 0 && !u.writing {
+		u.writeLocked()
 	}
 	u.mu.Unlock()
 	<-req.done
@@ -205,13 +211,15 @@ func (u *sharedConn) do(req *request) error {
 	return nil
 }
 
-// flushLocked writes the buffer until it is empty, releasing the lock during each write so
-// other clients can append meanwhile; their commands go out with the next write.
-func (u *sharedConn) flushLocked() {
+// writeLocked writes the buffer until it is empty. The lock is released during each write so
+// others can append for the next one; writing keeps a second writer out meanwhile.
+func (u *sharedConn) writeLocked() {
 	u.writing = true
 	for len(u.wbuf) > 0 && u.err == nil {
 		buf := u.wbuf
 		u.wbuf = u.spare[:0]
+		u.outstanding += u.unwritten
+		u.unwritten = 0
 		u.mu.Unlock()
 		_, err := u.nc.Write(buf)
 		u.mu.Lock()
@@ -226,7 +234,8 @@ func (u *sharedConn) flushLocked() {
 }
 
 // readLoop owns the read side: it waits for reply bytes (so a closed connection is noticed even
-// when idle), takes the oldest request and reads exactly one reply per command into it.
+// when idle), takes the oldest request and reads exactly one reply per command into it. Once it
+// has consumed every reply received so far, it writes what clients queued meanwhile.
 func (u *sharedConn) readLoop() {
 	for {
 		if _, err := u.br.Peek(1); err != nil {
@@ -235,7 +244,7 @@ func (u *sharedConn) readLoop() {
 		}
 		u.mu.Lock()
 		var req *request
-		if len(u.queue) > 0 {
+		if len(u.queue) > 0 && u.outstanding > 0 {
 			req = u.queue[0]
 			u.queue[0] = nil
 			u.queue = u.queue[1:]
@@ -256,6 +265,12 @@ func (u *sharedConn) readLoop() {
 			}
 		}
 		req.done <- struct{}{}
+		u.mu.Lock()
+		u.outstanding--
+		if len(u.wbuf) > 0 && !u.writing && (u.outstanding == 0 || u.br.Buffered() == 0) {
+			u.writeLocked()
+		}
+		u.mu.Unlock()
 	}
 }
 

@@ -13,8 +13,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -65,6 +67,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	logger := newLogger(cfg, stderr)
+	runtime.GOMAXPROCS(cfg.Procs)
 	if err := serve(cfg, logger); err != nil {
 		logger.Error("exiting", "err", err)
 		return 1
@@ -153,7 +156,8 @@ func upstreamTLS(u conf.Upstream) (*tls.Config, error) {
 	return c, nil
 }
 
-// serveHTTP serves /metrics, /healthz (the process is up) and /readyz (Redis answers).
+// serveHTTP serves /metrics, /healthz (the process is up), /readyz (Redis answers) and
+// /debug/pprof.
 func serveHTTP(ctx context.Context, addr string, reg *prometheus.Registry, srv *proxy.Server, probeTimeout time.Duration) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -167,6 +171,10 @@ func serveHTTP(ctx context.Context, addr string, reg *prometheus.Registry, srv *
 		}
 		_, _ = io.WriteString(w, "ok\n")
 	})
+	// Profiles on the (loopback by default) operations listener: how speed work is measured.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	hs := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -1,7 +1,7 @@
 // Package redistest starts real redis-server processes on free loopback ports for tests.
 //
 // It never mocks Redis: every server is /usr/bin/redis-server (or the one on PATH) started with
-// --save '' --appendonly no unless a test asks for persistence, and stopped by t.Cleanup.
+// --save ” --appendonly no unless a test asks for persistence, and stopped by t.Cleanup.
 package redistest
 
 import (
