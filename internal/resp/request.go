@@ -148,6 +148,14 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 		case stStart:
 			n.lineLen = 0
 			if src[i] == '*' {
+				if v, j, ok := n.canonicalLine(src, i, n.lim.MaxMultibulkLen); ok && v > 0 {
+					// Fast path: the line is already canonical; copy it.
+					dst = append(dst, src[i:j]...)
+					i = j
+					n.args = v
+					n.state = stBulkLen
+					continue
+				}
 				n.state = stCount
 				n.lineLen = 1
 				i++
@@ -156,6 +164,19 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 			}
 
 		case stCount, stBulkLen:
+			if n.state == stBulkLen && n.lineLen == 0 && src[i] == '$' {
+				// Fast path: a whole canonical bulk ("$<len>\r\n<data>\r\n") is copied as is.
+				if v, j, ok := n.canonicalLine(src, i, n.lim.MaxBulkLen); ok && int64(len(src)-j) >= v+2 &&
+					src[j+int(v)] == '\r' && src[j+int(v)+1] == '\n' {
+					j += int(v) + 2
+					dst = append(dst, src[i:j]...)
+					i = j
+					if n.args--; n.args == 0 {
+						n.state = stStart
+					}
+					continue
+				}
+			}
 			// Scan the length line for '\r'. A NUL stops Redis' strchr: the terminator is hidden.
 			lineLen, limit := n.lineLen, n.lim.MaxInlineLen
 			for i < len(src) {
@@ -307,6 +328,33 @@ func (n *Normalizer) inline(dst, src []byte, i int) ([]byte, int, *ProtocolError
 	return dst, i, perr
 }
 
+// canonicalLine reports whether src[i:] starts with a whole length line in canonical form:
+// '*' or '$', a decimal 0 <= v <= limit without sign or leading zeros, "\r\n", and no longer
+// than MaxInlineLen before its '\r'. It returns v and the index after the line. Anything else
+// (including every error) is left to the byte-by-byte path.
+func (n *Normalizer) canonicalLine(src []byte, i int, limit int64) (int64, int, bool) {
+	j := i + 1
+	if j >= len(src) {
+		return 0, 0, false
+	}
+	var v int64
+	switch c := src[j]; {
+	case c == '0':
+		j++
+	case c >= '1' && c <= '9':
+		// At most 18 digits: no overflow; longer lines take the slow path.
+		for end := min(len(src), j+18); j < end && src[j] >= '0' && src[j] <= '9'; j++ {
+			v = v*10 + int64(src[j]-'0')
+		}
+	default:
+		return 0, 0, false
+	}
+	if j+1 >= len(src) || src[j] != '\r' || src[j+1] != '\n' || v > limit || j-i > n.lim.MaxInlineLen {
+		return 0, 0, false
+	}
+	return v, j + 2, true
+}
+
 // hide enters stHidden for the current line: its terminator is behind a NUL.
 func (n *Normalizer) hide() {
 	n.hidden = n.tooBig()
@@ -419,6 +467,21 @@ func hexVal(c byte) byte {
 	}
 }
 
+// Bytes at which splitArgs must look closer, outside quotes and inside "..." and '...'.
+var stopPlain, stopDouble, stopSingle [256]bool
+
+func init() {
+	for _, c := range []byte{' ', '\n', '\r', '\t', 0, '"', '\''} {
+		stopPlain[c] = true
+	}
+	for _, c := range []byte{'\\', '"', 0} {
+		stopDouble[c] = true
+	}
+	for _, c := range []byte{'\\', '\'', 0} {
+		stopSingle[c] = true
+	}
+}
+
 // splitArgs is sds.c sdssplitargs over line, which Redis sees as a C string (the caller
 // guarantees no NUL; the end of line reads as NUL). It counts the arguments and reports
 // unbalanced quotes; with emit it also appends each argument as "$<len>\r\n<arg>\r\n".
@@ -441,6 +504,23 @@ func splitArgs(dst, line []byte, emit bool) ([]byte, int, bool) {
 		start := len(dst)
 		inq, insq := false, false
 		for done := false; !done; {
+			// Copy a run of bytes that need no decision at once.
+			stop := &stopPlain
+			if inq {
+				stop = &stopDouble
+			} else if insq {
+				stop = &stopSingle
+			}
+			if q := p; q < len(line) && !stop[line[q]] {
+				for q < len(line) && !stop[line[q]] {
+					q++
+				}
+				if emit {
+					dst = append(dst, line[p:q]...)
+				}
+				p = q
+				continue
+			}
 			c := at(p)
 			switch {
 			case inq:

@@ -1,0 +1,14 @@
+# Multi-stage: a static binary on a distroless nonroot base.
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/sessionproxy ./cmd/sessionproxy
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/sessionproxy /sessionproxy
+USER 65532:65532
+EXPOSE 6380 9380
+# Listen on all interfaces inside the container; point -upstream at your Redis.
+ENTRYPOINT ["/sessionproxy", "-listen", "0.0.0.0:6380", "-metrics", "0.0.0.0:9380"]

@@ -1,0 +1,37 @@
+# Targets people expect. `make test` is what CI runs (.ci/run).
+GO       ?= go
+PKGS     ?= ./...
+FUZZTIME ?= 60s
+
+.PHONY: run build test race fuzz bench lint deps
+
+build:
+	$(GO) build -o bin/sessionproxy ./cmd/sessionproxy
+
+# Proxy on 127.0.0.1:6380 in front of a Redis on 127.0.0.1:6379 (installed and started if missing).
+run: deps build
+	bash .ci/redis-local
+	./bin/sessionproxy -listen 127.0.0.1:6380 -upstream 127.0.0.1:6379 -metrics 127.0.0.1:9380
+
+deps:
+	bash .ci/deps
+
+# Lint, then every test with the race detector (real redis-server processes, real clients).
+test: lint
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+race: test
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+# Each fuzz target for FUZZTIME (findings land in testdata/fuzz and become table tests).
+fuzz:
+	$(GO) test ./internal/resp -run '^$$' -fuzz '^FuzzNormalizer$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/resp -run '^$$' -fuzz '^FuzzAppendReply$$' -fuzztime $(FUZZTIME)
+
+# Go micro-benchmarks; the redis-benchmark comparison is bench/run.sh (see bench/README.md).
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
