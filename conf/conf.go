@@ -36,6 +36,23 @@ type Config struct {
 	Procs           int      `yaml:"procs"`            // GOMAXPROCS; default 1
 	Upstream        Upstream `yaml:"upstream"`
 	Limits          Limits   `yaml:"limits"`
+	Index           Index    `yaml:"index"`
+}
+
+// Index says which keys are sessions and how the user -> sessions index is kept.
+type Index struct {
+	Prefix string      `yaml:"prefix"` // bookkeeping keys (owner map, deadline ledger); default "sessionproxy:"
+	Rules  []IndexRule `yaml:"rules"`  // first matching rule owns a key; default: the seed layout
+}
+
+// IndexRule is one kind of session key. The rewrite package checks it in full.
+type IndexRule struct {
+	Name     string `yaml:"name"`
+	Pattern  string `yaml:"pattern"`   // glob with one '*': the session id
+	Field    string `yaml:"field"`     // owner in this hash field, or
+	JSONPath string `yaml:"json_path"` // owner at this dotted path of a JSON string value
+	Layout   string `yaml:"layout"`    // set | zset | global-zset
+	IndexKey string `yaml:"index_key"` // with {uid} for set/zset; one key for global-zset
 }
 
 // Upstream is the Redis server the proxy forwards to.
@@ -82,6 +99,11 @@ func Default() Config {
 			DialTimeout: Duration(2 * time.Second),
 			ReadTimeout: Duration(5 * time.Second),
 			PoolSize:    2,
+		},
+		Index: Index{
+			Prefix: "sessionproxy:",
+			Rules: []IndexRule{{Name: "session", Pattern: "session:*", Field: "userid",
+				Layout: "set", IndexKey: "user:{uid}"}},
 		},
 		Limits: Limits{
 			MaxClients:      10000,
@@ -370,6 +392,28 @@ func (c Config) Validate() error {
 	check("log_level", oneOf(c.LogLevel, "debug", "info", "warn", "error"))
 	check("log_format", oneOf(c.LogFormat, "text", "json"))
 	check("procs", between(c.Procs, 1, 1024))
+	if c.Index.Prefix == "" {
+		check("index.prefix", errors.New("must not be empty"))
+	}
+	if len(c.Index.Rules) == 0 {
+		check("index.rules", errors.New("must have at least one rule"))
+	}
+	for i, r := range c.Index.Rules {
+		at := fmt.Sprintf("index.rules[%d].", i)
+		if r.Name == "" {
+			check(at+"name", errors.New("must not be empty"))
+		}
+		if strings.Count(r.Pattern, "*") != 1 {
+			check(at+"pattern", fmt.Errorf("must contain exactly one '*', got %q", r.Pattern))
+		}
+		if (r.Field == "") == (r.JSONPath == "") {
+			check(at+"field", errors.New("set exactly one of field and json_path"))
+		}
+		check(at+"layout", oneOf(r.Layout, "set", "zset", "global-zset"))
+		if r.IndexKey == "" {
+			check(at+"index_key", errors.New("must not be empty"))
+		}
+	}
 
 	u := c.Upstream
 	check("upstream.addr", hostPort(u.Addr, true))
@@ -464,6 +508,15 @@ var docs = map[string]string{
 	"shutdown_timeout":                  "On SIGINT/SIGTERM, how long in-flight requests may drain before connections close.",
 	"log_level":                         "debug, info, warn or error.",
 	"log_format":                        "text or json.",
+	"index":                             "The user -> sessions index: which keys are sessions, where their owner is, how the index is laid out.",
+	"index.prefix":                      "Prefix of the proxy's bookkeeping keys in each DB (owner map, deadline ledger).",
+	"index.rules":                       "Session key rules; the first whose pattern matches a key owns it. Not settable from the environment.",
+	"index.rules[].name":                "Rule name, for SESSIONS.* [rule].",
+	"index.rules[].pattern":             "Session keys: a glob with exactly one '*', which matches the session id.",
+	"index.rules[].field":               "Owner's user id is this hash field (leave json_path empty).",
+	"index.rules[].json_path":           "Or: owner's user id is at this dotted path of a JSON string value, e.g. passport.user (leave field empty).",
+	"index.rules[].layout":              "set (a set of session ids per user), zset (per user, scored by expiry deadline in ms) or global-zset (one sorted set of session keys scored by numeric user id).",
+	"index.rules[].index_key":           "Index key: a template with {uid} for set and zset, one plain key for global-zset.",
 	"procs":                             "CPU cores the proxy's Go code may use at once (GOMAXPROCS). One is fastest when the proxy shares a small host with Redis and its clients (measured, see bench/README.md); raise it on a dedicated host with many clients.",
 	"upstream":                          "The Redis server to forward to.",
 	"upstream.addr":                     "Redis server, host:port.",
@@ -529,6 +582,12 @@ func addDocs(n *yaml.Node, prefix string) {
 			addDocs(v, path+".")
 			if prefix == "" {
 				doc = "\n" + doc // a blank line before each top-level section
+			}
+		case yaml.SequenceNode:
+			for _, e := range v.Content {
+				if e.Kind == yaml.MappingNode {
+					addDocs(e, path+"[].")
+				}
 			}
 		case yaml.ScalarNode:
 			def := v.Value

@@ -1,10 +1,13 @@
 package proxy
 
 import (
+	"bytes"
 	"net"
 	"sync/atomic"
 
 	"github.com/tidwall/redcon"
+
+	"github.com/sessionproxy/sessionproxy/rewrite"
 )
 
 // client is the proxy's state for one client connection. Everything but ded is owned by the
@@ -23,7 +26,19 @@ type client struct {
 	batch   []redcon.Command
 	closing bool
 
+	// Rewrites of the current batch: the new command bytes live in arena (which may move while
+	// it grows), so Raw is pointed at them only right before sending.
+	arena    []byte
+	rewrites []rewritten
+	refs     []rewrite.Ref
+
 	ded atomic.Pointer[dedicated] // set once the client moved to its own upstream connection
+}
+
+// rewritten is one command of the batch replaced by a script call.
+type rewritten struct {
+	idx        int // in the batch
+	start, end int // in arena
 }
 
 func newClient(s *Server, rc redcon.Conn, id uint64) *client {
@@ -32,30 +47,48 @@ func newClient(s *Server, rc redcon.Conn, id uint64) *client {
 }
 
 // run carries out one batch: the commands that arrived together. Consecutive shared-route
-// commands go upstream in one write; a local command is answered in its place in the order; a
-// command that needs connection state moves the client, with the rest of the batch, to a
-// dedicated upstream connection.
+// commands go upstream in one write (session writes among them rewritten into script calls); a
+// local command is answered in its place in the order; a command that needs connection state
+// moves the client, with the rest of the batch, to a dedicated upstream connection.
 func (c *client) run(cmds []redcon.Command) {
 	if d := c.ded.Load(); d != nil {
 		d.forward(cmds)
 		return
 	}
+	c.arena, c.rewrites = c.arena[:0], c.rewrites[:0]
 	start := 0 // first command of the pending shared run
 	for i := range cmds {
-		spec := c.s.table.lookup(cmds[i].Args[0])
+		args := cmds[i].Args
+		spec := c.s.table.lookup(args[0])
 		c.s.m.commands[spec.idx].Inc()
-		switch spec.routeOf(cmds[i].Args) {
+		r := spec.routeOf(args)
+		if r == routeShared && (spec.plan != nil || spec.sessions) {
+			var errReply []byte
+			if c.arena, errReply = c.s.rewrite(c.arena, spec, args, false, false, &c.refs); errReply != nil {
+				c.sendShared(cmds[start:i], start)
+				if c.closing {
+					return
+				}
+				c.write(errReply)
+				start = i + 1
+				continue
+			}
+			if end := len(c.arena); c.rewriteEnd() != end {
+				c.rewrites = append(c.rewrites, rewritten{idx: i, start: c.rewriteEnd(), end: end})
+			}
+		}
+		switch r {
 		case routeShared:
 			continue
 		case routeLocal:
-			c.sendShared(cmds[start:i])
+			c.sendShared(cmds[start:i], start)
 			if c.closing {
 				return
 			}
-			spec.local(c, cmds[i].Args)
+			spec.local(c, args)
 			start = i + 1
 		case routeDedicated:
-			c.sendShared(cmds[start:i])
+			c.sendShared(cmds[start:i], start)
 			if !c.closing {
 				c.toDedicated(cmds[i:])
 			}
@@ -65,20 +98,55 @@ func (c *client) run(cmds []redcon.Command) {
 			return
 		}
 	}
-	c.sendShared(cmds[start:])
+	c.sendShared(cmds[start:], start)
 }
 
-// sendShared runs cmds over the client's shared upstream connection and writes their replies.
-func (c *client) sendShared(cmds []redcon.Command) {
+// rewriteEnd is where the next rewrite starts in the arena.
+func (c *client) rewriteEnd() int {
+	if n := len(c.rewrites); n > 0 {
+		return c.rewrites[n-1].end
+	}
+	return 0
+}
+
+// rewrite appends the script call replacing a session write or SESSIONS command to dst; dst
+// comes back unchanged if the command touches no session key. An error reply means the
+// command is answered by the proxy instead.
+func (s *Server) rewrite(dst []byte, spec *cmdSpec, args [][]byte, byBody, resp3 bool, refs *[]rewrite.Ref) ([]byte, []byte) {
+	if spec.sessions {
+		out, errReply, _ := s.appendSessionsCall(dst, spec, args, byBody)
+		if errReply == nil {
+			s.m.rewrites.WithLabelValues("sessions").Inc()
+		}
+		return out, errReply
+	}
+	*refs = spec.plan((*refs)[:0], args)
+	if len(*refs) == 0 {
+		return dst, nil
+	}
+	if len(args) > rewrite.MaxArgs {
+		s.m.unindexed.Inc()
+		s.log.Warn("session write too long to rewrite; left to repair", "cmd", spec.name, "args", len(args))
+		return dst, nil
+	}
+	s.m.rewrites.WithLabelValues("apply").Inc()
+	return s.schema.AppendApply(dst, &s.scripts.Apply, byBody, resp3, *refs, args), nil
+}
+
+// sendShared runs cmds (batch positions base...) over the client's shared upstream connection
+// and writes their replies.
+func (c *client) sendShared(cmds []redcon.Command, base int) {
 	if len(cmds) == 0 {
 		return
 	}
+	rws := c.pointRewrites(cmds, base)
 	req := &c.req
 	req.cmds = cmds
 	defer func() { req.cmds = nil }()
+	var u *sharedConn
 	for attempt := 0; ; attempt++ {
-		u, err := c.sharedConn()
-		if err != nil {
+		var err error
+		if u, err = c.sharedConn(); err != nil {
 			c.fail(len(cmds), err)
 			return
 		}
@@ -90,10 +158,68 @@ func (c *client) sendShared(cmds []redcon.Command) {
 		}
 		break
 	}
+	if len(rws) > 0 {
+		c.retryNoScript(u, cmds, base, rws)
+	}
 	c.write(req.reply)
 	if cap(req.reply) > 1<<20 {
 		req.reply = nil // a huge reply once should not pin its buffer to the client forever
 	}
+}
+
+// pointRewrites points the rewritten commands among cmds at their script calls and returns them.
+func (c *client) pointRewrites(cmds []redcon.Command, base int) []rewritten {
+	lo := 0
+	for lo < len(c.rewrites) && c.rewrites[lo].idx < base {
+		lo++
+	}
+	hi := lo
+	for hi < len(c.rewrites) && c.rewrites[hi].idx < base+len(cmds) {
+		rw := c.rewrites[hi]
+		cmds[rw.idx-base].Raw = c.arena[rw.start:rw.end]
+		hi++
+	}
+	return c.rewrites[lo:hi]
+}
+
+var noScript = []byte("-NOSCRIPT")
+
+// retryNoScript handles a script cache emptied behind the proxy's back (SCRIPT FLUSH): the
+// failed script calls did nothing, so they are run again, in order, after reloading the scripts.
+// Commands of the same batch that followed them have already run; that reordering is the one
+// visible effect, and only right after a flush.
+func (c *client) retryNoScript(u *sharedConn, cmds []redcon.Command, base int, rws []rewritten) {
+	req := &c.req
+	var failed []redcon.Command
+	var at []int // batch-relative positions of the failed calls
+	for _, rw := range rws {
+		i := rw.idx - base
+		if bytes.HasPrefix(req.reply[req.replyStart(i):req.ends[i]], noScript) {
+			failed = append(failed, cmds[i])
+			at = append(at, i)
+		}
+	}
+	if len(failed) == 0 {
+		return
+	}
+	c.s.m.noScriptRetries.Inc()
+	load := &request{done: make(chan struct{}, 1), cmds: c.s.loadScriptCmds}
+	retry := &request{done: make(chan struct{}, 1), cmds: failed}
+	if u.do(load) != nil || u.do(retry) != nil {
+		return // the connection died; the NOSCRIPT errors stand
+	}
+	// Splice the retried replies into their places.
+	var out []byte
+	k := 0
+	for i := range cmds {
+		if k < len(at) && at[k] == i {
+			out = append(out, retry.reply[retry.replyStart(k):retry.ends[k]]...)
+			k++
+			continue
+		}
+		out = append(out, req.reply[req.replyStart(i):req.ends[i]]...)
+	}
+	req.reply = out
 }
 
 func (c *client) sharedConn() (*sharedConn, error) {
@@ -118,9 +244,7 @@ func (c *client) write(b []byte) {
 func (c *client) fail(n int, err error) {
 	c.s.m.errors.WithLabelValues(errKindUpstream).Inc()
 	c.s.log.Debug("upstream failure", "client", c.id, "err", err)
-	var buf []byte
-	buf = appendLostReplies(buf, n, err)
-	c.write(buf)
+	c.write(appendLostReplies(nil, n, err))
 	c.close()
 }
 

@@ -1,6 +1,10 @@
 package proxy
 
-import "bytes"
+import (
+	"bytes"
+
+	"github.com/sessionproxy/sessionproxy/rewrite"
+)
 
 // route says where a command runs.
 type route uint8
@@ -19,7 +23,12 @@ type cmdSpec struct {
 	classify func(args [][]byte) route
 	// local answers a routeLocal command; it runs after every earlier reply of the batch is written.
 	local func(c *client, args [][]byte)
-	idx   int // position in the table: index of the command's metrics counter
+	// plan finds the session keys a data command writes (nil: it never writes any); such
+	// writes are rewritten into the apply script.
+	plan rewrite.Planner
+	// sessions marks SESSIONS.LIST/COUNT/REVOKE, rewritten into the sessions script.
+	sessions bool
+	idx      int // position in the table: index of the command's metrics counter
 }
 
 // redisCommands lists redis-server 7.0's top-level commands (COMMAND LIST). Every one of them

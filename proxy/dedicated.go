@@ -32,12 +32,13 @@ type dedicated struct {
 	// matching +RESET belongs to the proxy and is not relayed.
 	resetAuth atomic.Int32
 	closed    atomic.Bool
+	resp3     bool // the client sent HELLO 3 (owned by the client goroutine)
 }
 
 // toDedicated moves the client to a dedicated upstream connection and forwards cmds there.
 func (c *client) toDedicated(cmds []redcon.Command) {
 	c.s.m.upstreamDials.Inc()
-	nc, br, err := c.s.dialer.dial(c.s.ctx, c.ident, c.db, c.name)
+	nc, br, err := c.s.dialer.dial(c.s.ctx, c.ident, c.db, c.name, false)
 	if err != nil {
 		c.s.m.upstreamDialErrors.Inc()
 		c.fail(len(cmds), err)
@@ -63,15 +64,20 @@ func (d *dedicated) forward(cmds []redcon.Command) { d.forwardCounted(cmds, fals
 // counted in the metrics by the caller.
 func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
 	d.out = d.out[:0]
-	t := d.c.s.table
+	s := d.c.s
 	for i := range cmds {
 		args := cmds[i].Args
-		spec := t.lookup(args[0])
+		spec := s.table.lookup(args[0])
 		if !(counted && i == 0) {
 			d.m.commands[spec.idx].Inc()
 		}
-		d.out = append(d.out, cmds[i].Raw...)
+		d.appendCommand(spec, cmds[i])
 		switch spec.name {
+		case "hello":
+			// HELLO 3 makes the rewritten calls ask their script for RESP3 replies.
+			if len(args) > 1 {
+				d.resp3 = string(args[1]) == "3"
+			}
 		case "subscribe", "psubscribe", "ssubscribe", "monitor", "sync", "psync":
 			d.unpaired.Store(true)
 		case "client":
@@ -81,7 +87,8 @@ func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
 		case "reset":
 			// RESET logs the upstream connection out to the default user; a client of the
 			// proxy must land on the proxy's configured user instead.
-			if id := d.c.s.defaultID; id.creds() && len(args) == 1 {
+			d.resp3 = false
+			if id := s.defaultID; id.creds() && len(args) == 1 {
 				d.out = appendCommand(d.out, "AUTH", id.user, id.pass)
 				d.resetAuth.Add(1)
 			}
@@ -93,6 +100,39 @@ func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
 	}
 	if cap(d.out) > 1<<20 {
 		d.out = nil
+	}
+}
+
+// appendCommand appends cmd, or the script call replacing it, to the outgoing buffer. Script
+// calls go by body (EVAL): inside MULTI a NOSCRIPT could not be retried. The proxy's own
+// answers (SESSIONS.REINDEX, CHECK, HELP, errors) go up as an EVAL returning them, which keeps
+// them in order with the upstream replies relayed as they come.
+func (d *dedicated) appendCommand(spec *cmdSpec, cmd redcon.Command) {
+	s := d.c.s
+	switch {
+	case spec.name == "sessions.help":
+		d.out = appendEcho(d.out, echoStatus, sessionsHelp...)
+	case spec.name == "sessions.reindex" || spec.name == "sessions.check":
+		rep, errReply := s.runRepair(d.c.db, cmd.Args)
+		if errReply != nil {
+			d.out = appendEchoError(d.out, errReply)
+		} else {
+			d.out = appendEchoReport(d.out, rep)
+		}
+	case spec.sessions && spec.routeOf(cmd.Args) == routeLocal:
+		d.out = appendEchoError(d.out, errArity(cmd.Args[0]))
+	case spec.plan != nil || spec.sessions:
+		out, errReply := s.rewrite(d.out, spec, cmd.Args, true, d.resp3, &d.c.refs)
+		switch {
+		case errReply != nil:
+			d.out = appendEchoError(d.out, errReply)
+		case len(out) == len(d.out):
+			d.out = append(d.out, cmd.Raw...) // not a session write
+		default:
+			d.out = out
+		}
+	default:
+		d.out = append(d.out, cmd.Raw...)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sessionproxy/sessionproxy/internal/redistest"
 	"github.com/sessionproxy/sessionproxy/internal/resp"
+	"github.com/sessionproxy/sessionproxy/rewrite"
 )
 
 // startProxy runs an in-process proxy in front of up until the test ends.
@@ -23,6 +24,7 @@ func startProxy(t testing.TB, up *redistest.Server, tweak ...func(*Options)) *Se
 		PoolSize: 2, MaxClients: 1000,
 		Limits:          resp.Limits{MaxBulkLen: 512 << 20, MaxMultibulkLen: 1<<31 - 1, MaxInlineLen: 64 << 10},
 		ShutdownTimeout: 2 * time.Second,
+		Schema:          testSchema(t),
 	}
 	for _, f := range tweak {
 		f(&opts)
@@ -50,6 +52,21 @@ func startProxy(t testing.TB, up *redistest.Server, tweak ...func(*Options)) *Se
 			t.Error("proxy did not stop within 10s")
 		}
 	})
+	return s
+}
+
+// testSchema is the default rule set plus a connect-redis style JSON rule and the other layouts.
+func testSchema(t testing.TB) *rewrite.Schema {
+	t.Helper()
+	s, err := rewrite.NewSchema(rewrite.DefaultPrefix, []rewrite.Rule{
+		rewrite.DefaultRule(),
+		{Name: "express", Pattern: "sess:*", JSONPath: "passport.user", Layout: rewrite.LayoutSet, IndexKey: "user:{uid}"},
+		{Name: "scored", Pattern: "zsess:*", Field: "uid", Layout: rewrite.LayoutZSet, IndexKey: "zuser:{uid}"},
+		{Name: "global", Pattern: "gsess:*", Field: "uid", Layout: rewrite.LayoutGlobalZSet, IndexKey: "idx-session-uid"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return s
 }
 

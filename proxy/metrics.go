@@ -19,6 +19,9 @@ type metrics struct {
 	upstreamDialErrors prometheus.Counter
 	upstreamFailures   prometheus.Counter
 	dedicated          prometheus.Gauge
+	rewrites           *prometheus.CounterVec
+	unindexed          prometheus.Counter
+	noScriptRetries    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
@@ -48,6 +51,14 @@ func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
 		dedicated: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "upstream",
 			Name: "dedicated_connections", Help: "Clients currently holding a dedicated upstream connection."}),
 	}
+	m.rewrites = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "index",
+		Name: "rewrites_total", Help: "Commands rewritten into index scripts, by script (apply: session writes, sessions: SESSIONS.LIST/COUNT/REVOKE)."}, []string{"script"})
+	m.unindexed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "index",
+		Name: "unindexed_writes_total", Help: "Session writes the proxy passed on without indexing (non-numeric user id under global-zset, too many arguments)."})
+	m.noScriptRetries = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "index",
+		Name: "noscript_retries_total", Help: "Batches whose script calls met an emptied script cache and were retried after reloading."})
+	m.rewrites.WithLabelValues("apply")
+	m.rewrites.WithLabelValues("sessions")
 	cmds := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
 		Name: "commands_total", Help: "Commands received, by name (unknown names count as \"other\")."}, []string{"cmd"})
 	for _, s := range table.specs {
@@ -59,7 +70,8 @@ func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
 	m.rejected.WithLabelValues(rejectMaxClients)
 	if reg != nil {
 		reg.MustRegister(m.clients, m.clientsTotal, m.rejected, cmds, m.errors, m.bytesIn, m.bytesOut,
-			m.upstreamRTT, m.upstreamDials, m.upstreamDialErrors, m.upstreamFailures, m.dedicated)
+			m.upstreamRTT, m.upstreamDials, m.upstreamDialErrors, m.upstreamFailures, m.dedicated,
+			m.rewrites, m.unindexed, m.noScriptRetries)
 	}
 	return m
 }

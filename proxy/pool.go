@@ -107,7 +107,7 @@ func (p *pool) conn(ctx context.Context, n uint64) (*sharedConn, error) {
 		return nil, sl.lastErr
 	}
 	p.p.m.upstreamDials.Inc()
-	nc, br, err := p.p.d.dial(ctx, p.key.id, p.key.db, "")
+	nc, br, err := p.p.d.dial(ctx, p.key.id, p.key.db, "", true)
 	if err != nil {
 		p.p.m.upstreamDialErrors.Inc()
 		sl.lastErr, sl.lastFail = err, time.Now()

@@ -16,6 +16,7 @@ import (
 	"github.com/tidwall/redcon"
 
 	"github.com/sessionproxy/sessionproxy/internal/resp"
+	"github.com/sessionproxy/sessionproxy/rewrite"
 )
 
 // Options configure a Server; cmd/sessionproxy builds them from conf.Config.
@@ -33,6 +34,12 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
 	Registerer      prometheus.Registerer // nil: metrics are kept but not exported
+
+	// Schema says which keys are sessions and how they are indexed (required).
+	Schema *rewrite.Schema
+	// Repair runs SESSIONS.REINDEX (fix) and SESSIONS.CHECK over one rule of one DB; nil
+	// answers them with an error. cmd wires the reaper's implementation in.
+	Repair func(ctx context.Context, db, rule int, fix bool) (rewrite.Report, error)
 }
 
 // Server is the client-facing side: it accepts connections and runs their commands.
@@ -44,6 +51,10 @@ type Server struct {
 	dialer    *dialer
 	pools     *pools
 	defaultID identity
+	schema    *rewrite.Schema
+	scripts   *rewrite.Scripts
+	// loadScriptCmds loads every script the proxy runs by SHA (after a SCRIPT FLUSH).
+	loadScriptCmds []redcon.Command
 
 	ctx      context.Context // canceled when the server has stopped; bounds upstream dials
 	cancel   context.CancelFunc
@@ -63,18 +74,34 @@ func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.Schema == nil {
+		return nil, errors.New("proxy: invalid options: no index schema")
+	}
 	if opts.PoolSize < 1 || opts.MaxClients < 1 || opts.DialTimeout <= 0 || opts.ReadTimeout <= 0 {
 		return nil, fmt.Errorf("proxy: invalid options: pool size %d, max clients %d, timeouts %v/%v",
 			opts.PoolSize, opts.MaxClients, opts.DialTimeout, opts.ReadTimeout)
 	}
-	table := newCommandTable(connFamily, statefulFamily)
+	table := newCommandTable(connFamily, statefulFamily, sessionsFamily)
+	for _, sp := range table.specs {
+		sp.plan = opts.Schema.Planner(sp.name)
+	}
 	m := newMetrics(opts.Registerer, table)
-	d := &dialer{addr: opts.Upstream, tls: opts.TLS, dialTimeout: opts.DialTimeout, readTimeout: opts.ReadTimeout}
+	scripts := opts.Schema.Scripts()
+	var load []byte
+	var loadCmds []redcon.Command
+	for _, sc := range []*rewrite.Script{&scripts.Apply, &scripts.Sessions} {
+		start := len(load)
+		load = appendCommand(load, "SCRIPT", "LOAD", sc.Body)
+		loadCmds = append(loadCmds, redcon.Command{Raw: load[start:len(load):len(load)]})
+	}
+	d := &dialer{addr: opts.Upstream, tls: opts.TLS, dialTimeout: opts.DialTimeout, readTimeout: opts.ReadTimeout,
+		sharedSetup: load, sharedSetupN: len(loadCmds)}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		opts: opts, log: opts.Logger, m: m, table: table, dialer: d,
 		pools:     newPools(d, opts.PoolSize, m),
 		defaultID: identity{user: opts.Username, pass: opts.Password},
+		schema:    opts.Schema, scripts: scripts, loadScriptCmds: loadCmds,
 		ctx:       ctx, cancel: cancel,
 		clients:   make(map[*client]struct{}),
 		listening: make(chan struct{}),

@@ -36,11 +36,16 @@ type dialer struct {
 	tls         *tls.Config
 	dialTimeout time.Duration
 	readTimeout time.Duration
+	// sharedSetup (sharedSetupN commands) runs on every new shared connection: it loads the
+	// scripts that connection runs by SHA. Its error replies (e.g. an ACL without SCRIPT) are
+	// not fatal: script calls then answer NOSCRIPT, which the proxy retries once.
+	sharedSetup  []byte
+	sharedSetupN int
 }
 
 // dial connects and runs the setup commands for id and db, checking each reply. An error reply
 // from Redis during setup comes back as *replyError so callers can relay it byte for byte.
-func (d *dialer) dial(ctx context.Context, id identity, db int, name string) (net.Conn, *bufio.Reader, error) {
+func (d *dialer) dial(ctx context.Context, id identity, db int, name string, shared bool) (net.Conn, *bufio.Reader, error) {
 	nd := net.Dialer{Timeout: d.dialTimeout, KeepAlive: 15 * time.Second}
 	nc, err := nd.DialContext(ctx, "tcp", d.addr)
 	if err != nil {
@@ -74,6 +79,12 @@ func (d *dialer) dial(ctx context.Context, id identity, db int, name string) (ne
 	}
 	if n > 0 {
 		if _, err := d.roundTrip(nc, br, setup, n); err != nil {
+			nc.Close()
+			return nil, nil, err
+		}
+	}
+	if shared && d.sharedSetupN > 0 {
+		if err := d.exchange(nc, br, d.sharedSetup, d.sharedSetupN, func([]byte) error { return nil }); err != nil {
 			nc.Close()
 			return nil, nil, err
 		}
@@ -119,7 +130,7 @@ func (d *dialer) exchange(nc net.Conn, br *bufio.Reader, cmds []byte, n int, eac
 // oneShot dials a plain connection (default user, DB 0), sends one raw command and returns its
 // raw reply: the proxy's way to ask Redis itself, e.g. whether AUTH credentials are valid.
 func (d *dialer) oneShot(ctx context.Context, raw []byte) ([]byte, error) {
-	nc, br, err := d.dial(ctx, identity{}, 0, "")
+	nc, br, err := d.dial(ctx, identity{}, 0, "", false)
 	if err != nil {
 		return nil, err
 	}
@@ -151,8 +162,17 @@ func appendCommand(dst []byte, args ...string) []byte {
 type request struct {
 	cmds  []redcon.Command
 	reply []byte        // raw replies, in order, or error replies for the unanswered tail
+	ends  []int         // ends[i]: end of command i's reply in reply
 	done  chan struct{} // receives once the reply is complete
 	start time.Time
+}
+
+// replyStart is where command i's reply starts in reply.
+func (r *request) replyStart(i int) int {
+	if i == 0 {
+		return 0
+	}
+	return r.ends[i-1]
 }
 
 // sharedConn is an upstream connection shared by many clients, driven like an event loop.
@@ -190,7 +210,7 @@ var errNotSent = errors.New("upstream connection closed before send")
 // do sends req's commands and waits for their replies (or error replies if the connection fails
 // after sending). It returns errNotSent, with req untouched, if the connection was already dead.
 func (u *sharedConn) do(req *request) error {
-	req.reply = req.reply[:0]
+	req.reply, req.ends = req.reply[:0], req.ends[:0]
 	req.start = time.Now()
 	u.mu.Lock()
 	if u.err != nil {
@@ -263,6 +283,7 @@ func (u *sharedConn) readLoop() {
 				u.fail(err)
 				return
 			}
+			req.ends = append(req.ends, len(req.reply))
 		}
 		req.done <- struct{}{}
 		u.mu.Lock()
@@ -299,7 +320,10 @@ func (u *sharedConn) close() { u.fail(net.ErrClosed) }
 
 // failRequest appends an error reply for every command of req from index from on and completes it.
 func failRequest(req *request, from int, cause error) {
-	req.reply = appendLostReplies(req.reply, len(req.cmds)-from, cause)
+	for range len(req.cmds) - from {
+		req.reply = appendLostReply(req.reply, cause)
+		req.ends = append(req.ends, len(req.reply))
+	}
 	req.done <- struct{}{}
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/sessionproxy/sessionproxy/conf"
 	"github.com/sessionproxy/sessionproxy/internal/resp"
 	"github.com/sessionproxy/sessionproxy/proxy"
+	"github.com/sessionproxy/sessionproxy/reaper"
 )
 
 func main() {
@@ -36,6 +37,9 @@ func main() {
 
 // run is main without the process exit, so it reads as one flow: flags -> config -> options -> serve.
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "reindex" || args[0] == "check") {
+		return runRepairCommand(args[0], args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("sessionproxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -57,7 +61,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *checkConfig != "" {
 		path = *checkConfig
 	}
-	cfg, err := conf.Load(path, os.LookupEnv, conf.Flags{Listen: *listen, Upstream: *upstream, Metrics: *metrics})
+	cfg, err := conf.Load(path, lookupEnv, conf.Flags{Listen: *listen, Upstream: *upstream, Metrics: *metrics})
+	if err == nil {
+		_, err = schema(cfg.Index) // the full rule check lives in rewrite
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2
@@ -83,6 +90,9 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	ups := newUpstreams(cfg.Upstream, opts.TLS)
+	defer ups.Close()
+	opts.Repair = repairFunc(reaper.NewRepairer(opts.Schema, reaper.DefaultBatch), ups)
 	srv, err := proxy.New(opts)
 	if err != nil {
 		return err
@@ -103,7 +113,12 @@ func proxyOptions(cfg conf.Config, logger *slog.Logger, reg prometheus.Registere
 	if err != nil {
 		return proxy.Options{}, err
 	}
+	sch, err := schema(cfg.Index)
+	if err != nil {
+		return proxy.Options{}, err
+	}
 	return proxy.Options{
+		Schema:      sch,
 		Listen:      cfg.Listen,
 		Upstream:    cfg.Upstream.Addr,
 		Username:    cfg.Upstream.Username,
@@ -191,6 +206,9 @@ func serveHTTP(ctx context.Context, addr string, reg *prometheus.Registry, srv *
 	}
 	return nil
 }
+
+// lookupEnv is os.LookupEnv, named for the one place the environment enters.
+var lookupEnv = os.LookupEnv
 
 func newLogger(cfg conf.Config, w io.Writer) *slog.Logger {
 	var level slog.Level

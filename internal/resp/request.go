@@ -55,6 +55,7 @@ func DefaultLimits() Limits {
 // e.g. "Protocol error: invalid bulk length".
 type ProtocolError struct{ Msg string }
 
+// Error returns Msg with the package prefix.
 func (e *ProtocolError) Error() string { return "resp: " + e.Msg }
 
 // Reply returns the exact RESP error reply Redis sends: "-ERR Protocol error: ...\r\n".
@@ -277,8 +278,7 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 		case stHidden:
 			// Everything counts towards the limit now, newlines included, like Redis'
 			// sdslen(querybuf)-qb_pos.
-			need := n.lim.MaxInlineLen + 1 - n.lineLen
-			if len(src)-i >= need {
+			if len(src)-i > n.lim.MaxInlineLen-n.lineLen {
 				return dst, n.fail(n.hidden)
 			}
 			n.lineLen += len(src) - i
@@ -302,7 +302,7 @@ func (n *Normalizer) inline(dst, src []byte, i int) ([]byte, int, *ProtocolError
 		n.line = n.line[:0]
 		return dst, i, nil
 	}
-	if n.lineLen+len(seg) > n.lim.MaxInlineLen {
+	if len(seg) > n.lim.MaxInlineLen-n.lineLen {
 		return dst, i, errTooBigInline
 	}
 	if nl < 0 {
@@ -634,8 +634,8 @@ type Conn struct {
 	raw     []byte // read buffer
 	out     []byte // normalized bytes not yet returned: out[off:]
 	off     int
-	perr    *ProtocolError // protocol error to report once out is drained
-	rerr    error          // read error of the underlying conn, reported after perr
+	perr    *ProtocolError // protocol error to report once out is drained (sticky)
+	rerr    error          // error of the underlying Read, reported once out is drained
 	replied bool
 }
 
@@ -662,8 +662,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 			}
 			return 0, c.perr
 		}
-		if c.rerr != nil {
-			return 0, c.rerr
+		if err := c.rerr; err != nil {
+			c.rerr = nil // not sticky: a read deadline may be extended and Read called again
+			return 0, err
 		}
 		if len(p) == 0 {
 			return 0, nil

@@ -299,6 +299,14 @@ func FuzzNormalizer(f *testing.F) {
 				t.Fatalf("limits %+v: split at %d gives %q, %q; whole gives %q, %q", lim, k, out2, msg2, out, msg)
 			}
 
+			bytewise := make([][]byte, len(in))
+			for i := range in {
+				bytewise[i] = in[i : i+1]
+			}
+			if out3, msg3 := normFeed(t, lim, bytewise...); string(out3) != string(out) || msg3 != msg {
+				t.Fatalf("limits %+v: byte by byte gives %q, %q; whole gives %q, %q", lim, out3, msg3, out, msg)
+			}
+
 			want, wantMsg := redisModel(in, lim)
 			if string(out[:complete]) != string(want) || msg != wantMsg {
 				t.Fatalf("limits %+v:\n got   %q, %q\n model %q, %q", lim, out[:complete], msg, want, wantMsg)

@@ -67,6 +67,8 @@ var normCases = []normCase{
 	{name: "mbulk/count cr cr", in: "*1\r\r$4\r\nPING\r\n", want: mbulk("PING")},
 	{name: "mbulk/bulk cr then any byte", in: "*1\r\n$4\r\x00PING\r\n", want: mbulk("PING")},
 	{name: "mbulk/data trailer not checked", in: "*1\r\n$4\r\nPINGxy*1\r\n$4\r\nPING\n\n", want: mbulk("PING") + mbulk("PING")},
+	{name: "mbulk/big bulk trailer not checked", in: "*2\r\n$4\r\nECHO\r\n$40000\r\n" + strings.Repeat("a", 40000) + "xy",
+		want: mbulk("ECHO", strings.Repeat("a", 40000))},
 	{name: "mbulk/zero count ignored", in: "*0\r\n*1\r\n$4\r\nPING\r\n", want: mbulk("PING")},
 	{name: "mbulk/minus one ignored", in: "*-1\r\n*1\r\n$4\r\nPING\r\n", want: mbulk("PING")},
 	{name: "mbulk/negative ignored", in: "*-5\r\n", want: ""},
@@ -201,7 +203,6 @@ func normFeed(t testing.TB, lim Limits, pieces ...[]byte) (string, string) {
 	var out []byte
 	var err error
 	for _, p := range pieces {
-		before := len(out)
 		out, err = n.Feed(out, p)
 		if err != nil {
 			var pe *ProtocolError
@@ -213,7 +214,6 @@ func normFeed(t testing.TB, lim Limits, pieces ...[]byte) (string, string) {
 			if err2 != err || len(again) != len(out) {
 				t.Fatalf("Feed after error: %q, %v; want nothing, %v", again[len(out):], err2, err)
 			}
-			_ = before
 			return string(out), pe.Msg
 		}
 		if len(n.line) > lim.MaxInlineLen {
@@ -223,8 +223,10 @@ func normFeed(t testing.TB, lim Limits, pieces ...[]byte) (string, string) {
 	return string(out), ""
 }
 
-// splitPoints are the boundaries at which to split an input in two: all of them for short
-// inputs, a sample for the 64 KiB ones.
+// splitPoints are the boundaries at which to split an input in two: all of them for inputs up
+// to 4 KiB; for the 64 KiB limit cases the first and last 80, every 997th and the 100 around
+// the limit (all of them takes over half a minute). Byte-by-byte feeding, which
+// every case also gets, carries the state across every boundary of every input.
 func splitPoints(n int) []int {
 	var ks []int
 	for k := 0; k <= n; k++ {
@@ -510,6 +512,48 @@ func TestConnReadErrorAfterData(t *testing.T) {
 	got, err := io.ReadAll(c)
 	if err != nil || string(got) != mbulk("PING") {
 		t.Fatalf("ReadAll = %q, %v; want %q, nil (EOF)", got, err, mbulk("PING"))
+	}
+}
+
+// scriptConn returns the scripted reads in order.
+type scriptConn struct {
+	net.Conn
+	reads []scriptRead
+}
+
+type scriptRead struct {
+	data string
+	err  error
+}
+
+func (s *scriptConn) Read(p []byte) (int, error) {
+	if len(s.reads) == 0 {
+		return 0, io.EOF
+	}
+	r := s.reads[0]
+	s.reads = s.reads[1:]
+	return copy(p, r.data), r.err
+}
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "i/o timeout" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
+
+// TestConnReadErrorNotSticky: a read deadline error is returned once; the stream goes on.
+func TestConnReadErrorNotSticky(t *testing.T) {
+	c := NewConn(&scriptConn{reads: []scriptRead{{"PI", nil}, {"", timeoutError{}}, {"NG\r\n", nil}}}, DefaultLimits())
+	buf := make([]byte, 64)
+	if n, err := c.Read(buf); n != 0 || !errors.Is(err, timeoutError{}) {
+		t.Fatalf("first Read = %d, %v; want 0, timeout", n, err)
+	}
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != mbulk("PING") {
+		t.Fatalf("second Read = %q, %v; want %q", buf[:n], err, mbulk("PING"))
+	}
+	if n, err := c.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("third Read = %d, %v; want 0, EOF", n, err)
 	}
 }
 

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sessionproxy/sessionproxy/conf"
+	"github.com/sessionproxy/sessionproxy/reaper"
+	"github.com/sessionproxy/sessionproxy/rewrite"
+)
+
+// schema turns the config's index rules into the rewrite schema.
+func schema(cfg conf.Index) (*rewrite.Schema, error) {
+	rules := make([]rewrite.Rule, len(cfg.Rules))
+	for i, r := range cfg.Rules {
+		rules[i] = rewrite.Rule{Name: r.Name, Pattern: r.Pattern, Field: r.Field, JSONPath: r.JSONPath,
+			Layout: rewrite.Layout(r.Layout), IndexKey: r.IndexKey}
+	}
+	return rewrite.NewSchema(cfg.Prefix, rules)
+}
+
+// upstreams hands out one go-redis client per DB for the proxy's own non-passthrough work.
+type upstreams struct {
+	opts redis.Options
+	mu   sync.Mutex
+	byDB map[int]*redis.Client
+}
+
+func newUpstreams(u conf.Upstream, tlsCfg *tls.Config) *upstreams {
+	return &upstreams{byDB: map[int]*redis.Client{}, opts: redis.Options{
+		Addr: u.Addr, Username: u.Username, Password: u.Password, TLSConfig: tlsCfg,
+		DialTimeout: u.DialTimeout.D(), ReadTimeout: u.ReadTimeout.D(), WriteTimeout: u.ReadTimeout.D(),
+		Protocol: 2, PoolSize: 4, DisableIdentity: true,
+	}}
+}
+
+func (u *upstreams) db(n int) *redis.Client {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	c := u.byDB[n]
+	if c == nil {
+		o := u.opts
+		o.DB = n
+		c = redis.NewClient(&o)
+		u.byDB[n] = c
+	}
+	return c
+}
+
+func (u *upstreams) Close() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, c := range u.byDB {
+		_ = c.Close()
+	}
+}
+
+// repairFunc is what the proxy runs for SESSIONS.REINDEX / SESSIONS.CHECK.
+func repairFunc(rp *reaper.Repairer, ups *upstreams) func(ctx context.Context, db, rule int, fix bool) (rewrite.Report, error) {
+	return func(ctx context.Context, db, rule int, fix bool) (rewrite.Report, error) {
+		return rp.Run(ctx, ups.db(db), rule, fix)
+	}
+}
+
+// runRepairCommand is `sessionproxy reindex|check [flags]`: the same repair as the SESSIONS
+// commands, straight against Redis, for operators.
+func runRepairCommand(name string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("sessionproxy "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "YAML config `file`")
+	upstream := fs.String("upstream", "", "upstream Redis `addr`")
+	db := fs.Int("db", 0, "Redis `DB` to work on")
+	rule := fs.String("rule", "", "index rule `name` (default: every rule)")
+	batch := fs.Int("batch", reaper.DefaultBatch, "keys per atomic step")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := conf.Load(*configPath, lookupEnv, conf.Flags{Upstream: *upstream})
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	sch, err := schema(cfg.Index)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	tlsCfg, err := upstreamTLS(cfg.Upstream)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	ups := newUpstreams(cfg.Upstream, tlsCfg)
+	defer ups.Close()
+	rp := reaper.NewRepairer(sch, *batch)
+	rules := []int{}
+	if *rule != "" {
+		r, ok := sch.RuleByName(*rule)
+		if !ok {
+			fmt.Fprintf(stderr, "unknown rule %q\n", *rule)
+			return 2
+		}
+		rules = append(rules, r)
+	} else {
+		for i := range sch.Rules {
+			rules = append(rules, i)
+		}
+	}
+	code := 0
+	for _, r := range rules {
+		rep, err := rp.Run(context.Background(), ups.db(*db), r, name == "reindex")
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		f := rep.Fields()
+		for i := 0; i < len(f); i += 2 {
+			fmt.Fprintf(stdout, "%s=%v ", f[i], f[i+1])
+		}
+		fmt.Fprintln(stdout)
+		if name == "check" && (rep.Missing > 0 || rep.Stale > 0) {
+			code = 3 // drift found: scripts can alert on it
+		}
+	}
+	return code
+}

@@ -1,0 +1,61 @@
+package proxy
+
+import (
+	"testing"
+
+	"github.com/sessionproxy/sessionproxy/internal/redistest"
+)
+
+func TestSeedAppIndexed(t *testing.T) {
+	up := redistest.Start(t)
+	p := startProxy(t, up)
+	c := dialRaw(t, p.Addr().String())
+	steps := []struct{ cmd, want string }{
+		{"HMSET session:10 userid 100 name alice", "+OK\r\n"},
+		{"EXPIRE session:10 1800", ":1\r\n"},
+		{"SMEMBERS user:100", "*1\r\n$2\r\n10\r\n"},
+		{"HSET session:11 userid 100", ":1\r\n"},
+		{"SESSIONS.LIST 100", "*2\r\n$2\r\n10\r\n$2\r\n11\r\n"},
+		{"SESSIONS.COUNT 100", ":2\r\n"},
+		{"HSET session:11 userid 200", ":0\r\n"},
+		{"SMEMBERS user:200", "*1\r\n$2\r\n11\r\n"},
+		{"SMEMBERS user:100", "*1\r\n$2\r\n10\r\n"},
+		{"DEL session:10 other", ":1\r\n"},
+		{"SMEMBERS user:100", "*0\r\n"},
+		{"HSET strk a b", ":1\r\n"},
+		{"SET strkey x", "+OK\r\n"},
+		{"HSET strkey userid 1", "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"},
+		{"SET session:12 x", "+OK\r\n"},
+		{"HSET session:12 userid 5", "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"},
+		{"HSET session:12", "-ERR wrong number of arguments for 'hset' command\r\n"},
+		{"SESSIONS.REVOKE 200", ":1\r\n"},
+		{"EXISTS session:11", ":0\r\n"},
+		{"SESSIONS.LIST 200", "*0\r\n"},
+	}
+	for _, st := range steps {
+		if got := c.do(words(st.cmd)...); got != st.want {
+			t.Errorf("%s: got %q want %q", st.cmd, got, st.want)
+		}
+	}
+}
+
+func TestConnectRedisJSON(t *testing.T) {
+	up := redistest.Start(t)
+	p := startProxy(t, up)
+	c := dialRaw(t, p.Addr().String())
+	if got := c.do("SET", "sess:abc", `{"cookie":{"maxAge":86400},"passport":{"user":"42"}}`, "EX", "86400"); got != "+OK\r\n" {
+		t.Fatalf("SET: %q", got)
+	}
+	if got := c.do("SMEMBERS", "user:42"); got != "*1\r\n$3\r\nabc\r\n" {
+		t.Fatalf("SMEMBERS user:42: %q", got)
+	}
+	if got := c.do("ZSCORE", "sessionproxy:deadlines", "sess:abc"); len(got) < 5 {
+		t.Fatalf("ledger: %q", got)
+	}
+	if got := c.do("SET", "sess:abc", `not json`, "KEEPTTL"); got != "+OK\r\n" {
+		t.Fatalf("SET: %q", got)
+	}
+	if got := c.do("SMEMBERS", "user:42"); got != "*0\r\n" {
+		t.Fatalf("after non-JSON: %q", got)
+	}
+}

@@ -1,0 +1,227 @@
+package reaper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sessionproxy/sessionproxy/rewrite"
+)
+
+// DefaultBatch is how many keys one repair step handles: small enough that each script stays
+// well under a millisecond or two of Redis time, so other clients are never held up for long.
+const DefaultBatch = 256
+
+// Repairer compares or rebuilds the index of one DB from its session keys.
+type Repairer struct {
+	Schema *rewrite.Schema
+	Batch  int // keys per step; DefaultBatch if 0
+
+	reconcile, prune, check *redis.Script
+}
+
+// NewRepairer prepares the repair scripts of schema.
+func NewRepairer(schema *rewrite.Schema, batch int) *Repairer {
+	sc := schema.Scripts()
+	return &Repairer{Schema: schema, Batch: batch,
+		reconcile: redis.NewScript(sc.Reconcile.Body), prune: redis.NewScript(sc.Prune.Body),
+		check: redis.NewScript(sc.Check.Body)}
+}
+
+// Run checks (fix=false) or rebuilds (fix=true) rule r's index in the DB rdb is connected to:
+// every session key is reconciled with its index entry, then every index entry is checked
+// against its session. Each step is one script over at most Batch keys.
+func (p *Repairer) Run(ctx context.Context, rdb redis.Cmdable, r int, fix bool) (rewrite.Report, error) {
+	start := time.Now()
+	rep := rewrite.Report{Rule: p.Schema.Rules[r].Name}
+	batch := p.Batch
+	if batch <= 0 {
+		batch = DefaultBatch
+	}
+	rules := make([]any, 0, batch)
+	// 1. Sessions -> index: missing entries (and, when fixing, every stale detail of them).
+	err := scanKeys(ctx, rdb, p.Schema.ScanPattern(r), "", batch, func(keys []string) error {
+		keys = p.own(keys, r)
+		if len(keys) == 0 {
+			return nil
+		}
+		rep.Scanned += len(keys)
+		rules = rules[:0]
+		for range keys {
+			rules = append(rules, r+1)
+		}
+		if fix {
+			n, err := p.reconcile.Run(ctx, rdb, keys, rules...).Int()
+			rep.Fixed += n
+			return err
+		}
+		missing, err := p.check.Run(ctx, rdb, keys, append([]any{"keys"}, rules...)...).StringSlice()
+		rep.Missing += len(missing)
+		return err
+	})
+	if err != nil {
+		return rep, fmt.Errorf("reaper: scan sessions: %w", err)
+	}
+	// 2. Index -> sessions: stale entries.
+	if err := p.indexEntries(ctx, rdb, r, batch, func(ikey, uid string, members []string) error {
+		args := []any{r + 1, uid}
+		for _, m := range members {
+			args = append(args, m)
+		}
+		if fix {
+			n, err := p.prune.Run(ctx, rdb, []string{ikey}, args...).Int()
+			rep.Fixed += n
+			return err
+		}
+		stale, err := p.check.Run(ctx, rdb, []string{ikey}, append([]any{"index"}, args...)...).StringSlice()
+		rep.Stale += len(stale)
+		return err
+	}); err != nil {
+		return rep, fmt.Errorf("reaper: scan index: %w", err)
+	}
+	// 3. The owner map: sessions that are gone but still known (their index entries were
+	// handled above; this clears the owner map and ledger).
+	if fix {
+		if err := p.ownerMap(ctx, rdb, r, batch, func(keys []string) error {
+			rules = rules[:0]
+			for range keys {
+				rules = append(rules, r+1)
+			}
+			n, err := p.reconcile.Run(ctx, rdb, keys, rules...).Int()
+			rep.Fixed += n
+			return err
+		}); err != nil {
+			return rep, fmt.Errorf("reaper: scan owner map: %w", err)
+		}
+	}
+	rep.Duration = time.Since(start)
+	return rep, nil
+}
+
+// own keeps the keys that rule r owns (SCAN MATCH may also return keys of an earlier rule).
+func (p *Repairer) own(keys []string, r int) []string {
+	out := keys[:0]
+	for _, k := range keys {
+		if p.Schema.Match([]byte(k)) == r {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// indexEntries walks rule r's index keys and passes their members in batches.
+func (p *Repairer) indexEntries(ctx context.Context, c redis.Cmdable, r, batch int, each func(ikey, uid string, members []string) error) error {
+	rule := p.Schema.Rules[r]
+	if rule.Layout == rewrite.LayoutGlobalZSet {
+		return scanMembers(ctx, c, rule.IndexKey, true, batch, func(members []string) error {
+			return each(rule.IndexKey, "", members)
+		})
+	}
+	typ := "set"
+	if rule.Layout == rewrite.LayoutZSet {
+		typ = "zset"
+	}
+	return scanKeys(ctx, c, p.Schema.IndexScanPattern(r), typ, batch, func(keys []string) error {
+		for _, ikey := range keys {
+			uid, ok := p.Schema.UIDFromIndexKey(r, ikey)
+			if !ok {
+				continue
+			}
+			if err := scanMembers(ctx, c, ikey, typ == "zset", batch, func(members []string) error {
+				return each(ikey, uid, members)
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ownerMap walks the owner map's session keys of rule r in batches.
+func (p *Repairer) ownerMap(ctx context.Context, c redis.Cmdable, r, batch int, each func(keys []string) error) error {
+	var cursor uint64
+	for {
+		kv, next, err := c.HScan(ctx, p.Schema.OwnersKey(), cursor, "", int64(batch)).Result()
+		if err != nil {
+			return err
+		}
+		var keys []string
+		for i := 0; i+1 < len(kv); i += 2 {
+			if p.Schema.Match([]byte(kv[i])) == r {
+				keys = append(keys, kv[i])
+			}
+		}
+		if len(keys) > 0 {
+			if err := each(keys); err != nil {
+				return err
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return nil
+		}
+	}
+}
+
+// scanKeys runs SCAN MATCH pattern [TYPE typ] to the end, passing each non-empty page.
+func scanKeys(ctx context.Context, c redis.Cmdable, pattern, typ string, batch int, each func([]string) error) error {
+	var cursor uint64
+	for {
+		var keys []string
+		var err error
+		if typ == "" {
+			keys, cursor, err = c.Scan(ctx, cursor, pattern, int64(batch)).Result()
+		} else {
+			keys, cursor, err = c.ScanType(ctx, cursor, pattern, int64(batch), typ).Result()
+		}
+		if err != nil {
+			return err
+		}
+		if len(keys) > 0 {
+			if err := each(keys); err != nil {
+				return err
+			}
+		}
+		if cursor == 0 {
+			return ctx.Err()
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}
+
+// scanMembers pages through a set or sorted set with SSCAN/ZSCAN.
+func scanMembers(ctx context.Context, c redis.Cmdable, key string, zset bool, batch int, each func([]string) error) error {
+	var cursor uint64
+	for {
+		var page []string
+		var err error
+		if zset {
+			var kv []string
+			kv, cursor, err = c.ZScan(ctx, key, cursor, "", int64(batch)).Result()
+			for i := 0; i < len(kv); i += 2 {
+				page = append(page, kv[i])
+			}
+		} else {
+			page, cursor, err = c.SScan(ctx, key, cursor, "", int64(batch)).Result()
+		}
+		if err != nil {
+			if errors.Is(err, redis.Nil) {
+				return nil
+			}
+			return err
+		}
+		if len(page) > 0 {
+			if err := each(page); err != nil {
+				return err
+			}
+		}
+		if cursor == 0 {
+			return nil
+		}
+	}
+}
+

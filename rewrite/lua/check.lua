@@ -1,0 +1,34 @@
+-- check.lua: read-only comparison of index and truth for a batch.
+-- ARGV[1] = 'keys': KEYS are session keys, ARGV[i+1] their rules; returns the keys whose owner
+--   is not indexed under that owner (missing).
+-- ARGV[1] = 'index': KEYS[1] is an index key, ARGV[2] rule, ARGV[3] uid, ARGV[4..] members;
+--   returns the members whose session is gone or owned by another user (stale).
+local out = {}
+if ARGV[1] == 'keys' then
+  for i, k in ipairs(KEYS) do
+    local r = tonumber(ARGV[i + 1])
+    local rule = RULES[r]
+    local uid = indexed_owner(k, rule)
+    if uid then
+      local found
+      if rule.layout == 'set' then
+        found = redis.call('SISMEMBER', index_key(rule, uid), member(rule, k)) == 1
+      elseif rule.layout == 'zset' then
+        found = redis.call('ZSCORE', index_key(rule, uid), member(rule, k)) ~= false
+      else
+        found = tostring(redis.call('ZSCORE', rule.ikey, k)) == uid
+      end
+      if not found then out[#out + 1] = k end
+    end
+  end
+  return out
+end
+local r, uid = tonumber(ARGV[2]), ARGV[3]
+local rule = RULES[r]
+for i = 4, #ARGV do
+  local k = session_key(rule, ARGV[i])
+  local owner = indexed_owner(k, rule)
+  if rule.layout == 'global-zset' then uid = redis.call('ZSCORE', rule.ikey, k) or '' end
+  if owner ~= uid then out[#out + 1] = ARGV[i] end
+end
+return out

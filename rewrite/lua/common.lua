@@ -1,0 +1,100 @@
+-- common.lua: shared by every sessionproxy script. The generated header before it defines
+-- OWNERS (hash: session key -> owner), LEDGER (zset: session key -> deadline ms) and RULES.
+
+local function numeric(uid)
+  return string.match(uid, '^%-?[1-9]%d*$') ~= nil and #uid <= 16 or uid == '0'
+end
+
+-- owner_of reads the owner straight from the session value; nil when the key is missing, has
+-- another type, or carries no usable owner.
+local function owner_of(k, rule)
+  if rule.field then
+    local v = redis.pcall('HGET', k, rule.field)
+    if type(v) ~= 'string' or v == '' then return nil end
+    return v
+  end
+  local raw = redis.pcall('GET', k)
+  if type(raw) ~= 'string' then return nil end
+  local ok, doc = pcall(cjson.decode, raw)
+  if not ok then return nil end
+  for part in string.gmatch(rule.path, '[^.]+') do
+    if type(doc) ~= 'table' then return nil end
+    doc = doc[part]
+  end
+  if type(doc) == 'string' and doc ~= '' then return doc end
+  if type(doc) == 'number' and doc == math.floor(doc) and math.abs(doc) < 2^53 then
+    return string.format('%d', doc)
+  end
+  return nil
+end
+
+local function index_key(rule, uid)
+  if rule.layout == 'global-zset' then return rule.ikey end
+  return rule.ipre .. uid .. rule.isuf
+end
+
+local function member(rule, k)
+  if rule.layout == 'global-zset' then return k end
+  return string.sub(k, #rule.kpre + 1, #k - #rule.ksuf)
+end
+
+local function session_key(rule, m)
+  if rule.layout == 'global-zset' then return m end
+  return rule.kpre .. m .. rule.ksuf
+end
+
+-- index_add returns 1 when the entry was new.
+local function index_add(rule, uid, k, deadline)
+  if rule.layout == 'set' then
+    return redis.call('SADD', index_key(rule, uid), member(rule, k))
+  elseif rule.layout == 'zset' then
+    return redis.call('ZADD', index_key(rule, uid), deadline or '+inf', member(rule, k))
+  end
+  return redis.call('ZADD', rule.ikey, uid, k)
+end
+
+local function index_rem(rule, uid, k)
+  if rule.layout == 'set' then
+    return redis.call('SREM', index_key(rule, uid), member(rule, k))
+  end
+  return redis.call('ZREM', index_key(rule, uid), member(rule, k))
+end
+
+-- indexed_owner is the owner the index should record: global-zset needs a numeric one.
+local function indexed_owner(k, rule)
+  local uid = owner_of(k, rule)
+  if uid and rule.layout == 'global-zset' and not numeric(uid) then return nil end
+  return uid
+end
+
+-- reconcile brings the index, owner map and ledger of session key k (rule r) in line with the
+-- key itself, whatever happened to it. Idempotent; returns 1 if an index entry was added or
+-- removed.
+local function reconcile(k, r)
+  local rule = RULES[r]
+  local uid = indexed_owner(k, rule)
+  local old = redis.call('HGET', OWNERS, k)
+  if not old then old = nil end
+  local deadline = nil
+  if uid then
+    local t = redis.call('PEXPIRETIME', k)
+    if t > 0 then deadline = t end
+  end
+  local changed = 0
+  if old and old ~= uid then
+    changed = index_rem(rule, old, k)
+    if changed > 0 then changed = 1 end
+  end
+  if uid then
+    if index_add(rule, uid, k, deadline) > 0 then changed = 1 end
+    if old ~= uid then redis.call('HSET', OWNERS, k, uid) end
+  elseif old then
+    redis.call('HDEL', OWNERS, k)
+  end
+  if deadline then
+    redis.call('ZADD', LEDGER, deadline, k)
+  elseif uid or old then
+    redis.call('ZREM', LEDGER, k)
+  end
+  return changed
+end

@@ -1,0 +1,265 @@
+package rewrite
+
+import (
+	"bytes"
+	"strconv"
+)
+
+// Ref is one session key a command touches.
+type Ref struct {
+	Key  []byte
+	Rule int
+	DB   int // CurrentDB, or the DB a MOVE/COPY writes to
+}
+
+// CurrentDB marks a Ref in the client's own DB.
+const CurrentDB = -1
+
+// MaxArgs is the most arguments a rewritten command may have: Lua's unpack() limit is near
+// 8000. Longer session writes are forwarded untouched and left to repair.
+const MaxArgs = 7000
+
+// Planner returns the session keys a command writes, appended to dst, or dst unchanged when
+// the command leaves every index untouched or its arity is wrong (Redis must then answer it
+// with its own error, so it is forwarded untouched).
+type Planner func(dst []Ref, args [][]byte) []Ref
+
+// plan is the shape of a planner before it is bound to a schema.
+type plan func(s *Schema, dst []Ref, args [][]byte) []Ref
+
+// arity mirrors Redis' command arity: n > 0 exactly n arguments, n < 0 at least -n.
+func arity(args [][]byte, n int) bool {
+	if n > 0 {
+		return len(args) == n
+	}
+	return len(args) >= -n
+}
+
+// planners lists every command that can create, re-own, re-TTL, rename or delete a session key.
+// SWAPDB, FLUSHDB and FLUSHALL need no rewrite: the index and bookkeeping keys live in the same
+// DB as their sessions and move or vanish with them.
+var planners = map[string]plan{
+	// Hash sessions: only writes that touch the owner field matter.
+	"HSET":         hashFields(-4, 2, 2),
+	"HMSET":        hashFields(-4, 2, 2),
+	"HSETNX":       hashFields(4, 2, 0),
+	"HINCRBY":      hashFields(4, 2, 0),
+	"HINCRBYFLOAT": hashFields(4, 2, 0),
+	"HDEL":         hashFields(-3, 2, 1),
+	// Whole-value writes replace a hash session or re-own a JSON one; TTL writes move deadlines.
+	"SET":       firstKey(-3),
+	"SETEX":     firstKey(4),
+	"PSETEX":    firstKey(4),
+	"SETNX":     firstKey(3),
+	"GETSET":    firstKey(3),
+	"GETDEL":    firstKey(2),
+	"GETEX":     firstKey(-2),
+	"APPEND":    jsonOnly(3),
+	"SETRANGE":  jsonOnly(4),
+	"EXPIRE":    firstKey(-3),
+	"PEXPIRE":   firstKey(-3),
+	"EXPIREAT":  firstKey(-3),
+	"PEXPIREAT": firstKey(-3),
+	"PERSIST":   firstKey(2),
+	"RESTORE":   firstKey(-4),
+	"DEL":       allKeys(-2, 1),
+	"UNLINK":    allKeys(-2, 1),
+	"MSET":      allKeys(-3, 2),
+	"MSETNX":    allKeys(-3, 2),
+	"RENAME":    twoKeys(3),
+	"RENAMENX":  twoKeys(3),
+	"MOVE":      planMove,
+	"COPY":      planCopy,
+}
+
+// Planner returns the planner for a command name in any case, or nil if the command never
+// writes session keys.
+func (s *Schema) Planner(name string) Planner {
+	p := planners[string(bytes.ToUpper([]byte(name)))]
+	if p == nil {
+		return nil
+	}
+	return func(dst []Ref, args [][]byte) []Ref { return p(s, dst, args) }
+}
+
+// ref appends key if a rule owns it.
+func (s *Schema) ref(dst []Ref, key []byte, db int) []Ref {
+	if r := s.Match(key); r >= 0 {
+		dst = append(dst, Ref{Key: key, Rule: r, DB: db})
+	}
+	return dst
+}
+
+// hashFields plans hash writes: fields start at args[from] every step args (0: one field).
+func hashFields(n, from, step int) plan {
+	return func(s *Schema, dst []Ref, args [][]byte) []Ref {
+		if !arity(args, n) || (step == 2 && len(args)%2 != 0) {
+			return dst
+		}
+		r := s.Match(args[1])
+		if r < 0 || s.Rules[r].Field == "" {
+			return dst // JSON sessions are strings: a hash command cannot change their owner
+		}
+		field := s.Rules[r].Field
+		last, stride := len(args), step
+		if step == 0 {
+			last, stride = from+1, 1
+		}
+		for i := from; i < last; i += stride {
+			if string(args[i]) == field {
+				return append(dst, Ref{Key: args[1], Rule: r, DB: CurrentDB})
+			}
+		}
+		return dst
+	}
+}
+
+func firstKey(n int) plan {
+	return func(s *Schema, dst []Ref, args [][]byte) []Ref {
+		if !arity(args, n) {
+			return dst
+		}
+		return s.ref(dst, args[1], CurrentDB)
+	}
+}
+
+// jsonOnly plans in-place string edits, which only matter to JSON sessions.
+func jsonOnly(n int) plan {
+	return func(s *Schema, dst []Ref, args [][]byte) []Ref {
+		if !arity(args, n) {
+			return dst
+		}
+		if r := s.Match(args[1]); r >= 0 && s.Rules[r].JSONPath != "" {
+			return append(dst, Ref{Key: args[1], Rule: r, DB: CurrentDB})
+		}
+		return dst
+	}
+}
+
+// allKeys plans commands whose keys are every step-th argument from args[1].
+func allKeys(n, step int) plan {
+	return func(s *Schema, dst []Ref, args [][]byte) []Ref {
+		if !arity(args, n) || (step == 2 && len(args)%2 != 1) {
+			return dst
+		}
+		for i := 1; i < len(args); i += step {
+			dst = s.ref(dst, args[i], CurrentDB)
+		}
+		return dst
+	}
+}
+
+func twoKeys(n int) plan {
+	return func(s *Schema, dst []Ref, args [][]byte) []Ref {
+		if !arity(args, n) {
+			return dst
+		}
+		dst = s.ref(dst, args[1], CurrentDB)
+		return s.ref(dst, args[2], CurrentDB)
+	}
+}
+
+// planMove: MOVE key db touches key here and in db.
+func planMove(s *Schema, dst []Ref, args [][]byte) []Ref {
+	if !arity(args, 3) {
+		return dst
+	}
+	start := len(dst)
+	dst = s.ref(dst, args[1], CurrentDB)
+	if len(dst) == start {
+		return dst
+	}
+	if db, ok := dbIndex(args[2]); ok {
+		dst = append(dst, Ref{Key: args[1], Rule: dst[start].Rule, DB: db})
+	}
+	return dst
+}
+
+// planCopy: COPY src dst [DB db] [REPLACE] writes dst, here or in db.
+func planCopy(s *Schema, dst []Ref, args [][]byte) []Ref {
+	if !arity(args, -3) {
+		return dst
+	}
+	db := CurrentDB
+	for i := 3; i < len(args); i++ {
+		if bytes.EqualFold(args[i], []byte("DB")) && i+1 < len(args) {
+			d, ok := dbIndex(args[i+1])
+			if !ok {
+				return dst // Redis rejects it; nothing is written
+			}
+			db = d
+			i++
+		}
+	}
+	return s.ref(dst, args[2], db)
+}
+
+// dbIndex parses a DB number the way Redis accepts it (no sign, no leading zeros).
+func dbIndex(b []byte) (int, bool) {
+	n, err := strconv.Atoi(string(b))
+	if err != nil || n < 0 || strconv.Itoa(n) != string(b) {
+		return 0, false
+	}
+	return n, true
+}
+
+// AppendApply appends the rewritten command: the apply script (by SHA, or by body where a
+// NOSCRIPT could not be retried, e.g. inside MULTI) with the refs as KEYS and the original
+// command at the end of ARGV. resp3 says the client speaks RESP3.
+func (s *Schema) AppendApply(dst []byte, sc *Script, byBody, resp3 bool, refs []Ref, args [][]byte) []byte {
+	n := len(refs)
+	dst = appendHeader(dst, '*', 3+n+2+n+len(args))
+	if byBody {
+		dst = appendBulk(dst, []byte("EVAL"))
+		dst = appendBulkString(dst, sc.Body)
+	} else {
+		dst = appendBulk(dst, []byte("EVALSHA"))
+		dst = appendBulkString(dst, sc.SHA)
+	}
+	dst = appendBulkInt(dst, n)
+	for _, r := range refs {
+		dst = appendBulk(dst, r.Key)
+	}
+	if resp3 {
+		dst = appendBulk(dst, []byte("3"))
+	} else {
+		dst = appendBulk(dst, []byte("2"))
+	}
+	dst = appendBulkInt(dst, n)
+	var desc [40]byte
+	for _, r := range refs {
+		d := strconv.AppendInt(desc[:0], int64(r.Rule+1), 10)
+		if r.DB != CurrentDB {
+			d = append(d, '@')
+			d = strconv.AppendInt(d, int64(r.DB), 10)
+		}
+		dst = appendBulk(dst, d)
+	}
+	for _, a := range args {
+		dst = appendBulk(dst, a)
+	}
+	return dst
+}
+
+func appendHeader(dst []byte, t byte, n int) []byte {
+	dst = append(dst, t)
+	dst = strconv.AppendInt(dst, int64(n), 10)
+	return append(dst, '\r', '\n')
+}
+
+func appendBulk(dst, b []byte) []byte {
+	dst = appendHeader(dst, '$', len(b))
+	dst = append(dst, b...)
+	return append(dst, '\r', '\n')
+}
+
+func appendBulkString(dst []byte, s string) []byte {
+	dst = appendHeader(dst, '$', len(s))
+	dst = append(dst, s...)
+	return append(dst, '\r', '\n')
+}
+
+func appendBulkInt(dst []byte, n int) []byte {
+	var b [20]byte
+	return appendBulk(dst, strconv.AppendInt(b[:0], int64(n), 10))
+}
