@@ -102,7 +102,7 @@ func New(opts Options) (*Server, error) {
 		pools:     newPools(d, opts.PoolSize, m),
 		defaultID: identity{user: opts.Username, pass: opts.Password},
 		schema:    opts.Schema, scripts: scripts, loadScriptCmds: loadCmds,
-		ctx:       ctx, cancel: cancel,
+		ctx: ctx, cancel: cancel,
 		clients:   make(map[*client]struct{}),
 		listening: make(chan struct{}),
 	}

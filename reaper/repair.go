@@ -224,4 +224,3 @@ func scanMembers(ctx context.Context, c redis.Cmdable, key string, zset bool, ba
 		}
 	}
 }
-
