@@ -37,6 +37,14 @@ type Config struct {
 	Upstream        Upstream `yaml:"upstream"`
 	Limits          Limits   `yaml:"limits"`
 	Index           Index    `yaml:"index"`
+	Reaper          Reaper   `yaml:"reaper"`
+}
+
+// Reaper configures the expiry cleanup that runs inside the proxy.
+type Reaper struct {
+	Interval      Duration `yaml:"interval"`      // ledger sweep period; default 1s
+	Batch         int      `yaml:"batch"`         // entries per cleanup step; default 256
+	Notifications bool     `yaml:"notifications"` // keyevent subscription (fast path); default true
 }
 
 // Index says which keys are sessions and how the user -> sessions index is kept.
@@ -100,6 +108,7 @@ func Default() Config {
 			ReadTimeout: Duration(5 * time.Second),
 			PoolSize:    2,
 		},
+		Reaper: Reaper{Interval: Duration(time.Second), Batch: 256, Notifications: true},
 		Index: Index{
 			Prefix: "sessionproxy:",
 			Rules: []IndexRule{{Name: "session", Pattern: "session:*", Field: "userid",
@@ -392,6 +401,8 @@ func (c Config) Validate() error {
 	check("log_level", oneOf(c.LogLevel, "debug", "info", "warn", "error"))
 	check("log_format", oneOf(c.LogFormat, "text", "json"))
 	check("procs", between(c.Procs, 1, 1024))
+	check("reaper.interval", positive(c.Reaper.Interval))
+	check("reaper.batch", between(c.Reaper.Batch, 1, 10000))
 	if c.Index.Prefix == "" {
 		check("index.prefix", errors.New("must not be empty"))
 	}
@@ -517,6 +528,10 @@ var docs = map[string]string{
 	"index.rules[].json_path":           "Or: owner's user id is at this dotted path of a JSON string value, e.g. passport.user (leave field empty).",
 	"index.rules[].layout":              "set (a set of session ids per user), zset (per user, scored by expiry deadline in ms) or global-zset (one sorted set of session keys scored by numeric user id).",
 	"index.rules[].index_key":           "Index key: a template with {uid} for set and zset, one plain key for global-zset.",
+	"reaper":                            "Expiry cleanup inside the proxy: keyspace events for speed, a sweep of the deadline ledger for completeness.",
+	"reaper.interval":                   "How often the deadline ledger is swept.",
+	"reaper.batch":                      "Ledger entries cleaned per atomic step (bounds how long Redis is busy with one step).",
+	"reaper.notifications":              "Subscribe to expired/evicted keyevents, enabling them with CONFIG SET if needed; false runs on the sweep alone.",
 	"procs":                             "CPU cores the proxy's Go code may use at once (GOMAXPROCS). One is fastest when the proxy shares a small host with Redis and its clients (measured, see bench/README.md); raise it on a dedicated host with many clients.",
 	"upstream":                          "The Redis server to forward to.",
 	"upstream.addr":                     "Redis server, host:port.",

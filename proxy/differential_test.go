@@ -61,7 +61,7 @@ CMD arg "a b" 'c'   a command in redis-cli quoting ("..." knows \n \r \t \b \a \
 const (
 	diffMinCases  = 200                   // the corpus must not silently shrink below this
 	diffLanes     = 4                     // redis-server + proxy pairs running cases in parallel
-	diffReadWait  = 5 * time.Second       // longest wait for one step's replies
+	diffReadWait  = 2 * time.Second       // longest wait for one step's replies (10x the slowest)
 	diffTrailWait = 30 * time.Millisecond // how long to look for bytes nobody asked for
 )
 
@@ -136,12 +136,12 @@ func TestDifferentialCorpusFormat(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{
-		"SET a b\n",                 // outside a case
-		"=== x\nSET \"a\n",          // unterminated quote
-		"=== x\nSET \"a\"b\n",       // quote not followed by a space
-		"=== x\n!pipe\nGET a\n",     // unterminated pipe
+		"SET a b\n",             // outside a case
+		"=== x\nSET \"a\n",      // unterminated quote
+		"=== x\nSET \"a\"b\n",   // quote not followed by a space
+		"=== x\n!pipe\nGET a\n", // unterminated pipe
 		"=== x\n!pipe\n@b GET a\n!end\n",
-		"=== x\n",                   // no steps
+		"=== x\n",                      // no steps
 		"=== x\nGET a\n=== x\nGET b\n", // duplicate name
 		"=== x\n!nosuch\n",
 		"=== x\n~x GET a\n",
@@ -311,7 +311,7 @@ func parseDiffLine(text string) (st diffStep, kind, arg string, explicitConn boo
 			}
 		case "!read":
 		case "!close":
-			st.untilClose = true
+			st.untilClose, st.replies = true, 0
 		case "!bug", "!pipe", "!end":
 			if dir == "!bug" && rest == "" {
 				return st, "", "", false, errors.New("!bug needs a description")
@@ -671,7 +671,9 @@ func compareDiff(t *testing.T, dc *diffCase, want, got []diffOut) {
 		t.Errorf("KNOWN PROXY BUG, kept in the corpus on purpose (%s): %s", dc.origin, dc.bug)
 	}
 	if bad == 0 && dc.bug != "" {
-		t.Errorf("case is marked as a known proxy bug but passes now: remove the mark (%s): %s", dc.origin, dc.bug)
+		// Not an error: a race-dependent bug may pass by luck. A mark that never fails any more
+		// should go, though.
+		t.Logf("case is marked as a known proxy bug but passed this time (%s): %s", dc.origin, dc.bug)
 	}
 }
 
@@ -719,6 +721,9 @@ func goDiffCases() []*diffCase {
 func goCase(name string, steps ...diffStep) *diffCase {
 	return &diffCase{name: "go/" + name, origin: "go:" + name, steps: steps}
 }
+
+// knownBug marks a case that shows a proxy mismatch; it stays in the corpus and fails.
+func (dc *diffCase) knownBug(why string) *diffCase { dc.bug = why; return dc }
 
 // cmdStep sends one command on connection a and reads its reply.
 func cmdStep(args ...string) diffStep {
@@ -1206,6 +1211,14 @@ func watchCases() []*diffCase {
 	}
 }
 
+// protocolErrorRace: when a write holds commands that move the client to a dedicated upstream
+// connection followed by a malformed request, the client's reader goroutine writes the protocol
+// error and closes the connection while the relay goroutine still has the earlier replies to
+// write: they are lost (or come after the error). Redis answers every earlier command first.
+const protocolErrorRace = "replies of dedicated-connection commands sent in the same write as a " +
+	"malformed request are lost: the protocol error is written and the connection closed before " +
+	"the relay writes them"
+
 // protocolErrorCases send malformed requests: Redis answers with an error and closes.
 func protocolErrorCases() []*diffCase {
 	c := func(name, what, send string, before ...diffStep) *diffCase {
@@ -1245,7 +1258,11 @@ func protocolErrorCases() []*diffCase {
 		c("in-multi-separate-write", "bad bulk length inside MULTI", "*1\r\n$-5\r\n",
 			cmdStep("MULTI"), cmdStep("SET", "a", "1")),
 		c("in-multi-same-write", "MULTI, SET, then a bad request, in one write",
-			"MULTI\r\nSET a 1\r\n*1\r\n$x\r\n"),
+			"MULTI\r\nSET a 1\r\n*1\r\n$x\r\n").knownBug(protocolErrorRace),
+		c("subscribe-same-write", "SUBSCRIBE, then a bad request, in one write",
+			"SUBSCRIBE ch\r\n*1\r\nX\r\n").knownBug(protocolErrorRace),
+		c("shared-and-dedicated-same-write", "GET, MULTI, ECHO, then a bad request, in one write",
+			"GET k\r\nMULTI\r\nECHO x\r\n*x\r\n").knownBug(protocolErrorRace),
 		c("subscribed", "bad request while subscribed", "*1\r\nX\r\n",
 			cmdStep("SUBSCRIBE", "ch")),
 		c("resp3", "bad request after HELLO 3", "*2\r\n$4\r\nECHO\r\n#t\r\n",

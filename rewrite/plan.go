@@ -10,6 +10,12 @@ type Ref struct {
 	Key  []byte
 	Rule int
 	DB   int // CurrentDB, or the DB a MOVE/COPY writes to
+	// Owner, when not nil, is the owner the key has after the command if it succeeds (HSET of
+	// the owner field): the script need not read it back.
+	Owner []byte
+	// KeepsTTL says the command cannot change the key's TTL (hash writes): when the owner is
+	// unchanged too, the script has nothing to update.
+	KeepsTTL bool
 }
 
 // CurrentDB marks a Ref in the client's own DB.
@@ -105,12 +111,20 @@ func hashFields(n, from, step int) plan {
 		if step == 0 {
 			last, stride = from+1, 1
 		}
+		found := false
+		var owner []byte
 		for i := from; i < last; i += stride {
 			if string(args[i]) == field {
-				return append(dst, Ref{Key: args[1], Rule: r, DB: CurrentDB})
+				found = true
+				if step == 2 { // HSET/HMSET set it unconditionally; the last pair wins
+					owner = args[i+1]
+				}
 			}
 		}
-		return dst
+		if !found {
+			return dst
+		}
+		return append(dst, Ref{Key: args[1], Rule: r, DB: CurrentDB, Owner: owner, KeepsTTL: true})
 	}
 }
 
@@ -205,10 +219,11 @@ func dbIndex(b []byte) (int, bool) {
 
 // AppendApply appends the rewritten command: the apply script (by SHA, or by body where a
 // NOSCRIPT could not be retried, e.g. inside MULTI) with the refs as KEYS and the original
-// command at the end of ARGV. resp3 says the client speaks RESP3.
+// command at the end of ARGV. resp3 says the client speaks RESP3. Per ref, ARGV carries a
+// descriptor "<rule>[@<db>][k]" and an owner hint ("=<uid>" or "").
 func (s *Schema) AppendApply(dst []byte, sc *Script, byBody, resp3 bool, refs []Ref, args [][]byte) []byte {
 	n := len(refs)
-	dst = appendHeader(dst, '*', 3+n+2+n+len(args))
+	dst = appendHeader(dst, '*', 3+n+2+2*n+len(args))
 	if byBody {
 		dst = appendBulk(dst, []byte("EVAL"))
 		dst = appendBulkString(dst, sc.Body)
@@ -233,7 +248,18 @@ func (s *Schema) AppendApply(dst []byte, sc *Script, byBody, resp3 bool, refs []
 			d = append(d, '@')
 			d = strconv.AppendInt(d, int64(r.DB), 10)
 		}
+		if r.KeepsTTL {
+			d = append(d, 'k')
+		}
 		dst = appendBulk(dst, d)
+		if r.Owner != nil {
+			dst = appendHeader(dst, '$', len(r.Owner)+1)
+			dst = append(dst, '=')
+			dst = append(dst, r.Owner...)
+			dst = append(dst, '\r', '\n')
+		} else {
+			dst = appendBulk(dst, nil)
+		}
 	}
 	for _, a := range args {
 		dst = appendBulk(dst, a)

@@ -25,11 +25,12 @@ type Scripts struct {
 	Reconcile Script // repair a batch of session keys
 	Prune     Script // drop stale entries of one index key
 	Check     Script // read-only comparison
+	Reap      Script // clean expired/evicted sessions (ledger sweep and events)
 }
 
 // All lists the scripts, for loading them on a connection.
 func (s *Scripts) All() []*Script {
-	return []*Script{&s.Apply, &s.Sessions, &s.Reconcile, &s.Prune, &s.Check}
+	return []*Script{&s.Apply, &s.Sessions, &s.Reconcile, &s.Prune, &s.Check, &s.Reap}
 }
 
 // Scripts generates the schema's scripts.
@@ -42,7 +43,7 @@ func (s *Schema) Scripts() *Scripts {
 		return Script{Name: name, Body: body, SHA: hex.EncodeToString(sum[:])}
 	}
 	return &Scripts{Apply: mk("apply"), Sessions: mk("sessions"), Reconcile: mk("reconcile"),
-		Prune: mk("prune"), Check: mk("check")}
+		Prune: mk("prune"), Check: mk("check"), Reap: mk("reap")}
 }
 
 func mustRead(name string) string {

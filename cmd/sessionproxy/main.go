@@ -97,10 +97,16 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	rp, err := reaper.New(reaper.Options{Schema: opts.Schema, DB: ups.db, Interval: cfg.Reaper.Interval.D(),
+		Batch: cfg.Reaper.Batch, Notifications: cfg.Reaper.Notifications, Logger: logger, Registerer: reg})
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(ctx) })
+	g.Go(func() error { return rp.Run(ctx) })
 	if cfg.Metrics != "" {
 		g.Go(func() error { return serveHTTP(ctx, cfg.Metrics, reg, srv, cfg.Upstream.ReadTimeout.D()) })
 	}

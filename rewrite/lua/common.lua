@@ -28,6 +28,17 @@ local function owner_of(k, rule)
   return nil
 end
 
+-- rule_of is the index of the first rule whose pattern matches k, or nil.
+local function rule_of(k)
+  for i, rule in ipairs(RULES) do
+    if #k >= #rule.kpre + #rule.ksuf and string.sub(k, 1, #rule.kpre) == rule.kpre
+        and (rule.ksuf == '' or string.sub(k, -#rule.ksuf) == rule.ksuf) then
+      return i
+    end
+  end
+  return nil
+end
+
 local function index_key(rule, uid)
   if rule.layout == 'global-zset' then return rule.ikey end
   return rule.ipre .. uid .. rule.isuf
@@ -68,13 +79,22 @@ local function indexed_owner(k, rule)
 end
 
 -- reconcile brings the index, owner map and ledger of session key k (rule r) in line with the
--- key itself, whatever happened to it. Idempotent; returns 1 if an index entry was added or
--- removed.
-local function reconcile(k, r)
+-- key itself, whatever happened to it. hint, if given, is the key's owner (known from the
+-- command just run); keepttl says its TTL did not change. Idempotent; returns 1 if an index
+-- entry was added or removed.
+local function reconcile(k, r, hint, keepttl)
   local rule = RULES[r]
-  local uid = indexed_owner(k, rule)
   local old = redis.call('HGET', OWNERS, k)
   if not old then old = nil end
+  local uid
+  if hint then
+    uid = hint
+    if uid == '' or (rule.layout == 'global-zset' and not numeric(uid)) then uid = nil end
+  else
+    uid = indexed_owner(k, rule)
+  end
+  -- A hash write that kept owner and TTL leaves nothing to update (the fast path).
+  if keepttl and old == uid then return 0 end
   local deadline = nil
   if uid then
     local t = redis.call('PEXPIRETIME', k)

@@ -96,7 +96,7 @@ def test_blpop():
     pusher.lpush(lst, "wake")
     th.join(5)
     check("blpop", not th.is_alive(), "BLPOP not woken within 5s of LPUSH")
-    check("blpop", result.get("v") == (lst.encode(), b"wake"), "BLPOP returned %r" % result.get("v"))
+    check("blpop", result.get("v") == (lst.encode(), b"wake"), "BLPOP returned %r" % (result.get("v"),))
     check("blpop", result["at"] - pushed < 2, "BLPOP woke %.2fs after LPUSH" % (result["at"] - pushed))
     check("blpop", waiter.llen(lst) == 0, "LLEN after BLPOP")
 

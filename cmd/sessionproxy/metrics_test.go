@@ -1,0 +1,85 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sessionproxy/sessionproxy/internal/redistest"
+)
+
+// TestMetrics: after known traffic, /metrics shows the command counters and connection gauges
+// with exactly the values that traffic implies (the proxy is fresh and the harness sends no
+// commands of its own).
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	p := startProxy(t, srv.Addr())
+
+	setter := dialRESP(t, p.Addr)
+	var req []byte
+	for i := range 10 {
+		req = append(req, encode("SET", fmt.Sprintf("m:%d", i), "v")...)
+	}
+	setter.send(req)
+	for i := range 10 {
+		if r, err := setter.reply(5 * time.Second); err != nil || r != "+OK\r\n" {
+			t.Fatalf("SET %d: %q, %v", i, r, err)
+		}
+	}
+	getter := dialRESP(t, p.Addr)
+	for range 5 {
+		getter.do("GET", "m:1")
+	}
+	getter.do("NOSUCHCOMMAND")
+	subscriber := dialRESP(t, p.Addr)
+	if r := subscriber.do("SUBSCRIBE", "m:chan"); !strings.HasPrefix(r, "*3\r\n$9\r\nsubscribe\r\n") {
+		t.Fatalf("SUBSCRIBE: %q", r)
+	}
+
+	want := map[string]float64{
+		`sessionproxy_client_commands_total{cmd="set"}`:       10,
+		`sessionproxy_client_commands_total{cmd="get"}`:       5,
+		`sessionproxy_client_commands_total{cmd="subscribe"}`: 1,
+		`sessionproxy_client_commands_total{cmd="other"}`:     1,
+		`sessionproxy_client_connections`:                     3,
+		`sessionproxy_client_connections_total`:               3,
+		`sessionproxy_upstream_dedicated_connections`:         1,
+	}
+	check := func(want map[string]float64) []string {
+		m := scrapeMetrics(t, p.HTTP)
+		var bad []string
+		for k, v := range want {
+			if got, ok := m[k]; !ok || got != v {
+				bad = append(bad, fmt.Sprintf("%s = %v (present %v), want %v", k, got, ok, v))
+			}
+		}
+		return bad
+	}
+	var bad []string
+	if !waitFor(5*time.Second, func() bool { bad = check(want); return len(bad) == 0 }) {
+		t.Errorf("metrics after traffic:\n%s", strings.Join(bad, "\n"))
+	}
+	m := scrapeMetrics(t, p.HTTP)
+	for _, k := range []string{
+		`sessionproxy_client_read_bytes_total`, `sessionproxy_client_written_bytes_total`,
+		`sessionproxy_upstream_dials_total`, `sessionproxy_upstream_roundtrip_seconds_count`,
+	} {
+		if m[k] <= 0 {
+			t.Errorf("%s = %v, want > 0", k, m[k])
+		}
+	}
+
+	// Clients leaving bring the gauges down.
+	subscriber.close()
+	getter.close()
+	after := map[string]float64{
+		`sessionproxy_client_connections`:             1,
+		`sessionproxy_client_connections_total`:       3,
+		`sessionproxy_upstream_dedicated_connections`: 0,
+	}
+	if !waitFor(5*time.Second, func() bool { bad = check(after); return len(bad) == 0 }) {
+		t.Errorf("metrics after two clients left:\n%s", strings.Join(bad, "\n"))
+	}
+}

@@ -1,0 +1,45 @@
+package reaper
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type reaperMetrics struct {
+	cleanups      *prometheus.CounterVec
+	lag           *prometheus.HistogramVec
+	ledger        *prometheus.GaugeVec
+	stale         prometheus.Counter
+	reconnects    prometheus.Counter
+	configRefused prometheus.Counter
+	evictedOwn    prometheus.Counter
+	repairs       prometheus.Counter
+}
+
+func newReaperMetrics(reg prometheus.Registerer) *reaperMetrics {
+	const ns, sub = "sessionproxy", "reaper"
+	m := &reaperMetrics{
+		cleanups: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "cleanups_total", Help: "Expired or evicted sessions removed from the index, by path (event, sweep)."}, []string{"path"}),
+		lag: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
+			Name: "lag_seconds", Help: "Time from a session's deadline to its removal from the index, by path.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"path"}),
+		ledger: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "ledger_entries", Help: "Sessions with a TTL in the deadline ledger, by DB (as of the last sweep)."}, []string{"db"}),
+		stale: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "stale_entries_total", Help: "Due ledger entries whose session still existed (TTL extended behind the proxy) and were re-scored."}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "subscription_reconnects_total", Help: "Times the keyevent subscription was re-established."}),
+		configRefused: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "config_refused_total", Help: "Times Redis refused to enable keyspace notifications (the sweep then works alone)."}),
+		evictedOwn: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "evicted_bookkeeping_total", Help: "Evictions of the proxy's own index, ledger or owner-map keys."}),
+		repairs: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "eviction_repairs_total", Help: "Rule reindexes run after an eviction of bookkeeping keys."}),
+	}
+	for _, p := range []string{pathEvent, pathSweep} {
+		m.cleanups.WithLabelValues(p)
+		m.lag.WithLabelValues(p)
+	}
+	if reg != nil {
+		reg.MustRegister(m.cleanups, m.lag, m.ledger, m.stale, m.reconnects, m.configRefused, m.evictedOwn, m.repairs)
+	}
+	return m
+}

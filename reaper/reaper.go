@@ -1,0 +1,335 @@
+package reaper
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sessionproxy/sessionproxy/rewrite"
+)
+
+// Options configure a Reaper; cmd builds them from the config.
+type Options struct {
+	Schema *rewrite.Schema
+	// DB returns a client for one Redis DB (shared with other upstream work).
+	DB func(n int) *redis.Client
+	// Interval between ledger sweeps (default 1s).
+	Interval time.Duration
+	// Batch is the most ledger entries one cleanup script handles (default DefaultBatch).
+	Batch int
+	// Notifications: subscribe to expired/evicted keyevents (and add them to the upstream's
+	// notify-keyspace-events with CONFIG SET if missing). Off: the sweep alone.
+	Notifications bool
+	Logger        *slog.Logger
+	Registerer    prometheus.Registerer
+	// Now is the clock (tests); default time.Now.
+	Now func() time.Time
+}
+
+// Reaper removes expired and evicted sessions from the index. The event path (keyspace
+// notifications) makes cleanup fast; the sweep of the deadline ledger makes it complete: an
+// event lost while the proxy was down or disconnected is caught by the next sweep.
+//
+// Several proxies on one Redis share the work through a lease: the holder sweeps and handles
+// events, the others stand by and take over within a few seconds if it dies. Every cleanup is
+// one idempotent script, so an overlap during a takeover does no harm.
+type Reaper struct {
+	o       Options
+	log     *slog.Logger
+	m       *reaperMetrics
+	reap    *redis.Script
+	repair  *Repairer
+	token   string // this reaper's lease value
+	leader  atomic.Bool
+	dbs     int // DBs to sweep (CONFIG GET databases)
+	leaseMS int64
+}
+
+// New checks options and builds a reaper; Run starts it.
+func New(o Options) (*Reaper, error) {
+	if o.Schema == nil || o.DB == nil {
+		return nil, errors.New("reaper: schema and DB are required")
+	}
+	if o.Interval <= 0 {
+		o.Interval = time.Second
+	}
+	if o.Batch <= 0 {
+		o.Batch = DefaultBatch
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	var tok [8]byte
+	_, _ = rand.Read(tok[:])
+	return &Reaper{o: o, log: o.Logger, m: newReaperMetrics(o.Registerer),
+		reap:   redis.NewScript(o.Schema.Scripts().Reap.Body),
+		repair: NewRepairer(o.Schema, o.Batch), token: hex.EncodeToString(tok[:]),
+		leaseMS: max(3*o.Interval.Milliseconds(), 2000)}, nil
+}
+
+// leaseKey is the key whose holder does the reaping (in DB 0).
+func (r *Reaper) leaseKey() string { return r.o.Schema.Prefix + "reaper-lease" }
+
+// Run sweeps every Interval and, with Notifications, handles keyevents, until ctx ends.
+// It returns nil on cancellation: an unreachable Redis is retried, not fatal.
+func (r *Reaper) Run(ctx context.Context) error {
+	r.dbs = r.databases(ctx)
+	if r.o.Notifications {
+		go r.events(ctx)
+	}
+	t := time.NewTicker(r.o.Interval)
+	defer t.Stop()
+	for {
+		r.tick(ctx)
+		select {
+		case <-ctx.Done():
+			r.release()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// databases asks Redis how many DBs to sweep; 16 (the default) if it cannot tell.
+func (r *Reaper) databases(ctx context.Context) int {
+	v, err := r.o.DB(0).ConfigGet(ctx, "databases").Result()
+	if err == nil {
+		if n, err := strconv.Atoi(v["databases"]); err == nil && n > 0 {
+			return n
+		}
+	}
+	return 16
+}
+
+// tick renews or takes the lease, then sweeps every DB if this reaper holds it.
+func (r *Reaper) tick(ctx context.Context) {
+	if !r.holdLease(ctx) {
+		return
+	}
+	for db := 0; db < r.dbs && ctx.Err() == nil; db++ {
+		r.sweep(ctx, db)
+	}
+}
+
+// holdLease takes the lease if it is free or renews it if it is ours.
+func (r *Reaper) holdLease(ctx context.Context) bool {
+	c := r.o.DB(0)
+	ok, err := c.SetNX(ctx, r.leaseKey(), r.token, time.Duration(r.leaseMS)*time.Millisecond).Result()
+	if err == nil && !ok {
+		// Renew only if it is still ours (compare-and-expire in one step).
+		n, e := renewLease.Run(ctx, c, []string{r.leaseKey()}, r.token, r.leaseMS).Int()
+		ok, err = n == 1, e
+	}
+	if err != nil {
+		r.log.Debug("reaper lease", "err", err)
+		ok = false
+	}
+	if r.leader.Swap(ok) != ok {
+		r.log.Info("reaper lease", "held", ok)
+	}
+	return ok
+}
+
+var renewLease = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`)
+
+// release gives the lease up on shutdown so another proxy takes over at once.
+func (r *Reaper) release() {
+	if !r.leader.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = releaseLease.Run(ctx, r.o.DB(0), []string{r.leaseKey()}, r.token).Err()
+}
+
+var releaseLease = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
+
+// sweep cleans the due ledger entries of one DB in bounded batches: a full batch is followed by
+// another, up to one interval of work, so a backlog after downtime drains steadily.
+func (r *Reaper) sweep(ctx context.Context, db int) {
+	c := r.o.DB(db)
+	deadline := time.Now().Add(r.o.Interval)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		now := r.o.Now()
+		res, err := r.reap.Run(ctx, c, nil, "due", now.UnixMilli(), r.o.Batch).Int64Slice()
+		if err != nil {
+			r.log.Debug("reaper sweep", "db", db, "err", err)
+			return
+		}
+		r.account(res, pathSweep, now)
+		if res[0] < int64(r.o.Batch) {
+			break
+		}
+	}
+	if n, err := c.ZCard(ctx, r.o.Schema.LedgerKey()).Result(); err == nil {
+		r.m.ledger.WithLabelValues(strconv.Itoa(db)).Set(float64(n))
+	}
+}
+
+// account records a reap script's result: {looked at, re-scored, deadlines of removed...}.
+func (r *Reaper) account(res []int64, path string, now time.Time) {
+	if len(res) < 2 {
+		return
+	}
+	r.m.stale.Add(float64(res[1]))
+	for _, d := range res[2:] {
+		r.m.cleanups.WithLabelValues(path).Inc()
+		lag := now.Sub(time.UnixMilli(d))
+		r.m.lag.WithLabelValues(path).Observe(max(lag.Seconds(), 0))
+	}
+}
+
+// Cleanup paths.
+const (
+	pathEvent = "event"
+	pathSweep = "sweep"
+)
+
+// events subscribes to expired and evicted keyevents of every DB and cleans what they name.
+// go-redis resubscribes after a reconnect; each (re)subscription re-checks the upstream's
+// notify-keyspace-events, since a restarted Redis forgets a CONFIG SET.
+func (r *Reaper) events(ctx context.Context) {
+	ps := r.o.DB(0).PSubscribe(ctx, "__keyevent@*__:expired", "__keyevent@*__:evicted")
+	defer ps.Close()
+	subscribed := 0
+	for {
+		msg, err := ps.Receive(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond) // go-redis reconnects on the next Receive
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind != "psubscribe" {
+				continue
+			}
+			subscribed++
+			if subscribed > 2 { // two patterns per (re)subscription
+				r.m.reconnects.Inc()
+			}
+			if subscribed%2 == 1 {
+				r.ensureNotifications(ctx)
+			}
+		case *redis.Message:
+			r.event(ctx, m.Channel, m.Payload)
+		}
+	}
+}
+
+// event handles one keyevent: "__keyevent@<db>__:expired|evicted" with the key as payload.
+func (r *Reaper) event(ctx context.Context, channel, key string) {
+	if !r.leader.Load() {
+		return // the lease holder handles it; the sweep is the safety net either way
+	}
+	rest, ok := strings.CutPrefix(channel, "__keyevent@")
+	dbs, kind, ok2 := strings.Cut(rest, "__:")
+	db, err := strconv.Atoi(dbs)
+	if !ok || !ok2 || err != nil {
+		return
+	}
+	sch := r.o.Schema
+	if kind == "evicted" && r.ownKey(key) {
+		r.m.evictedOwn.Inc()
+		r.log.Warn("Redis evicted a bookkeeping key of the proxy; repairing the DB (use a volatile-* maxmemory-policy)", "db", db, "key", key)
+		go r.repairDB(ctx, db)
+		return
+	}
+	if sch.Match([]byte(key)) < 0 {
+		return
+	}
+	now := r.o.Now()
+	res, err := r.reap.Run(ctx, r.o.DB(db), []string{key}, "keys").Int64Slice()
+	if err != nil {
+		r.log.Debug("reaper event", "db", db, "key", key, "err", err)
+		return
+	}
+	r.account(res, pathEvent, now)
+}
+
+// ownKey reports whether key is one of the proxy's own: owner map, ledger or an index key.
+func (r *Reaper) ownKey(key string) bool {
+	sch := r.o.Schema
+	if key == sch.OwnersKey() || key == sch.LedgerKey() {
+		return true
+	}
+	for i, rule := range sch.Rules {
+		if rule.Layout == rewrite.LayoutGlobalZSet {
+			if key == rule.IndexKey {
+				return true
+			}
+		} else if _, ok := sch.UIDFromIndexKey(i, key); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// repairDB rebuilds every rule's index in db after Redis evicted bookkeeping.
+func (r *Reaper) repairDB(ctx context.Context, db int) {
+	for i := range r.o.Schema.Rules {
+		rep, err := r.repair.Run(ctx, r.o.DB(db), i, true)
+		if err != nil {
+			r.log.Warn("eviction repair failed", "db", db, "err", err)
+			return
+		}
+		r.m.repairs.Inc()
+		r.log.Info("eviction repair", append([]any{"db", db}, rep.Fields()...)...)
+	}
+}
+
+// ensureNotifications adds the expired (x), evicted (e) and keyevent (E) classes to the
+// upstream's notify-keyspace-events, keeping what is set. A refusal (managed Redis, ACL) is
+// logged once; the ledger sweep then works alone.
+func (r *Reaper) ensureNotifications(ctx context.Context) {
+	c := r.o.DB(0)
+	cur, err := c.ConfigGet(ctx, "notify-keyspace-events").Result()
+	if err == nil {
+		flags := cur["notify-keyspace-events"]
+		want := missingFlags(flags)
+		if want == "" {
+			return
+		}
+		err = c.ConfigSet(ctx, "notify-keyspace-events", flags+want).Err()
+	}
+	if err != nil {
+		r.m.configRefused.Inc()
+		r.log.Warn("cannot enable keyspace notifications; expiry cleanup runs on the ledger sweep alone", "err", err)
+	}
+}
+
+// missingFlags returns the notify-keyspace-events classes still needed: E (keyevent), and x and
+// e unless A (all classes) is set.
+func missingFlags(flags string) string {
+	var add string
+	if !strings.Contains(flags, "E") {
+		add += "E"
+	}
+	if !strings.Contains(flags, "A") {
+		if !strings.Contains(flags, "x") {
+			add += "x"
+		}
+		if !strings.Contains(flags, "e") {
+			add += "e"
+		}
+	}
+	return add
+}
+
+// String is for logs.
+func (r *Reaper) String() string { return fmt.Sprintf("reaper(%s)", r.token) }
