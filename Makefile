@@ -17,7 +17,7 @@ deps:
 	bash .ci/deps
 
 # Lint, then every test with the race detector (real redis-server processes, real clients).
-test: lint
+test: deps lint
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
 race: test
