@@ -26,19 +26,32 @@ type client struct {
 	batch   []redcon.Command
 	closing bool
 
-	// Rewrites of the current batch: the new command bytes live in arena (which may move while
-	// it grows), so Raw is pointed at them only right before sending.
-	arena    []byte
-	rewrites []rewritten
-	refs     []rewrite.Ref
+	// Session writes and SESSIONS commands of the current batch, found while routing and
+	// turned into script calls when their shared run is sent.
+	pending []pendingRewrite
+	refs    []rewrite.Ref // backing store of every pending write's refs
+	// Per shared run: the upstream commands and what each stands for.
+	up     []redcon.Command
+	spans  []span
+	arena  []byte // bytes of the script calls in up (Raw points here once it stops growing)
+	writes []rewrite.Writes
 
 	ded atomic.Pointer[dedicated] // set once the client moved to its own upstream connection
 }
 
-// rewritten is one command of the batch replaced by a script call.
-type rewritten struct {
-	idx        int // in the batch
-	start, end int // in arena
+// pendingRewrite is a command of the batch to be sent as a script call.
+type pendingRewrite struct {
+	idx              int // in the batch
+	refStart, refEnd int // its refs in client.refs (apply)
+	sessions         bool
+}
+
+// span is what one upstream command of a shared run stands for.
+type span struct {
+	n      int  // client commands (more than one: a merged apply_many call)
+	script bool // a script call, retried after a NOSCRIPT
+	a, b   int  // script call bytes in arena
+	merged bool
 }
 
 func newClient(s *Server, rc redcon.Conn, id uint64) *client {
@@ -55,7 +68,7 @@ func (c *client) run(cmds []redcon.Command) {
 		d.forward(cmds)
 		return
 	}
-	c.arena, c.rewrites = c.arena[:0], c.rewrites[:0]
+	c.pending, c.refs = c.pending[:0], c.refs[:0]
 	start := 0 // first command of the pending shared run
 	for i := range cmds {
 		args := cmds[i].Args
@@ -63,8 +76,7 @@ func (c *client) run(cmds []redcon.Command) {
 		c.s.m.commands[spec.idx].Inc()
 		r := spec.routeOf(args)
 		if r == routeShared && (spec.plan != nil || spec.sessions) {
-			var errReply []byte
-			if c.arena, errReply = c.s.rewrite(c.arena, spec, args, false, false, &c.refs); errReply != nil {
+			if errReply := c.planRewrite(i, spec, args); errReply != nil {
 				c.sendShared(cmds[start:i], start)
 				if c.closing {
 					return
@@ -72,9 +84,6 @@ func (c *client) run(cmds []redcon.Command) {
 				c.write(errReply)
 				start = i + 1
 				continue
-			}
-			if end := len(c.arena); c.rewriteEnd() != end {
-				c.rewrites = append(c.rewrites, rewritten{idx: i, start: c.rewriteEnd(), end: end})
 			}
 		}
 		switch r {
@@ -101,20 +110,38 @@ func (c *client) run(cmds []redcon.Command) {
 	c.sendShared(cmds[start:], start)
 }
 
-// rewriteEnd is where the next rewrite starts in the arena.
-func (c *client) rewriteEnd() int {
-	if n := len(c.rewrites); n > 0 {
-		return c.rewrites[n-1].end
+// planRewrite records command i for rewriting if it is a session write or a SESSIONS command;
+// an error reply means the proxy answers it instead (unknown rule).
+func (c *client) planRewrite(i int, spec *cmdSpec, args [][]byte) []byte {
+	s := c.s
+	if spec.sessions {
+		if _, errReply, _ := s.appendSessionsCall(nil, spec, args, false); errReply != nil {
+			return errReply
+		}
+		c.pending = append(c.pending, pendingRewrite{idx: i, sessions: true})
+		return nil
 	}
-	return 0
+	from := len(c.refs)
+	c.refs = spec.plan(c.refs, args)
+	if len(c.refs) == from {
+		return nil
+	}
+	if len(args) > rewrite.MaxArgs {
+		c.refs = c.refs[:from]
+		s.m.unindexed.Inc()
+		s.log.Warn("session write too long to rewrite; left to repair", "cmd", spec.name, "args", len(args))
+		return nil
+	}
+	c.pending = append(c.pending, pendingRewrite{idx: i, refStart: from, refEnd: len(c.refs)})
+	return nil
 }
 
-// rewrite appends the script call replacing a session write or SESSIONS command to dst; dst
-// comes back unchanged if the command touches no session key. An error reply means the
-// command is answered by the proxy instead.
-func (s *Server) rewrite(dst []byte, spec *cmdSpec, args [][]byte, byBody, resp3 bool, refs *[]rewrite.Ref) ([]byte, []byte) {
+// rewrite appends the script call replacing a session write or SESSIONS command to dst (the
+// dedicated path: by body, one reply per command); dst comes back unchanged if the command
+// touches no session key. An error reply means the proxy answers the command instead.
+func (s *Server) rewrite(dst []byte, spec *cmdSpec, args [][]byte, resp3 bool, refs *[]rewrite.Ref) ([]byte, []byte) {
 	if spec.sessions {
-		out, errReply, _ := s.appendSessionsCall(dst, spec, args, byBody)
+		out, errReply, _ := s.appendSessionsCall(dst, spec, args, true)
 		if errReply == nil {
 			s.m.rewrites.WithLabelValues("sessions").Inc()
 		}
@@ -130,19 +157,20 @@ func (s *Server) rewrite(dst []byte, spec *cmdSpec, args [][]byte, byBody, resp3
 		return dst, nil
 	}
 	s.m.rewrites.WithLabelValues("apply").Inc()
-	return s.schema.AppendApply(dst, &s.scripts.Apply, byBody, resp3, *refs, args), nil
+	return s.schema.AppendApply(dst, &s.scripts.Apply, true, resp3, *refs, args), nil
 }
 
 // sendShared runs cmds (batch positions base...) over the client's shared upstream connection
-// and writes their replies.
+// and writes their replies. Session writes among them become script calls; a run of several
+// consecutive ones becomes one apply_many call whose array reply is unpacked into their replies.
 func (c *client) sendShared(cmds []redcon.Command, base int) {
 	if len(cmds) == 0 {
 		return
 	}
-	rws := c.pointRewrites(cmds, base)
+	c.buildRun(cmds, base)
 	req := &c.req
-	req.cmds = cmds
-	defer func() { req.cmds = nil }()
+	req.cmds = c.up
+	defer func() { req.cmds = nil; clear(c.up) }()
 	var u *sharedConn
 	for attempt := 0; ; attempt++ {
 		var err error
@@ -158,28 +186,89 @@ func (c *client) sendShared(cmds []redcon.Command, base int) {
 		}
 		break
 	}
-	if len(rws) > 0 {
-		c.retryNoScript(u, cmds, base, rws)
+	c.retryNoScript(u)
+	for i, sp := range c.spans {
+		reply := req.reply[req.replyStart(i):req.ends[i]]
+		switch {
+		case !sp.merged:
+			c.write(reply)
+		case reply[0] == '*':
+			c.write(reply[bytes.IndexByte(reply, '\n')+1:]) // the elements are the replies
+		default: // the call failed as a whole (e.g. OOM, BUSY): each write gets its error
+			for range sp.n {
+				c.write(reply)
+			}
+		}
 	}
-	c.write(req.reply)
 	if cap(req.reply) > 1<<20 {
 		req.reply = nil // a huge reply once should not pin its buffer to the client forever
 	}
 }
 
-// pointRewrites points the rewritten commands among cmds at their script calls and returns them.
-func (c *client) pointRewrites(cmds []redcon.Command, base int) []rewritten {
-	lo := 0
-	for lo < len(c.rewrites) && c.rewrites[lo].idx < base {
-		lo++
+// buildRun fills c.up and c.spans for cmds: commands pass as they are, pending rewrites become
+// script calls, consecutive session writes in this DB are merged into one call.
+func (c *client) buildRun(cmds []redcon.Command, base int) {
+	s := c.s
+	c.up, c.spans, c.arena = c.up[:0], c.spans[:0], c.arena[:0]
+	p := 0
+	for p < len(c.pending) && c.pending[p].idx < base {
+		p++
 	}
-	hi := lo
-	for hi < len(c.rewrites) && c.rewrites[hi].idx < base+len(cmds) {
-		rw := c.rewrites[hi]
-		cmds[rw.idx-base].Raw = c.arena[rw.start:rw.end]
-		hi++
+	for j := 0; j < len(cmds); j++ {
+		if p >= len(c.pending) || c.pending[p].idx != base+j {
+			c.up = append(c.up, cmds[j])
+			c.spans = append(c.spans, span{n: 1})
+			continue
+		}
+		pr := c.pending[p]
+		a := len(c.arena)
+		if pr.sessions {
+			c.arena, _, _ = s.appendSessionsCall(c.arena, s.table.lookup(cmds[j].Args[0]), cmds[j].Args, false)
+			s.m.rewrites.WithLabelValues("sessions").Inc()
+			c.up = append(c.up, redcon.Command{})
+			c.spans = append(c.spans, span{n: 1, script: true, a: a, b: len(c.arena)})
+			p++
+			continue
+		}
+		// A run: this write and the session writes right after it, all in the current DB.
+		c.writes = c.writes[:0]
+		for p < len(c.pending) && c.pending[p].idx == base+j && !c.pending[p].sessions {
+			refs := c.refs[c.pending[p].refStart:c.pending[p].refEnd]
+			if len(c.writes) > 0 && !currentDB(refs) {
+				break
+			}
+			c.writes = append(c.writes, rewrite.Writes{Refs: refs, Args: cmds[j].Args})
+			p, j = p+1, j+1
+			if !currentDB(refs) {
+				break // MOVE/COPY to another DB SELECTs it: nothing may follow in the same call
+			}
+		}
+		j-- // the loop's j++ moves past the run
+		s.m.rewrites.WithLabelValues("apply").Add(float64(len(c.writes)))
+		if len(c.writes) == 1 {
+			w := c.writes[0]
+			c.arena = s.schema.AppendApply(c.arena, &s.scripts.Apply, false, false, w.Refs, w.Args)
+		} else {
+			c.arena = s.schema.AppendApplyMany(c.arena, &s.scripts.ApplyMany, c.writes)
+		}
+		c.up = append(c.up, redcon.Command{})
+		c.spans = append(c.spans, span{n: len(c.writes), script: true, a: a, b: len(c.arena), merged: len(c.writes) > 1})
 	}
-	return c.rewrites[lo:hi]
+	for i, sp := range c.spans { // the arena has stopped growing: point the calls at it
+		if sp.script {
+			c.up[i].Raw = c.arena[sp.a:sp.b]
+		}
+	}
+}
+
+// currentDB reports whether every ref is in the client's current DB.
+func currentDB(refs []rewrite.Ref) bool {
+	for _, r := range refs {
+		if r.DB != rewrite.CurrentDB {
+			return false
+		}
+	}
+	return true
 }
 
 var noScript = []byte("-NOSCRIPT")
@@ -188,14 +277,13 @@ var noScript = []byte("-NOSCRIPT")
 // failed script calls did nothing, so they are run again, in order, after reloading the scripts.
 // Commands of the same batch that followed them have already run; that reordering is the one
 // visible effect, and only right after a flush.
-func (c *client) retryNoScript(u *sharedConn, cmds []redcon.Command, base int, rws []rewritten) {
+func (c *client) retryNoScript(u *sharedConn) {
 	req := &c.req
 	var failed []redcon.Command
-	var at []int // batch-relative positions of the failed calls
-	for _, rw := range rws {
-		i := rw.idx - base
-		if bytes.HasPrefix(req.reply[req.replyStart(i):req.ends[i]], noScript) {
-			failed = append(failed, cmds[i])
+	var at []int // upstream positions of the failed calls
+	for i, sp := range c.spans {
+		if sp.script && bytes.HasPrefix(req.reply[req.replyStart(i):req.ends[i]], noScript) {
+			failed = append(failed, c.up[i])
 			at = append(at, i)
 		}
 	}
@@ -210,16 +298,18 @@ func (c *client) retryNoScript(u *sharedConn, cmds []redcon.Command, base int, r
 	}
 	// Splice the retried replies into their places.
 	var out []byte
+	ends := make([]int, 0, len(c.up))
 	k := 0
-	for i := range cmds {
+	for i := range c.up {
 		if k < len(at) && at[k] == i {
 			out = append(out, retry.reply[retry.replyStart(k):retry.ends[k]]...)
 			k++
-			continue
+		} else {
+			out = append(out, req.reply[req.replyStart(i):req.ends[i]]...)
 		}
-		out = append(out, req.reply[req.replyStart(i):req.ends[i]]...)
+		ends = append(ends, len(out))
 	}
-	req.reply = out
+	req.reply, req.ends = out, ends
 }
 
 func (c *client) sharedConn() (*sharedConn, error) {

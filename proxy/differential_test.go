@@ -34,6 +34,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -58,11 +59,22 @@ CMD arg "a b" 'c'   a command in redis-cli quoting ("..." knows \n \r \t \b \a \
 # ...               comment; blank lines are ignored
 `
 
+// How long a run waits. CI machines are small and shared (this one: 2 CPUs, load average 9
+// from other jobs), and -race slows the proxy several times, so the waits are generous. Against
+// redis-server a step only times out when the case itself is wrong (that is reported). Through
+// the proxy a step gets diffProxyMinWait or diffProxyFactor times what the same step took
+// straight against Redis, whichever is longer: a proxy bug that loses a reply costs seconds,
+// not minutes, yet a loaded machine does not turn slowness into a mismatch.
 const (
-	diffMinCases  = 200                   // the corpus must not silently shrink below this
-	diffLanes     = 4                     // redis-server + proxy pairs running cases in parallel
-	diffReadWait  = 2 * time.Second       // longest wait for one step's replies (10x the slowest)
-	diffTrailWait = 30 * time.Millisecond // how long to look for bytes nobody asked for
+	diffRedisWait    = 20 * time.Second
+	diffProxyMinWait = 5 * time.Second
+	diffProxyFactor  = 20
+	diffTrailWait    = 20 * time.Millisecond // how long to look for bytes nobody asked for
+)
+
+const (
+	diffMinCases = 200 // the corpus must not silently shrink below this
+	diffLanes    = 4   // redis-server + proxy pairs running cases in parallel
 )
 
 // diffStep is one write (or none) on one connection followed by reading its replies.
@@ -88,6 +100,7 @@ type diffOut struct {
 	conn, what string
 	data       []byte
 	end        string // "" when all replies arrived; otherwise how reading ended: "closed", "timeout"...
+	took       time.Duration
 }
 
 func TestDifferential(t *testing.T) {
@@ -96,13 +109,26 @@ func TestDifferential(t *testing.T) {
 		t.Fatalf("differential corpus has %d cases, want at least %d", len(cases), diffMinCases)
 	}
 	t.Logf("differential corpus: %d cases", len(cases))
-	lanes := startDiffLanes(t, diffLanes)
+	jobs := startDiffLanes(t, diffLanes)
 	for _, dc := range cases {
 		t.Run(dc.name, func(t *testing.T) {
+			// The case runs on a lane worker, not in this goroutine: go test lets only
+			// -parallel (default GOMAXPROCS, 2 on small CI machines) parallel subtests run at
+			// once, and the cases wait on sockets, not on the CPU. Queueing it before t.Parallel
+			// starts every selected case at once; the subtest then only waits and compares.
+			done := make(chan diffResult, 1)
+			jobs <- diffJob{dc: dc, done: done}
 			t.Parallel()
-			l := <-lanes
-			defer func() { lanes <- l }()
-			l.check(t, dc)
+			r := <-done
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			for i, w := range r.want {
+				if w.end == "timeout" {
+					t.Errorf("case error (%s): step %d timed out even against redis-server: %s", dc.origin, i+1, w.what)
+				}
+			}
+			compareDiff(t, dc, r.want, r.got)
 		})
 	}
 }
@@ -413,50 +439,81 @@ func splitDiffArgs(s string) ([]string, error) {
 	}
 }
 
-// diffLane is one redis-server with a proxy in front; a case holds a lane for both runs.
+// diffLane is one redis-server with a proxy in front; it runs one case at a time, both runs.
 type diffLane struct {
 	direct, proxied string
 	ctl             net.Conn // straight to redis-server, for resets
 	ctlR            *bufio.Reader
 }
 
-func startDiffLanes(t *testing.T, n int) chan *diffLane {
+// diffJob asks a lane to run a case; the lane answers on done.
+type diffJob struct {
+	dc   *diffCase
+	done chan<- diffResult
+}
+
+// diffResult is what a case received straight from redis-server (want) and through the proxy.
+type diffResult struct {
+	want, got []diffOut
+	err       error
+}
+
+// startDiffLanes starts n lanes, each working through the returned queue until the test ends.
+func startDiffLanes(t *testing.T, n int) chan<- diffJob {
 	t.Helper()
-	lanes := make(chan *diffLane, n)
+	jobs := make(chan diffJob, 4096) // more than the corpus: queueing never blocks
+	var wg sync.WaitGroup
 	for range n {
 		up := redistest.Start(t, "--activerehashing", "no", "--enable-debug-command", "yes")
-		p := startProxy(t, up)
+		p := startProxy(t, up, func(o *Options) {
+			// The proxy's own round trips (SELECT setup, AUTH checks) must not time out on a
+			// loaded machine either.
+			o.DialTimeout, o.ReadTimeout = 5*time.Second, diffRedisWait
+		})
 		nc, err := net.DialTimeout("tcp", up.Addr(), time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { nc.Close() })
-		lanes <- &diffLane{direct: up.Addr(), proxied: p.Addr().String(), ctl: nc, ctlR: bufio.NewReader(nc)}
+		l := &diffLane{direct: up.Addr(), proxied: p.Addr().String(), ctl: nc, ctlR: bufio.NewReader(nc)}
+		wg.Go(func() {
+			for j := range jobs {
+				j.done <- l.run(j.dc)
+			}
+		})
 	}
-	return lanes
+	// Registered last, so it runs first: the workers stop before their servers and proxies.
+	t.Cleanup(func() {
+		close(jobs)
+		wg.Wait()
+	})
+	return jobs
 }
 
-// check runs dc straight and through the proxy and compares what arrived.
-func (l *diffLane) check(t *testing.T, dc *diffCase) {
+// run runs dc straight and through the proxy, each time on a freshly emptied server.
+func (l *diffLane) run(dc *diffCase) diffResult {
+	var r diffResult
 	if err := l.reset(); err != nil {
-		t.Fatalf("reset before the redis run: %v", err)
+		r.err = fmt.Errorf("reset before the redis run: %w", err)
+		return r
 	}
-	want := runDiffSide(l.direct, dc)
+	r.want = runDiffSide(l.direct, dc, func(int) time.Duration { return diffRedisWait })
 	if err := l.reset(); err != nil {
-		t.Fatalf("reset before the proxy run: %v", err)
+		r.err = fmt.Errorf("reset before the proxy run: %w", err)
+		return r
 	}
-	got := runDiffSide(l.proxied, dc)
-	for i, w := range want {
-		if w.end == "timeout" {
-			t.Errorf("case error (%s): step %d timed out even against redis-server: %s", dc.origin, i+1, w.what)
+	r.got = runDiffSide(l.proxied, dc, func(step int) time.Duration {
+		if step < len(r.want) {
+			return max(diffProxyMinWait, diffProxyFactor*r.want[step].took)
 		}
-	}
-	compareDiff(t, dc, want, got)
+		return diffProxyMinWait
+	})
+	return r
 }
 
 // reset waits until nothing of the previous run is left on the server and empties it.
 func (l *diffLane) reset() error {
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(diffRedisWait)
 	for {
 		busy, err := l.busy()
 		if err != nil {
@@ -514,7 +571,7 @@ func (l *diffLane) busy() (string, error) {
 }
 
 func (l *diffLane) do(args ...string) ([]byte, error) {
-	_ = l.ctl.SetDeadline(time.Now().Add(diffReadWait))
+	_ = l.ctl.SetDeadline(time.Now().Add(diffRedisWait))
 	if _, err := l.ctl.Write(encode(args...)); err != nil {
 		return nil, err
 	}
@@ -530,7 +587,7 @@ type diffConn struct {
 
 // runDiffSide runs the case's steps against addr and returns what each step received, plus
 // an entry per connection that received bytes after the last step (or closed unasked).
-func runDiffSide(addr string, dc *diffCase) []diffOut {
+func runDiffSide(addr string, dc *diffCase, wait func(step int) time.Duration) []diffOut {
 	conns := make(map[string]*diffConn)
 	defer func() {
 		for _, c := range conns {
@@ -538,8 +595,9 @@ func runDiffSide(addr string, dc *diffCase) []diffOut {
 		}
 	}()
 	var out []diffOut
-	for _, st := range dc.steps {
+	for i, st := range dc.steps {
 		o := diffOut{conn: st.conn, what: st.what}
+		start := time.Now()
 		c := conns[st.conn]
 		if c == nil {
 			nc, err := net.DialTimeout("tcp", addr, time.Second)
@@ -557,7 +615,7 @@ func runDiffSide(addr string, dc *diffCase) []diffOut {
 			continue
 		}
 		if len(st.send) > 0 {
-			_ = c.nc.SetWriteDeadline(time.Now().Add(diffReadWait))
+			_ = c.nc.SetWriteDeadline(time.Now().Add(wait(i)))
 			if _, err := c.nc.Write(st.send); err != nil {
 				o.end = "write: " + diffErrKind(err)
 				c.dead = o.end
@@ -565,7 +623,7 @@ func runDiffSide(addr string, dc *diffCase) []diffOut {
 				continue
 			}
 		}
-		_ = c.nc.SetReadDeadline(time.Now().Add(diffReadWait))
+		_ = c.nc.SetReadDeadline(start.Add(wait(i)))
 		if st.untilClose {
 			data, err := io.ReadAll(c.br)
 			o.data, o.end = data, diffErrKind(err)
@@ -586,6 +644,7 @@ func runDiffSide(addr string, dc *diffCase) []diffOut {
 		if st.hello {
 			o.data = helloID.ReplaceAllLiteral(o.data, []byte("$2\r\nid\r\n:<id>\r\n"))
 		}
+		o.took = time.Since(start)
 		out = append(out, o)
 	}
 	// Bytes nobody asked for: one shared deadline, so this costs diffTrailWait per run.

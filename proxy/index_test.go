@@ -59,3 +59,42 @@ func TestConnectRedisJSON(t *testing.T) {
 		t.Fatalf("after non-JSON: %q", got)
 	}
 }
+
+// TestMergedSessionWrites: consecutive session writes of one pipeline run as one apply_many
+// call; the client still gets one exact reply per command, errors included.
+func TestMergedSessionWrites(t *testing.T) {
+	up := redistest.Start(t)
+	direct := redistest.Start(t)
+	p := startProxy(t, up)
+	var batch []byte
+	for _, cmd := range []string{
+		"SET session:9 notahash",
+		"HSET session:1 userid 7 a b",
+		"HSET session:2 userid 7",
+		"HSET session:9 userid 7",
+		"HSETNX session:3 userid 8",
+		"GET session:9",
+		"HMSET session:4 userid 8",
+		"DEL session:2 session:4",
+		"EXPIRE session:1 100",
+		"HDEL session:3 userid",
+	} {
+		batch = append(batch, encode(words(cmd)...)...)
+	}
+	pc, dc := dialRaw(t, p.Addr().String()), dialRaw(t, direct.Addr())
+	pc.send(batch)
+	dc.send(batch)
+	if got, want := string(pc.replies(10)), string(dc.replies(10)); got != want {
+		t.Fatalf("replies differ:\nproxy  %q\ndirect %q", got, want)
+	}
+	for _, tc := range []struct{ cmd, want string }{
+		{"SMEMBERS user:7", "*1\r\n$1\r\n1\r\n"},
+		{"SMEMBERS user:8", "*0\r\n"},
+		{"HGETALL sessionproxy:owners", "*2\r\n$9\r\nsession:1\r\n$1\r\n7\r\n"},
+		{"ZCARD sessionproxy:deadlines", ":1\r\n"},
+	} {
+		if got := pc.do(words(tc.cmd)...); got != tc.want {
+			t.Errorf("%s: got %q want %q", tc.cmd, got, tc.want)
+		}
+	}
+}

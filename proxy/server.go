@@ -89,7 +89,7 @@ func New(opts Options) (*Server, error) {
 	scripts := opts.Schema.Scripts()
 	var load []byte
 	var loadCmds []redcon.Command
-	for _, sc := range []*rewrite.Script{&scripts.Apply, &scripts.Sessions} {
+	for _, sc := range []*rewrite.Script{&scripts.Apply, &scripts.ApplyMany, &scripts.Sessions} {
 		start := len(load)
 		load = appendCommand(load, "SCRIPT", "LOAD", sc.Body)
 		loadCmds = append(loadCmds, redcon.Command{Raw: load[start:len(load):len(load)]})

@@ -241,6 +241,51 @@ func (s *Schema) AppendApply(dst []byte, sc *Script, byBody, resp3 bool, refs []
 		dst = appendBulk(dst, []byte("2"))
 	}
 	dst = appendBulkInt(dst, n)
+	dst = appendRefs(dst, refs)
+	for _, a := range args {
+		dst = appendBulk(dst, a)
+	}
+	return dst
+}
+
+// Writes is one session write of a run merged into an apply_many call.
+type Writes struct {
+	Refs []Ref
+	Args [][]byte
+}
+
+// AppendApplyMany appends one apply_many call (by SHA) for a run of session writes of one
+// client (RESP2). Its reply is an array with one element per write, each exactly the plain
+// command's reply.
+func (s *Schema) AppendApplyMany(dst []byte, sc *Script, run []Writes) []byte {
+	keys, argv := 0, 1
+	for _, w := range run {
+		keys += len(w.Refs)
+		argv += 2 + 2*len(w.Refs) + len(w.Args)
+	}
+	dst = appendHeader(dst, '*', 3+keys+argv)
+	dst = appendBulk(dst, []byte("EVALSHA"))
+	dst = appendBulkString(dst, sc.SHA)
+	dst = appendBulkInt(dst, keys)
+	for _, w := range run {
+		for _, r := range w.Refs {
+			dst = appendBulk(dst, r.Key)
+		}
+	}
+	dst = appendBulkInt(dst, len(run))
+	for _, w := range run {
+		dst = appendBulkInt(dst, len(w.Refs))
+		dst = appendRefs(dst, w.Refs)
+		dst = appendBulkInt(dst, len(w.Args))
+		for _, a := range w.Args {
+			dst = appendBulk(dst, a)
+		}
+	}
+	return dst
+}
+
+// appendRefs appends the (descriptor, owner hint) pair of each ref.
+func appendRefs(dst []byte, refs []Ref) []byte {
 	var desc [40]byte
 	for _, r := range refs {
 		d := strconv.AppendInt(desc[:0], int64(r.Rule+1), 10)
@@ -260,9 +305,6 @@ func (s *Schema) AppendApply(dst []byte, sc *Script, byBody, resp3 bool, refs []
 		} else {
 			dst = appendBulk(dst, nil)
 		}
-	}
-	for _, a := range args {
-		dst = appendBulk(dst, a)
 	}
 	return dst
 }

@@ -21,6 +21,7 @@ type Script struct {
 // Scripts are the schema's scripts, generated once.
 type Scripts struct {
 	Apply     Script // a client write plus its index update
+	ApplyMany Script // a run of client writes plus their index updates (RESP2)
 	Sessions  Script // SESSIONS.LIST / COUNT / REVOKE
 	Reconcile Script // repair a batch of session keys
 	Prune     Script // drop stale entries of one index key
@@ -30,7 +31,7 @@ type Scripts struct {
 
 // All lists the scripts, for loading them on a connection.
 func (s *Scripts) All() []*Script {
-	return []*Script{&s.Apply, &s.Sessions, &s.Reconcile, &s.Prune, &s.Check, &s.Reap}
+	return []*Script{&s.Apply, &s.ApplyMany, &s.Sessions, &s.Reconcile, &s.Prune, &s.Check, &s.Reap}
 }
 
 // Scripts generates the schema's scripts.
@@ -42,7 +43,7 @@ func (s *Schema) Scripts() *Scripts {
 		sum := sha1.Sum([]byte(body))
 		return Script{Name: name, Body: body, SHA: hex.EncodeToString(sum[:])}
 	}
-	return &Scripts{Apply: mk("apply"), Sessions: mk("sessions"), Reconcile: mk("reconcile"),
+	return &Scripts{Apply: mk("apply"), ApplyMany: mk("apply_many"), Sessions: mk("sessions"), Reconcile: mk("reconcile"),
 		Prune: mk("prune"), Check: mk("check"), Reap: mk("reap")}
 }
 

@@ -118,3 +118,18 @@ local function reconcile(k, r, hint, keepttl)
   end
   return changed
 end
+
+-- reconcile_ref reconciles one key named by a rewritten command: desc is "<rule>[@<db>][k]"
+-- (@db: the key is in that DB, and such keys come last because this SELECTs it; k: the command
+-- cannot change the TTL); hint is "=<uid>", the owner after the successful write, or "".
+local function reconcile_ref(k, desc, hint)
+  local keep = string.byte(desc, -1) == 107 -- 'k'
+  if keep then desc = string.sub(desc, 1, -2) end
+  local at = string.find(desc, '@', 1, true)
+  if at then
+    redis.call('SELECT', string.sub(desc, at + 1))
+    desc = string.sub(desc, 1, at - 1)
+  end
+  if hint == '' then hint = nil else hint = string.sub(hint, 2) end
+  return reconcile(k, tonumber(desc), hint, keep)
+end
