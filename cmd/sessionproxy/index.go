@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -81,7 +82,7 @@ func runRepairCommand(name string, args []string, stdout, stderr io.Writer) int 
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, err := conf.Load(*configPath, lookupEnv, conf.Flags{Upstream: *upstream})
+	cfg, err := conf.Load(*configPath, os.LookupEnv, conf.Flags{Upstream: *upstream})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2

@@ -61,7 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *checkConfig != "" {
 		path = *checkConfig
 	}
-	cfg, err := conf.Load(path, lookupEnv, conf.Flags{Listen: *listen, Upstream: *upstream, Metrics: *metrics})
+	cfg, err := conf.Load(path, os.LookupEnv, conf.Flags{Listen: *listen, Upstream: *upstream, Metrics: *metrics})
 	if err == nil {
 		_, err = schema(cfg.Index) // the full rule check lives in rewrite
 	}
@@ -212,9 +212,6 @@ func serveHTTP(ctx context.Context, addr string, reg *prometheus.Registry, srv *
 	}
 	return nil
 }
-
-// lookupEnv is os.LookupEnv, named for the one place the environment enters.
-var lookupEnv = os.LookupEnv
 
 func newLogger(cfg conf.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
