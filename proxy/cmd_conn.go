@@ -4,6 +4,8 @@ import (
 	"errors"
 	"math"
 	"strconv"
+
+	"github.com/tidwall/redcon"
 )
 
 // Connection commands: the proxy keeps the client's DB, ACL identity and name itself, so the
@@ -37,6 +39,7 @@ const (
 	replyReset       = "+RESET\r\n"
 	replyNilBulk     = "$-1\r\n"
 	errNotInteger    = "-ERR value is not an integer or out of range\r\n"
+	errNotInt32      = "-ERR value is out of range, value must between -2147483648 and 2147483647\r\n"
 	errBadClientName = "-ERR Client names cannot contain spaces, newlines or special characters.\r\n"
 )
 
@@ -47,7 +50,13 @@ func cmdAuth(c *client, args [][]byte) {
 	if len(args) == 3 {
 		id = identity{user: string(args[1]), pass: string(args[2])}
 	}
-	reply, err := c.s.dialer.oneShot(c.s.ctx, appendCommand(nil, "AUTH", id.user, id.pass))
+	// Ask with the client's own words: one-argument AUTH has its own errors (no password set).
+	var ask []byte
+	ask = redcon.AppendArray(ask, len(args))
+	for _, a := range args {
+		ask = redcon.AppendBulk(ask, a)
+	}
+	reply, err := c.s.dialer.oneShot(c.s.ctx, ask)
 	if err != nil {
 		c.fail(1, err)
 		return
@@ -62,8 +71,12 @@ func cmdAuth(c *client, args [][]byte) {
 // dials a connection that runs SELECT, so Redis itself judges the index (out of range...).
 func cmdSelect(c *client, args [][]byte) {
 	db, ok := parseInt(args[1])
-	if !ok || db < math.MinInt32 || db > math.MaxInt32 {
+	switch {
+	case !ok:
 		c.write([]byte(errNotInteger))
+		return
+	case db < math.MinInt32 || db > math.MaxInt32:
+		c.write([]byte(errNotInt32))
 		return
 	}
 	p, err := c.s.pools.get(poolKey{c.ident, int(db)})

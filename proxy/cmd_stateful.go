@@ -8,6 +8,11 @@ var statefulFamily = family{
 	{name: "psubscribe", route: routeDedicated},
 	{name: "ssubscribe", route: routeDedicated},
 	{name: "monitor", route: routeDedicated},
+	// Outside a subscription these still answer once per channel named: not one reply per
+	// command, so they cannot share a connection.
+	{name: "unsubscribe", route: routeDedicated},
+	{name: "punsubscribe", route: routeDedicated},
+	{name: "sunsubscribe", route: routeDedicated},
 	{name: "multi", route: routeDedicated},
 	{name: "watch", route: routeDedicated},
 	{name: "blpop", route: routeDedicated},

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net"
 	"sync/atomic"
+	"time"
 
 	"github.com/tidwall/redcon"
 
@@ -23,11 +24,15 @@ type dedicated struct {
 
 	out []byte // owned by the client goroutine
 
-	sent    atomic.Int64 // commands forwarded that expect a reply
-	relayed atomic.Int64 // replies relayed
-	// unpaired is set once replies stop pairing with commands (subscriptions, MONITOR,
-	// CLIENT REPLY): the proxy then cannot tell how many replies are outstanding.
+	sent    atomic.Int64 // replies expected for what was forwarded
+	relayed atomic.Int64 // frames relayed (replies, and pushes/messages once subscribed)
+	// unpaired is set once the number of replies to expect is unknown (CLIENT REPLY, an
+	// UNSUBSCRIBE of everything, replication): the proxy cannot tell what is outstanding.
 	unpaired atomic.Bool
+	// pushes is set once frames may arrive unasked (subscriptions, MONITOR, tracking): relayed
+	// then also counts those, so it no longer tells how many replies are missing.
+	pushes atomic.Bool
+	quit   bool // QUIT was forwarded: Redis answers nothing after it (client goroutine)
 	// resetAuth counts RESETs followed by a re-AUTH the proxy added; the reply after the
 	// matching +RESET belongs to the proxy and is not relayed.
 	resetAuth atomic.Int32
@@ -51,6 +56,9 @@ func (c *client) toDedicated(cmds []redcon.Command) {
 		return
 	}
 	d := &dedicated{c: c, nc: nc, br: br, m: c.s.m}
+	if rc, ok := c.nc.(*resp.Conn); ok {
+		rc.BeforeErrorReply = d.quiesce // a protocol error must follow the replies before it
+	}
 	c.ded.Store(d)
 	c.s.m.dedicated.Inc()
 	go d.relay()
@@ -63,8 +71,12 @@ func (d *dedicated) forward(cmds []redcon.Command) { d.forwardCounted(cmds, fals
 // forwardCounted sends cmds upstream in one write. counted says the first command was already
 // counted in the metrics by the caller.
 func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
+	if d.quit {
+		return // Redis closes after QUIT; the relay then closes the client
+	}
 	d.out = d.out[:0]
 	s := d.c.s
+	expect := int64(0)
 	for i := range cmds {
 		args := cmds[i].Args
 		spec := s.table.lookup(args[0])
@@ -72,17 +84,33 @@ func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
 			d.m.commands[spec.idx].Inc()
 		}
 		d.appendCommand(spec, cmds[i])
+		expect++
 		switch spec.name {
+		case "quit":
+			d.quit = true
+		case "subscribe", "psubscribe", "ssubscribe":
+			d.pushes.Store(true)
+			expect += int64(max(len(args)-2, 0)) // one confirmation per channel
+		case "unsubscribe", "punsubscribe", "sunsubscribe":
+			if len(args) == 1 {
+				d.unpaired.Store(true) // one reply per channel subscribed, or one if none
+			}
+			expect += int64(max(len(args)-2, 0))
+		case "monitor":
+			d.pushes.Store(true)
 		case "hello":
 			// HELLO 3 makes the rewritten calls ask their script for RESP3 replies.
 			if len(args) > 1 {
 				d.resp3 = string(args[1]) == "3"
 			}
-		case "subscribe", "psubscribe", "ssubscribe", "monitor", "sync", "psync":
+		case "sync", "psync":
 			d.unpaired.Store(true)
 		case "client":
-			if len(args) > 1 && equalFold(args[1], "REPLY") {
+			switch {
+			case len(args) > 1 && equalFold(args[1], "REPLY"):
 				d.unpaired.Store(true)
+			case len(args) > 1 && equalFold(args[1], "TRACKING"):
+				d.pushes.Store(true)
 			}
 		case "reset":
 			// RESET logs the upstream connection out to the default user; a client of the
@@ -93,8 +121,11 @@ func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
 				d.resetAuth.Add(1)
 			}
 		}
+		if d.quit {
+			break
+		}
 	}
-	d.sent.Add(int64(len(cmds)))
+	d.sent.Add(expect)
 	if _, err := d.nc.Write(d.out); err != nil {
 		d.nc.Close() // the relay sees it, answers what is outstanding and closes the client
 	}
@@ -182,7 +213,7 @@ func (d *dedicated) relay() {
 
 // upstreamGone answers the commands still waiting (when that count is known) and closes the client.
 func (d *dedicated) upstreamGone() {
-	if !d.closed.Load() && !d.unpaired.Load() {
+	if !d.closed.Load() && !d.unpaired.Load() && !d.pushes.Load() {
 		if n := d.sent.Load() - d.relayed.Load(); n > 0 {
 			_, _ = d.c.nc.Write(appendLostReplies(nil, int(n), ErrUpstreamLost))
 		}
@@ -193,7 +224,17 @@ func (d *dedicated) upstreamGone() {
 
 // idle reports whether every forwarded command has been answered (false when unknowable).
 func (d *dedicated) idle() bool {
-	return !d.unpaired.Load() && d.sent.Load() == d.relayed.Load()
+	return !d.unpaired.Load() && d.relayed.Load() >= d.sent.Load()
+}
+
+// quiesce waits, boundedly, until the replies to everything forwarded have been relayed.
+func (d *dedicated) quiesce() {
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		if d.closed.Load() || d.idle() {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func (d *dedicated) close() {

@@ -637,6 +637,11 @@ type Conn struct {
 	perr    *ProtocolError // protocol error to report once out is drained (sticky)
 	rerr    error          // error of the underlying Read, reported once out is drained
 	replied bool
+
+	// BeforeErrorReply, if set, runs before the protocol error reply is written: a caller whose
+	// replies to earlier commands are written by another goroutine waits for them here, so
+	// the error comes last, as from Redis. Set and called on the reader goroutine.
+	BeforeErrorReply func()
 }
 
 // connReadSize is one read from the client, Redis' PROTO_IOBUF_LEN.
@@ -658,6 +663,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 		if c.perr != nil {
 			if !c.replied {
 				c.replied = true
+				if c.BeforeErrorReply != nil {
+					c.BeforeErrorReply()
+				}
 				_, _ = c.Write(c.perr.Reply()) // best effort; the connection ends either way
 			}
 			return 0, c.perr
@@ -684,6 +692,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 
 // Write writes to the client; it is safe to call from several goroutines.
 func (c *Conn) Write(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil // redcon flushes an empty buffer after every batch of a dedicated client
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.Conn.Write(b)

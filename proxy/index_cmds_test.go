@@ -1,0 +1,1317 @@
+package proxy
+
+// Index acceptance tests: every command the proxy intercepts, run straight against one
+// redis-server and through the proxy in front of another, in three modes (plain, inside
+// MULTI/EXEC, after HELLO 3). For each case the reply bytes must be identical, and afterwards
+// the index keys, the owner map and the deadline ledger behind the proxy — read straight from
+// its redis-server — must be exactly what the case expects. The data keys of both servers
+// must match too, and, where nothing was changed behind the proxy's back, the bookkeeping must
+// equal what the data itself implies (an independent oracle, ixDerive).
+//
+// Two servers, not one run after the other as in differential_test.go: the proxy's
+// bookkeeping must be inspected after the run, and only small listpack/intset-encoded
+// collections are compared, whose order does not depend on a server's hash seed.
+//
+// The cases are testdata/index/*.txt (format: ixFormat); the 100-command pipeline and the
+// NOSCRIPT cases are built in Go below.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"math"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sessionproxy/sessionproxy/internal/redistest"
+	"github.com/sessionproxy/sessionproxy/internal/resp"
+	"github.com/sessionproxy/sessionproxy/rewrite"
+)
+
+// ixFormat documents the corpus format; ixParse implements it.
+const ixFormat = `
+=== name             starts a case, named <file>/<name>; names are unique
+setup CMD args...    run through the proxy, and straight on the direct server; replies compared
+behind CMD args...   run straight on both redis-servers (DB 0), behind the proxy's back
+run CMD args...      a command under test: its reply bytes must equal direct Redis' (all the
+                     runs of a case go inside one MULTI/EXEC in the multi mode)
+reply "RESP"         (Go-quoted) the expected reply of the run before it, for the proxy's own
+                     commands, which direct Redis does not know; a case with replies has one
+                     per run, and the direct server runs its "direct" lines instead of the runs
+direct CMD args...   what makes the direct server's data match after a case with replies
+want [@db] KEY {m[=v],...}
+                     an index or bookkeeping key expected after the runs (DB 0 unless @db).
+                     KEY: an index key, "owners" (the owner map) or "ledger" (the deadline
+                     ledger). v: a uid or score; "inf"; or ~N: a deadline N seconds after the
+                     runs (within ixTolerance). Every other index/bookkeeping key of DBs
+                     0-3 must be absent. Go escapes (\xHH) work in KEY, m and v.
+want nothing         no index or bookkeeping key at all
+bug TEXT             the case shows a known proxy bug: it stays and fails until fixed
+# ...                comment
+Arguments are words split at spaces, or Go-quoted strings. In arguments, {now+N} is the unix
+time N seconds from the start of the case, {pnow+N} the same in ms, {dump:NAME} a DUMP
+payload made at test start (ixDumps).
+`
+
+const (
+	ixLanes     = 3    // direct + proxied redis-server pairs running cases in parallel
+	ixDBs       = 4    // DBs whose state is read (the corpus uses 0-3)
+	ixTolerance = 3000 // ms: deadlines are compared with the clock within this
+	ixMinCases  = 350  // the corpus must not silently shrink below this
+)
+
+type ixStep struct {
+	kind  string // setup, behind, run, direct
+	args  []string
+	reply string // run: the expected reply, when the case has replies
+	what  string // file:line: text
+}
+
+type ixCase struct {
+	name, origin string
+	steps        []ixStep // setup and behind, in order
+	runs         []ixStep
+	direct       []ixStep
+	replies      bool
+	want         ixState
+	bug          string
+}
+
+// ixState is the content of index and bookkeeping keys: "<db> <key>" -> member -> value (""
+// for set members; score, or a hash value).
+type ixState map[string]map[string]string
+
+// ixDumps are the DUMP payloads {dump:NAME} stands for: the value created by the commands.
+var ixDumps = map[string][][]string{
+	"hash7":  {{"HSET", "k", "userid", "7", "name", "x"}},
+	"json8":  {{"SET", "k", `{"passport":{"user":"8"}}`}},
+	"zhash9": {{"HSET", "k", "uid", "9"}},
+}
+
+// TestIndexCmds runs every corpus case in the three modes, in parallel on ixLanes lanes.
+func TestIndexCmds(t *testing.T) {
+	t.Parallel()
+	cases := ixLoadCorpus(t)
+	if len(cases) < ixMinCases {
+		t.Fatalf("index corpus has %d cases, want at least %d", len(cases), ixMinCases)
+	}
+	lanes := ixStartLanes(t, ixLanes)
+	dumps := ixMakeDumps(t, lanes)
+	t.Logf("index corpus: %d cases x 3 modes", len(cases))
+	for _, mode := range []string{"plain", "multi", "resp3"} {
+		t.Run(mode, func(t *testing.T) {
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) {
+					t.Parallel()
+					l := <-lanes
+					defer func() { lanes <- l }()
+					l.check(t, c, mode, dumps)
+				})
+			}
+		})
+	}
+}
+
+// ---- corpus ----
+
+func ixLoadCorpus(t *testing.T) []*ixCase {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join("testdata", "index", "*.txt"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no index corpus files: %v", err)
+	}
+	sort.Strings(files)
+	var all []*ixCase
+	seen := map[string]bool{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs, err := ixParse(filepath.Base(f), string(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			if seen[c.name] {
+				t.Fatalf("duplicate case %s (%s)", c.name, c.origin)
+			}
+			seen[c.name] = true
+		}
+		all = append(all, cs...)
+	}
+	return all
+}
+
+var ixWantLine = regexp.MustCompile(`^(?:@(\d+) )?(\S+) \{(.*)\}$`)
+
+func ixParse(file, data string) ([]*ixCase, error) {
+	prefix := strings.TrimSuffix(file, ".txt") + "/"
+	var cases []*ixCase
+	var cur *ixCase
+	finish := func() error {
+		if cur == nil {
+			return nil
+		}
+		switch {
+		case len(cur.runs) == 0:
+			return fmt.Errorf("%s: case %s has no run line", cur.origin, cur.name)
+		case cur.want == nil:
+			return fmt.Errorf("%s: case %s has no want line", cur.origin, cur.name)
+		case !cur.replies && len(cur.direct) > 0:
+			return fmt.Errorf("%s: case %s has direct lines but no replies", cur.origin, cur.name)
+		}
+		for _, r := range cur.runs {
+			if cur.replies && r.reply == "" {
+				return fmt.Errorf("%s: case %s: every run needs a reply once one has", cur.origin, cur.name)
+			}
+		}
+		return nil
+	}
+	for i, line := range strings.Split(data, "\n") {
+		at := fmt.Sprintf("%s:%d", file, i+1)
+		text := strings.TrimSpace(line)
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		kw, rest, _ := strings.Cut(text, " ")
+		rest = strings.TrimSpace(rest)
+		if kw == "===" {
+			if err := finish(); err != nil {
+				return nil, err
+			}
+			cur = &ixCase{name: prefix + rest, origin: at}
+			cases = append(cases, cur)
+			continue
+		}
+		if cur == nil {
+			return nil, fmt.Errorf("%s: line outside a case", at)
+		}
+		switch kw {
+		case "setup", "behind", "run", "direct":
+			a, err := ixSplit(rest)
+			if err != nil || len(a) == 0 {
+				return nil, fmt.Errorf("%s: bad command %q: %v", at, rest, err)
+			}
+			st := ixStep{kind: kw, args: a, what: at + ": " + text}
+			switch kw {
+			case "run":
+				cur.runs = append(cur.runs, st)
+			case "direct":
+				cur.direct = append(cur.direct, st)
+			default:
+				if len(cur.runs) > 0 {
+					return nil, fmt.Errorf("%s: %s after a run line", at, kw)
+				}
+				cur.steps = append(cur.steps, st)
+			}
+		case "reply":
+			r, err := strconv.Unquote(rest)
+			if err != nil || len(cur.runs) == 0 || cur.runs[len(cur.runs)-1].reply != "" {
+				return nil, fmt.Errorf("%s: reply needs a Go-quoted string after a run line", at)
+			}
+			cur.runs[len(cur.runs)-1].reply = r
+			cur.replies = true
+		case "want":
+			if cur.want == nil {
+				cur.want = ixState{}
+			}
+			if rest == "nothing" {
+				continue
+			}
+			m := ixWantLine.FindStringSubmatch(rest)
+			if m == nil {
+				return nil, fmt.Errorf("%s: want line must be [@db] KEY {m[=v],...}", at)
+			}
+			db := 0
+			if m[1] != "" {
+				db, _ = strconv.Atoi(m[1])
+			}
+			key, err := ixUnescape(m[2])
+			if err != nil {
+				return nil, fmt.Errorf("%s: %v", at, err)
+			}
+			switch key {
+			case "owners":
+				key = rewrite.DefaultPrefix + "owners"
+			case "ledger":
+				key = rewrite.DefaultPrefix + "deadlines"
+			}
+			members := map[string]string{}
+			for _, it := range strings.Split(m[3], ",") {
+				mem, v, _ := strings.Cut(strings.TrimSpace(it), "=")
+				var err1, err2 error
+				mem, err1 = ixUnescape(mem)
+				v, err2 = ixUnescape(v)
+				if mem == "" || err1 != nil || err2 != nil {
+					return nil, fmt.Errorf("%s: bad member %q", at, it)
+				}
+				members[mem] = v
+			}
+			cur.want[fmt.Sprintf("%d %s", db, key)] = members
+		case "bug":
+			cur.bug = rest
+		default:
+			return nil, fmt.Errorf("%s: unknown line %q", at, kw)
+		}
+	}
+	if err := finish(); err != nil {
+		return nil, err
+	}
+	return cases, nil
+}
+
+// ixUnescape decodes Go escapes (\xHH, \r...) in a want line's key, member or value.
+func ixUnescape(s string) (string, error) {
+	if !strings.Contains(s, `\`) {
+		return s, nil
+	}
+	return strconv.Unquote(`"` + s + `"`)
+}
+
+// ixSplit splits words at spaces; a word starting with a double quote is a Go-quoted string.
+func ixSplit(s string) ([]string, error) {
+	var out []string
+	for {
+		s = strings.TrimLeft(s, " \t")
+		if s == "" {
+			return out, nil
+		}
+		if s[0] == '"' {
+			q, err := strconv.QuotedPrefix(s)
+			if err != nil {
+				return nil, err
+			}
+			v, _ := strconv.Unquote(q)
+			out = append(out, v)
+			s = s[len(q):]
+			if s != "" && s[0] != ' ' && s[0] != '\t' {
+				return nil, fmt.Errorf("quoted word followed by %q", s)
+			}
+			continue
+		}
+		w, rest, _ := strings.Cut(s, " ")
+		out = append(out, w)
+		s = rest
+	}
+}
+
+var ixPlaceholder = regexp.MustCompile(`\{(now|pnow)\+(\d+)\}|\{dump:(\w+)\}`)
+
+// ixExpand replaces the placeholders of args.
+func ixExpand(t *testing.T, args []string, now time.Time, dumps map[string]string) []string {
+	t.Helper()
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = ixPlaceholder.ReplaceAllStringFunc(a, func(m string) string {
+			p := ixPlaceholder.FindStringSubmatch(m)
+			if p[3] != "" {
+				d, ok := dumps[p[3]]
+				if !ok {
+					t.Fatalf("unknown dump %q", p[3])
+				}
+				return d
+			}
+			n, _ := strconv.ParseInt(p[2], 10, 64)
+			if p[1] == "now" {
+				return strconv.FormatInt(now.Unix()+n, 10)
+			}
+			return strconv.FormatInt(now.UnixMilli()+n, 10)
+		})
+	}
+	return out
+}
+
+// ---- lanes ----
+
+// ixLane is a redis-server used straight and another behind an in-process proxy, with a
+// control connection to each server.
+type ixLane struct {
+	direct, proxy string
+	ctlD, ctlP    *ixConn
+	schema        *rewrite.Schema
+}
+
+func ixStartLanes(t *testing.T, n int) chan *ixLane {
+	t.Helper()
+	lanes := make(chan *ixLane, n)
+	for range n {
+		lanes <- ixStartLane(t)
+	}
+	return lanes
+}
+
+func ixStartLane(t *testing.T, tweak ...func(*Options)) *ixLane {
+	t.Helper()
+	d := redistest.Start(t)
+	up := redistest.Start(t)
+	p := startProxy(t, up, tweak...)
+	return &ixLane{direct: d.Addr(), proxy: p.Addr().String(),
+		ctlD: ixDial(t, d.Addr()), ctlP: ixDial(t, up.Addr()), schema: testSchema(t)}
+}
+
+// ixMakeDumps creates the ixDumps payloads on one lane's direct server.
+func ixMakeDumps(t *testing.T, lanes chan *ixLane) map[string]string {
+	t.Helper()
+	l := <-lanes
+	defer func() { lanes <- l }()
+	out := map[string]string{}
+	for name, cmds := range ixDumps {
+		l.ctlD.must(t, "FLUSHALL")
+		for _, c := range cmds {
+			l.ctlD.do(t, c...)
+		}
+		v, ok := l.ctlD.do(t, "DUMP", "k").(string)
+		if !ok {
+			t.Fatalf("DUMP for %s failed", name)
+		}
+		out[name] = v
+	}
+	l.ctlD.must(t, "FLUSHALL")
+	return out
+}
+
+// check runs case c in one mode on both servers and compares replies and state.
+func (l *ixLane) check(t *testing.T, c *ixCase, mode string, dumps map[string]string) {
+	l.ctlD.must(t, "FLUSHALL")
+	l.ctlP.must(t, "FLUSHALL")
+	start := time.Now()
+	dc, pc := ixDial(t, l.direct), ixDial(t, l.proxy)
+	defer dc.nc.Close()
+	defer pc.nc.Close()
+	if mode == "resp3" {
+		// HELLO's reply carries the upstream connection id, which differs behind a proxy.
+		for _, conn := range []*ixConn{dc, pc} {
+			if r := conn.raw(t, "HELLO", "3"); r[0] != '%' {
+				t.Fatalf("HELLO 3: %q", r)
+			}
+		}
+	}
+	failed := false
+	for _, st := range c.steps {
+		a := ixExpand(t, st.args, start, dumps)
+		var w, g []byte
+		if st.kind == "behind" {
+			w, g = l.ctlD.raw(t, a...), l.ctlP.raw(t, a...)
+		} else {
+			w, g = dc.raw(t, a...), pc.raw(t, a...)
+		}
+		if !bytes.Equal(w, g) {
+			t.Errorf("%s %s:\n  redis: %q\n  proxy: %q", st.kind, st.what, w, g)
+			failed = true
+		}
+	}
+	var cmds [][]string
+	for _, r := range c.runs {
+		cmds = append(cmds, ixExpand(t, r.args, start, dumps))
+	}
+	runAt := time.Now().UnixMilli()
+	got := ixSend(t, pc, mode, cmds)
+	var want []byte
+	if c.replies {
+		want = ixExpectedReplies(c, mode)
+		for _, st := range c.direct {
+			dc.raw(t, ixExpand(t, st.args, start, dumps)...)
+		}
+	} else {
+		want = ixSend(t, dc, mode, cmds)
+	}
+	if !bytes.Equal(want, got) {
+		t.Errorf("runs (%s):\n%s", c.origin, ixDescribe(want, got))
+		failed = true
+	}
+	state := ixReadIndex(t, l.ctlP, l.schema)
+	if d := ixDiffState(c.want, state, runAt); len(d) > 0 {
+		t.Errorf("index and bookkeeping after the runs (%s):\n  %s", c.origin, strings.Join(d, "\n  "))
+		failed = true
+	}
+	if d := ixDiffData(ixReadData(t, l.ctlD, l.schema), ixReadData(t, l.ctlP, l.schema)); len(d) > 0 {
+		t.Errorf("data keys differ between redis and the proxied redis:\n  %s", strings.Join(d, "\n  "))
+		failed = true
+	}
+	if !slices.ContainsFunc(c.steps, func(s ixStep) bool { return s.kind == "behind" }) {
+		if d := ixDiffState(ixDerive(t, l.ctlP, l.schema), state, runAt); len(d) > 0 {
+			t.Errorf("bookkeeping differs from what the session keys imply:\n  %s", strings.Join(d, "\n  "))
+			failed = true
+		}
+	}
+	if failed && c.bug != "" {
+		t.Errorf("KNOWN PROXY BUG (%s): %s", c.origin, c.bug)
+	}
+}
+
+// ixSend runs cmds on conn (one command per write, or all in one MULTI/EXEC write) and
+// returns the raw replies.
+func ixSend(t *testing.T, conn *ixConn, mode string, cmds [][]string) []byte {
+	t.Helper()
+	if mode == "multi" {
+		b := encode("MULTI")
+		for _, c := range cmds {
+			b = append(b, encode(c...)...)
+		}
+		b = append(b, encode("EXEC")...)
+		conn.send(t, b)
+		return conn.read(t, len(cmds)+2)
+	}
+	var out []byte
+	for _, c := range cmds {
+		out = append(out, conn.raw(t, c...)...)
+	}
+	return out
+}
+
+// ixExpectedReplies is what the proxy must answer to a case with replies in mode.
+func ixExpectedReplies(c *ixCase, mode string) []byte {
+	var b []byte
+	if mode == "multi" {
+		b = append(b, "+OK\r\n"...)
+		for range c.runs {
+			b = append(b, "+QUEUED\r\n"...)
+		}
+		b = fmt.Appendf(b, "*%d\r\n", len(c.runs))
+	}
+	for _, r := range c.runs {
+		b = append(b, strings.ReplaceAll(r.reply, "{sessions-help}", ixHelpReply())...)
+	}
+	return b
+}
+
+// ixHelpReply is SESSIONS.HELP's reply: status lines, as Redis' own HELP subcommands.
+func ixHelpReply() string {
+	b := fmt.Sprintf("*%d\r\n", len(sessionsHelp))
+	for _, l := range sessionsHelp {
+		b += "+" + l + "\r\n"
+	}
+	return b
+}
+
+func ixDescribe(want, got []byte) string {
+	i := 0
+	for i < len(want) && i < len(got) && want[i] == got[i] {
+		i++
+	}
+	lo := max(0, i-40)
+	cl := func(b []byte) string {
+		if lo >= len(b) {
+			return `""`
+		}
+		return strconv.Quote(string(b[lo:min(len(b), i+160)]))
+	}
+	return fmt.Sprintf("  want %d bytes, got %d; first difference at byte %d:\n  want: %s\n  got:  %s",
+		len(want), len(got), i, cl(want), cl(got))
+}
+
+// ---- state ----
+
+// ixIsBookkeeping says whether key is an index key of some rule or one of the proxy's own.
+func ixIsBookkeeping(s *rewrite.Schema, key string) bool {
+	if strings.HasPrefix(key, s.Prefix) {
+		return true
+	}
+	for r, rule := range s.Rules {
+		if rule.Layout == rewrite.LayoutGlobalZSet {
+			if key == rule.IndexKey {
+				return true
+			}
+		} else if _, ok := s.UIDFromIndexKey(r, key); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// ixReadIndex reads every index and bookkeeping key of DBs 0..ixDBs-1.
+func ixReadIndex(t *testing.T, c *ixConn, s *rewrite.Schema) ixState {
+	t.Helper()
+	st := ixState{}
+	defer c.must(t, "SELECT", "0")
+	for db := range ixDBs {
+		c.must(t, "SELECT", strconv.Itoa(db))
+		for _, k := range ixStrings(c.do(t, "KEYS", "*")) {
+			if !ixIsBookkeeping(s, k) {
+				continue
+			}
+			m := map[string]string{}
+			switch typ := c.do(t, "TYPE", k); typ {
+			case "set":
+				for _, v := range ixStrings(c.do(t, "SMEMBERS", k)) {
+					m[v] = ""
+				}
+			case "zset", "hash":
+				var kv []string
+				if typ == "zset" {
+					kv = ixStrings(c.do(t, "ZRANGE", k, "0", "-1", "WITHSCORES"))
+				} else {
+					kv = ixStrings(c.do(t, "HGETALL", k))
+				}
+				for i := 0; i+1 < len(kv); i += 2 {
+					m[kv[i]] = kv[i+1]
+				}
+			default:
+				m[fmt.Sprintf("<a %v>", typ)] = ""
+			}
+			st[fmt.Sprintf("%d %s", db, k)] = m
+		}
+	}
+	return st
+}
+
+// ixDiffState lists how got differs from want; "~N" values in want are deadlines N seconds
+// after runAt (ms).
+func ixDiffState(want, got ixState, runAt int64) []string {
+	var out []string
+	keys := map[string]bool{}
+	for k := range want {
+		keys[k] = true
+	}
+	for k := range got {
+		keys[k] = true
+	}
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		w, inW := want[k]
+		g, inG := got[k]
+		switch {
+		case !inW:
+			out = append(out, fmt.Sprintf("unexpected %s = %s", k, ixShow(g, runAt)))
+			continue
+		case !inG:
+			out = append(out, fmt.Sprintf("missing %s = %s", k, ixShow(w, runAt)))
+			continue
+		}
+		same := len(w) == len(g)
+		for m, wv := range w {
+			gv, ok := g[m]
+			same = same && ok && ixValueMatches(wv, gv, runAt)
+		}
+		if !same {
+			out = append(out, fmt.Sprintf("%s = %s, want %s", k, ixShow(g, runAt), ixShow(w, runAt)))
+		}
+	}
+	return out
+}
+
+func ixValueMatches(want, got string, runAt int64) bool {
+	if n, ok := strings.CutPrefix(want, "~"); ok {
+		secs, err := strconv.ParseInt(n, 10, 64)
+		g, gerr := strconv.ParseFloat(got, 64)
+		return err == nil && gerr == nil && math.Abs(g-float64(runAt+secs*1000)) <= ixTolerance
+	}
+	return want == got
+}
+
+// ixShow renders members sorted, with deadlines (scores that are ms since 1970) relative to runAt.
+func ixShow(m map[string]string, runAt int64) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		v := m[k]
+		if f, err := strconv.ParseFloat(v, 64); err == nil && f > 1e12 && f < 1e14 { // a deadline in ms
+			v = fmt.Sprintf("%s(now%+.1fs)", v, (f-float64(runAt))/1000)
+		}
+		if v != "" {
+			k += "=" + v
+		}
+		parts = append(parts, k)
+	}
+	return "{" + strings.Join(parts, ",") + "}"
+}
+
+// ixVal is a data key's type, value and TTL.
+type ixVal struct {
+	typ, val string
+	pttl     int64
+}
+
+// ixReadData reads every data key (not index or bookkeeping) of DBs 0..ixDBs-1.
+func ixReadData(t *testing.T, c *ixConn, s *rewrite.Schema) map[string]ixVal {
+	t.Helper()
+	out := map[string]ixVal{}
+	defer c.must(t, "SELECT", "0")
+	for db := range ixDBs {
+		c.must(t, "SELECT", strconv.Itoa(db))
+		for _, k := range ixStrings(c.do(t, "KEYS", "*")) {
+			if ixIsBookkeeping(s, k) {
+				continue
+			}
+			v := ixVal{typ: fmt.Sprint(c.do(t, "TYPE", k))}
+			var parts []string
+			switch v.typ {
+			case "string":
+				parts = []string{fmt.Sprint(c.do(t, "GET", k))}
+			case "hash":
+				kv := ixStrings(c.do(t, "HGETALL", k))
+				for i := 0; i+1 < len(kv); i += 2 {
+					parts = append(parts, kv[i]+"="+kv[i+1])
+				}
+				sort.Strings(parts)
+			case "set":
+				parts = ixStrings(c.do(t, "SMEMBERS", k))
+				sort.Strings(parts)
+			case "zset":
+				parts = ixStrings(c.do(t, "ZRANGE", k, "0", "-1", "WITHSCORES"))
+			case "list":
+				parts = ixStrings(c.do(t, "LRANGE", k, "0", "-1"))
+			}
+			v.val = strings.Join(parts, " ")
+			v.pttl, _ = c.do(t, "PTTL", k).(int64)
+			out[fmt.Sprintf("%d %s", db, k)] = v
+		}
+	}
+	return out
+}
+
+func ixDiffData(want, got map[string]ixVal) []string {
+	var out []string
+	keys := map[string]bool{}
+	for k := range want {
+		keys[k] = true
+	}
+	for k := range got {
+		keys[k] = true
+	}
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		w, inW := want[k]
+		g, inG := got[k]
+		ttlOK := (w.pttl < 0) == (g.pttl < 0) && math.Abs(float64(w.pttl-g.pttl)) <= ixTolerance
+		if inW != inG || w.typ != g.typ || w.val != g.val || !ttlOK {
+			out = append(out, fmt.Sprintf("%s: redis %+v (present %v), proxied %+v (present %v)", k, w, inW, g, inG))
+		}
+	}
+	return out
+}
+
+// ixDerive computes the bookkeeping the session keys of DBs 0..ixDBs-1 imply, following the
+// documented rules (rewrite.Schema; numeric uids per rewrite.NumericUID), independently of the
+// Lua scripts.
+func ixDerive(t *testing.T, c *ixConn, s *rewrite.Schema) ixState {
+	t.Helper()
+	st := ixState{}
+	add := func(db int, key, member, val string) {
+		k := fmt.Sprintf("%d %s", db, key)
+		if st[k] == nil {
+			st[k] = map[string]string{}
+		}
+		st[k][member] = val
+	}
+	defer c.must(t, "SELECT", "0")
+	for db := range ixDBs {
+		c.must(t, "SELECT", strconv.Itoa(db))
+		for _, k := range ixStrings(c.do(t, "KEYS", "*")) {
+			r := s.Match([]byte(k))
+			if r < 0 {
+				continue
+			}
+			rule := s.Rules[r]
+			uid, ok := ixOwner(t, c, k, rule)
+			if !ok || (rule.Layout == rewrite.LayoutGlobalZSet && !rewrite.NumericUID(uid)) {
+				continue
+			}
+			deadline, _ := c.do(t, "PEXPIRETIME", k).(int64)
+			add(db, s.OwnersKey(), k, uid)
+			score := "inf"
+			if deadline > 0 {
+				score = strconv.FormatInt(deadline, 10)
+				add(db, s.LedgerKey(), k, score)
+			}
+			switch rule.Layout {
+			case rewrite.LayoutSet:
+				add(db, s.IndexKey(r, uid), s.SessionID(r, k), "")
+			case rewrite.LayoutZSet:
+				add(db, s.IndexKey(r, uid), s.SessionID(r, k), score)
+			case rewrite.LayoutGlobalZSet:
+				add(db, rule.IndexKey, k, uid)
+			}
+		}
+	}
+	return st
+}
+
+// ixOwner reads a session's owner: a non-empty hash field, or a non-empty string or an
+// integral number (|n| < 2^53) at the JSON path of a string value.
+func ixOwner(t *testing.T, c *ixConn, k string, rule rewrite.Rule) (string, bool) {
+	t.Helper()
+	if rule.Field != "" {
+		if c.do(t, "TYPE", k) != "hash" {
+			return "", false
+		}
+		v, ok := c.do(t, "HGET", k, rule.Field).(string)
+		return v, ok && v != ""
+	}
+	raw, ok := c.do(t, "GET", k).(string)
+	if !ok {
+		return "", false
+	}
+	var doc any
+	if json.Unmarshal([]byte(raw), &doc) != nil {
+		return "", false
+	}
+	for _, part := range strings.Split(rule.JSONPath, ".") {
+		if part == "" {
+			continue
+		}
+		m, ok := doc.(map[string]any)
+		if !ok {
+			return "", false
+		}
+		doc = m[part]
+	}
+	switch v := doc.(type) {
+	case string:
+		return v, v != ""
+	case float64:
+		if v == math.Floor(v) && math.Abs(v) < 1<<53 {
+			return strconv.FormatInt(int64(v), 10), true
+		}
+	}
+	return "", false
+}
+
+// ---- connections ----
+
+// ixConn is a test connection that sends commands and reads raw replies; do decodes them.
+type ixConn struct {
+	nc net.Conn
+	br *bufio.Reader
+}
+
+func ixDial(t *testing.T, addr string) *ixConn {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return &ixConn{nc: nc, br: bufio.NewReaderSize(nc, 64<<10)}
+}
+
+func (c *ixConn) send(t *testing.T, b []byte) {
+	t.Helper()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.nc.Write(b); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+func (c *ixConn) read(t *testing.T, n int) []byte {
+	t.Helper()
+	_ = c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var out []byte
+	for i := range n {
+		var err error
+		if out, err = resp.AppendReply(out, c.br); err != nil {
+			t.Fatalf("reply %d of %d: %v (so far %q)", i+1, n, err, clip(out))
+		}
+	}
+	return out
+}
+
+// raw sends one command and returns its raw reply.
+func (c *ixConn) raw(t *testing.T, args ...string) []byte {
+	t.Helper()
+	c.send(t, encode(args...))
+	return c.read(t, 1)
+}
+
+// do sends one command and returns its decoded reply (string, int64, nil, []any, ixErr).
+func (c *ixConn) do(t *testing.T, args ...string) any {
+	t.Helper()
+	b := c.raw(t, args...)
+	v, rest, err := ixDecode(b)
+	if err != nil || len(rest) > 0 {
+		t.Fatalf("%v: cannot decode %q: %v", args, b, err)
+	}
+	return v
+}
+
+// must runs a command that must answer +OK.
+func (c *ixConn) must(t *testing.T, args ...string) {
+	t.Helper()
+	if v := c.do(t, args...); v != "OK" {
+		t.Fatalf("%v: %v", args, v)
+	}
+}
+
+type ixErr string
+
+// ixDecode decodes one RESP2/RESP3 reply.
+func ixDecode(b []byte) (any, []byte, error) {
+	i := bytes.Index(b, []byte("\r\n"))
+	if i < 1 {
+		return nil, nil, fmt.Errorf("no reply line in %q", b)
+	}
+	line, rest := string(b[1:i]), b[i+2:]
+	switch b[0] {
+	case '+':
+		return line, rest, nil
+	case '-':
+		return ixErr(line), rest, nil
+	case ':':
+		n, err := strconv.ParseInt(line, 10, 64)
+		return n, rest, err
+	case ',':
+		return line, rest, nil
+	case '_':
+		return nil, rest, nil
+	case '$':
+		n, err := strconv.Atoi(line)
+		if err != nil || n < 0 {
+			return nil, rest, err
+		}
+		if len(rest) < n+2 {
+			return nil, nil, fmt.Errorf("short bulk")
+		}
+		return string(rest[:n]), rest[n+2:], nil
+	case '*', '%', '~':
+		n, err := strconv.Atoi(line)
+		if err != nil || n < 0 {
+			return nil, rest, err
+		}
+		if b[0] == '%' {
+			n *= 2
+		}
+		out := make([]any, 0, n)
+		for range n {
+			var v any
+			if v, rest, err = ixDecode(rest); err != nil {
+				return nil, nil, err
+			}
+			out = append(out, v)
+		}
+		return out, rest, nil
+	}
+	return nil, nil, fmt.Errorf("unknown reply type %q", b[0])
+}
+
+// ixStrings turns an array reply of strings into a slice.
+func ixStrings(v any) []string {
+	a, _ := v.([]any)
+	out := make([]string, 0, len(a))
+	for _, x := range a {
+		out = append(out, fmt.Sprint(x))
+	}
+	return out
+}
+
+// ---- Go-built cases ----
+
+// ixPipeline builds n mixed session writes from a fixed seed: hash, JSON, scored and global
+// sessions; owner changes, TTLs, renames, copies, moves, deletes, and errors among them.
+func ixPipeline(n int, seed uint64) [][]string {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	pick := func(xs ...string) string { return xs[rng.IntN(len(xs))] }
+	key := func() string {
+		return pick("session:", "sess:", "zsess:", "gsess:") + pick("1", "2", "3")
+	}
+	uid := func() string { return pick("1", "2", "3") }
+	js := func() string { return `{"passport":{"user":"` + uid() + `"},"n":` + strconv.Itoa(rng.IntN(100)) + `}` }
+	var out [][]string
+	for range n {
+		var c string
+		switch rng.IntN(22) {
+		case 0:
+			c = "HSET session:" + pick("1", "2", "3") + " userid " + uid() + " name n"
+		case 1:
+			c = "HSET zsess:" + pick("1", "2", "3") + " uid " + uid()
+		case 2:
+			c = "HSET gsess:" + pick("1", "2", "3") + " uid " + pick("1", "2", "x", "-4")
+		case 3:
+			c = "HDEL " + key() + " " + pick("userid", "uid", "name")
+		case 4:
+			c = "HSETNX " + key() + " " + pick("userid", "uid") + " " + uid()
+		case 5:
+			c = "HINCRBY " + key() + " " + pick("userid", "uid") + " 1"
+		case 6:
+			c = "SET sess:" + pick("1", "2", "3") + " " + js() + pick("", " EX 1000", " PX 2000000", " KEEPTTL", " NX", " XX", " GET")
+		case 7:
+			c = "SETEX sess:" + pick("1", "2") + " " + pick("500", "-1") + " " + js()
+		case 8:
+			c = "GETDEL " + key()
+		case 9:
+			c = "GETEX sess:" + pick("1", "2", "3") + pick(" PERSIST", " EX 700", "")
+		case 10:
+			c = "APPEND sess:" + pick("1", "2", "3") + " x"
+		case 11:
+			c = pick("EXPIRE ", "PEXPIRE ") + key() + " " + pick("1000", "2000000", "-1") + pick("", " NX", " XX", " GT", " LT")
+		case 12:
+			c = "PERSIST " + key()
+		case 13:
+			c = pick("DEL ", "UNLINK ") + key() + " " + key()
+		case 14:
+			c = pick("RENAME ", "RENAMENX ") + key() + " " + key()
+		case 15:
+			c = "COPY " + key() + " " + key() + pick("", " REPLACE", " DB 1", " DB 2 REPLACE")
+		case 16:
+			c = "MSET sess:" + pick("1", "2", "3") + " " + js() + " other v"
+		case 17:
+			c = "MOVE " + key() + " " + pick("1", "2")
+		case 18:
+			c = "SET " + key() + " plain"
+		case 19:
+			c = "HSET " + key() + " " + pick("userid", "uid") + " " + uid()
+		case 20:
+			c = "EXPIREAT " + key() + " " + pick("1", "4000000000")
+		case 21:
+			c = "SETRANGE sess:" + pick("1", "2", "3") + " 21 " + uid()
+		}
+		out = append(out, ixSplitWords(c))
+	}
+	return out
+}
+
+// ixSplitWords splits at single spaces (JSON values here have none).
+func ixSplitWords(s string) []string { return strings.Split(s, " ") }
+
+// TestIndexCmdsPipeline sends 100 mixed session writes in one write (plain, RESP3, and in one
+// MULTI/EXEC): the reply bytes equal direct Redis', the data matches, and the bookkeeping is
+// what the sessions imply.
+func TestIndexCmdsPipeline(t *testing.T) {
+	t.Parallel()
+	l := ixStartLane(t)
+	for i, mode := range []string{"plain", "resp3", "multi"} {
+		t.Run(mode, func(t *testing.T) {
+			cmds := ixPipeline(100, uint64(i+1))
+			l.ctlD.must(t, "FLUSHALL")
+			l.ctlP.must(t, "FLUSHALL")
+			dc, pc := ixDial(t, l.direct), ixDial(t, l.proxy)
+			if mode == "resp3" {
+				dc.raw(t, "HELLO", "3")
+				pc.raw(t, "HELLO", "3")
+			}
+			var b []byte
+			if mode == "multi" {
+				b = encode("MULTI")
+			}
+			for _, c := range cmds {
+				b = append(b, encode(c...)...)
+			}
+			n := len(cmds)
+			if mode == "multi" {
+				b = append(b, encode("EXEC")...)
+				n += 2
+			}
+			dc.send(t, b)
+			want := dc.read(t, n)
+			runAt := time.Now().UnixMilli()
+			pc.send(t, b)
+			got := pc.read(t, n)
+			if !bytes.Equal(want, got) {
+				t.Errorf("pipeline replies:\n%s", ixDescribe(want, got))
+			}
+			if d := ixDiffData(ixReadData(t, l.ctlD, l.schema), ixReadData(t, l.ctlP, l.schema)); len(d) > 0 {
+				t.Errorf("data keys differ:\n  %s", strings.Join(d, "\n  "))
+			}
+			state := ixReadIndex(t, l.ctlP, l.schema)
+			if len(state) == 0 {
+				t.Errorf("no bookkeeping at all after the pipeline")
+			}
+			if d := ixDiffState(ixDerive(t, l.ctlP, l.schema), state, runAt); len(d) > 0 {
+				t.Errorf("bookkeeping differs from what the session keys imply:\n  %s", strings.Join(d, "\n  "))
+			}
+		})
+	}
+}
+
+// ixNoScriptRetries reads the proxy's noscript_retries_total counter.
+func ixNoScriptRetries(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "sessionproxy_index_noscript_retries_total" {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatal("no noscript_retries_total metric")
+	return 0
+}
+
+// TestIndexCmdsNoScript empties the script cache straight on Redis; the next pipelined session
+// writes through the proxy meet NOSCRIPT, are retried after reloading, and answer and index
+// as if nothing had happened.
+func TestIndexCmdsNoScript(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	l := ixStartLane(t, func(o *Options) { o.Registerer = reg })
+	pc, dc := ixDial(t, l.proxy), ixDial(t, l.direct)
+	setup := [][]string{
+		{"HSET", "session:a", "userid", "1"},
+		{"SET", "sess:b", `{"passport":{"user":"2"}}`, "EX", "1000"},
+		{"HSET", "zsess:c", "uid", "3"},
+	}
+	for _, c := range setup {
+		if w, g := dc.raw(t, c...), pc.raw(t, c...); !bytes.Equal(w, g) {
+			t.Fatalf("setup %v: redis %q, proxy %q", c, w, g)
+		}
+	}
+	before := ixNoScriptRetries(t, reg)
+	l.ctlP.must(t, "SCRIPT", "FLUSH")
+	writes := [][]string{
+		{"HSET", "session:a", "userid", "5"},
+		{"SET", "sess:b", `{"passport":{"user":"6"}}`, "KEEPTTL"},
+		{"EXPIRE", "zsess:c", "2000"},
+		{"HSET", "gsess:d", "uid", "7"},
+		{"SET", "session:x", "v", "EX", "-1"}, // an error reply among them
+		{"COPY", "session:a", "session:e"},
+		{"DEL", "sess:b"},
+		{"HSET", "session:f", "userid", "5", "name", "f"},
+	}
+	var b []byte
+	for _, c := range writes {
+		b = append(b, encode(c...)...)
+	}
+	dc.send(t, b)
+	want := dc.read(t, len(writes))
+	runAt := time.Now().UnixMilli()
+	pc.send(t, b)
+	got := pc.read(t, len(writes))
+	if !bytes.Equal(want, got) {
+		t.Errorf("replies after SCRIPT FLUSH:\n%s", ixDescribe(want, got))
+	}
+	if n := ixNoScriptRetries(t, reg) - before; n < 1 {
+		t.Errorf("noscript_retries_total grew by %v: the NOSCRIPT path was not taken", n)
+	}
+	wantState := ixState{
+		"0 user:5":                 {"a": "", "e": "", "f": ""},
+		"0 zuser:3":                {"c": "~2000"},
+		"0 idx-session-uid":        {"gsess:d": "7"},
+		"0 sessionproxy:owners":    {"session:a": "5", "session:e": "5", "session:f": "5", "zsess:c": "3", "gsess:d": "7"},
+		"0 sessionproxy:deadlines": {"zsess:c": "~2000"},
+	}
+	state := ixReadIndex(t, l.ctlP, l.schema)
+	if d := ixDiffState(wantState, state, runAt); len(d) > 0 {
+		t.Errorf("index after the retried writes:\n  %s", strings.Join(d, "\n  "))
+	}
+	if d := ixDiffState(ixDerive(t, l.ctlP, l.schema), state, runAt); len(d) > 0 {
+		t.Errorf("bookkeeping differs from what the session keys imply:\n  %s", strings.Join(d, "\n  "))
+	}
+	if d := ixDiffData(ixReadData(t, l.ctlD, l.schema), ixReadData(t, l.ctlP, l.schema)); len(d) > 0 {
+		t.Errorf("data keys differ:\n  %s", strings.Join(d, "\n  "))
+	}
+
+	// SESSIONS.* run the sessions script by SHA: retried the same way.
+	l.ctlP.must(t, "SCRIPT", "FLUSH")
+	pc.send(t, append(encode("SESSIONS.LIST", "5"), encode("SESSIONS.COUNT", "3", "scored")...))
+	if got, want := string(pc.read(t, 2)), "*3\r\n$1\r\na\r\n$1\r\ne\r\n$1\r\nf\r\n:1\r\n"; got != want {
+		t.Errorf("SESSIONS.LIST/COUNT after SCRIPT FLUSH: %q, want %q", got, want)
+	}
+}
+
+// TestIndexCmdsNoScriptOrder: after SCRIPT FLUSH, a pipeline mixing session writes with plain
+// commands on the same keys must still behave as it does on Redis. The proxy retries the
+// failed script calls after the rest of the batch has run, so a plain read after a session
+// write no longer sees it, and a plain write before a DEL survives it.
+func TestIndexCmdsNoScriptOrder(t *testing.T) {
+	t.Parallel()
+	l := ixStartLane(t)
+	pc, dc := ixDial(t, l.proxy), ixDial(t, l.direct)
+	pc.raw(t, "HSET", "session:warm", "userid", "1") // the shared connection has loaded the scripts
+	dc.raw(t, "HSET", "session:warm", "userid", "1")
+	l.ctlP.must(t, "SCRIPT", "FLUSH")
+	cmds := [][]string{
+		{"HSET", "session:a", "userid", "1"}, // rewritten
+		{"HGET", "session:a", "userid"},      // plain: must see the write before it
+		{"DEL", "session:b"},                 // rewritten
+		{"HSET", "session:b", "name", "x"},   // plain (not the owner field): must survive the DEL
+		{"HGETALL", "session:b"},
+	}
+	var b []byte
+	for _, c := range cmds {
+		b = append(b, encode(c...)...)
+	}
+	dc.send(t, b)
+	want := dc.read(t, len(cmds))
+	pc.send(t, b)
+	got := pc.read(t, len(cmds))
+	if !bytes.Equal(want, got) {
+		t.Errorf("pipeline after SCRIPT FLUSH (client.go retryNoScript runs the failed script calls after the rest of the batch):\n%s",
+			ixDescribe(want, got))
+	}
+	if d := ixDiffData(ixReadData(t, l.ctlD, l.schema), ixReadData(t, l.ctlP, l.schema)); len(d) > 0 {
+		t.Errorf("data keys differ:\n  %s", strings.Join(d, "\n  "))
+	}
+}
+
+// TestIndexCmdsCorpusFormat checks the parser on the format's corner cases.
+func TestIndexCmdsCorpusFormat(t *testing.T) {
+	src := "# c\n=== one\nsetup HSET session:a userid 1\nbehind DEL x\nrun SESSIONS.LIST 1\n" +
+		"reply \"*0\\r\\n\"\ndirect DEL session:a\nwant @2 user:1 {a,b}\nwant ledger {session:a=~10}\nbug why\n" +
+		"=== two\nrun SET k \"a b\" {now+5}\nwant nothing\n"
+	cs, err := ixParse("f.txt", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 2 || cs[0].name != "f/one" || cs[0].bug != "why" || len(cs[0].steps) != 2 ||
+		len(cs[0].runs) != 1 || cs[0].runs[0].reply != "*0\r\n" || len(cs[0].direct) != 1 || !cs[0].replies {
+		t.Fatalf("parsed %+v", cs[0])
+	}
+	if w := cs[0].want; len(w) != 2 || w["2 user:1"]["b"] != "" || w["0 sessionproxy:deadlines"]["session:a"] != "~10" {
+		t.Errorf("want %v", w)
+	}
+	if a := cs[1].runs[0].args; !slices.Equal(a, []string{"SET", "k", "a b", "{now+5}"}) || len(cs[1].want) != 0 || cs[1].want == nil {
+		t.Errorf("case two: %q %v", a, cs[1].want)
+	}
+	for _, bad := range []string{
+		"run GET a\n",           // outside a case
+		"=== x\nwant nothing\n", // no run
+		"=== x\nrun GET a\n",    // no want
+		"=== x\nrun GET a\nsetup GET b\nwant nothing\n", // setup after run
+		"=== x\nrun GET a\nreply x\nwant nothing\n",     // unquoted reply
+		"=== x\nrun A\nreply \"1\"\nrun B\nwant nothing\n",
+		"=== x\nrun GET a\ndirect DEL a\nwant nothing\n",
+		"=== x\nrun GET a\nwant user:1 a\n",
+		"=== x\nrun GET \"a\n",
+		"=== x\nrun GET a\nfoo\n",
+	} {
+		if _, err := ixParse("f.txt", bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+// TestIndexCmdsMaxArgs: the longest command the proxy still rewrites (rewrite.MaxArgs
+// arguments: a DEL of MaxArgs-1 session keys) fits the script's unpack() and cleans the index.
+func TestIndexCmdsMaxArgs(t *testing.T) {
+	t.Parallel()
+	l := ixStartLane(t)
+	pc, dc := ixDial(t, l.proxy), ixDial(t, l.direct)
+	del := []string{"DEL"}
+	var b []byte
+	for i := range rewrite.MaxArgs - 1 {
+		k := "session:" + strconv.Itoa(i)
+		del = append(del, k)
+		b = append(b, encode("HSET", k, "userid", strconv.Itoa(i%7))...)
+	}
+	for _, c := range []*ixConn{pc, dc} {
+		c.send(t, b)
+		c.read(t, len(del)-1)
+	}
+	if n := len(ixReadIndex(t, l.ctlP, l.schema)); n != 8 { // user:0..6 and the owner map
+		t.Fatalf("%d index keys after the setup, want 8", n)
+	}
+	want, got := dc.raw(t, del...), pc.raw(t, del...)
+	if !bytes.Equal(want, got) {
+		t.Errorf("DEL of %d keys: redis %q, proxy %q", len(del)-1, want, got)
+	}
+	if st := ixReadIndex(t, l.ctlP, l.schema); len(st) != 0 {
+		t.Errorf("%d index keys left after the DEL, want none", len(st))
+	}
+}
+
+// TestIndexCmdsMigrate: MIGRATE moves a session to another server and deletes it here, so its
+// index entries must go.
+func TestIndexCmdsMigrate(t *testing.T) {
+	t.Parallel()
+	l := ixStartLane(t)
+	pc := ixDial(t, l.proxy)
+	pc.raw(t, "HSET", "session:a", "userid", "1")
+	pc.raw(t, "EXPIRE", "session:a", "1000")
+	host, port, _ := net.SplitHostPort(l.direct)
+	if r := pc.raw(t, "MIGRATE", host, port, "session:a", "0", "5000"); string(r) != "+OK\r\n" {
+		t.Fatalf("MIGRATE: %q", r)
+	}
+	if st := ixReadIndex(t, l.ctlP, l.schema); len(st) != 0 {
+		t.Errorf("index after MIGRATE moved the only session away: %v; want none "+
+			"(MIGRATE deletes the key here but has no planner in rewrite/plan.go)", st)
+	}
+}
+
+// TestIndexCmdsRepairDB: SESSIONS.CHECK and REINDEX run over the client's current DB, also on a
+// dedicated connection (after HELLO 3 or inside MULTI) where SELECT goes straight upstream.
+func TestIndexCmdsRepairDB(t *testing.T) {
+	t.Parallel()
+	dbs := make(chan int, 10)
+	l := ixStartLane(t, func(o *Options) {
+		o.Repair = func(_ context.Context, db, rule int, fix bool) (rewrite.Report, error) {
+			dbs <- db
+			return rewrite.Report{Rule: "session"}, nil
+		}
+	})
+	for _, mode := range []string{"plain", "resp3", "multi"} {
+		t.Run(mode, func(t *testing.T) {
+			pc := ixDial(t, l.proxy)
+			if mode == "resp3" {
+				pc.raw(t, "HELLO", "3")
+			}
+			if mode == "multi" {
+				pc.raw(t, "MULTI")
+				pc.raw(t, "DISCARD") // the client now has its dedicated connection
+			}
+			pc.raw(t, "SELECT", "2")
+			pc.raw(t, "SESSIONS.CHECK")
+			select {
+			case db := <-dbs:
+				if db != 2 {
+					t.Errorf("SESSIONS.CHECK after SELECT 2 ran over DB %d (dedicated.go: runRepair(d.c.db), "+
+						"but SELECT on a dedicated connection goes upstream without updating c.db)", db)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Repair was not called")
+			}
+		})
+	}
+}
+
+// TestIndexCmdsSessionsPipeline: the proxy's own answers (errors, HELP) keep their place among
+// rewritten and plain commands of one pipeline, in every mode.
+func TestIndexCmdsSessionsPipeline(t *testing.T) {
+	t.Parallel()
+	l := ixStartLane(t)
+	steps := []struct {
+		cmd   []string
+		reply string
+	}{
+		{[]string{"HSET", "session:a", "userid", "1"}, ":1\r\n"},
+		{[]string{"SESSIONS.LIST", "1", "nope"}, "-ERR unknown index rule 'nope'\r\n"},
+		{[]string{"HSET", "session:b", "userid", "1"}, ":1\r\n"},
+		{[]string{"SESSIONS.HELP"}, ixHelpReply()},
+		{[]string{"SESSIONS.LIST", "1"}, "*2\r\n$1\r\na\r\n$1\r\nb\r\n"},
+		{[]string{"SESSIONS.COUNT"}, "-ERR wrong number of arguments for 'sessions.count' command\r\n"},
+		{[]string{"DEL", "session:a"}, ":1\r\n"},
+		{[]string{"HGET", "session:b", "userid"}, "$1\r\n1\r\n"},
+		{[]string{"SESSIONS.REVOKE", "1"}, ":1\r\n"},
+		{[]string{"SESSIONS.COUNT", "1"}, ":0\r\n"},
+	}
+	for _, mode := range []string{"plain", "resp3", "multi"} {
+		t.Run(mode, func(t *testing.T) {
+			l.ctlP.must(t, "FLUSHALL")
+			pc := ixDial(t, l.proxy)
+			if mode == "resp3" {
+				pc.raw(t, "HELLO", "3")
+			}
+			var b []byte
+			var want string
+			for _, st := range steps {
+				b = append(b, encode(st.cmd...)...)
+				want += st.reply
+			}
+			n := len(steps)
+			if mode == "multi" {
+				b = append(append(encode("MULTI"), b...), encode("EXEC")...)
+				want = "+OK\r\n" + strings.Repeat("+QUEUED\r\n", n) + fmt.Sprintf("*%d\r\n", n) + want
+				n += 2
+			}
+			pc.send(t, b)
+			if got := pc.read(t, n); string(got) != want {
+				t.Errorf("pipeline:\n%s", ixDescribe([]byte(want), got))
+			}
+			if st := ixReadIndex(t, l.ctlP, l.schema); len(st) != 0 {
+				t.Errorf("index after REVOKE: %v, want none", st)
+			}
+		})
+	}
+}
