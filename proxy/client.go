@@ -35,6 +35,9 @@ type client struct {
 	spans  []span
 	arena  []byte // bytes of the script calls in up (Raw points here once it stops growing)
 	writes []rewrite.Writes
+	// Replies of a shared run, gathered over its upstream requests.
+	acc     []byte
+	accEnds []int
 
 	ded atomic.Pointer[dedicated] // set once the client moved to its own upstream connection
 }
@@ -168,27 +171,66 @@ func (c *client) sendShared(cmds []redcon.Command, base int) {
 		return
 	}
 	c.buildRun(cmds, base)
+	// Each upstream request ends at a script call, so that if the call meets an emptied script
+	// cache (NOSCRIPT) nothing after it has run yet and the retry keeps the batch's order.
+	// Batches without session writes, and runs of session writes (merged into one call), still
+	// go up in one write.
+	c.acc, c.accEnds = c.acc[:0], c.accEnds[:0]
+	for from := 0; from < len(c.up); {
+		to := from
+		for to < len(c.up)-1 && !c.spans[to].script {
+			to++
+		}
+		if !c.sendChunk(c.up[from:to+1], len(cmds)) {
+			return
+		}
+		from = to + 1
+	}
+	clear(c.up)
+	c.writeReplies()
+	if cap(c.acc) > 1<<20 {
+		c.acc, c.req.reply = nil, nil // a huge reply once should not pin its buffers forever
+	}
+}
+
+// sendChunk runs one upstream request and appends its replies to c.acc. On failure the
+// client has been answered with errors for all n commands of the batch run and is closing.
+func (c *client) sendChunk(up []redcon.Command, n int) bool {
 	req := &c.req
-	req.cmds = c.up
-	defer func() { req.cmds = nil; clear(c.up) }()
+	req.cmds = up
+	defer func() { req.cmds = nil }()
 	var u *sharedConn
 	for attempt := 0; ; attempt++ {
 		var err error
 		if u, err = c.sharedConn(); err != nil {
-			c.fail(len(cmds), err)
-			return
+			c.failRun(n, err)
+			return false
 		}
 		if err := u.do(req); err == errNotSent && attempt == 0 {
 			continue // the connection died while idle; nothing was sent, so dial again
 		} else if err != nil {
-			c.fail(len(cmds), ErrUpstreamLost)
-			return
+			c.failRun(n, ErrUpstreamLost)
+			return false
 		}
 		break
 	}
-	c.retryNoScript(u)
-	for i, sp := range c.spans {
-		reply := req.reply[req.replyStart(i):req.ends[i]]
+	if last := len(up) - 1; c.spans[len(c.accEnds)+last].script {
+		c.retryNoScript(u, up[last], last)
+	}
+	base := len(c.acc)
+	c.acc = append(c.acc, req.reply...)
+	for _, e := range req.ends {
+		c.accEnds = append(c.accEnds, base+e)
+	}
+	return true
+}
+
+// writeReplies writes the replies gathered in c.acc, one per client command: a merged call's
+// array reply is unpacked into its elements.
+func (c *client) writeReplies() {
+	for i := range c.accEnds {
+		sp := c.spans[i]
+		reply := c.acc[c.accStart(i):c.accEnds[i]]
 		switch {
 		case !sp.merged:
 			c.write(reply)
@@ -200,9 +242,25 @@ func (c *client) sendShared(cmds []redcon.Command, base int) {
 			}
 		}
 	}
-	if cap(req.reply) > 1<<20 {
-		req.reply = nil // a huge reply once should not pin its buffer to the client forever
+}
+
+// failRun answers a run whose upstream failed: replies already received for its earlier
+// chunks are delivered, then errors for the rest.
+func (c *client) failRun(n int, err error) {
+	done := 0
+	for i := range c.accEnds {
+		done += c.spans[i].n
 	}
+	c.writeReplies()
+	c.fail(n-done, err)
+}
+
+// accStart is where upstream command i's reply starts in c.acc.
+func (c *client) accStart(i int) int {
+	if i == 0 {
+		return 0
+	}
+	return c.accEnds[i-1]
 }
 
 // buildRun fills c.up and c.spans for cmds: commands pass as they are, pending rewrites become
@@ -274,42 +332,21 @@ func currentDB(refs []rewrite.Ref) bool {
 var noScript = []byte("-NOSCRIPT")
 
 // retryNoScript handles a script cache emptied behind the proxy's back (SCRIPT FLUSH): the
-// failed script calls did nothing, so they are run again, in order, after reloading the scripts.
-// Commands of the same batch that followed them have already run; that reordering is the one
-// visible effect, and only right after a flush.
-func (c *client) retryNoScript(u *sharedConn) {
+// script call that ends the request (at index i) did nothing, and nothing followed it, so it is
+// run again after reloading the scripts and its reply replaced.
+func (c *client) retryNoScript(u *sharedConn, call redcon.Command, i int) {
 	req := &c.req
-	var failed []redcon.Command
-	var at []int // upstream positions of the failed calls
-	for i, sp := range c.spans {
-		if sp.script && bytes.HasPrefix(req.reply[req.replyStart(i):req.ends[i]], noScript) {
-			failed = append(failed, c.up[i])
-			at = append(at, i)
-		}
-	}
-	if len(failed) == 0 {
+	if !bytes.HasPrefix(req.reply[req.replyStart(i):req.ends[i]], noScript) {
 		return
 	}
 	c.s.m.noScriptRetries.Inc()
 	load := &request{done: make(chan struct{}, 1), cmds: c.s.loadScriptCmds}
-	retry := &request{done: make(chan struct{}, 1), cmds: failed}
+	retry := &request{done: make(chan struct{}, 1), cmds: []redcon.Command{call}}
 	if u.do(load) != nil || u.do(retry) != nil {
-		return // the connection died; the NOSCRIPT errors stand
+		return // the connection died; the NOSCRIPT error stands
 	}
-	// Splice the retried replies into their places.
-	var out []byte
-	ends := make([]int, 0, len(c.up))
-	k := 0
-	for i := range c.up {
-		if k < len(at) && at[k] == i {
-			out = append(out, retry.reply[retry.replyStart(k):retry.ends[k]]...)
-			k++
-		} else {
-			out = append(out, req.reply[req.replyStart(i):req.ends[i]]...)
-		}
-		ends = append(ends, len(out))
-	}
-	req.reply, req.ends = out, ends
+	req.reply = append(req.reply[:req.replyStart(i)], retry.reply...)
+	req.ends[i] = len(req.reply)
 }
 
 func (c *client) sharedConn() (*sharedConn, error) {

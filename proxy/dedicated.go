@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"math"
 	"net"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,10 @@ type dedicated struct {
 	// then also counts those, so it no longer tells how many replies are missing.
 	pushes atomic.Bool
 	quit   bool // QUIT was forwarded: Redis answers nothing after it (client goroutine)
+	// The connection's DB as far as the proxy can tell (for SESSIONS.CHECK/REINDEX): SELECT
+	// applies at once, or at EXEC inside MULTI; a SELECT Redis refuses is not noticed.
+	db, multiDB    int
+	inMulti, hasDB bool
 	// resetAuth counts RESETs followed by a re-AUTH the proxy added; the reply after the
 	// matching +RESET belongs to the proxy and is not relayed.
 	resetAuth atomic.Int32
@@ -55,7 +60,7 @@ func (c *client) toDedicated(cmds []redcon.Command) {
 		c.close()
 		return
 	}
-	d := &dedicated{c: c, nc: nc, br: br, m: c.s.m}
+	d := &dedicated{c: c, nc: nc, br: br, m: c.s.m, db: c.db}
 	if rc, ok := c.nc.(*resp.Conn); ok {
 		rc.BeforeErrorReply = d.quiesce // a protocol error must follow the replies before it
 	}
@@ -88,6 +93,21 @@ func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
 		switch spec.name {
 		case "quit":
 			d.quit = true
+		case "select":
+			if n, ok := parseInt(args[len(args)-1]); ok && len(args) == 2 && n >= 0 && n <= math.MaxInt32 {
+				if d.inMulti {
+					d.multiDB, d.hasDB = int(n), true
+				} else {
+					d.db = int(n)
+				}
+			}
+		case "multi":
+			d.inMulti, d.hasDB = true, false
+		case "exec", "discard":
+			if d.inMulti && d.hasDB && spec.name == "exec" {
+				d.db = d.multiDB
+			}
+			d.inMulti, d.hasDB = false, false
 		case "subscribe", "psubscribe", "ssubscribe":
 			d.pushes.Store(true)
 			expect += int64(max(len(args)-2, 0)) // one confirmation per channel
@@ -115,7 +135,7 @@ func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
 		case "reset":
 			// RESET logs the upstream connection out to the default user; a client of the
 			// proxy must land on the proxy's configured user instead.
-			d.resp3 = false
+			d.resp3, d.db, d.inMulti, d.hasDB = false, 0, false, false
 			if id := s.defaultID; id.creds() && len(args) == 1 {
 				d.out = appendCommand(d.out, "AUTH", id.user, id.pass)
 				d.resetAuth.Add(1)
@@ -144,7 +164,7 @@ func (d *dedicated) appendCommand(spec *cmdSpec, cmd redcon.Command) {
 	case spec.name == "sessions.help":
 		d.out = appendEcho(d.out, echoStatus, sessionsHelp...)
 	case spec.name == "sessions.reindex" || spec.name == "sessions.check":
-		rep, errReply := s.runRepair(d.c.db, cmd.Args)
+		rep, errReply := s.runRepair(d.db, cmd.Args)
 		if errReply != nil {
 			d.out = appendEchoError(d.out, errReply)
 		} else {

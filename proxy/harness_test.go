@@ -60,7 +60,7 @@ func testSchema(t testing.TB) *rewrite.Schema {
 	t.Helper()
 	s, err := rewrite.NewSchema(rewrite.DefaultPrefix, []rewrite.Rule{
 		rewrite.DefaultRule(),
-		{Name: "express", Pattern: "sess:*", JSONPath: "passport.user", Layout: rewrite.LayoutSet, IndexKey: "user:{uid}"},
+		{Name: "express", Pattern: "sess:*", JSONPath: "passport.user", Layout: rewrite.LayoutSet, IndexKey: "juser:{uid}"},
 		{Name: "scored", Pattern: "zsess:*", Field: "uid", Layout: rewrite.LayoutZSet, IndexKey: "zuser:{uid}"},
 		{Name: "global", Pattern: "gsess:*", Field: "uid", Layout: rewrite.LayoutGlobalZSet, IndexKey: "idx-session-uid"},
 	})

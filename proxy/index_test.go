@@ -46,8 +46,8 @@ func TestConnectRedisJSON(t *testing.T) {
 	if got := c.do("SET", "sess:abc", `{"cookie":{"maxAge":86400},"passport":{"user":"42"}}`, "EX", "86400"); got != "+OK\r\n" {
 		t.Fatalf("SET: %q", got)
 	}
-	if got := c.do("SMEMBERS", "user:42"); got != "*1\r\n$3\r\nabc\r\n" {
-		t.Fatalf("SMEMBERS user:42: %q", got)
+	if got := c.do("SMEMBERS", "juser:42"); got != "*1\r\n$3\r\nabc\r\n" {
+		t.Fatalf("SMEMBERS juser:42: %q", got)
 	}
 	if got := c.do("ZSCORE", "sessionproxy:deadlines", "sess:abc"); len(got) < 5 {
 		t.Fatalf("ledger: %q", got)
@@ -55,7 +55,7 @@ func TestConnectRedisJSON(t *testing.T) {
 	if got := c.do("SET", "sess:abc", `not json`, "KEEPTTL"); got != "+OK\r\n" {
 		t.Fatalf("SET: %q", got)
 	}
-	if got := c.do("SMEMBERS", "user:42"); got != "*0\r\n" {
+	if got := c.do("SMEMBERS", "juser:42"); got != "*0\r\n" {
 		t.Fatalf("after non-JSON: %q", got)
 	}
 }

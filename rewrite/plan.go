@@ -76,6 +76,22 @@ var planners = map[string]plan{
 	"RENAMENX":  twoKeys(3),
 	"MOVE":      planMove,
 	"COPY":      planCopy,
+	"MIGRATE":   planMigrate,
+	// Commands that overwrite their destination whatever its type, or edit strings in place.
+	"SUNIONSTORE":       firstKey(-3),
+	"SINTERSTORE":       firstKey(-3),
+	"SDIFFSTORE":        firstKey(-3),
+	"ZUNIONSTORE":       firstKey(-4),
+	"ZINTERSTORE":       firstKey(-4),
+	"ZDIFFSTORE":        firstKey(-4),
+	"ZRANGESTORE":       firstKey(-5),
+	"GEOSEARCHSTORE":    firstKey(-8),
+	"BITOP":             keyAt(-4, 2),
+	"SORT":              optionKey(-2, "STORE"),
+	"GEORADIUS":         optionKey(-6, "STORE", "STOREDIST"),
+	"GEORADIUSBYMEMBER": optionKey(-5, "STORE", "STOREDIST"),
+	"SETBIT":            jsonOnly(4),
+	"BITFIELD":          jsonOnly(-2),
 }
 
 // Planner returns the planner for a command name in any case, or nil if the command never
@@ -128,13 +144,58 @@ func hashFields(n, from, step int) plan {
 	}
 }
 
-func firstKey(n int) plan {
+func firstKey(n int) plan { return keyAt(n, 1) }
+
+// keyAt plans commands that write the key at args[i].
+func keyAt(n, i int) plan {
 	return func(s *Schema, dst []Ref, args [][]byte) []Ref {
 		if !arity(args, n) {
 			return dst
 		}
-		return s.ref(dst, args[1], CurrentDB)
+		return s.ref(dst, args[i], CurrentDB)
 	}
+}
+
+// optionKey plans commands that write the key following one of the options (SORT ... STORE k).
+func optionKey(n int, opts ...string) plan {
+	return func(s *Schema, dst []Ref, args [][]byte) []Ref {
+		if !arity(args, n) {
+			return dst
+		}
+		for i := 2; i+1 < len(args); i++ {
+			for _, o := range opts {
+				if bytes.EqualFold(args[i], []byte(o)) {
+					dst = s.ref(dst, args[i+1], CurrentDB)
+				}
+			}
+		}
+		return dst
+	}
+}
+
+// planMigrate: MIGRATE host port key|"" db timeout [COPY] [REPLACE] [AUTH ...] [KEYS k...]
+// deletes the local keys unless COPY is given.
+func planMigrate(s *Schema, dst []Ref, args [][]byte) []Ref {
+	if !arity(args, -6) {
+		return dst
+	}
+	for _, a := range args[6:] {
+		if bytes.EqualFold(a, []byte("COPY")) {
+			return dst
+		}
+	}
+	if len(args[3]) > 0 {
+		dst = s.ref(dst, args[3], CurrentDB)
+	}
+	for i := 6; i < len(args); i++ {
+		if bytes.EqualFold(args[i], []byte("KEYS")) {
+			for _, k := range args[i+1:] {
+				dst = s.ref(dst, k, CurrentDB)
+			}
+			break
+		}
+	}
+	return dst
 }
 
 // jsonOnly plans in-place string edits, which only matter to JSON sessions.

@@ -60,6 +60,11 @@ var planFindings = []struct {
 	{"copy DB without a number", [][]byte{[]byte("COPY"), []byte("a"), []byte("session:b"), []byte("DB")}},
 	{"move to a huge DB", [][]byte{[]byte("MOVE"), []byte("session:a"), []byte("99999999999999999999")}},
 	{"move to the largest int", [][]byte{[]byte("MOVE"), []byte("session:a"), []byte("9223372036854775807")}},
+	{"del of bare rule prefixes", [][]byte{[]byte("DeL"), []byte("session:"), {}, []byte("sess:"), []byte("sess:0"), []byte("zsess:")}},
+	{"copy with empty keys and repeated db", [][]byte{[]byte("COPY"), {}, {}, []byte("db"), []byte("0"), []byte("DB"), []byte("0")}},
+	{"copy with a bare D option", [][]byte{[]byte("COPY"), {}, []byte("gsess:"), []byte("D0")}},
+	{"hdel owner after empty fields", [][]byte{[]byte("HDEL"), []byte("session:"), {}, {}, []byte("userid")}},
+	{"move to a zero-padded DB", [][]byte{[]byte("MOVE"), []byte("session:000"), []byte("000000000000")}},
 }
 
 func TestPlanFindings(t *testing.T) {

@@ -105,7 +105,29 @@ func NewSchema(prefix string, rules []Rule) (*Schema, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return &Schema{Rules: out, Prefix: prefix}, nil
+	sch := &Schema{Rules: out, Prefix: prefix}
+	// Keys must never belong to two roles: an index shared by two rules would make its members
+	// ambiguous (sid "a" of session:a or of sess:a?), and a session pattern that matched an index
+	// or bookkeeping key would make the proxy index its own keys.
+	for i, r := range out {
+		for j := range i {
+			if out[j].IndexKey == r.IndexKey {
+				bad(i, "index_key %q is also rule %d's: each rule needs its own index", r.IndexKey, j+1)
+			}
+		}
+		if m := sch.Match([]byte(sch.IndexKey(i, "0"))); m >= 0 {
+			bad(i, "index_key %q would be a session key of rule %d", r.IndexKey, m+1)
+		}
+	}
+	for _, k := range []string{sch.OwnersKey(), sch.LedgerKey(), prefix + "reaper-lease"} {
+		if m := sch.Match([]byte(k)); m >= 0 {
+			bad(m, "pattern %q matches the bookkeeping key %q", out[m].Pattern, k)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return sch, nil
 }
 
 // Match returns the index of the rule that owns key, or -1.

@@ -1,8 +1,12 @@
 -- common.lua: shared by every sessionproxy script. The generated header before it defines
 -- OWNERS (hash: session key -> owner), LEDGER (zset: session key -> deadline ms) and RULES.
 
+-- numeric: a decimal integer that a sorted-set score (a double) holds exactly, |n| < 2^53,
+-- written canonically; the same test as rewrite.NumericUID.
 local function numeric(uid)
-  return string.match(uid, '^%-?[1-9]%d*$') ~= nil and #uid <= 16 or uid == '0'
+  if not string.match(uid, '^%-?%d+$') or #uid > 17 then return false end
+  local n = tonumber(uid)
+  return n ~= nil and math.abs(n) < 2^53 and string.format('%d', n) == uid
 end
 
 -- owner_of reads the owner straight from the session value; nil when the key is missing, has
@@ -93,8 +97,11 @@ local function reconcile(k, r, hint, keepttl)
   else
     uid = indexed_owner(k, rule)
   end
-  -- A hash write that kept owner and TTL leaves nothing to update (the fast path).
-  if keepttl and old == uid then return 0 end
+  -- A hash write that kept owner and TTL leaves nothing to update (the fast path). Not for zset
+  -- indexes, whose scores are deadlines: the write may have re-created a key deleted behind
+  -- the proxy, without a TTL. (For the others, a deadline left in the ledger that way is
+  -- corrected by the sweep when it falls due.)
+  if keepttl and old == uid and rule.layout ~= 'zset' then return 0 end
   local deadline = nil
   if uid then
     local t = redis.call('PEXPIRETIME', k)
