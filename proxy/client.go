@@ -47,6 +47,7 @@ type pendingRewrite struct {
 	idx              int // in the batch
 	refStart, refEnd int // its refs in client.refs (apply)
 	sessions         bool
+	rule             int // SESSIONS commands: the rule named
 }
 
 // span is what one upstream command of a shared run stands for.
@@ -118,10 +119,11 @@ func (c *client) run(cmds []redcon.Command) {
 func (c *client) planRewrite(i int, spec *cmdSpec, args [][]byte) []byte {
 	s := c.s
 	if spec.sessions {
-		if _, errReply, _ := s.appendSessionsCall(nil, spec, args, false); errReply != nil {
+		r, errReply := s.sessionsRule(args)
+		if errReply != nil {
 			return errReply
 		}
-		c.pending = append(c.pending, pendingRewrite{idx: i, sessions: true})
+		c.pending = append(c.pending, pendingRewrite{idx: i, sessions: true, rule: r})
 		return nil
 	}
 	from := len(c.refs)
@@ -144,11 +146,12 @@ func (c *client) planRewrite(i int, spec *cmdSpec, args [][]byte) []byte {
 // touches no session key. An error reply means the proxy answers the command instead.
 func (s *Server) rewrite(dst []byte, spec *cmdSpec, args [][]byte, resp3 bool, refs *[]rewrite.Ref) ([]byte, []byte) {
 	if spec.sessions {
-		out, errReply, _ := s.appendSessionsCall(dst, spec, args, true)
-		if errReply == nil {
-			s.m.rewrites.WithLabelValues("sessions").Inc()
+		r, errReply := s.sessionsRule(args)
+		if errReply != nil {
+			return dst, errReply
 		}
-		return out, errReply
+		s.m.rewrites.WithLabelValues("sessions").Inc()
+		return s.appendSessionsCall(dst, spec, args, r, true), nil
 	}
 	*refs = spec.plan((*refs)[:0], args)
 	if len(*refs) == 0 {
@@ -281,7 +284,7 @@ func (c *client) buildRun(cmds []redcon.Command, base int) {
 		pr := c.pending[p]
 		a := len(c.arena)
 		if pr.sessions {
-			c.arena, _, _ = s.appendSessionsCall(c.arena, s.table.lookup(cmds[j].Args[0]), cmds[j].Args, false)
+			c.arena = s.appendSessionsCall(c.arena, s.table.lookup(cmds[j].Args[0]), cmds[j].Args, pr.rule, false)
 			s.m.rewrites.WithLabelValues("sessions").Inc()
 			c.up = append(c.up, redcon.Command{})
 			c.spans = append(c.spans, span{n: 1, script: true, a: a, b: len(c.arena)})

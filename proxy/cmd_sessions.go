@@ -132,17 +132,21 @@ func appendReport(dst []byte, rep rewrite.Report) []byte {
 	return dst
 }
 
-// appendSessionsCall rewrites SESSIONS.LIST/COUNT/REVOKE into the sessions script, or returns
-// ok=false with an error reply in dst when the rule is unknown.
-func (s *Server) appendSessionsCall(dst []byte, spec *cmdSpec, args [][]byte, byBody bool) ([]byte, []byte, bool) {
-	rule := ""
-	if len(args) == 3 {
-		rule = string(args[2])
+// sessionsRule is the rule a SESSIONS.LIST/COUNT/REVOKE names, or the error reply for an
+// unknown one.
+func (s *Server) sessionsRule(args [][]byte) (int, []byte) {
+	if len(args) < 3 {
+		return 0, nil
 	}
-	r, ok := s.schema.RuleByName(rule)
+	r, ok := s.schema.RuleByName(string(args[2]))
 	if !ok {
-		return dst, errUnknownRule(args[2]), false
+		return 0, errUnknownRule(args[2])
 	}
+	return r, nil
+}
+
+// appendSessionsCall rewrites SESSIONS.LIST/COUNT/REVOKE of rule r into the sessions script.
+func (s *Server) appendSessionsCall(dst []byte, spec *cmdSpec, args [][]byte, r int, byBody bool) []byte {
 	sc := &s.scripts.Sessions
 	dst = redcon.AppendArray(dst, 6)
 	if byBody {
@@ -155,8 +159,7 @@ func (s *Server) appendSessionsCall(dst []byte, spec *cmdSpec, args [][]byte, by
 	dst = redcon.AppendBulkString(dst, "0")
 	dst = redcon.AppendBulkString(dst, sessionsMode(spec.name))
 	dst = redcon.AppendBulkString(dst, strconv.Itoa(r+1))
-	dst = redcon.AppendBulk(dst, args[1])
-	return dst, nil, true
+	return redcon.AppendBulk(dst, args[1])
 }
 
 // Scripts that make Redis return a reply the proxy composed, so that on a dedicated connection

@@ -82,20 +82,23 @@ func (p *Repairer) Run(ctx context.Context, rdb redis.Cmdable, r int, fix bool) 
 	}); err != nil {
 		return rep, fmt.Errorf("reaper: scan index: %w", err)
 	}
-	// 3. The owner map: sessions that are gone but still known (their index entries were
-	// handled above; this clears the owner map and ledger).
-	if fix {
-		if err := p.ownerMap(ctx, rdb, r, batch, func(keys []string) error {
-			rules = rules[:0]
-			for range keys {
-				rules = append(rules, r+1)
-			}
+	// 3. The owner map: sessions that are gone or re-owned but still recorded (their index
+	// entries were handled above; this clears the owner map and ledger).
+	if err := p.ownerMap(ctx, rdb, r, batch, func(keys []string) error {
+		rules = rules[:0]
+		for range keys {
+			rules = append(rules, r+1)
+		}
+		if fix {
 			n, err := p.reconcile.Run(ctx, rdb, keys, rules...).Int()
 			rep.Fixed += n
 			return err
-		}); err != nil {
-			return rep, fmt.Errorf("reaper: scan owner map: %w", err)
 		}
+		orphans, err := p.check.Run(ctx, rdb, keys, append([]any{"owners"}, rules...)...).StringSlice()
+		rep.Orphans += len(orphans)
+		return err
+	}); err != nil {
+		return rep, fmt.Errorf("reaper: scan owner map: %w", err)
 	}
 	rep.Duration = time.Since(start)
 	return rep, nil

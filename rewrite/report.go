@@ -8,6 +8,7 @@ type Report struct {
 	Scanned  int // session keys seen
 	Missing  int // sessions with an owner but no index entry (check) ...
 	Stale    int // index entries whose session is gone or has another owner (check)
+	Orphans  int // owner-map entries whose session is gone or has another owner (check)
 	Fixed    int // index entries added or removed (reindex)
 	Duration time.Duration
 }
@@ -15,5 +16,8 @@ type Report struct {
 // Fields is the report as name/value pairs, in the order replies and logs show them.
 func (r Report) Fields() []any {
 	return []any{"rule", r.Rule, "scanned", r.Scanned, "missing", r.Missing, "stale", r.Stale,
-		"fixed", r.Fixed, "duration_ms", r.Duration.Milliseconds()}
+		"orphans", r.Orphans, "fixed", r.Fixed, "duration_ms", r.Duration.Milliseconds()}
 }
+
+// Drift reports whether a check found anything to repair.
+func (r Report) Drift() bool { return r.Missing > 0 || r.Stale > 0 || r.Orphans > 0 }

@@ -125,7 +125,7 @@ func runRepairCommand(name string, args []string, stdout, stderr io.Writer) int 
 			fmt.Fprintf(stdout, "%s=%v ", f[i], f[i+1])
 		}
 		fmt.Fprintln(stdout)
-		if name == "check" && (rep.Missing > 0 || rep.Stale > 0) {
+		if name == "check" && rep.Drift() {
 			code = 3 // drift found: scripts can alert on it
 		}
 	}

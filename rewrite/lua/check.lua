@@ -1,6 +1,8 @@
 -- check.lua: read-only comparison of index and truth for a batch.
 -- ARGV[1] = 'keys': KEYS are session keys, ARGV[i+1] their rules; returns the keys whose owner
---   is not indexed under that owner (missing).
+--   is not indexed under that owner, or not recorded in the owner map (missing).
+-- ARGV[1] = 'owners': KEYS are owner-map entries, ARGV[i+1] their rules; returns those whose
+--   recorded owner is not the key's owner (stale bookkeeping: the key is gone or re-owned).
 -- ARGV[1] = 'index': KEYS[1] is an index key, ARGV[2] rule, ARGV[3] uid, ARGV[4..] members;
 --   returns the members whose session is gone or owned by another user (stale).
 local out = {}
@@ -18,7 +20,15 @@ if ARGV[1] == 'keys' then
       else
         found = tostring(redis.call('ZSCORE', rule.ikey, k)) == uid
       end
-      if not found then out[#out + 1] = k end
+      if not found or redis.call('HGET', OWNERS, k) ~= uid then out[#out + 1] = k end
+    end
+  end
+  return out
+end
+if ARGV[1] == 'owners' then
+  for i, k in ipairs(KEYS) do
+    if redis.call('HGET', OWNERS, k) ~= indexed_owner(k, RULES[tonumber(ARGV[i + 1])]) then
+      out[#out + 1] = k
     end
   end
   return out

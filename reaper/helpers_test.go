@@ -1,0 +1,229 @@
+package reaper
+
+// Shared helpers of the reaper's tests: real redis-server processes (internal/redistest), go-redis
+// clients per DB, reapers with their own metrics registries, and sessions indexed the way the
+// proxy would leave them (written straight to Redis, then reconciled by the Repairer).
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sessionproxy/sessionproxy/internal/redistest"
+	"github.com/sessionproxy/sessionproxy/rewrite"
+)
+
+// reapDBs hands out one go-redis client per DB of one server, like cmd's upstreams.
+type reapDBs struct {
+	addr string
+	mu   sync.Mutex
+	byDB map[int]*redis.Client
+}
+
+func reapNewDBs(t testing.TB, addr string) *reapDBs {
+	t.Helper()
+	d := &reapDBs{addr: addr, byDB: map[int]*redis.Client{}}
+	t.Cleanup(d.close)
+	return d
+}
+
+func (d *reapDBs) db(n int) *redis.Client {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c := d.byDB[n]
+	if c == nil {
+		c = redis.NewClient(&redis.Options{Addr: d.addr, DB: n, Protocol: 2, PoolSize: 4,
+			DialTimeout: time.Second, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
+			DisableIdentity: true})
+		d.byDB[n] = c
+	}
+	return c
+}
+
+// close closes every client: a reaper using them then fails like one whose process died.
+func (d *reapDBs) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.byDB {
+		_ = c.Close()
+	}
+}
+
+// reapEnv is one redis-server plus the default schema and a client set for the test itself.
+type reapEnv struct {
+	t   testing.TB
+	srv *redistest.Server
+	sch *rewrite.Schema
+	dbs *reapDBs // the test's own clients (setup and verification)
+}
+
+func reapStartEnv(t testing.TB, extra ...string) *reapEnv {
+	t.Helper()
+	sch, err := rewrite.NewSchema(rewrite.DefaultPrefix, []rewrite.Rule{rewrite.DefaultRule()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := redistest.Start(t, extra...)
+	return &reapEnv{t: t, srv: srv, sch: sch, dbs: reapNewDBs(t, srv.Addr())}
+}
+
+func (e *reapEnv) rdb() *redis.Client { return e.dbs.db(0) }
+
+// newReaper builds a reaper with its own clients and registry; tweak adjusts the options.
+func (e *reapEnv) newReaper(tweak func(*Options)) (*Reaper, *reapDBs, *prometheus.Registry) {
+	e.t.Helper()
+	dbs := reapNewDBs(e.t, e.srv.Addr())
+	reg := prometheus.NewRegistry()
+	o := Options{Schema: e.sch, DB: dbs.db, Interval: 100 * time.Millisecond, Registerer: reg}
+	if tweak != nil {
+		tweak(&o)
+	}
+	r, err := New(o)
+	if err != nil {
+		e.t.Fatalf("reaper.New: %v", err)
+	}
+	return r, dbs, reg
+}
+
+// reapRun runs r until the returned stop is called (or the test ends); stop waits for Run.
+func reapRun(t testing.TB, r *Reaper) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("reaper Run: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("reaper Run did not return within 10s of cancel")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// addSessions writes session:<prefix><i> hashes owned by user <i%users> straight to Redis with
+// a TTL (0: none); index indexes them.
+func (e *reapEnv) addSessions(prefix string, n, users int, ttl time.Duration) []string {
+	e.t.Helper()
+	ctx := context.Background()
+	keys := make([]string, n)
+	_, err := e.rdb().Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range n {
+			keys[i] = "session:" + prefix + strconv.Itoa(i)
+			p.HSet(ctx, keys[i], "userid", "u"+strconv.Itoa(i%users), "data", "x")
+			if ttl > 0 {
+				p.PExpire(ctx, keys[i], ttl)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		e.t.Fatalf("write sessions: %v", err)
+	}
+	return keys
+}
+
+// index runs the repair with fix=true: what SESSIONS.REINDEX does, and what the proxy's apply
+// script would have left behind for these keys (owner map, index, ledger from PEXPIRETIME).
+func (e *reapEnv) index() rewrite.Report {
+	e.t.Helper()
+	rep, err := NewRepairer(e.sch, 0).Run(context.Background(), e.rdb(), 0, true)
+	if err != nil {
+		e.t.Fatalf("repair: %v", err)
+	}
+	return rep
+}
+
+// reapBook is the bookkeeping of DB 0: index entries, owner-map entries, ledger entries.
+type reapBook struct{ index, owners, ledger int64 }
+
+func (e *reapEnv) book() reapBook {
+	e.t.Helper()
+	ctx := context.Background()
+	c := e.rdb()
+	var b reapBook
+	var cursor uint64
+	for range 10000 {
+		keys, next, err := c.Scan(ctx, cursor, "user:*", 1000).Result()
+		if err != nil {
+			e.t.Fatalf("scan: %v", err)
+		}
+		for _, k := range keys {
+			b.index += c.SCard(ctx, k).Val()
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	b.owners = c.HLen(ctx, e.sch.OwnersKey()).Val()
+	b.ledger = c.ZCard(ctx, e.sch.LedgerKey()).Val()
+	return b
+}
+
+// reapMetric sums the samples of one metric family whose labels include want ("k=v" pairs);
+// for a histogram it sums the sample counts.
+func reapMetric(t testing.TB, reg *prometheus.Registry, name string, want ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for _, w := range want {
+				k, v, _ := strings.Cut(w, "=")
+				found := false
+				for _, l := range m.GetLabel() {
+					if l.GetName() == k && l.GetValue() == v {
+						found = true
+					}
+				}
+				if !found {
+					continue metrics
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				sum += m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				sum += m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				sum += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return sum
+}
+
+// reapEventually polls cond every 20ms until it holds or timeout passes.
+func reapEventually(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,326 @@
+package reaper
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func TestReapMissingFlags(t *testing.T) {
+	for _, tc := range []struct{ name, flags, want string }{
+		{"empty", "", "Exe"},
+		{"keyevent only", "E", "xe"},
+		{"keyspace only", "K", "Exe"},
+		{"expired set", "xE", "e"},
+		{"evicted set", "eE", "x"},
+		{"all three, Redis order", "xeE", ""},
+		{"all three, given order", "Exe", ""},
+		{"all classes with keyevent", "AE", ""},
+		{"all classes, Redis order", "AKE", ""},
+		{"all classes without keyevent", "KA", "E"},
+		{"other classes only", "g$lshzt", "Exe"},
+		{"keyspace and expired", "Kx", "Ee"},
+		{"new-key and miss classes", "nmE", "xe"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := missingFlags(tc.flags); got != tc.want {
+				t.Errorf("missingFlags(%q) = %q, want %q", tc.flags, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestReapMissingFlagsAccepted: what ensureNotifications writes (current + missing) is accepted
+// by Redis and enables every class the reaper needs, keeping the classes already set.
+func TestReapMissingFlagsAccepted(t *testing.T) {
+	e := reapStartEnv(t)
+	ctx := context.Background()
+	c := e.rdb()
+	for _, start := range []string{"", "E", "K", "Kg", "KA", "xE", "g$lshzt", "nm"} {
+		t.Run("from "+start, func(t *testing.T) {
+			if err := c.ConfigSet(ctx, "notify-keyspace-events", start).Err(); err != nil {
+				t.Fatal(err)
+			}
+			cur := c.ConfigGet(ctx, "notify-keyspace-events").Val()["notify-keyspace-events"]
+			if err := c.ConfigSet(ctx, "notify-keyspace-events", cur+missingFlags(cur)).Err(); err != nil {
+				t.Fatalf("CONFIG SET %q: %v", cur+missingFlags(cur), err)
+			}
+			after := c.ConfigGet(ctx, "notify-keyspace-events").Val()["notify-keyspace-events"]
+			if m := missingFlags(after); m != "" {
+				t.Errorf("after setting, %q still misses %q", after, m)
+			}
+			for _, cl := range cur {
+				if !strings.ContainsRune(after, cl) && !strings.Contains(after, "A") {
+					t.Errorf("class %q of %q lost: now %q", cl, cur, after)
+				}
+			}
+		})
+	}
+}
+
+// TestReapLeaseOneLeader: of two reapers on one Redis exactly one holds the lease; renewal keeps
+// it; a release hands it over at once; a holder that dies without releasing is replaced only
+// once its lease has expired.
+func TestReapLeaseOneLeader(t *testing.T) {
+	e := reapStartEnv(t)
+	ctx := context.Background()
+	a, _, _ := e.newReaper(nil)
+	b, _, _ := e.newReaper(nil)
+	if a.token == b.token {
+		t.Fatalf("two reapers share the token %q", a.token)
+	}
+	holder := func() string { return e.rdb().Get(ctx, a.leaseKey()).Val() }
+
+	// 1. A takes the free lease, B stands by, renewals keep it with A.
+	for i := range 3 {
+		if !a.holdLease(ctx) {
+			t.Fatalf("round %d: A does not hold the lease (holder %q)", i, holder())
+		}
+		if b.holdLease(ctx) {
+			t.Fatalf("round %d: B holds the lease too", i)
+		}
+		if a.leader.Load() == b.leader.Load() {
+			t.Fatalf("round %d: leader flags A=%v B=%v", i, a.leader.Load(), b.leader.Load())
+		}
+	}
+	if got := holder(); got != a.token {
+		t.Fatalf("lease value %q, want A's token %q", got, a.token)
+	}
+	if pttl := e.rdb().PTTL(ctx, a.leaseKey()).Val(); pttl <= 0 || pttl > time.Duration(a.leaseMS)*time.Millisecond {
+		t.Fatalf("lease PTTL %v, want in (0, %dms]", pttl, a.leaseMS)
+	}
+
+	// 2. A releases (shutdown): B takes over on its next attempt; A cannot renew B's lease.
+	a.release()
+	if !b.holdLease(ctx) {
+		t.Fatalf("B did not take the released lease (holder %q)", holder())
+	}
+	if a.holdLease(ctx) {
+		t.Fatal("A renewed a lease B holds")
+	}
+
+	// 3. B dies (stops renewing, no release): A gets the lease once it expires, not before.
+	start := time.Now()
+	took := time.Duration(-1)
+	for time.Since(start) < time.Duration(b.leaseMS)*time.Millisecond+3*time.Second {
+		if a.holdLease(ctx) {
+			took = time.Since(start)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	lease := time.Duration(b.leaseMS) * time.Millisecond
+	switch {
+	case took < 0:
+		t.Fatalf("A did not take over within %v of B's death", lease+3*time.Second)
+	case took < lease-500*time.Millisecond:
+		t.Fatalf("A took over after %v, before B's %v lease could expire", took, lease)
+	}
+	t.Logf("takeover after holder death: %v (lease %v)", took.Round(time.Millisecond), lease)
+}
+
+// TestReapRunOneLeader: two running reapers never both hold the lease; the standby sweeps
+// nothing.
+func TestReapRunOneLeader(t *testing.T) {
+	e := reapStartEnv(t)
+	ctx := context.Background()
+	a, _, regA := e.newReaper(nil)
+	b, _, regB := e.newReaper(nil)
+	reapRun(t, a)
+	reapRun(t, b)
+	if !reapEventually(5*time.Second, func() bool { return a.leader.Load() || b.leader.Load() }) {
+		t.Fatal("no reaper took the lease within 5s")
+	}
+	keys := e.addSessions("one-", 200, 10, time.Second)
+	e.index()
+	for i := range 20 { // ~1s of samples
+		if a.leader.Load() == b.leader.Load() {
+			t.Fatalf("sample %d: leader flags A=%v B=%v", i, a.leader.Load(), b.leader.Load())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !reapEventually(5*time.Second, func() bool { return e.book() == reapBook{} }) {
+		t.Fatalf("bookkeeping left after the sessions expired: %+v", e.book())
+	}
+	ca := reapMetric(t, regA, "sessionproxy_reaper_cleanups_total")
+	cb := reapMetric(t, regB, "sessionproxy_reaper_cleanups_total")
+	leader, standby := ca, cb
+	if b.leader.Load() {
+		leader, standby = cb, ca
+	}
+	if leader != float64(len(keys)) || standby != 0 {
+		t.Errorf("cleanups: leader %v, standby %v; want %d and 0", leader, standby, len(keys))
+	}
+	if got := e.rdb().Get(ctx, a.leaseKey()).Val(); got != a.token && got != b.token {
+		t.Errorf("lease value %q is neither reaper's token", got)
+	}
+}
+
+// TestReapSweepRescoresExtendedTTL: a due ledger entry whose session still exists (TTL extended
+// straight on Redis) is re-scored to the new deadline and stays indexed; one whose TTL was
+// removed leaves the ledger but stays indexed. The sweep runs with a clock 2s ahead, so no
+// waiting is needed.
+func TestReapSweepRescoresExtendedTTL(t *testing.T) {
+	e := reapStartEnv(t)
+	ctx := context.Background()
+	c := e.rdb()
+	keys := e.addSessions("ext-", 3, 3, time.Second)
+	e.index()
+	old := c.ZScore(ctx, e.sch.LedgerKey(), keys[0]).Val()
+	c.Expire(ctx, keys[0], time.Minute) // extended behind the proxy
+	c.Persist(ctx, keys[1])             // TTL removed behind the proxy
+	// keys[2] keeps its 1s TTL: it is due for the skewed clock too, but still exists.
+	r, _, reg := e.newReaper(func(o *Options) { o.Now = func() time.Time { return time.Now().Add(2 * time.Second) } })
+	r.dbs = 1
+	r.tick(ctx)
+	if !r.leader.Load() {
+		t.Fatal("reaper did not take the free lease")
+	}
+	for i, k := range keys {
+		if !c.SIsMember(ctx, "user:u"+strconv.Itoa(i), strings.TrimPrefix(k, "session:")).Val() {
+			t.Errorf("%s left the index", k)
+		}
+		if c.HGet(ctx, e.sch.OwnersKey(), k).Val() == "" {
+			t.Errorf("%s left the owner map", k)
+		}
+	}
+	if got, want := c.ZScore(ctx, e.sch.LedgerKey(), keys[0]).Val(), float64(c.PExpireTime(ctx, keys[0]).Val().Milliseconds()); got != want || got <= old {
+		t.Errorf("extended session's ledger score %v (was %v), want its new deadline %v", got, old, want)
+	}
+	if err := c.ZScore(ctx, e.sch.LedgerKey(), keys[1]).Err(); err != redis.Nil {
+		t.Errorf("persisted session still in the ledger (err %v)", err)
+	}
+	if got := reapMetric(t, reg, "sessionproxy_reaper_stale_entries_total"); got != 3 {
+		t.Errorf("stale_entries_total = %v, want 3", got)
+	}
+	if got := reapMetric(t, reg, "sessionproxy_reaper_cleanups_total"); got != 0 {
+		t.Errorf("cleanups_total = %v, want 0 (every session still exists)", got)
+	}
+}
+
+// TestReapSweepDrainsBacklog: one tick drains a backlog many batches long (sessions deleted
+// while nobody listened), counting each cleanup once.
+func TestReapSweepDrainsBacklog(t *testing.T) {
+	e := reapStartEnv(t)
+	ctx := context.Background()
+	keys := e.addSessions("bl-", 1000, 50, time.Hour)
+	e.index()
+	if err := e.rdb().Del(ctx, keys...).Err(); err != nil { // gone behind the proxy's back
+		t.Fatal(err)
+	}
+	r, _, reg := e.newReaper(func(o *Options) {
+		o.Batch = 64
+		o.Interval = 5 * time.Second // one tick may work this long
+		o.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	})
+	r.dbs = r.databases(ctx)
+	if r.dbs != 16 {
+		t.Errorf("databases = %d, want 16", r.dbs)
+	}
+	r.tick(ctx)
+	if b := e.book(); b != (reapBook{}) {
+		t.Errorf("bookkeeping left after one tick: %+v", b)
+	}
+	if got := reapMetric(t, reg, "sessionproxy_reaper_cleanups_total", "path=sweep"); got != 1000 {
+		t.Errorf("sweep cleanups = %v, want 1000", got)
+	}
+	if got := reapMetric(t, reg, "sessionproxy_reaper_ledger_entries", "db=0"); got != 0 {
+		t.Errorf("ledger_entries{db=0} = %v, want 0", got)
+	}
+}
+
+// TestReapNotificationsConfig: with Notifications the reaper adds E, x and e to
+// notify-keyspace-events and keeps what was there; without, it leaves the setting alone.
+func TestReapNotificationsConfig(t *testing.T) {
+	ctx := context.Background()
+	t.Run("on", func(t *testing.T) {
+		e := reapStartEnv(t, "--notify-keyspace-events", "Kg")
+		r, _, reg := e.newReaper(func(o *Options) { o.Notifications = true })
+		reapRun(t, r)
+		var flags string
+		ok := reapEventually(5*time.Second, func() bool {
+			flags = e.rdb().ConfigGet(ctx, "notify-keyspace-events").Val()["notify-keyspace-events"]
+			return missingFlags(flags) == ""
+		})
+		if !ok {
+			t.Fatalf("notify-keyspace-events = %q after 5s", flags)
+		}
+		if !strings.Contains(flags, "K") || !strings.Contains(flags, "g") {
+			t.Errorf("notify-keyspace-events = %q: the K and g classes set before were dropped", flags)
+		}
+		if got := reapMetric(t, reg, "sessionproxy_reaper_config_refused_total"); got != 0 {
+			t.Errorf("config_refused_total = %v", got)
+		}
+	})
+	t.Run("off", func(t *testing.T) {
+		e := reapStartEnv(t)
+		r, _, _ := e.newReaper(nil)
+		reapRun(t, r)
+		reapEventually(time.Second, func() bool { return r.leader.Load() })
+		time.Sleep(300 * time.Millisecond)
+		if flags := e.rdb().ConfigGet(ctx, "notify-keyspace-events").Val()["notify-keyspace-events"]; flags != "" {
+			t.Errorf("notify-keyspace-events = %q, want it untouched (\"\")", flags)
+		}
+	})
+	t.Run("refused", func(t *testing.T) {
+		// CONFIG renamed away, as on managed Redis: counted, and the sweep still cleans.
+		e := reapStartEnv(t, "--rename-command", "CONFIG", "")
+		r, _, reg := e.newReaper(func(o *Options) { o.Notifications = true })
+		e.addSessions("ref-", 20, 4, 200*time.Millisecond)
+		e.index()
+		reapRun(t, r)
+		if !reapEventually(5*time.Second, func() bool {
+			return reapMetric(t, reg, "sessionproxy_reaper_config_refused_total") > 0
+		}) {
+			t.Error("config_refused_total stayed 0 with CONFIG disabled")
+		}
+		if !reapEventually(5*time.Second, func() bool { return e.book() == reapBook{} }) {
+			t.Errorf("sweep alone did not clean up: %+v", e.book())
+		}
+	})
+}
+
+// TestReapRunEndsSubscription: when Run returns, the reaper is stopped: its keyevent
+// subscription is gone too (Redis no longer sends it every expiry), and no event goroutine is
+// left acting for it.
+func TestReapRunEndsSubscription(t *testing.T) {
+	e := reapStartEnv(t)
+	ctx := context.Background()
+	r, _, _ := e.newReaper(func(o *Options) { o.Notifications = true })
+	stop := reapRun(t, r)
+	numpat := func() int64 { return e.rdb().Do(ctx, "PUBSUB", "NUMPAT").Val().(int64) }
+	if !reapEventually(5*time.Second, func() bool { return numpat() == 2 }) {
+		t.Fatalf("PUBSUB NUMPAT = %d, want the reaper's 2 patterns", numpat())
+	}
+	stop() // Run has returned; the reaper's clients stay open (cmd closes them later)
+	if !reapEventually(3*time.Second, func() bool { return numpat() == 0 }) {
+		t.Errorf("3s after Run returned, PUBSUB NUMPAT = %d: the stopped reaper is still subscribed", numpat())
+	}
+}
+
+// TestReapReconnectCountedOnce: one Redis restart is one re-established subscription, and the
+// restarted Redis gets its notify-keyspace-events back.
+func TestReapReconnectCountedOnce(t *testing.T) {
+	e := reapStartEnv(t)
+	ctx := context.Background()
+	r, _, reg := e.newReaper(func(o *Options) { o.Notifications = true })
+	reapRun(t, r)
+	flags := func() string {
+		return e.rdb().ConfigGet(ctx, "notify-keyspace-events").Val()["notify-keyspace-events"]
+	}
+	if !reapEventually(5*time.Second, func() bool { return missingFlags(flags()) == "" }) {
+		t.Fatalf("notify-keyspace-events = %q", flags())
+	}
+	e.srv.Restart() // forgets the CONFIG SET
+	if !reapEventually(10*time.Second, func() bool { return missingFlags(flags()) == "" }) {
+		t.Fatalf("10s after a restart notify-keyspace-events = %q", flags())
+	}
+	time.Sleep(500 * time.Millisecond) // let any further subscription messages arrive
+	if got := reapMetric(t, reg, "sessionproxy_reaper_subscription_reconnects_total"); got != 1 {
+		t.Errorf("subscription_reconnects_total = %v after one Redis restart, want 1", got)
+	}
+}
