@@ -63,6 +63,13 @@ func (c *client) toDedicated(cmds []redcon.Command) {
 	d := &dedicated{c: c, nc: nc, br: br, m: c.s.m, db: c.db}
 	if rc, ok := c.nc.(*resp.Conn); ok {
 		rc.BeforeErrorReply = d.quiesce // a protocol error must follow the replies before it
+		// In a graceful shutdown the client's connection may be closed right after a batch was
+		// forwarded: let its replies through first (bounded), then close.
+		rc.SetBeforeClose(func() {
+			if c.s.draining.Load() && !c.s.forcing.Load() {
+				d.quiesce()
+			}
+		})
 	}
 	c.ded.Store(d)
 	c.s.m.dedicated.Inc()

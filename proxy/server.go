@@ -61,6 +61,7 @@ type Server struct {
 	nextID   atomic.Uint64
 	nclients atomic.Int64
 	draining atomic.Bool
+	forcing  atomic.Bool // the drain timed out: close without waiting
 
 	mu      sync.Mutex
 	clients map[*client]struct{}
@@ -171,6 +172,7 @@ func (s *Server) drain(timeout time.Duration) {
 		}
 		if time.Now().After(deadline) {
 			s.log.Warn("shutdown timeout: closing clients", "clients", n)
+			s.forcing.Store(true)
 			s.mu.Lock()
 			for c := range s.clients {
 				c.nc.Close()

@@ -5,6 +5,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 )
 
 // This file normalizes the bytes a client sends into canonical RESP multibulk, reproducing
@@ -642,6 +643,22 @@ type Conn struct {
 	// replies to earlier commands are written by another goroutine waits for them here, so
 	// the error comes last, as from Redis. Set and called on the reader goroutine.
 	BeforeErrorReply func()
+
+	// beforeClose, if set, runs when the connection is closed, before it closes: see SetBeforeClose.
+	beforeClose atomic.Pointer[func()]
+}
+
+// SetBeforeClose sets f to run at Close, before the connection closes (e.g. to let replies
+// still being relayed by another goroutine reach the client during a graceful shutdown).
+// Safe to call while another goroutine may close the connection.
+func (c *Conn) SetBeforeClose(f func()) { c.beforeClose.Store(&f) }
+
+// Close runs the before-close hook, if any, then closes the connection.
+func (c *Conn) Close() error {
+	if f := c.beforeClose.Load(); f != nil {
+		(*f)()
+	}
+	return c.Conn.Close()
 }
 
 // connReadSize is one read from the client, Redis' PROTO_IOBUF_LEN.
