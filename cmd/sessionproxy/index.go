@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
 
@@ -38,6 +39,8 @@ func newUpstreams(u conf.Upstream, tlsCfg *tls.Config) *upstreams {
 		Addr: u.Addr, Username: u.Username, Password: u.Password, TLSConfig: tlsCfg,
 		DialTimeout: u.DialTimeout.D(), ReadTimeout: u.ReadTimeout.D(), WriteTimeout: u.ReadTimeout.D(),
 		Protocol: 2, PoolSize: 4, DisableIdentity: true,
+		// The reaper retries on its next tick: fail fast instead of stacking dial retries.
+		MaxRetries: 1, DialerRetries: 1,
 	}}
 }
 
@@ -130,4 +133,11 @@ func runRepairCommand(name string, args []string, stdout, stderr io.Writer) int 
 		}
 	}
 	return code
+}
+
+// redisLog routes go-redis' own log lines (pool dial failures...) into slog at debug level.
+type redisLog struct{ l *slog.Logger }
+
+func (r redisLog) Printf(_ context.Context, format string, v ...any) {
+	r.l.Debug(fmt.Sprintf(format, v...), "component", "go-redis")
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sessionproxy/sessionproxy/conf"
@@ -75,6 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	logger := newLogger(cfg, stderr)
 	runtime.GOMAXPROCS(cfg.Procs)
+	redis.SetLogger(redisLog{logger}) // process-wide in go-redis; main owns the process
 	if err := serve(cfg, logger); err != nil {
 		logger.Error("exiting", "err", err)
 		return 1
