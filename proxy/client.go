@@ -144,7 +144,7 @@ func (c *client) planRewrite(i int, spec *cmdSpec, args [][]byte) []byte {
 // rewrite appends the script call replacing a session write or SESSIONS command to dst (the
 // dedicated path: by body, one reply per command); dst comes back unchanged if the command
 // touches no session key. An error reply means the proxy answers the command instead.
-func (s *Server) rewrite(dst []byte, spec *cmdSpec, args [][]byte, resp3 bool, refs *[]rewrite.Ref) ([]byte, []byte) {
+func (s *Server) rewrite(dst []byte, spec *cmdSpec, args [][]byte, refs *[]rewrite.Ref) ([]byte, []byte) {
 	if spec.sessions {
 		r, errReply := s.sessionsRule(args)
 		if errReply != nil {
@@ -163,7 +163,7 @@ func (s *Server) rewrite(dst []byte, spec *cmdSpec, args [][]byte, resp3 bool, r
 		return dst, nil
 	}
 	s.m.rewrites.WithLabelValues("apply").Inc()
-	return s.schema.AppendApply(dst, &s.scripts.Apply, true, resp3, *refs, args), nil
+	return s.schema.AppendApply(dst, &s.scripts.Apply, true, *refs, args), nil
 }
 
 // sendShared runs cmds (batch positions base...) over the client's shared upstream connection
@@ -308,7 +308,7 @@ func (c *client) buildRun(cmds []redcon.Command, base int) {
 		s.m.rewrites.WithLabelValues("apply").Add(float64(len(c.writes)))
 		if len(c.writes) == 1 {
 			w := c.writes[0]
-			c.arena = s.schema.AppendApply(c.arena, &s.scripts.Apply, false, false, w.Refs, w.Args)
+			c.arena = s.schema.AppendApply(c.arena, &s.scripts.Apply, false, w.Refs, w.Args)
 		} else {
 			c.arena = s.schema.AppendApplyMany(c.arena, &s.scripts.ApplyMany, c.writes)
 		}

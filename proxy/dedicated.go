@@ -42,7 +42,6 @@ type dedicated struct {
 	// matching +RESET belongs to the proxy and is not relayed.
 	resetAuth atomic.Int32
 	closed    atomic.Bool
-	resp3     bool // the client sent HELLO 3 (owned by the client goroutine)
 }
 
 // toDedicated moves the client to a dedicated upstream connection and forwards cmds there.
@@ -95,6 +94,15 @@ func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
 		if !(counted && i == 0) {
 			d.m.commands[spec.idx].Inc()
 		}
+		if spec.name == "sessions.reindex" || spec.name == "sessions.check" {
+			// They read Redis themselves: what the client sent before must have run first.
+			d.sent.Add(expect)
+			expect = 0
+			if !d.write() {
+				return
+			}
+			d.quiesce()
+		}
 		d.appendCommand(spec, cmds[i])
 		expect++
 		switch spec.name {
@@ -125,11 +133,6 @@ func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
 			expect += int64(max(len(args)-2, 0))
 		case "monitor":
 			d.pushes.Store(true)
-		case "hello":
-			// HELLO 3 makes the rewritten calls ask their script for RESP3 replies.
-			if len(args) > 1 {
-				d.resp3 = string(args[1]) == "3"
-			}
 		case "sync", "psync":
 			d.unpaired.Store(true)
 		case "client":
@@ -142,7 +145,7 @@ func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
 		case "reset":
 			// RESET logs the upstream connection out to the default user; a client of the
 			// proxy must land on the proxy's configured user instead.
-			d.resp3, d.db, d.inMulti, d.hasDB = false, 0, false, false
+			d.db, d.inMulti, d.hasDB = 0, false, false
 			if id := s.defaultID; id.creds() && len(args) == 1 {
 				d.out = appendCommand(d.out, "AUTH", id.user, id.pass)
 				d.resetAuth.Add(1)
@@ -153,12 +156,25 @@ func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
 		}
 	}
 	d.sent.Add(expect)
-	if _, err := d.nc.Write(d.out); err != nil {
-		d.nc.Close() // the relay sees it, answers what is outstanding and closes the client
-	}
+	d.write()
 	if cap(d.out) > 1<<20 {
 		d.out = nil
 	}
+}
+
+// write sends what is buffered; on failure the relay sees the closed connection, answers what
+// is outstanding and closes the client.
+func (d *dedicated) write() bool {
+	if len(d.out) == 0 {
+		return true
+	}
+	_, err := d.nc.Write(d.out)
+	d.out = d.out[:0]
+	if err != nil {
+		d.nc.Close()
+		return false
+	}
+	return true
 }
 
 // appendCommand appends cmd, or the script call replacing it, to the outgoing buffer. Script
@@ -180,7 +196,7 @@ func (d *dedicated) appendCommand(spec *cmdSpec, cmd redcon.Command) {
 	case spec.sessions && spec.routeOf(cmd.Args) == routeLocal:
 		d.out = appendEchoError(d.out, errArity(cmd.Args[0]))
 	case spec.plan != nil || spec.sessions:
-		out, errReply := s.rewrite(d.out, spec, cmd.Args, d.resp3, &d.c.refs)
+		out, errReply := s.rewrite(d.out, spec, cmd.Args, &d.c.refs)
 		switch {
 		case errReply != nil:
 			d.out = appendEchoError(d.out, errReply)

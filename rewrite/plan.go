@@ -68,15 +68,17 @@ var planners = map[string]plan{
 	"PEXPIREAT": firstKey(-3),
 	"PERSIST":   firstKey(2),
 	"RESTORE":   firstKey(-4),
-	"DEL":       allKeys(-2, 1),
-	"UNLINK":    allKeys(-2, 1),
-	"MSET":      allKeys(-3, 2),
-	"MSETNX":    allKeys(-3, 2),
-	"RENAME":    twoKeys(3),
-	"RENAMENX":  twoKeys(3),
-	"MOVE":      planMove,
-	"COPY":      planCopy,
-	"MIGRATE":   planMigrate,
+	// RESTORE-ASKING is RESTORE for cluster migrations; a standalone Redis runs it alike.
+	"RESTORE-ASKING": firstKey(-4),
+	"DEL":            allKeys(-2, 1),
+	"UNLINK":         allKeys(-2, 1),
+	"MSET":           allKeys(-3, 2),
+	"MSETNX":         allKeys(-3, 2),
+	"RENAME":         twoKeys(3),
+	"RENAMENX":       twoKeys(3),
+	"MOVE":           planMove,
+	"COPY":           planCopy,
+	"MIGRATE":        planMigrate,
 	// Commands that overwrite their destination whatever its type, or edit strings in place.
 	"SUNIONSTORE":       firstKey(-3),
 	"SINTERSTORE":       firstKey(-3),
@@ -173,27 +175,31 @@ func optionKey(n int, opts ...string) plan {
 	}
 }
 
-// planMigrate: MIGRATE host port key|"" db timeout [COPY] [REPLACE] [AUTH ...] [KEYS k...]
-// deletes the local keys unless COPY is given.
+// planMigrate: MIGRATE host port key|"" db timeout [COPY] [REPLACE] [AUTH pw | AUTH2 user pw]
+// [KEYS k...] deletes the local keys unless COPY is given.
 func planMigrate(s *Schema, dst []Ref, args [][]byte) []Ref {
 	if !arity(args, -6) {
 		return dst
 	}
-	for _, a := range args[6:] {
-		if bytes.EqualFold(a, []byte("COPY")) {
-			return dst
-		}
-	}
+	var keys [][]byte
 	if len(args[3]) > 0 {
-		dst = s.ref(dst, args[3], CurrentDB)
+		keys = append(keys, args[3])
 	}
 	for i := 6; i < len(args); i++ {
-		if bytes.EqualFold(args[i], []byte("KEYS")) {
-			for _, k := range args[i+1:] {
-				dst = s.ref(dst, k, CurrentDB)
-			}
-			break
+		switch a := args[i]; {
+		case bytes.EqualFold(a, []byte("COPY")):
+			return dst
+		case bytes.EqualFold(a, []byte("AUTH")):
+			i++
+		case bytes.EqualFold(a, []byte("AUTH2")):
+			i += 2
+		case bytes.EqualFold(a, []byte("KEYS")):
+			keys = append(keys, args[i+1:]...)
+			i = len(args)
 		}
+	}
+	for _, k := range keys {
+		dst = s.ref(dst, k, CurrentDB)
 	}
 	return dst
 }
@@ -280,11 +286,11 @@ func dbIndex(b []byte) (int, bool) {
 
 // AppendApply appends the rewritten command: the apply script (by SHA, or by body where a
 // NOSCRIPT could not be retried, e.g. inside MULTI) with the refs as KEYS and the original
-// command at the end of ARGV. resp3 says the client speaks RESP3. Per ref, ARGV carries a
-// descriptor "<rule>[@<db>][k]" and an owner hint ("=<uid>" or "").
-func (s *Schema) AppendApply(dst []byte, sc *Script, byBody, resp3 bool, refs []Ref, args [][]byte) []byte {
+// command at the end of ARGV. Per ref, ARGV carries a descriptor "<rule>[@<db>][k]" and an
+// owner hint ("=<uid>" or "").
+func (s *Schema) AppendApply(dst []byte, sc *Script, byBody bool, refs []Ref, args [][]byte) []byte {
 	n := len(refs)
-	dst = appendHeader(dst, '*', 3+n+2+2*n+len(args))
+	dst = appendHeader(dst, '*', 3+n+1+2*n+len(args))
 	if byBody {
 		dst = appendBulk(dst, []byte("EVAL"))
 		dst = appendBulkString(dst, sc.Body)
@@ -295,11 +301,6 @@ func (s *Schema) AppendApply(dst []byte, sc *Script, byBody, resp3 bool, refs []
 	dst = appendBulkInt(dst, n)
 	for _, r := range refs {
 		dst = appendBulk(dst, r.Key)
-	}
-	if resp3 {
-		dst = appendBulk(dst, []byte("3"))
-	} else {
-		dst = appendBulk(dst, []byte("2"))
 	}
 	dst = appendBulkInt(dst, n)
 	dst = appendRefs(dst, refs)
@@ -316,7 +317,7 @@ type Writes struct {
 }
 
 // AppendApplyMany appends one apply_many call (by SHA) for a run of session writes of one
-// client (RESP2). Its reply is an array with one element per write, each exactly the plain
+// client. Its reply is an array with one element per write, each exactly the plain
 // command's reply.
 func (s *Schema) AppendApplyMany(dst []byte, sc *Script, run []Writes) []byte {
 	keys, argv := 0, 1

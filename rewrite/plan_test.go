@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -144,6 +145,7 @@ var planCases = []struct{ cmd, want string }{
 	{"RESTORE session:a 0 payload", "session:a#0"},
 	{"RESTORE session:a 0 payload REPLACE ABSTTL", "session:a#0"},
 	{"RESTORE session:a 0", "-"},
+	{"RESTORE-ASKING session:a 0 payload", "session:a#0"},
 	{"RESTORE other 0 payload", "-"},
 
 	// Multi-key writes: every key a rule owns, in order, duplicates kept.
@@ -194,7 +196,118 @@ var planCases = []struct{ cmd, want string }{
 	{"COPY other session:b REPLACE", "session:b#0"},
 	{"COPY other", "-"},
 
+	// Migrating away deletes the local keys, unless COPY: MIGRATE host port key|"" db timeout
+	// [COPY] [REPLACE] [AUTH pw | AUTH2 user pw] [KEYS key...].
+	{"MIGRATE h 6379 session:a 0 5000", "session:a#0"},
+	{"MIGRATE h 6379 session:a 0 5000 REPLACE", "session:a#0"},
+	{"MIGRATE h 6379 session:a 0 5000 COPY", "-"},
+	{"MIGRATE h 6379 session:a 0 5000 copy REPLACE", "-"},
+	{"MIGRATE h 6379 '' 0 5000 KEYS session:a other sess:b", "session:a#0 sess:b#1"},
+	{"migrate h 6379 '' 0 5000 keys zsess:c", "zsess:c#2"},
+	{"MIGRATE h 6379 '' 0 5000 REPLACE AUTH pw KEYS gsess:d", "gsess:d#3"},
+	{"MIGRATE h 6379 '' 0 5000 AUTH2 u pw KEYS session:a", "session:a#0"},
+	{"MIGRATE h 6379 '' 0 5000 COPY KEYS session:a sess:b", "-"},
+	{"MIGRATE h 6379 session:a 0 5000 KEYS sess:b", "session:a#0 sess:b#1"}, // Redis: syntax error
+	{"MIGRATE h 6379 '' 0 5000", "-"},
+	{"MIGRATE h 6379 other 0 5000", "-"},
+	{"MIGRATE h 6379 session:a 0", "-"},
+
+	// Commands that overwrite their destination whatever its type (or delete it when the result
+	// is empty): the destination, never a source.
+	{"SUNIONSTORE session:a src", "session:a#0"},
+	{"SUNIONSTORE sess:b s1 s2 s3", "sess:b#1"},
+	{"sunionstore gsess:d src", "gsess:d#3"},
+	{"SUNIONSTORE other session:a sess:b", "-"},
+	{"SUNIONSTORE session:a", "-"},
+	{"SINTERSTORE zsess:c s1 s2", "zsess:c#2"},
+	{"SINTERSTORE other session:a", "-"},
+	{"SINTERSTORE zsess:c", "-"},
+	{"SDIFFSTORE session:a nosuch", "session:a#0"},
+	{"SDIFFSTORE session:a", "-"},
+	{"ZUNIONSTORE zsess:c 1 src", "zsess:c#2"},
+	{"ZUNIONSTORE session:a 2 s1 s2 WEIGHTS 1 2 AGGREGATE MAX", "session:a#0"},
+	{"ZUNIONSTORE other 1 session:a", "-"},
+	{"ZUNIONSTORE session:a 1", "-"},
+	{"ZINTERSTORE gsess:d 2 s1 s2", "gsess:d#3"},
+	{"ZINTERSTORE gsess:d 2", "-"},
+	{"ZDIFFSTORE sess:b 1 src", "sess:b#1"},
+	{"ZDIFFSTORE sess:b 1", "-"},
+	{"ZRANGESTORE session:a src 0 -1", "session:a#0"},
+	{"ZRANGESTORE session:a src 0 -1 BYSCORE REV LIMIT 0 1", "session:a#0"},
+	{"ZRANGESTORE other session:a 0 -1", "-"},
+	{"ZRANGESTORE session:a src 0", "-"},
+	{"GEOSEARCHSTORE session:a src FROMLONLAT 15 37 BYRADIUS 200 km", "session:a#0"},
+	{"GEOSEARCHSTORE sess:b src FROMMEMBER m BYBOX 1 1 km STOREDIST", "sess:b#1"},
+	{"GEOSEARCHSTORE other session:a FROMMEMBER m BYRADIUS 1 km", "-"},
+	{"GEOSEARCHSTORE session:a src FROMLONLAT 15 37", "-"},
+	{"BITOP OR sess:b k", "sess:b#1"},
+	{"BITOP NOT session:a k", "session:a#0"},
+	{"bitop xor gsess:d a b", "gsess:d#3"},
+	{"BITOP AND other sess:b session:a", "-"},
+	{"BITOP OR sess:b", "-"},
+	{"SORT src STORE session:a", "session:a#0"},
+	{"sort src by w:* get # limit 0 10 alpha desc store sess:b", "sess:b#1"},
+	{"SORT src GET STORE STORE zsess:c", "zsess:c#2"},                 // a GET pattern named STORE
+	{"SORT src STORE session:a STORE sess:b", "session:a#0 sess:b#1"}, // Redis stores into the last
+	{"SORT STORE STORE gsess:d", "gsess:d#3"},                         // a source key named STORE
+	{"SORT session:a", "-"},                                           // only read
+	{"SORT src STORE other", "-"},
+	{"SORT src STORE", "-"},
+	{"SORT src", "-"},
+	{"GEORADIUS src 15 37 200 km STORE session:a", "session:a#0"},
+	{"GEORADIUS src 15 37 200 km STOREDIST sess:b", "sess:b#1"},
+	{"GEORADIUS src 15 37 200 km STORE session:a STOREDIST sess:b", "session:a#0 sess:b#1"},
+	{"georadius src 15 37 200 km count 1 asc storedist zsess:c", "zsess:c#2"},
+	{"GEORADIUS session:a 15 37 200 km", "-"},
+	{"GEORADIUS src 15 37 200 km", "-"},
+	{"GEORADIUS src 15 37 200 km STORE", "-"},
+	{"GEORADIUSBYMEMBER src m 200 km STORE gsess:d", "gsess:d#3"},
+	{"GEORADIUSBYMEMBER src STORE 200 km STOREDIST session:a", "session:a#0"}, // a member named STORE
+	{"GEORADIUSBYMEMBER src m 200 km", "-"},
+	{"GEORADIUSBYMEMBER src m 200 STORE", "-"},
+
+	// In-place string edits: only JSON sessions (a bit flip can re-own or break one).
+	{"SETBIT sess:b 7 0", "sess:b#1"},
+	{"setbit sess:b 175 1", "sess:b#1"},
+	{"SETBIT session:a 7 0", "-"},
+	{"SETBIT zsess:c 0 1", "-"},
+	{"SETBIT sess:b 7", "-"},
+	{"SETBIT sess:b 7 0 1", "-"},
+	{"BITFIELD sess:b SET u8 168 51", "sess:b#1"},
+	{"bitfield sess:b INCRBY u8 168 1 OVERFLOW FAIL", "sess:b#1"},
+	{"BITFIELD sess:b", "sess:b#1"}, // no operation: harmless to rewrite
+	{"BITFIELD session:a INCRBY u8 0 1", "-"},
+	{"BITFIELD gsess:d SET u8 0 1", "-"},
+	{"BITFIELD", "-"},
+
 	// Commands that never write a session's owner or TTL have no planner.
+}
+
+// planBugs are commands the planners still get wrong: each case fails until rewrite/plan.go
+// is fixed, and then moves to planCases.
+var planBugs = []struct{ cmd, want, why string }{
+	{"MIGRATE h 6379 '' 0 5000 KEYS copy session:a", "session:a#0",
+		`planMigrate returns nothing when any argument is "COPY", but after KEYS it is a key name: Redis deletes session:a here`},
+	{"MIGRATE h 6379 '' 0 5000 AUTH copy KEYS session:a", "session:a#0",
+		`planMigrate returns nothing when any argument is "COPY", but after AUTH it is the password: Redis deletes session:a here`},
+	{"RESTORE-ASKING session:a 0 payload", "session:a#0",
+		"RESTORE-ASKING (the cluster form of RESTORE, accepted by a standalone redis-server 7.0) creates the key like RESTORE but has no planner"},
+}
+
+func TestPlannerRemainingBugs(t *testing.T) {
+	s := testSchema(t)
+	for _, tc := range planBugs {
+		t.Run(tc.cmd, func(t *testing.T) {
+			a := args(tc.cmd)
+			got := "(no planner)"
+			if p := s.Planner(string(a[0])); p != nil {
+				got = showRefs(p(nil, a))
+			}
+			if got != tc.want {
+				t.Errorf("REMAINING BUG: refs %s, want %s: %s", got, tc.want, tc.why)
+			}
+		})
+	}
 }
 
 func TestPlanners(t *testing.T) {
@@ -238,13 +351,18 @@ func TestPlannerNames(t *testing.T) {
 			t.Errorf("planner %s has no Redis arity in redisArity", name)
 		}
 	}
+	// Read-only siblings of planned commands, and writes that cannot give a key an owner (their
+	// destination must be a list, set or HyperLogLog; a session is a hash or a JSON string).
 	for _, name := range []string{"GET", "get", "HGET", "SWAPDB", "FLUSHDB", "FLUSHALL", "SELECT", "EVAL",
-		"SESSIONS.LIST", "", "HSETX", "HSET ", "SUNIONSTORE"} {
+		"SESSIONS.LIST", "", "HSETX", "HSET ", "SUNIONSTORE ", "SUNION", "SINTER", "SDIFF", "ZUNION", "ZINTER",
+		"ZDIFF", "ZRANGE", "GEOSEARCH", "SORT_RO", "GEORADIUS_RO", "GEORADIUSBYMEMBER_RO", "BITFIELD_RO",
+		"GETBIT", "BITCOUNT", "BITPOS", "SMOVE", "LMOVE", "PFMERGE"} {
 		if s.Planner(name) != nil {
 			t.Errorf("Planner(%q) is not nil", name)
 		}
 	}
-	for _, name := range []string{"hset", "Hset", "HSET", "del", "Copy", "pexpireat"} {
+	for _, name := range []string{"hset", "Hset", "HSET", "del", "Copy", "pexpireat", "sunionstore", "Sort",
+		"bitfield", "Migrate", "GeoRadiusByMember", "ZRANGESTORE", "setbit", "bitop"} {
 		if s.Planner(name) == nil {
 			t.Errorf("Planner(%q) is nil", name)
 		}
@@ -277,8 +395,11 @@ var redisArity = map[string]int{
 	"HSET": -4, "HMSET": -4, "HSETNX": 4, "HINCRBY": 4, "HINCRBYFLOAT": 4, "HDEL": -3,
 	"SET": -3, "SETEX": 4, "PSETEX": 4, "SETNX": 3, "GETSET": 3, "GETDEL": 2, "GETEX": -2,
 	"APPEND": 3, "SETRANGE": 4, "EXPIRE": -3, "PEXPIRE": -3, "EXPIREAT": -3, "PEXPIREAT": -3,
-	"PERSIST": 2, "RESTORE": -4, "DEL": -2, "UNLINK": -2, "MSET": -3, "MSETNX": -3,
-	"RENAME": 3, "RENAMENX": 3, "MOVE": 3, "COPY": -3,
+	"PERSIST": 2, "RESTORE": -4, "RESTORE-ASKING": -4, "DEL": -2, "UNLINK": -2, "MSET": -3, "MSETNX": -3,
+	"RENAME": 3, "RENAMENX": 3, "MOVE": 3, "COPY": -3, "MIGRATE": -6,
+	"SUNIONSTORE": -3, "SINTERSTORE": -3, "SDIFFSTORE": -3, "ZUNIONSTORE": -4, "ZINTERSTORE": -4,
+	"ZDIFFSTORE": -4, "ZRANGESTORE": -5, "GEOSEARCHSTORE": -8, "BITOP": -4, "SORT": -2, "GEORADIUS": -6,
+	"GEORADIUSBYMEMBER": -5, "SETBIT": 4, "BITFIELD": -2,
 }
 
 // checkRefs checks what holds for the refs of any command: each is an argument (not the
@@ -340,7 +461,7 @@ func checkRefs(t *testing.T, s *Schema, a [][]byte, refs []Ref) {
 			if !r.KeepsTTL {
 				t.Errorf("hash command ref without KeepsTTL")
 			}
-		case "APPEND", "SETRANGE":
+		case "APPEND", "SETRANGE", "SETBIT", "BITFIELD":
 			if rule.JSONPath == "" {
 				t.Errorf("%s planned for hash rule %s", name, rule.Name)
 			}
@@ -349,10 +470,49 @@ func checkRefs(t *testing.T, s *Schema, a [][]byte, refs []Ref) {
 				t.Errorf("%s ref with a hint: %s", name, showRefs([]Ref{r}))
 			}
 		}
+		switch name {
+		case "SUNIONSTORE", "SINTERSTORE", "SDIFFSTORE", "ZUNIONSTORE", "ZINTERSTORE", "ZDIFFSTORE",
+			"ZRANGESTORE", "GEOSEARCHSTORE", "MOVE":
+			if !bytes.Equal(r.Key, a[1]) {
+				t.Errorf("%s ref %q is not its destination %q", name, r.Key, a[1])
+			}
+		case "BITOP":
+			if !bytes.Equal(r.Key, a[2]) {
+				t.Errorf("BITOP ref %q is not its destination %q", r.Key, a[2])
+			}
+		case "SORT", "GEORADIUS", "GEORADIUSBYMEMBER":
+			if !followsWord(a, r.Key, "STORE", "STOREDIST") {
+				t.Errorf("%s ref %q does not follow STORE or STOREDIST", name, r.Key)
+			}
+		case "MIGRATE":
+			keys := [][]byte{a[3]}
+			for i := 6; i < len(a); i++ {
+				if bytes.EqualFold(a[i], []byte("KEYS")) {
+					keys = append(keys, a[i+1:]...)
+					break
+				}
+			}
+			if !slices.ContainsFunc(keys, func(k []byte) bool { return bytes.Equal(k, r.Key) }) {
+				t.Errorf("MIGRATE ref %q is neither its key nor after KEYS", r.Key)
+			}
+		}
 		if r.DB != CurrentDB && name != "MOVE" && name != "COPY" {
 			t.Errorf("%s ref in DB %d", name, r.DB)
 		}
 	}
+}
+
+// followsWord reports whether key comes right after one of the words (any case) somewhere
+// after the command name and first key.
+func followsWord(a [][]byte, key []byte, words ...string) bool {
+	for i := 2; i+1 < len(a); i++ {
+		for _, w := range words {
+			if bytes.EqualFold(a[i], []byte(w)) && bytes.Equal(a[i+1], key) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // fakeApply stands in for the generated apply script, so the golden bytes do not change with
@@ -361,26 +521,34 @@ var fakeApply = Script{Name: "apply", Body: "-- apply\nreturn 1\n", SHA: "012345
 
 // applyGolden is the table of commands whose AppendApply bytes are kept in testdata/apply.golden.
 var applyGolden = []struct {
-	name          string
-	cmd           string
-	byBody, resp3 bool
+	name   string
+	cmd    string
+	byBody bool
 }{
-	{"hset-owner", "HSET session:a userid 42 name x", false, false},
-	{"hset-owner-resp3", "HSET session:a userid 42", false, true},
-	{"hset-owner-by-body", "HSET session:a userid 42", true, false},
-	{"hset-empty-owner", "HSET session:a userid ''", false, false},
-	{"hsetnx-no-hint", "HSETNX zsess:z uid 7", false, false},
-	{"hdel-owner", "HDEL gsess:g name uid", false, false},
-	{"set-json-ex", `SET sess:s {"passport":{"user":"42"}} EX 60`, false, false},
-	{"set-by-body-resp3", "SET sess:s x", true, true},
-	{"del-many", "DEL session:a other sess:b zsess:c gsess:d", false, false},
-	{"mset", "MSET session:a x other y", false, false},
-	{"rename-within", "RENAME session:a session:b", false, false},
-	{"move", "MOVE session:a 3", false, false},
-	{"move-by-body", "MOVE session:a 12", true, false},
-	{"copy-db", "COPY other session:b REPLACE DB 2", false, false},
-	{"expire", "pexpireat session:a 1700000000000", false, false},
-	{"restore", "RESTORE sess:s 0 PAYLOAD", false, false}, // PAYLOAD: binary bytes with a CRLF
+	{"hset-owner", "HSET session:a userid 42 name x", false},
+	{"hset-owner-2", "HSET session:a userid 42", false},
+	{"hset-owner-by-body", "HSET session:a userid 42", true},
+	{"hset-empty-owner", "HSET session:a userid ''", false},
+	{"hsetnx-no-hint", "HSETNX zsess:z uid 7", false},
+	{"hdel-owner", "HDEL gsess:g name uid", false},
+	{"set-json-ex", `SET sess:s {"passport":{"user":"42"}} EX 60`, false},
+	{"set-by-body-2", "SET sess:s x", true},
+	{"del-many", "DEL session:a other sess:b zsess:c gsess:d", false},
+	{"mset", "MSET session:a x other y", false},
+	{"rename-within", "RENAME session:a session:b", false},
+	{"move", "MOVE session:a 3", false},
+	{"move-by-body", "MOVE session:a 12", true},
+	{"copy-db", "COPY other session:b REPLACE DB 2", false},
+	{"expire", "pexpireat session:a 1700000000000", false},
+	{"restore", "RESTORE sess:s 0 PAYLOAD", false}, // PAYLOAD: binary bytes with a CRLF
+	{"sunionstore", "SUNIONSTORE session:a src", false},
+	{"zrangestore-by-body", "ZRANGESTORE zsess:c src 0 -1", true},
+	{"bitop-dest", "BITOP OR sess:b k session:a", false},
+	{"sort-store", "SORT src BY nosort STORE gsess:d", false},
+	{"georadius-two-stores", "GEORADIUS src 15 37 200 km STORE session:a STOREDIST zsess:c", false},
+	{"setbit-json", "SETBIT sess:b 175 1", false},
+	{"bitfield-json", "BITFIELD sess:b SET u8 168 51", false},
+	{"migrate-keys", "MIGRATE h 6379 '' 0 5000 KEYS session:a other sess:b", false},
 }
 
 // TestAppendApplyGolden keeps the exact bytes of rewritten commands; refresh with -update.
@@ -398,18 +566,124 @@ func TestAppendApplyGolden(t *testing.T) {
 		if len(refs) == 0 {
 			t.Fatalf("%s: no refs", tc.name)
 		}
-		b := s.AppendApply([]byte("PREFIX"), &fakeApply, tc.byBody, tc.resp3, refs, a)
+		b := s.AppendApply([]byte("PREFIX"), &fakeApply, tc.byBody, refs, a)
 		if !bytes.HasPrefix(b, []byte("PREFIX")) {
 			t.Fatalf("%s: dst prefix lost", tc.name)
 		}
 		b = b[len("PREFIX"):]
-		if err := checkApply(s, &fakeApply, tc.byBody, tc.resp3, refs, a, b); err != nil {
+		if err := checkApply(s, &fakeApply, tc.byBody, refs, a, b); err != nil {
 			t.Errorf("%s: %v", tc.name, err)
 		}
-		fmt.Fprintf(&out, "\n=== %s: %s (byBody=%v resp3=%v)\n", tc.name, strconv.Quote(tc.cmd), tc.byBody, tc.resp3)
+		fmt.Fprintf(&out, "\n=== %s: %s (byBody=%v)\n", tc.name, strconv.Quote(tc.cmd), tc.byBody)
 		out.WriteString(renderRESP(b))
 	}
 	golden(t, "apply.golden", out.String())
+}
+
+// fakeApplyMany stands in for the generated apply_many script.
+var fakeApplyMany = Script{Name: "apply_many", Body: "-- apply_many\nreturn {}\n", SHA: "89abcdef0123456789abcdef0123456789abcdef"}
+
+// applyManyGolden is the table of runs whose AppendApplyMany bytes are kept in
+// testdata/apply_many.golden. The proxy merges consecutive session writes in the current DB; a
+// write to another DB (MOVE, COPY ... DB) can only end a run, as the script SELECTs that DB.
+var applyManyGolden = []struct {
+	name string
+	cmds []string
+}{
+	{"two-hash-writes", []string{"HSET session:a userid 1 name x", "HDEL zsess:c uid"}},
+	{"hint-then-no-hint", []string{"HSET gsess:d uid 7", `SET sess:b {"passport":{"user":"2"}} EX 60`}},
+	{"multi-key-write", []string{"SET session:a x", "DEL session:a other sess:b zsess:c gsess:d", "PERSIST sess:b"}},
+	{"empty-owner", []string{"HSET session:a userid ''", "HSETNX session:b userid 3"}},
+	{"ends-in-other-db", []string{"HSET session:a userid 42", "MOVE session:a 3"}},
+	{"new-planners", []string{"SUNIONSTORE session:a src", "SETBIT sess:b 175 1", "SORT src STORE gsess:d"}},
+	{"binary", []string{"RESTORE sess:s 0 PAYLOAD", "APPEND sess:s PAYLOAD"}}, // PAYLOAD: binary bytes with a CRLF
+	{"one-write", []string{"EXPIRE session:a 10"}},
+}
+
+// applyManyRun plans cmds into a run, as the proxy does; every command must touch a session.
+func applyManyRun(t *testing.T, s *Schema, cmds []string) []Writes {
+	t.Helper()
+	var run []Writes
+	for _, c := range cmds {
+		a := args(c)
+		for i := range a {
+			if string(a[i]) == "PAYLOAD" {
+				a[i] = []byte("\x00\x01\r\n\xff\"")
+			}
+		}
+		p := s.Planner(string(a[0]))
+		if p == nil {
+			t.Fatalf("%s: no planner", c)
+		}
+		refs := p(nil, a)
+		if len(refs) == 0 {
+			t.Fatalf("%s: no refs", c)
+		}
+		run = append(run, Writes{Refs: refs, Args: a})
+	}
+	return run
+}
+
+// TestAppendApplyManyGolden keeps the exact bytes of merged runs; refresh with -update.
+func TestAppendApplyManyGolden(t *testing.T) {
+	s := testSchema(t)
+	var out strings.Builder
+	out.WriteString("# AppendApplyMany output for the test schema with a stand-in script " +
+		"(go test ./rewrite -update). One RESP line per line; lines that are not plain ASCII are Go-quoted.\n")
+	for _, tc := range applyManyGolden {
+		run := applyManyRun(t, s, tc.cmds)
+		b := s.AppendApplyMany([]byte("PREFIX"), &fakeApplyMany, run)
+		if !bytes.HasPrefix(b, []byte("PREFIX")) {
+			t.Fatalf("%s: dst prefix lost", tc.name)
+		}
+		b = b[len("PREFIX"):]
+		if err := checkApplyMany(&fakeApplyMany, run, b); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		fmt.Fprintf(&out, "\n=== %s: %s\n", tc.name, strconv.Quote(strings.Join(tc.cmds, " | ")))
+		out.WriteString(renderRESP(b))
+	}
+	golden(t, "apply_many.golden", out.String())
+}
+
+// TestAppendApplyMany checks runs beyond the golden ones: an empty run, and a merged run
+// carries exactly what the single AppendApply calls of its writes carry.
+func TestAppendApplyMany(t *testing.T) {
+	s := testSchema(t)
+	if got, want := string(s.AppendApplyMany(nil, &fakeApplyMany, nil)),
+		"*4\r\n$7\r\nEVALSHA\r\n$40\r\n"+fakeApplyMany.SHA+"\r\n$1\r\n0\r\n$1\r\n0\r\n"; got != want {
+		t.Errorf("empty run: %q, want %q", got, want)
+	}
+	for _, tc := range applyManyGolden {
+		t.Run(tc.name, func(t *testing.T) {
+			run := applyManyRun(t, s, tc.cmds)
+			el, err := parseMultibulk(s.AppendApplyMany(nil, &fakeApplyMany, run))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var keys [][]byte
+			argv := [][]byte{[]byte(strconv.Itoa(len(run)))}
+			for _, w := range run {
+				one, err := parseMultibulk(s.AppendApply(nil, &fakeApply, false, w.Refs, w.Args))
+				if err != nil {
+					t.Fatal(err)
+				}
+				n := len(w.Refs)
+				keys = append(keys, one[3:3+n]...)
+				// apply's ARGV: n, pairs, command; apply_many's: n, pairs, argc, command.
+				pairs := one[3+n+1 : 3+n+1+2*n]
+				argv = append(argv, []byte(strconv.Itoa(n)))
+				argv = append(argv, pairs...)
+				argv = append(argv, []byte(strconv.Itoa(len(w.Args))))
+				argv = append(argv, one[3+n+1+2*n:]...)
+			}
+			want := append([][]byte{[]byte("EVALSHA"), []byte(fakeApplyMany.SHA), []byte(strconv.Itoa(len(keys)))}, keys...)
+			want = append(want, argv...)
+			if !equalArgs(el, want) {
+				t.Errorf("apply_many call %q,\nwant %q", el, want)
+			}
+		})
+	}
 }
 
 // renderRESP shows bytes one CRLF-terminated line per line, quoting lines that are not plain
@@ -446,7 +720,8 @@ func renderRESP(b []byte) string {
 func TestLuaHeaderGolden(t *testing.T) {
 	odd := mustSchema(t, "p\"\\:",
 		Rule{Name: "odd", Pattern: "a\"b\n\x00é1*9\x7f", Field: "f\"\r", Layout: LayoutSet, IndexKey: "u\\{uid}\t2"},
-		Rule{Name: "deep", Pattern: "*", JSONPath: "a.b.c", Layout: LayoutGlobalZSet, IndexKey: "idx"},
+		// An empty pattern prefix (a bare "*" would match the bookkeeping keys: NewSchema refuses it).
+		Rule{Name: "deep", Pattern: "*.j\"s\x01", JSONPath: "a.b.c", Layout: LayoutGlobalZSet, IndexKey: "idx"},
 	)
 	var b strings.Builder
 	b.WriteString("-- test schema\n")
@@ -639,17 +914,109 @@ func clip(b []byte) []byte {
 	return b
 }
 
+// checkApplyMany checks that b is the well-formed apply_many call AppendApplyMany documents:
+// EVALSHA sha, every write's refs as KEYS in order, then the number of writes and per write:
+// its ref count, a descriptor and hint per ref, its argument count and exactly its arguments.
+func checkApplyMany(sc *Script, run []Writes, b []byte) error {
+	el, err := parseMultibulk(b)
+	if err != nil {
+		return err
+	}
+	if len(el) < 4 || string(el[0]) != "EVALSHA" || string(el[1]) != sc.SHA {
+		return fmt.Errorf("starts %q", el[:min(2, len(el))])
+	}
+	nkeys, err := strconv.Atoi(string(el[2]))
+	if err != nil || nkeys < 0 || 3+nkeys >= len(el) {
+		return fmt.Errorf("numkeys %q of %d elements", el[2], len(el))
+	}
+	keys, argv := el[3:3+nkeys], el[3+nkeys:]
+	if string(argv[0]) != strconv.Itoa(len(run)) {
+		return fmt.Errorf("ARGV[1] = %q, want %d writes", argv[0], len(run))
+	}
+	argv = argv[1:]
+	next := func(what string) ([]byte, error) {
+		if len(argv) == 0 {
+			return nil, fmt.Errorf("ARGV ends before %s", what)
+		}
+		x := argv[0]
+		argv = argv[1:]
+		return x, nil
+	}
+	k := 0
+	for c, w := range run {
+		n, err := next("a ref count")
+		if err != nil {
+			return err
+		}
+		if string(n) != strconv.Itoa(len(w.Refs)) {
+			return fmt.Errorf("write %d: ref count %q, want %d", c+1, n, len(w.Refs))
+		}
+		for i, r := range w.Refs {
+			if k >= len(keys) || !bytes.Equal(keys[k], r.Key) {
+				return fmt.Errorf("write %d: KEYS[%d] is not %q", c+1, k+1, r.Key)
+			}
+			k++
+			d, err1 := next("a descriptor")
+			h, err2 := next("a hint")
+			if err := errors.Join(err1, err2); err != nil {
+				return err
+			}
+			if want := descriptor(r); string(d) != want {
+				return fmt.Errorf("write %d: descriptor %d = %q, want %q", c+1, i+1, d, want)
+			}
+			if want := hint(r); string(h) != want {
+				return fmt.Errorf("write %d: hint %d = %q, want %q", c+1, i+1, h, want)
+			}
+		}
+		argc, err := next("an argument count")
+		if err != nil {
+			return err
+		}
+		if string(argc) != strconv.Itoa(len(w.Args)) || len(argv) < len(w.Args) {
+			return fmt.Errorf("write %d: argc %q, want %d (%d elements left)", c+1, argc, len(w.Args), len(argv))
+		}
+		if !equalArgs(argv[:len(w.Args)], w.Args) {
+			return fmt.Errorf("write %d: arguments %q, want %q", c+1, argv[:len(w.Args)], w.Args)
+		}
+		argv = argv[len(w.Args):]
+	}
+	if k != len(keys) || len(argv) != 0 {
+		return fmt.Errorf("%d KEYS and %d ARGV elements left over", len(keys)-k, len(argv))
+	}
+	return nil
+}
+
+// descriptor is a ref's "<rule>[@<db>][k]" as the scripts read it.
+func descriptor(r Ref) string {
+	d := strconv.Itoa(r.Rule + 1)
+	if r.DB != CurrentDB {
+		d += "@" + strconv.Itoa(r.DB)
+	}
+	if r.KeepsTTL {
+		d += "k"
+	}
+	return d
+}
+
+// hint is a ref's owner hint: "=<uid>", or "" when the owner is not known.
+func hint(r Ref) string {
+	if r.Owner == nil {
+		return ""
+	}
+	return "=" + string(r.Owner)
+}
+
 // checkApply checks that b is the well-formed script call AppendApply documents: EVAL body or
 // EVALSHA sha, the refs as KEYS, protocol, count, a descriptor and hint per ref, then exactly
 // the original arguments.
-func checkApply(s *Schema, sc *Script, byBody, resp3 bool, refs []Ref, a [][]byte, b []byte) error {
+func checkApply(s *Schema, sc *Script, byBody bool, refs []Ref, a [][]byte, b []byte) error {
 	el, err := parseMultibulk(b)
 	if err != nil {
 		return err
 	}
 	n := len(refs)
-	if len(el) != 3+n+2+2*n+len(a) {
-		return fmt.Errorf("%d elements, want %d", len(el), 3+n+2+2*n+len(a))
+	if len(el) != 3+n+1+2*n+len(a) {
+		return fmt.Errorf("%d elements, want %d", len(el), 3+n+1+2*n+len(a))
 	}
 	switch {
 	case byBody && (string(el[0]) != "EVAL" || string(el[1]) != sc.Body):
@@ -665,37 +1032,24 @@ func checkApply(s *Schema, sc *Script, byBody, resp3 bool, refs []Ref, a [][]byt
 		}
 	}
 	argv := el[3+n:]
-	proto := "2"
-	if resp3 {
-		proto = "3"
-	}
-	if string(argv[0]) != proto || string(argv[1]) != strconv.Itoa(n) {
-		return fmt.Errorf("ARGV[1..2] = %q %q", argv[0], argv[1])
+	if string(argv[0]) != strconv.Itoa(n) {
+		return fmt.Errorf("ARGV[1] = %q, want %d", argv[0], n)
 	}
 	sawOtherDB := false
 	for i, r := range refs {
-		d := strconv.Itoa(r.Rule + 1)
 		if r.DB != CurrentDB {
-			d += "@" + strconv.Itoa(r.DB)
 			sawOtherDB = true
 		} else if sawOtherDB {
 			return fmt.Errorf("ref %d in the current DB after one in another DB (the script SELECTs)", i+1)
 		}
-		if r.KeepsTTL {
-			d += "k"
+		if d := descriptor(r); string(argv[1+2*i]) != d {
+			return fmt.Errorf("descriptor %d = %q, want %q", i+1, argv[1+2*i], d)
 		}
-		if string(argv[2+2*i]) != d {
-			return fmt.Errorf("descriptor %d = %q, want %q", i+1, argv[2+2*i], d)
-		}
-		hint := ""
-		if r.Owner != nil {
-			hint = "=" + string(r.Owner)
-		}
-		if string(argv[3+2*i]) != hint {
-			return fmt.Errorf("hint %d = %q, want %q", i+1, argv[3+2*i], hint)
+		if h := hint(r); string(argv[2+2*i]) != h {
+			return fmt.Errorf("hint %d = %q, want %q", i+1, argv[2+2*i], h)
 		}
 	}
-	tail := argv[2+2*n:]
+	tail := argv[1+2*n:]
 	if !equalArgs(tail, a) {
 		return fmt.Errorf("trailing elements %q are not the command %q", tail, a)
 	}

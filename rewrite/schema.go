@@ -108,26 +108,64 @@ func NewSchema(prefix string, rules []Rule) (*Schema, error) {
 	sch := &Schema{Rules: out, Prefix: prefix}
 	// Keys must never belong to two roles: an index shared by two rules would make its members
 	// ambiguous (sid "a" of session:a or of sess:a?), and a session pattern that matched an index
-	// or bookkeeping key would make the proxy index its own keys.
+	// or bookkeeping key would make the proxy index its own keys. Each pattern and index
+	// template is a glob with at most one '*' ({uid}), so overlap is decidable exactly.
+	globs := make([]glob, len(out))
+	for i, r := range out {
+		before, after, _ := strings.Cut(r.IndexKey, "{uid}")
+		globs[i] = glob{before, after, strings.Contains(r.IndexKey, "{uid}")}
+	}
+	book := []string{sch.OwnersKey(), sch.LedgerKey(), prefix + "reaper-lease"}
 	for i, r := range out {
 		for j := range i {
-			if out[j].IndexKey == r.IndexKey {
-				bad(i, "index_key %q is also rule %d's: each rule needs its own index", r.IndexKey, j+1)
+			if globs[i].overlaps(globs[j]) {
+				bad(i, "index_key %q can name the same key as rule %d's %q: each rule needs its own index", r.IndexKey, j+1, out[j].IndexKey)
 			}
 		}
-		if m := sch.Match([]byte(sch.IndexKey(i, "0"))); m >= 0 {
-			bad(i, "index_key %q would be a session key of rule %d", r.IndexKey, m+1)
+		for j := range out {
+			if globs[i].overlaps(glob{string(out[j].prefix), string(out[j].suffix), true}) {
+				bad(i, "index_key %q can name a session key of rule %d (%q)", r.IndexKey, j+1, out[j].Pattern)
+			}
 		}
-	}
-	for _, k := range []string{sch.OwnersKey(), sch.LedgerKey(), prefix + "reaper-lease"} {
-		if m := sch.Match([]byte(k)); m >= 0 {
-			bad(m, "pattern %q matches the bookkeeping key %q", out[m].Pattern, k)
+		for _, k := range book {
+			if globs[i].overlaps(glob{k, "", false}) {
+				bad(i, "index_key %q can name the bookkeeping key %q", r.IndexKey, k)
+			}
+			if (glob{string(r.prefix), string(r.suffix), true}).matches(k) {
+				bad(i, "pattern %q matches the bookkeeping key %q", r.Pattern, k)
+			}
 		}
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	return sch, nil
+}
+
+// glob is a key pattern: pre*suf when star, else the literal key pre.
+type glob struct {
+	pre, suf string
+	star     bool
+}
+
+// overlaps reports whether some key matches both globs.
+func (g glob) overlaps(h glob) bool {
+	switch {
+	case !g.star && !h.star:
+		return g.pre == h.pre
+	case !g.star:
+		return h.matches(g.pre)
+	case !h.star:
+		return g.matches(h.pre)
+	}
+	prefixes := strings.HasPrefix(g.pre, h.pre) || strings.HasPrefix(h.pre, g.pre)
+	suffixes := strings.HasSuffix(g.suf, h.suf) || strings.HasSuffix(h.suf, g.suf)
+	return prefixes && suffixes
+}
+
+// matches reports whether key matches the star glob g.
+func (g glob) matches(key string) bool {
+	return len(key) >= len(g.pre)+len(g.suf) && strings.HasPrefix(key, g.pre) && strings.HasSuffix(key, g.suf)
 }
 
 // Match returns the index of the rule that owns key, or -1.

@@ -1,5 +1,5 @@
--- apply_many.lua: apply.lua for a run of consecutive session writes of one client's pipeline
--- (RESP2 only), in one atomic step: the per-call cost of a script is paid once per run.
+-- apply_many.lua: apply.lua for a run of consecutive session writes of one client's pipeline,
+-- in one atomic step: the per-call cost of a script is paid once per run.
 -- KEYS: the session keys of every command, in order. ARGV[1]: number of commands; then per
 -- command: n (its keys), n (descriptor, hint) pairs, argc, and the command's argc arguments.
 -- Returns one array element per command: exactly the reply the plain command would give.

@@ -18,7 +18,8 @@ local function owner_of(k, rule)
     return v
   end
   local raw = redis.pcall('GET', k)
-  if type(raw) ~= 'string' then return nil end
+  -- cjson stops at a NUL byte: JSON followed by one and anything else is not valid JSON.
+  if type(raw) ~= 'string' or string.find(raw, '\0', 1, true) then return nil end
   local ok, doc = pcall(cjson.decode, raw)
   if not ok then return nil end
   for part in string.gmatch(rule.path, '[^.]+') do
