@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,7 +33,8 @@ type Options struct {
 	Notifications bool
 	Logger        *slog.Logger
 	Registerer    prometheus.Registerer
-	// Now is the clock (tests); default time.Now.
+	// Now is the clock (tests). Default: time.Now for lags, and Redis' own clock for what is
+	// due, since Redis decides when keys expire.
 	Now func() time.Time
 }
 
@@ -53,6 +55,11 @@ type Reaper struct {
 	leader  atomic.Bool
 	dbs     int // DBs to sweep (CONFIG GET databases)
 	leaseMS int64
+
+	fakeClock bool // Options.Now was given: it also decides what is due
+
+	repairMu  sync.Mutex
+	repairing map[int]bool // DB -> repair running (true) or running and asked again (false)
 }
 
 // New checks options and builds a reaper; Run starts it.
@@ -69,7 +76,8 @@ func New(o Options) (*Reaper, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.Now == nil {
+	fakeClock := o.Now != nil
+	if !fakeClock {
 		o.Now = time.Now
 	}
 	var tok [8]byte
@@ -77,7 +85,7 @@ func New(o Options) (*Reaper, error) {
 	return &Reaper{o: o, log: o.Logger, m: newReaperMetrics(o.Registerer),
 		reap:   redis.NewScript(o.Schema.Scripts().Reap.Body),
 		repair: NewRepairer(o.Schema, o.Batch), token: hex.EncodeToString(tok[:]),
-		leaseMS: max(3*o.Interval.Milliseconds(), 2000)}, nil
+		leaseMS: max(3*o.Interval.Milliseconds(), 2000), fakeClock: fakeClock}, nil
 }
 
 // leaseKey is the key whose holder does the reaping (in DB 0).
@@ -87,9 +95,11 @@ func (r *Reaper) leaseKey() string { return r.o.Schema.Prefix + "reaper-lease" }
 // It returns nil on cancellation: an unreachable Redis is retried, not fatal.
 func (r *Reaper) Run(ctx context.Context) error {
 	r.dbs = r.databases(ctx)
+	var wg sync.WaitGroup
 	if r.o.Notifications {
-		go r.events(ctx)
+		wg.Go(func() { r.events(ctx) })
 	}
+	defer wg.Wait() // the subscriber ends with ctx too
 	t := time.NewTicker(r.o.Interval)
 	defer t.Stop()
 	for {
@@ -114,12 +124,13 @@ func (r *Reaper) databases(ctx context.Context) int {
 	return 16
 }
 
-// tick renews or takes the lease, then sweeps every DB if this reaper holds it.
+// tick sweeps every DB while this reaper holds the lease, renewing it before each DB: a
+// backlog in several DBs must not let the lease lapse under a live holder.
 func (r *Reaper) tick(ctx context.Context) {
-	if !r.holdLease(ctx) {
-		return
-	}
 	for db := 0; db < r.dbs && ctx.Err() == nil; db++ {
+		if !r.holdLease(ctx) {
+			return
+		}
 		r.sweep(ctx, db)
 	}
 }
@@ -147,7 +158,7 @@ var renewLease = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then 
 
 // release gives the lease up on shutdown so another proxy takes over at once.
 func (r *Reaper) release() {
-	if !r.leader.Load() {
+	if !r.leader.Swap(false) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -164,13 +175,19 @@ func (r *Reaper) sweep(ctx context.Context, db int) {
 	deadline := time.Now().Add(r.o.Interval)
 	for ctx.Err() == nil && time.Now().Before(deadline) {
 		now := r.o.Now()
-		res, err := r.reap.Run(ctx, c, nil, "due", now.UnixMilli(), r.o.Batch).Int64Slice()
+		due := ""
+		if r.fakeClock {
+			due = strconv.FormatInt(now.UnixMilli(), 10)
+		}
+		res, err := r.reap.Run(ctx, c, nil, "due", due, r.o.Batch).Int64Slice()
 		if err != nil {
 			r.log.Debug("reaper sweep", "db", db, "err", err)
 			return
 		}
 		r.account(res, pathSweep, now)
-		if res[0] < int64(r.o.Batch) {
+		// Stop when the batch was not full, or removed nothing (only re-scored entries whose
+		// sessions live on): going on would read the same entries again.
+		if res[0] < int64(r.o.Batch) || len(res) == 2 {
 			break
 		}
 	}
@@ -203,6 +220,8 @@ const (
 // notify-keyspace-events, since a restarted Redis forgets a CONFIG SET.
 func (r *Reaper) events(ctx context.Context) {
 	ps := r.o.DB(0).PSubscribe(ctx, "__keyevent@*__:expired", "__keyevent@*__:evicted")
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() }) // Receive does not watch ctx
+	defer stop()
 	defer ps.Close()
 	subscribed := 0
 	for {
@@ -220,10 +239,10 @@ func (r *Reaper) events(ctx context.Context) {
 				continue
 			}
 			subscribed++
-			if subscribed > 2 { // two patterns per (re)subscription
-				r.m.reconnects.Inc()
-			}
-			if subscribed%2 == 1 {
+			if subscribed%2 == 1 { // two patterns per (re)subscription: act on the first
+				if subscribed > 2 {
+					r.m.reconnects.Inc()
+				}
 				r.ensureNotifications(ctx)
 			}
 		case *redis.Message:
@@ -247,7 +266,7 @@ func (r *Reaper) event(ctx context.Context, channel, key string) {
 	if kind == "evicted" && r.ownKey(key) {
 		r.m.evictedOwn.Inc()
 		r.log.Warn("Redis evicted a bookkeeping key of the proxy; repairing the DB (use a volatile-* maxmemory-policy)", "db", db, "key", key)
-		go r.repairDB(ctx, db)
+		r.repairSoon(ctx, db)
 		return
 	}
 	if sch.Match([]byte(key)) < 0 {
@@ -278,6 +297,38 @@ func (r *Reaper) ownKey(key string) bool {
 		}
 	}
 	return false
+}
+
+// repairSoon starts a repair of db unless one is running; then it asks for one more pass when
+// it is done (the running one may have passed the evicted key already). Evictions come in
+// bursts: this keeps it to at most two repairs per burst per DB.
+func (r *Reaper) repairSoon(ctx context.Context, db int) {
+	r.repairMu.Lock()
+	defer r.repairMu.Unlock()
+	if r.repairing == nil {
+		r.repairing = map[int]bool{}
+	}
+	if running, ok := r.repairing[db]; ok {
+		if running {
+			r.repairing[db] = false // false: run again when done
+		}
+		return
+	}
+	r.repairing[db] = true
+	go func() {
+		for {
+			r.repairDB(ctx, db)
+			r.repairMu.Lock()
+			again := !r.repairing[db]
+			if !again || ctx.Err() != nil {
+				delete(r.repairing, db)
+				r.repairMu.Unlock()
+				return
+			}
+			r.repairing[db] = true
+			r.repairMu.Unlock()
+		}
+	}()
 }
 
 // repairDB rebuilds every rule's index in db after Redis evicted bookkeeping.

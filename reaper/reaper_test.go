@@ -324,3 +324,83 @@ func TestReapReconnectCountedOnce(t *testing.T) {
 		t.Errorf("subscription_reconnects_total = %v after one Redis restart, want 1", got)
 	}
 }
+
+// TestReapOtherDB: sessions in a DB other than 0 are cleaned by both paths (the event channel
+// names the DB; the sweep visits every DB).
+func TestReapOtherDB(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		notifications bool
+		path          string
+	}{
+		{"event", true, "path=event"},
+		{"sweep", false, "path=sweep"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := reapStartEnv(t)
+			ctx := context.Background()
+			c := e.dbs.db(3)
+			r, _, reg := e.newReaper(func(o *Options) {
+				o.Notifications = tc.notifications
+				o.Interval = 300 * time.Millisecond
+			})
+			reapRun(t, r)
+			if tc.notifications && !reapEventually(5*time.Second, func() bool {
+				return missingFlags(e.rdb().ConfigGet(ctx, "notify-keyspace-events").Val()["notify-keyspace-events"]) == ""
+			}) {
+				t.Fatal("notifications not enabled within 5s")
+			}
+			for i := range 20 {
+				k := "session:db3-" + strconv.Itoa(i)
+				c.HSet(ctx, k, "userid", "u"+strconv.Itoa(i%4))
+				c.PExpire(ctx, k, 400*time.Millisecond)
+			}
+			if _, err := NewRepairer(e.sch, 0).Run(ctx, c, 0, true); err != nil {
+				t.Fatal(err)
+			}
+			if n := c.ZCard(ctx, e.sch.LedgerKey()).Val(); n != 20 {
+				t.Fatalf("DB 3 ledger has %d entries, want 20", n)
+			}
+			if !reapEventually(5*time.Second, func() bool {
+				return c.ZCard(ctx, e.sch.LedgerKey()).Val() == 0 && c.HLen(ctx, e.sch.OwnersKey()).Val() == 0 &&
+					c.Exists(ctx, "user:u0", "user:u1", "user:u2", "user:u3").Val() == 0
+			}) {
+				t.Fatalf("DB 3 bookkeeping left 5s later: ledger %d, owners %d", c.ZCard(ctx, e.sch.LedgerKey()).Val(), c.HLen(ctx, e.sch.OwnersKey()).Val())
+			}
+			if got := reapMetric(t, reg, "sessionproxy_reaper_cleanups_total", tc.path); got == 0 {
+				t.Errorf("no cleanup on the %s path", tc.name)
+			}
+			if got := reapMetric(t, reg, "sessionproxy_reaper_cleanups_total"); got != 20 {
+				t.Errorf("cleanups_total = %v, want 20", got)
+			}
+		})
+	}
+}
+
+// TestReapSweepClockAhead: the sweep picks due entries by the proxy host's clock, Redis decides
+// expiry by its own. With the proxy's clock ahead, entries due by the first but not yet expired
+// by the second are re-scored to the same deadline; one sweep must still look at each of them
+// once, not re-read the same batch until the interval is used up.
+func TestReapSweepClockAhead(t *testing.T) {
+	e := reapStartEnv(t)
+	ctx := context.Background()
+	e.addSessions("skew-", 300, 10, 10*time.Second)
+	e.index()
+	r, _, reg := e.newReaper(func(o *Options) {
+		o.Batch = 100
+		o.Interval = 500 * time.Millisecond
+		o.Now = func() time.Time { return time.Now().Add(time.Minute) } // 1 min ahead of Redis
+	})
+	r.dbs = 1
+	start := time.Now()
+	r.tick(ctx)
+	took := time.Since(start)
+	stale := reapMetric(t, reg, "sessionproxy_reaper_stale_entries_total")
+	if stale > 300 {
+		t.Errorf("one sweep re-scored %v entries for 300 sessions in %v: it re-read the same unchanged entries until the interval ran out",
+			stale, took.Round(time.Millisecond))
+	}
+	if b := e.book(); b != (reapBook{300, 300, 300}) {
+		t.Errorf("bookkeeping %+v, want all 300 sessions kept", b)
+	}
+}

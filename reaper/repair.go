@@ -100,6 +100,25 @@ func (p *Repairer) Run(ctx context.Context, rdb redis.Cmdable, r int, fix bool) 
 	}); err != nil {
 		return rep, fmt.Errorf("reaper: scan owner map: %w", err)
 	}
+	// 4. The ledger: entries whose session is gone or lost its owner or TTL.
+	if err := scanMembers(ctx, rdb, p.Schema.LedgerKey(), true, batch, func(entries []string) error {
+		keys := p.own(entries, r)
+		if len(keys) == 0 {
+			return nil
+		}
+		rules = rules[:0]
+		for range keys {
+			rules = append(rules, r+1)
+		}
+		if fix {
+			return p.reconcile.Run(ctx, rdb, keys, rules...).Err()
+		}
+		orphans, err := p.check.Run(ctx, rdb, keys, append([]any{"ledger"}, rules...)...).StringSlice()
+		rep.Orphans += len(orphans)
+		return err
+	}); err != nil {
+		return rep, fmt.Errorf("reaper: scan ledger: %w", err)
+	}
 	rep.Duration = time.Since(start)
 	return rep, nil
 }

@@ -36,6 +36,9 @@ func TestReapRepairCounts(t *testing.T) {
 	c.Set(ctx, "other:1", "not a session", 0)     // not a session key at all
 	c.HSet(ctx, "sessionless", "userid", "u1")    // matches no rule
 	c.SAdd(ctx, "user:u0", "good-0", "good-4")    // already there: no drift
+	// An owner-map entry (with a ledger entry) of a session that is gone.
+	c.HSet(ctx, e.sch.OwnersKey(), "session:orphan", "u3")
+	c.ZAdd(ctx, e.sch.LedgerKey(), redis.Z{Score: 1, Member: "session:orphan"})
 	c.HSet(ctx, e.sch.OwnersKey(), "session:good-0", "u0")
 
 	rp := NewRepairer(e.sch, 3) // tiny batches: every step spans several scripts
@@ -45,7 +48,8 @@ func TestReapRepairCounts(t *testing.T) {
 		want rewrite.Report
 	}{
 		// scanned: 10 good + 4 missing + 2 moved + noowner + string
-		{"check", false, rewrite.Report{Rule: "session", Scanned: 18, Missing: 6, Stale: 5}},
+		// orphans: session:orphan's owner-map entry and its ledger entry
+		{"check", false, rewrite.Report{Rule: "session", Scanned: 18, Missing: 6, Stale: 5, Orphans: 2}},
 		// fix: 4 added, 2 moved (one change each), then 3 ghosts and 2 wrong-user entries pruned
 		{"fix", true, rewrite.Report{Rule: "session", Scanned: 18, Fixed: 11}},
 		{"check after fix", false, rewrite.Report{Rule: "session", Scanned: 18}},

@@ -8,7 +8,7 @@ type Report struct {
 	Scanned  int // session keys seen
 	Missing  int // sessions with an owner but no index entry (check) ...
 	Stale    int // index entries whose session is gone or has another owner (check)
-	Orphans  int // owner-map entries whose session is gone or has another owner (check)
+	Orphans  int // owner-map or ledger entries whose session is gone, re-owned or without TTL (check)
 	Fixed    int // index entries added or removed (reindex)
 	Duration time.Duration
 }

@@ -1,6 +1,8 @@
 -- check.lua: read-only comparison of index and truth for a batch.
 -- ARGV[1] = 'keys': KEYS are session keys, ARGV[i+1] their rules; returns the keys whose owner
 --   is not indexed under that owner, or not recorded in the owner map (missing).
+-- ARGV[1] = 'ledger': KEYS are ledger entries, ARGV[i+1] their rules; returns those whose
+--   session has no owner or no TTL (orphaned).
 -- ARGV[1] = 'owners': KEYS are owner-map entries, ARGV[i+1] their rules; returns those whose
 --   recorded owner is not the key's owner (stale bookkeeping: the key is gone or re-owned).
 -- ARGV[1] = 'index': KEYS[1] is an index key, ARGV[2] rule, ARGV[3] uid, ARGV[4..] members;
@@ -21,6 +23,15 @@ if ARGV[1] == 'keys' then
         found = tostring(redis.call('ZSCORE', rule.ikey, k)) == uid
       end
       if not found or redis.call('HGET', OWNERS, k) ~= uid then out[#out + 1] = k end
+    end
+  end
+  return out
+end
+if ARGV[1] == 'ledger' then
+  -- KEYS are ledger entries: an entry is orphaned unless its session is owned and has a TTL.
+  for i, k in ipairs(KEYS) do
+    if indexed_owner(k, RULES[tonumber(ARGV[i + 1])]) == nil or redis.call('PEXPIRETIME', k) <= 0 then
+      out[#out + 1] = k
     end
   end
   return out

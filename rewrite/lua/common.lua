@@ -121,7 +121,8 @@ local function reconcile(k, r, hint, keepttl)
   end
   if deadline then
     redis.call('ZADD', LEDGER, deadline, k)
-  elseif uid or old then
+  else
+    -- Also without any owner on record: a ledger entry can outlive a lost owner map.
     redis.call('ZREM', LEDGER, k)
   end
   return changed

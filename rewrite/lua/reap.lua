@@ -6,7 +6,14 @@
 -- Returns {entries looked at, re-scored, deadline of each removed entry...}.
 local keys = KEYS
 if ARGV[1] == 'due' then
-  keys = redis.call('ZRANGE', LEDGER, '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]))
+  -- Due by Redis' clock, which is the one that expires keys (not the reaper host's), unless
+  -- the caller gives a time (tests drive the reaper with a fake clock).
+  local now = tonumber(ARGV[2])
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  keys = redis.call('ZRANGE', LEDGER, '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]))
 end
 local out = {#keys, 0}
 for _, k in ipairs(keys) do
