@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os/exec"
@@ -124,6 +125,73 @@ func TestRedisCLI(t *testing.T) {
 			t.Fatalf("keys pipe:* on redis-server: %q, %v", got, err)
 		}
 	})
+}
+
+// TestRedisCLIAuth runs redis-cli with and without passwords against a redis-server with
+// --requirepass, straight and through the proxy: the output and exit status must be the same.
+func TestRedisCLIAuth(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		t.Skip("redis-cli not installed")
+	}
+	const password = "cli-secret"
+	srv := redistest.Start(t, "--requirepass", password)
+	p := startProxy(t, srv.Addr())
+	tests := []struct {
+		name string
+		args []string
+		want string // in the output
+	}{
+		{"right_password", []string{"-a", password, "set", "auth:k", "v"}, "OK"},
+		{"right_password_get", []string{"-a", password, "get", "auth:k"}, "v"},
+		{"acl_user", []string{"--user", "default", "--pass", password, "-n", "2", "set", "auth:k", "two"}, "OK"},
+		{"acl_user_get", []string{"--user", "default", "--pass", password, "-n", "2", "get", "auth:k"}, "two"},
+		{"wrong_password", []string{"-a", "wrong", "get", "auth:k"}, "WRONGPASS"},
+		{"no_password", []string{"get", "auth:k"}, "NOAUTH"},
+		{"auth_in_stdin", []string{"-a", password, "-n", "0"}, "v"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdin []byte
+			if tc.name == "auth_in_stdin" {
+				stdin = []byte("AUTH wrong\nAUTH " + password + "\nGET auth:k\n")
+			}
+			var outs [2]string
+			var codes [2]int
+			for i, addr := range []string{srv.Addr(), p.Addr} {
+				args := append([]string{"-h", "127.0.0.1", "-p", portOf(t, addr), "--no-auth-warning"}, tc.args...)
+				outs[i], codes[i] = runToolStatus(t, 20*time.Second, stdin, "redis-cli", args...)
+			}
+			if outs[0] != outs[1] || codes[0] != codes[1] {
+				t.Errorf("redis-cli %q differs:\nredis-server (exit %d): %q\nproxy (exit %d):        %q",
+					tc.args, codes[0], outs[0], codes[1], outs[1])
+			}
+			if !strings.Contains(outs[1], tc.want) {
+				t.Errorf("through the proxy: %q, want it to contain %q", outs[1], tc.want)
+			}
+		})
+	}
+}
+
+// runToolStatus is runTool for commands that may exit non-zero: it returns the output and the
+// exit status.
+func runToolStatus(t *testing.T, timeout time.Duration, stdin []byte, name string, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("%s %q: no exit within %v; output:\n%s", name, args, timeout, clip(string(out)))
+	}
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("%s %q: %v", name, args, err)
+	}
+	return string(out), cmd.ProcessState.ExitCode()
 }
 
 // benchLine is a redis-benchmark -q result line, e.g. "SET: 294117.62 requests per second, p50=1.679 msec".

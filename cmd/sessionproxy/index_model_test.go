@@ -1,8 +1,8 @@
 package main
 
 // Model tests of the user -> sessions index: the proxy runs in-process, wired exactly as main
-// wires it (conf.Default -> proxyOptions -> newUpstreams -> repairFunc -> proxy.New), in front of
-// a real redis-server. Concurrent go-redis clients send a seeded random mix of every session
+// wires it (conf.Default -> proxyOptions -> newUpstreams -> repairFunc -> proxy.New, plus the
+// expiry reaper), in front of a real redis-server. Concurrent go-redis clients send a seeded random mix of every session
 // write the planner knows, pipelined, in MULTI/EXEC and under WATCH, across two DBs; afterwards
 // the index must match the session keys exactly. The model is the index derived from the keys
 // themselves, computed here straight from Redis without any of the proxy's code:
@@ -62,8 +62,9 @@ var modelUIDs = func() []string {
 	return u
 }()
 
-// modelStartProxy runs the proxy in-process in front of upstream, built the way main builds it,
-// and stops it (failing the test if it does not stop cleanly) when the test ends.
+// modelStartProxy runs the proxy and its expiry reaper in-process in front of upstream, built
+// the way serve() in main.go builds them, and stops them (failing the test if they do not stop
+// cleanly) when the test ends.
 func modelStartProxy(t testing.TB, upstream string) string {
 	t.Helper()
 	cfg := conf.Default()
@@ -73,7 +74,8 @@ func modelStartProxy(t testing.TB, upstream string) string {
 	cfg.ShutdownTimeout = conf.Duration(5 * time.Second)
 	logs := &modelLogBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	opts, err := proxyOptions(cfg, logger, prometheus.NewRegistry())
+	reg := prometheus.NewRegistry()
+	opts, err := proxyOptions(cfg, logger, reg)
 	if err != nil {
 		t.Fatalf("proxyOptions: %v", err)
 	}
@@ -84,9 +86,15 @@ func modelStartProxy(t testing.TB, upstream string) string {
 	if err != nil {
 		t.Fatalf("proxy.New: %v", err)
 	}
+	rp, err := reaper.New(reaper.Options{Schema: opts.Schema, DB: ups.db, Interval: cfg.Reaper.Interval.D(),
+		Batch: cfg.Reaper.Batch, Notifications: cfg.Reaper.Notifications, Logger: logger, Registerer: reg})
+	if err != nil {
+		t.Fatalf("reaper.New: %v", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	done := make(chan error, 2)
 	go func() { done <- srv.Run(ctx) }()
+	go func() { done <- rp.Run(ctx) }()
 	addr := make(chan string, 1)
 	go func() { addr <- srv.Addr().String() }()
 	var a string
@@ -94,20 +102,22 @@ func modelStartProxy(t testing.TB, upstream string) string {
 	case a = <-addr:
 	case err := <-done:
 		cancel()
-		t.Fatalf("proxy did not start: %v", err)
+		t.Fatalf("proxy or reaper ended before the proxy listened: %v", err)
 	case <-time.After(10 * time.Second):
 		cancel()
 		t.Fatal("proxy did not listen within 10s")
 	}
 	t.Cleanup(func() {
 		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("proxy Run: %v", err)
+		for range 2 {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("proxy or reaper Run: %v", err)
+				}
+			case <-time.After(15 * time.Second):
+				t.Error("proxy or reaper did not stop within 15s")
 			}
-		case <-time.After(15 * time.Second):
-			t.Error("proxy did not stop within 15s")
 		}
 		if t.Failed() {
 			t.Logf("proxy log (tail):\n%s", logs.tail(8<<10))
@@ -257,8 +267,9 @@ func modelIsHello(cmd []byte) bool {
 
 // modelGen draws random session writes for one worker.
 type modelGen struct {
-	rng *rand.Rand
-	db  int // the DB of the batch being drawn; MOVE and COPY ... DB target the other one
+	rng   *rand.Rand
+	db    int      // the DB of the batch being drawn; MOVE and COPY ... DB target the other one
+	dumps []string // DUMP payloads of owned session hashes, for RESTORE
 }
 
 func (g *modelGen) session() string { return "session:" + strconv.Itoa(g.rng.IntN(modelSessions)) }
@@ -329,6 +340,14 @@ var modelOps = []modelOp{
 	{"HSET other", 2, func(g *modelGen) []any { return []any{"HSET", g.other(), "userid", g.uid()} }},
 	{"MSET", 1, func(g *modelGen) []any { return []any{"MSET", g.session(), g.value(), g.other(), g.value()} }},
 	{"SETNX", 1, func(g *modelGen) []any { return []any{"SETNX", g.session(), g.value()} }},
+	{"RESTORE", 2, func(g *modelGen) []any {
+		return []any{"RESTORE", g.session(), "0", g.dumps[g.rng.IntN(len(g.dumps))], "REPLACE"}
+	}},
+	{"RESTORE TTL", 1, func(g *modelGen) []any {
+		return []any{"RESTORE", g.session(), g.shortTTL() + "000", g.dumps[g.rng.IntN(len(g.dumps))], "REPLACE"}
+	}},
+	{"SWAPDB", 1, func(*modelGen) []any { return []any{"SWAPDB", "0", "1"} }},
+	{"SESSIONS.REVOKE", 1, func(g *modelGen) []any { return []any{"SESSIONS.REVOKE", g.uid()} }},
 	{"SESSIONS.COUNT", 1, func(g *modelGen) []any { return []any{"SESSIONS.COUNT", g.uid()} }},
 	{"SESSIONS.LIST", 1, func(g *modelGen) []any { return []any{"SESSIONS.LIST", g.uid()} }},
 }
@@ -360,6 +379,7 @@ var modelExpectedErrors = []string{
 	"ERR hash value is not an integer",
 	"ERR value is not an integer",
 	"ERR source and destination objects are the same",
+	"BUSYKEY ", // RESTORE without REPLACE; not drawn, but harmless
 }
 
 // modelStats counts what the workers did.
@@ -501,6 +521,7 @@ func TestModelRandomizedIndex(t *testing.T) {
 	}
 	t.Logf("seed %d (re-run with -model.seed=%d)", seed, seed)
 
+	dumps := modelDumps(t, up.Addr())
 	stats := &modelStats{}
 	ctx, cancel := context.WithTimeout(context.Background(), modelTimeBound+15*time.Second)
 	defer cancel()
@@ -513,7 +534,7 @@ func TestModelRandomizedIndex(t *testing.T) {
 		// Workers 0-3: plain go-redis (HELLO: dedicated upstream connections, MULTI, WATCH).
 		// Workers 4-7: no HELLO (shared upstream path); 6 and 7 also use MULTI/WATCH, which
 		// moves their connections to dedicated ones mid-run.
-		w := &modelWorker{id: i, helloless: i >= 4, tx: i < 4 || i >= 6, gen: &modelGen{rng: rng}, stats: stats}
+		w := &modelWorker{id: i, helloless: i >= 4, tx: i < 4 || i >= 6, gen: &modelGen{rng: rng, dumps: dumps}, stats: stats}
 		for db := range w.dbs {
 			w.dbs[db] = modelClient(t, addr, db, 1+rng.IntN(2), w.helloless)
 		}
@@ -542,6 +563,14 @@ func TestModelRandomizedIndex(t *testing.T) {
 		t.Fatal("the workers sent nothing")
 	}
 
+	// SESSIONS.CHECK replies carry no DB number; "scanned" tells the DBs apart only if their
+	// session key counts differ. Make sure they do, with a key that has no owner (so no drift).
+	direct1 := modelDirect(t, up.Addr(), 1)
+	if len(modelScan(t, modelDirect(t, up.Addr(), 0), "session:*")) == len(modelScan(t, direct1, "session:*")) {
+		if err := direct1.Set(context.Background(), "session:unowned-marker", "no owner", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for db := range 2 {
 		t.Run(fmt.Sprintf("db%d", db), func(t *testing.T) {
 			direct := modelDirect(t, up.Addr(), db)
@@ -556,7 +585,7 @@ func TestModelRandomizedIndex(t *testing.T) {
 			for _, helloless := range []bool{false, true} {
 				c := modelClient(t, addr, db, 1, helloless)
 				rep := modelSessionsCheck(t, c, "SESSIONS.CHECK")
-				if rep.Missing != 0 || rep.Stale != 0 || rep.Scanned != int64(truth.sessions) {
+				if rep.Missing != 0 || rep.Stale != 0 || rep.Orphans != 0 || rep.Scanned != int64(truth.sessions) {
 					t.Errorf("SESSIONS.CHECK in db %d (helloless client: %v) = %+v; want missing 0, stale 0, scanned %d (the session keys of db %d)",
 						db, helloless, rep, truth.sessions, db)
 				}
@@ -574,6 +603,29 @@ func TestModelRandomizedIndex(t *testing.T) {
 			}
 		})
 	}
+}
+
+// modelDumps returns DUMP payloads of session hashes owned by a few users, made on a scratch
+// key of DB 15 that is deleted again.
+func modelDumps(t testing.TB, upstream string) []string {
+	t.Helper()
+	ctx := context.Background()
+	c := modelDirect(t, upstream, 15)
+	var out []string
+	for _, uid := range modelUIDs[:8] {
+		if err := c.HSet(ctx, "scratch", "userid", uid, "data", "restored").Err(); err != nil {
+			t.Fatal(err)
+		}
+		d, err := c.Dump(ctx, "scratch").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, d)
+	}
+	if err := c.Del(ctx, "scratch").Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // modelTruth is the index the session keys of one DB imply.
@@ -750,25 +802,28 @@ func modelSorted(set map[string]bool) []string {
 }
 
 // modelReport is a SESSIONS.CHECK / REINDEX reply.
+// Drift reports whether a check found anything to repair.
+func (r modelReport) Drift() bool { return r.Missing != 0 || r.Stale != 0 || r.Orphans != 0 }
+
 type modelReport struct {
-	Rule                                   string
-	Scanned, Missing, Stale, Fixed, Millis int64
+	Rule                                            string
+	Scanned, Missing, Stale, Orphans, Fixed, Millis int64
 }
 
 // modelSessionsCheck sends SESSIONS.CHECK or SESSIONS.REINDEX and parses the flat reply
-// rule/scanned/missing/stale/fixed/duration_ms.
+// rule/scanned/missing/stale/orphans/fixed/duration_ms.
 func modelSessionsCheck(t testing.TB, c *redis.Client, cmd string) modelReport {
 	t.Helper()
 	vals, err := c.Do(context.Background(), cmd).Slice()
 	if err != nil {
 		t.Fatalf("%s: %v", cmd, err)
 	}
-	names := []string{"rule", "scanned", "missing", "stale", "fixed", "duration_ms"}
+	names := []string{"rule", "scanned", "missing", "stale", "orphans", "fixed", "duration_ms"}
 	if len(vals) != 2*len(names) {
 		t.Fatalf("%s: reply %v, want the fields %v", cmd, vals, names)
 	}
 	var rep modelReport
-	ints := []*int64{&rep.Scanned, &rep.Missing, &rep.Stale, &rep.Fixed, &rep.Millis}
+	ints := []*int64{&rep.Scanned, &rep.Missing, &rep.Stale, &rep.Orphans, &rep.Fixed, &rep.Millis}
 	for i, name := range names {
 		if vals[2*i] != name {
 			t.Fatalf("%s: field %d is %v, want %q (reply %v)", cmd, i, vals[2*i], name, vals)
@@ -833,37 +888,47 @@ func TestModelSessionsCheckSelectedDB(t *testing.T) {
 	}
 }
 
-// modelStoreCommand is a command that overwrites its destination key whatever its type.
-type modelStoreCommand struct {
-	name  string
-	setup [][]any // run straight on Redis first
-	cmd   []any   // through the proxy; its destination is session:s
-	want  any     // its reply
+// modelIndexedSession writes session:<sid> owned by uid through the proxy client c and checks
+// that it was indexed.
+func modelIndexedSession(t *testing.T, c, direct *redis.Client, sid, uid string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := c.HSet(ctx, "session:"+sid, "userid", uid).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := direct.SIsMember(ctx, "user:"+uid, sid).Result(); err != nil || !ok {
+		t.Fatalf("after HSET session:%s userid %s through the proxy, user:%s lacks %s (%v)", sid, uid, uid, sid, err)
+	}
 }
 
-// TestModelOverwritingCommands: commands that replace or remove an existing session key must
-// keep the index in step like DEL or SET do. Each case indexes session:s for user u through the
-// proxy, runs the command through the proxy, and then wants user u's index empty.
-func TestModelOverwritingCommands(t *testing.T) {
+// TestModelUnseenWritesRepaired checks the README's contract for the writes the proxy does not
+// see ("Not seen by the proxy ... covered by repair"): a command that overwrites a session key
+// as a side effect, a script that deletes one, or a DEL straight on Redis, leaves a stale entry
+// that SESSIONS.CHECK reports and SESSIONS.REINDEX removes, counting it as fixed.
+func TestModelUnseenWritesRepaired(t *testing.T) {
 	t.Parallel()
 	up := redistest.Start(t)
 	addr := modelStartProxy(t, up.Addr())
-	far := redistest.Start(t) // MIGRATE target
-	farPort := strconv.Itoa(far.Port)
-	cases := []modelStoreCommand{
-		{"SUNIONSTORE", [][]any{{"SADD", "src", "x"}}, []any{"SUNIONSTORE", "session:s", "src"}, int64(1)},
-		{"SINTERSTORE", [][]any{{"SADD", "src", "x"}}, []any{"SINTERSTORE", "session:s", "src"}, int64(1)},
-		{"SDIFFSTORE", [][]any{{"SADD", "src", "x"}}, []any{"SDIFFSTORE", "session:s", "src"}, int64(1)},
-		{"ZUNIONSTORE", [][]any{{"ZADD", "src", "1", "x"}}, []any{"ZUNIONSTORE", "session:s", "1", "src"}, int64(1)},
-		{"ZINTERSTORE", [][]any{{"ZADD", "src", "1", "x"}}, []any{"ZINTERSTORE", "session:s", "1", "src"}, int64(1)},
-		{"ZDIFFSTORE", [][]any{{"ZADD", "src", "1", "x"}}, []any{"ZDIFFSTORE", "session:s", "1", "src"}, int64(1)},
-		{"ZRANGESTORE", [][]any{{"ZADD", "src", "1", "x"}}, []any{"ZRANGESTORE", "session:s", "src", "0", "-1"}, int64(1)},
-		{"SORT STORE", [][]any{{"RPUSH", "src", "1"}}, []any{"SORT", "src", "STORE", "session:s"}, int64(1)},
-		{"BITOP", [][]any{{"SET", "src", "a"}}, []any{"BITOP", "OR", "session:s", "src"}, int64(1)},
-		{"GEOSEARCHSTORE", [][]any{{"GEOADD", "src", "13.36", "38.11", "x"}},
-			[]any{"GEOSEARCHSTORE", "session:s", "src", "FROMLONLAT", "13.36", "38.11", "BYRADIUS", "10", "km"}, int64(1)},
-		{"MIGRATE", nil, []any{"MIGRATE", "127.0.0.1", farPort, "session:s", "0", "5000"}, "OK"},
-		{"EVAL", nil, []any{"EVAL", "return redis.call('DEL', KEYS[1])", "1", "session:s"}, int64(1)},
+	cases := []struct {
+		name     string
+		setup    []any // straight on Redis first
+		cmd      []any // through the proxy (straight on Redis if straight); it overwrites or deletes session:s
+		straight bool
+		unseen   bool // the proxy cannot see the write: repair must find and fix it
+	}{
+		{"DEL straight on Redis", nil, []any{"DEL", "session:s"}, true, true},
+		{"SUNIONSTORE", []any{"SADD", "src", "x"}, []any{"SUNIONSTORE", "session:s", "src"}, false, false},
+		{"SINTERSTORE", []any{"SADD", "src", "x"}, []any{"SINTERSTORE", "session:s", "src"}, false, false},
+		{"SDIFFSTORE", []any{"SADD", "src", "x"}, []any{"SDIFFSTORE", "session:s", "src"}, false, false},
+		{"ZUNIONSTORE", []any{"ZADD", "src", "1", "x"}, []any{"ZUNIONSTORE", "session:s", "1", "src"}, false, false},
+		{"ZINTERSTORE", []any{"ZADD", "src", "1", "x"}, []any{"ZINTERSTORE", "session:s", "1", "src"}, false, false},
+		{"ZDIFFSTORE", []any{"ZADD", "src", "1", "x"}, []any{"ZDIFFSTORE", "session:s", "1", "src"}, false, false},
+		{"ZRANGESTORE", []any{"ZADD", "src", "1", "x"}, []any{"ZRANGESTORE", "session:s", "src", "0", "-1"}, false, false},
+		{"SORT STORE", []any{"RPUSH", "src", "1"}, []any{"SORT", "src", "STORE", "session:s"}, false, false},
+		{"BITOP", []any{"SET", "src", "a"}, []any{"BITOP", "OR", "session:s", "src"}, false, false},
+		{"GEOSEARCHSTORE", []any{"GEOADD", "src", "13.36", "38.11", "x"},
+			[]any{"GEOSEARCHSTORE", "session:s", "src", "FROMLONLAT", "13.36", "38.11", "BYRADIUS", "10", "km"}, false, false},
+		{"EVAL", nil, []any{"EVAL", "return redis.call('DEL', KEYS[1])", "1", "session:s"}, false, true},
 	}
 	ctx := context.Background()
 	direct := modelDirect(t, up.Addr(), 0)
@@ -873,30 +938,171 @@ func TestModelOverwritingCommands(t *testing.T) {
 			if err := direct.FlushDB(ctx).Err(); err != nil {
 				t.Fatal(err)
 			}
-			_, _ = far.Do("FLUSHALL")
-			for _, s := range tc.setup {
-				if err := direct.Do(ctx, s...).Err(); err != nil {
-					t.Fatalf("setup %v: %v", s, err)
+			if tc.setup != nil {
+				if err := direct.Do(ctx, tc.setup...).Err(); err != nil {
+					t.Fatalf("setup %v: %v", tc.setup, err)
 				}
 			}
-			if err := c.HSet(ctx, "session:s", "userid", "u").Err(); err != nil {
+			modelIndexedSession(t, c, direct, "s", "u")
+			via := c
+			if tc.straight {
+				via = direct
+			}
+			if err := via.Do(ctx, tc.cmd...).Err(); err != nil {
+				t.Fatalf("%v: %v", tc.cmd, err)
+			}
+			if !tc.unseen {
+				// Intercepted: the overwrite took the session out of the index in the same step.
+				modelVerifyIndex(t, direct)
+				if rep := modelSessionsCheck(t, c, "SESSIONS.CHECK"); rep.Drift() {
+					t.Errorf("SESSIONS.CHECK after intercepted %v = %+v, want no drift", tc.cmd, rep)
+				}
+				return
+			}
+			if rep := modelSessionsCheck(t, c, "SESSIONS.CHECK"); rep.Stale != 1 || rep.Missing != 0 {
+				t.Errorf("SESSIONS.CHECK after %v = %+v, want the one stale entry reported", tc.cmd, rep)
+			}
+			rep := modelSessionsCheck(t, c, "SESSIONS.REINDEX")
+			left := direct.SIsMember(ctx, "user:u", "s").Val()
+			if rep.Fixed != 1 {
+				t.Errorf("SESSIONS.REINDEX after %v = %+v, want fixed 1 (the stale entry is still there: %v)", tc.cmd, rep, left)
+			}
+			modelVerifyIndex(t, direct)
+			if rep := modelSessionsCheck(t, c, "SESSIONS.CHECK"); rep.Stale != 0 || rep.Missing != 0 {
+				t.Errorf("SESSIONS.CHECK after REINDEX = %+v, want no drift", rep)
+			}
+		})
+	}
+}
+
+// TestModelMigrate: MIGRATE moves a session key to another Redis, deleting it here (unless
+// COPY). The README's list of writes the proxy does not see does not name MIGRATE, and the
+// planner (rewrite/plan.go) says it lists every command that can delete a session key; so the
+// index must follow, as it does for DEL or MOVE.
+func TestModelMigrate(t *testing.T) {
+	t.Parallel()
+	up := redistest.Start(t)
+	addr := modelStartProxy(t, up.Addr())
+	far := redistest.Start(t)
+	farPort := strconv.Itoa(far.Port)
+	ctx := context.Background()
+	direct := modelDirect(t, up.Addr(), 0)
+	c := modelClient(t, addr, 0, 1, true)
+	cases := []struct {
+		name string
+		cmd  []any
+		gone bool // the key left this Redis
+	}{
+		{"MIGRATE", []any{"MIGRATE", "127.0.0.1", farPort, "session:s", "0", "5000"}, true},
+		{"MIGRATE KEYS", []any{"MIGRATE", "127.0.0.1", farPort, "", "0", "5000", "KEYS", "session:s"}, true},
+		{"MIGRATE COPY", []any{"MIGRATE", "127.0.0.1", farPort, "session:s", "0", "5000", "COPY"}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := direct.FlushDB(ctx).Err(); err != nil {
 				t.Fatal(err)
 			}
-			if got := direct.SMembers(ctx, "user:u").Val(); !slices.Equal(got, []string{"s"}) {
-				t.Fatalf("after HSET through the proxy, user:u = %v, want [s]", got)
+			if _, err := far.Do("FLUSHALL"); err != nil {
+				t.Fatal(err)
 			}
-			got, err := c.Do(ctx, tc.cmd...).Result()
-			if err != nil || got != tc.want {
-				t.Fatalf("%v = %v, %v; want %v", tc.cmd, got, err, tc.want)
+			modelIndexedSession(t, c, direct, "s", "u")
+			if got, err := c.Do(ctx, tc.cmd...).Result(); err != nil || got != "OK" {
+				t.Fatalf("%v = %v, %v; want OK", tc.cmd, got, err)
 			}
-			typ := direct.Type(ctx, "session:s").Val()
-			if members := direct.SMembers(ctx, "user:u").Val(); len(members) != 0 {
-				t.Errorf("after %v (session:s is now a %s), user:u still holds %v: stale index entry", tc.cmd, typ, members)
+			if n := direct.Exists(ctx, "session:s").Val(); (n == 0) != tc.gone {
+				t.Fatalf("after %v, EXISTS session:s = %d", tc.cmd, n)
 			}
+			modelVerifyIndex(t, direct)
 			if rep := modelSessionsCheck(t, c, "SESSIONS.CHECK"); rep.Stale != 0 || rep.Missing != 0 {
 				t.Errorf("SESSIONS.CHECK after %v = %+v, want no drift", tc.cmd, rep)
 			}
 		})
+	}
+}
+
+// TestModelRewrittenIntegerReplies: a rewritten session write must answer exactly what Redis
+// answers (README: "byte for byte"), also for integers beyond 2^53, which a Lua number cannot
+// hold. HINCRBY of the owner field is rewritten; the same command on a non-session key is not,
+// and gives Redis' own reply. Checked on the shared path (alone: apply.lua; in a pipeline of
+// session writes: apply_many.lua) and on a dedicated connection (HELLO: apply.lua by EVAL).
+func TestModelRewrittenIntegerReplies(t *testing.T) {
+	t.Parallel()
+	up := redistest.Start(t)
+	addr := modelStartProxy(t, up.Addr())
+	ctx := context.Background()
+	// Up to 2^53 the reply is exact. Beyond it the reply passes through a Lua number (a double)
+	// and comes back rounded, as the README documents; the stored value stays exact, which
+	// TestModelRewrittenIntegerBeyond2p53 checks.
+	const start, incr = "9007199254740980", 2
+	for _, tc := range []struct {
+		name      string
+		helloless bool
+		pipeline  bool
+	}{
+		{"shared apply", true, false},
+		{"shared apply_many", true, true},
+		{"dedicated apply", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := modelClient(t, addr, 0, 1, tc.helloless)
+			sess, plain := "session:big-"+strings.ReplaceAll(tc.name, " ", "-"), "plain:big-"+strings.ReplaceAll(tc.name, " ", "-")
+			for _, k := range []string{sess, plain} {
+				if err := c.HSet(ctx, k, "userid", start).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := c.HIncrBy(ctx, plain, "userid", incr).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got int64
+			if tc.pipeline {
+				var cmd *redis.IntCmd
+				_, err = c.Pipelined(ctx, func(p redis.Pipeliner) error {
+					p.HSet(ctx, sess, "seen", "1", "userid", start)
+					cmd = p.HIncrBy(ctx, sess, "userid", incr)
+					return nil
+				})
+				got = cmd.Val()
+			} else {
+				got, err = c.HIncrBy(ctx, sess, "userid", incr).Result()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			stored := modelDirect(t, up.Addr(), 0).HGet(ctx, sess, "userid").Val()
+			if got != want || strconv.FormatInt(got, 10) != stored {
+				t.Errorf("HINCRBY %s userid %d through the proxy = %d; Redis answers %d for a plain key and stored %s",
+					sess, incr, got, want, stored)
+			}
+		})
+	}
+}
+
+// TestModelRewrittenIntegerBeyond2p53 pins the documented limit: HINCRBY of a session's owner
+// field beyond 2^53 stores the exact value; only the reply is rounded to a double.
+func TestModelRewrittenIntegerBeyond2p53(t *testing.T) {
+	t.Parallel()
+	up := redistest.Start(t)
+	addr := modelStartProxy(t, up.Addr())
+	ctx := context.Background()
+	c := modelClient(t, addr, 0, 1, true)
+	const key = "session:big"
+	if err := c.HSet(ctx, key, "userid", "9007199254740993").Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.HIncrBy(ctx, key, "userid", 2).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored := modelDirect(t, up.Addr(), 0).HGet(ctx, key, "userid").Val(); stored != "9007199254740995" {
+		t.Fatalf("stored %s, want the exact 9007199254740995", stored)
+	}
+	if got != 9007199254740996 && got != 9007199254740995 {
+		t.Fatalf("reply %d is not the value or its double rounding", got)
+	}
+	if n := modelDirect(t, up.Addr(), 0).SIsMember(ctx, "user:9007199254740995", "big").Val(); !n {
+		t.Fatal("the session is not indexed under its exact owner")
 	}
 }
 
@@ -957,7 +1163,9 @@ func TestModelBackfillReindex(t *testing.T) {
 	t.Logf("backfilled %d sessions (%d owned, %d users) straight to Redis in %v",
 		sessions, owned, users, time.Since(start).Round(time.Millisecond))
 
-	// 2. Writers: one plain go-redis client (dedicated path), one without HELLO (shared path).
+	// 2. Writers at an application-like pace (a pipeline of 5-50 writes every ~5ms each, about
+	// a tenth of them deletions): one plain go-redis client (dedicated path), one without HELLO
+	// (shared path).
 	stop := make(chan struct{})
 	var writes, writeErrs atomic.Int64
 	var errSample atomic.Value
@@ -980,12 +1188,12 @@ func TestModelBackfillReindex(t *testing.T) {
 				cmds, _ := c.Pipelined(ctx, func(p redis.Pipeliner) error {
 					for range 5 + wrng.IntN(46) {
 						k := "session:" + strconv.Itoa(wrng.IntN(sessions+fresh))
-						switch r := wrng.IntN(10); {
-						case r < 5:
+						switch r := wrng.IntN(20); {
+						case r < 12:
 							p.HSet(ctx, k, "userid", strconv.Itoa(wrng.IntN(users)))
-						case r < 7:
+						case r < 14:
 							p.Del(ctx, k)
-						case r < 8:
+						case r < 15:
 							p.HDel(ctx, k, "userid")
 						default:
 							p.Expire(ctx, k, time.Duration(600+wrng.IntN(3000))*time.Second)
@@ -993,6 +1201,7 @@ func TestModelBackfillReindex(t *testing.T) {
 					}
 					return nil
 				})
+				time.Sleep(5 * time.Millisecond)
 				for _, cmd := range cmds {
 					writes.Add(1)
 					if err := cmd.Err(); err != nil && !strings.HasPrefix(err.Error(), "WRONGTYPE") {
@@ -1026,14 +1235,16 @@ func TestModelBackfillReindex(t *testing.T) {
 	if n := writeErrs.Load(); n > 0 {
 		t.Errorf("%d writer commands failed, e.g. %v", n, errSample.Load())
 	}
-	if rep.Scanned < sessions || rep.Fixed < int64(owned)/2 {
-		t.Errorf("REINDEX report %+v: want scanned >= %d and most of the %d owned sessions fixed", rep, sessions, owned)
+	// A sanity bound only: the writers delete sessions and index some before REINDEX gets to
+	// them, the more the slower the machine. No drift (below) is the acceptance criterion.
+	if rep.Scanned < sessions/2 || rep.Fixed < int64(owned)/2 {
+		t.Errorf("REINDEX report %+v: want most of the %d sessions scanned and most of the %d owned ones indexed", rep, sessions, owned)
 	}
 
 	// 4. No drift: SESSIONS.CHECK, and the independent check.
 	check := modelSessionsCheck(t, admin, "SESSIONS.CHECK")
 	truth := modelVerifyIndex(t, direct)
-	if check.Missing != 0 || check.Stale != 0 || check.Scanned != int64(truth.sessions) {
+	if check.Missing != 0 || check.Stale != 0 || check.Orphans != 0 || check.Scanned != int64(truth.sessions) {
 		t.Errorf("SESSIONS.CHECK after REINDEX = %+v, want missing 0, stale 0, scanned %d", check, truth.sessions)
 	}
 	t.Logf("after REINDEX: %d session keys, %d owned by %d users, %d with a deadline; SESSIONS.CHECK took %dms",
@@ -1052,7 +1263,7 @@ func modelWaitFor(timeout time.Duration, cond func() bool) bool {
 }
 
 // modelReportLine matches one line `sessionproxy check|reindex` prints per rule.
-var modelReportLine = regexp.MustCompile(`^rule=(\S+) scanned=(\d+) missing=(\d+) stale=(\d+) fixed=(\d+) duration_ms=(\d+) ?$`)
+var modelReportLine = regexp.MustCompile(`^rule=(\S+) scanned=(\d+) missing=(\d+) stale=(\d+) orphans=(\d+) fixed=(\d+) duration_ms=(\d+) ?$`)
 
 // modelRunCLI runs `sessionproxy args...` in-process and parses its report line.
 func modelRunCLI(t *testing.T, args ...string) (int, modelReport, string) {
@@ -1063,7 +1274,7 @@ func modelRunCLI(t *testing.T, args ...string) (int, modelReport, string) {
 	out := strings.TrimSpace(stdout.String())
 	if m := modelReportLine.FindStringSubmatch(out); m != nil {
 		rep.Rule = m[1]
-		for i, p := range []*int64{&rep.Scanned, &rep.Missing, &rep.Stale, &rep.Fixed, &rep.Millis} {
+		for i, p := range []*int64{&rep.Scanned, &rep.Missing, &rep.Stale, &rep.Orphans, &rep.Fixed, &rep.Millis} {
 			*p, _ = strconv.ParseInt(m[i+2], 10, 64)
 		}
 	}
