@@ -97,7 +97,9 @@ func (r *Reaper) Run(ctx context.Context) error {
 	r.dbs = r.databases(ctx)
 	var wg sync.WaitGroup
 	if r.o.Notifications {
-		wg.Go(func() { r.events(ctx) })
+		keys := make(chan dbKey, eventQueue)
+		wg.Go(func() { r.events(ctx, keys) })
+		wg.Go(func() { r.cleanEvents(ctx, keys) })
 	}
 	defer wg.Wait() // the subscriber ends with ctx too
 	t := time.NewTicker(r.o.Interval)
@@ -218,7 +220,7 @@ const (
 // events subscribes to expired and evicted keyevents of every DB and cleans what they name.
 // go-redis resubscribes after a reconnect; each (re)subscription re-checks the upstream's
 // notify-keyspace-events, since a restarted Redis forgets a CONFIG SET.
-func (r *Reaper) events(ctx context.Context) {
+func (r *Reaper) events(ctx context.Context, keys chan<- dbKey) {
 	ps := r.o.DB(0).PSubscribe(ctx, "__keyevent@*__:expired", "__keyevent@*__:evicted")
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() }) // Receive does not watch ctx
 	defer stop()
@@ -246,13 +248,58 @@ func (r *Reaper) events(ctx context.Context) {
 				r.ensureNotifications(ctx)
 			}
 		case *redis.Message:
-			r.event(ctx, m.Channel, m.Payload)
+			r.event(ctx, m.Channel, m.Payload, keys)
 		}
 	}
 }
 
-// event handles one keyevent: "__keyevent@<db>__:expired|evicted" with the key as payload.
-func (r *Reaper) event(ctx context.Context, channel, key string) {
+// dbKey is a session key named by an event, in its DB.
+type dbKey struct {
+	db  int
+	key string
+}
+
+// eventQueue bounds the events waiting for cleanup; beyond it they are dropped, and the sweep
+// cleans those sessions when their deadline comes up in the ledger.
+const eventQueue = 1 << 16
+
+// cleanEvents cleans the sessions named by events in batches: one reap script per DB for
+// everything that arrived meanwhile (up to Batch keys), so a burst of expiries costs a few
+// round trips, not one per key.
+func (r *Reaper) cleanEvents(ctx context.Context, keys <-chan dbKey) {
+	byDB := map[int][]string{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case k := <-keys:
+			byDB[k.db] = append(byDB[k.db], k.key)
+		}
+	drain:
+		for n := 1; n < r.o.Batch; n++ {
+			select {
+			case k := <-keys:
+				byDB[k.db] = append(byDB[k.db], k.key)
+			default:
+				break drain
+			}
+		}
+		now := r.o.Now()
+		for db, ks := range byDB {
+			res, err := r.reap.Run(ctx, r.o.DB(db), ks, "keys").Int64Slice()
+			if err != nil {
+				r.log.Debug("reaper event", "db", db, "keys", len(ks), "err", err)
+			} else {
+				r.account(res, pathEvent, now)
+			}
+			delete(byDB, db)
+		}
+	}
+}
+
+// event handles one keyevent: "__keyevent@<db>__:expired|evicted" with the key as payload;
+// session keys are queued for cleanEvents.
+func (r *Reaper) event(ctx context.Context, channel, key string, keys chan<- dbKey) {
 	if !r.leader.Load() {
 		return // the lease holder handles it; the sweep is the safety net either way
 	}
@@ -272,13 +319,10 @@ func (r *Reaper) event(ctx context.Context, channel, key string) {
 	if sch.Match([]byte(key)) < 0 {
 		return
 	}
-	now := r.o.Now()
-	res, err := r.reap.Run(ctx, r.o.DB(db), []string{key}, "keys").Int64Slice()
-	if err != nil {
-		r.log.Debug("reaper event", "db", db, "key", key, "err", err)
-		return
+	select {
+	case keys <- dbKey{db, key}:
+	default: // a backlog: the sweep cleans it from the ledger
 	}
-	r.account(res, pathEvent, now)
 }
 
 // ownKey reports whether key is one of the proxy's own: owner map, ledger or an index key.
