@@ -49,10 +49,7 @@ func (p *Repairer) Run(ctx context.Context, rdb redis.Cmdable, r int, fix bool) 
 			return nil
 		}
 		rep.Scanned += len(keys)
-		rules = rules[:0]
-		for range keys {
-			rules = append(rules, r+1)
-		}
+		rules = ruleArgs(rules, len(keys), r)
 		if fix {
 			n, err := p.reconcile.Run(ctx, rdb, keys, rules...).Int()
 			rep.Fixed += n
@@ -85,10 +82,7 @@ func (p *Repairer) Run(ctx context.Context, rdb redis.Cmdable, r int, fix bool) 
 	// 3. The owner map: sessions that are gone or re-owned but still recorded (their index
 	// entries were handled above; this clears the owner map and ledger).
 	if err := p.ownerMap(ctx, rdb, r, batch, func(keys []string) error {
-		rules = rules[:0]
-		for range keys {
-			rules = append(rules, r+1)
-		}
+		rules = ruleArgs(rules, len(keys), r)
 		if fix {
 			n, err := p.reconcile.Run(ctx, rdb, keys, rules...).Int()
 			rep.Fixed += n
@@ -106,10 +100,7 @@ func (p *Repairer) Run(ctx context.Context, rdb redis.Cmdable, r int, fix bool) 
 		if len(keys) == 0 {
 			return nil
 		}
-		rules = rules[:0]
-		for range keys {
-			rules = append(rules, r+1)
-		}
+		rules = ruleArgs(rules, len(keys), r)
 		if fix {
 			return p.reconcile.Run(ctx, rdb, keys, rules...).Err()
 		}
@@ -121,6 +112,15 @@ func (p *Repairer) Run(ctx context.Context, rdb redis.Cmdable, r int, fix bool) 
 	}
 	rep.Duration = time.Since(start)
 	return rep, nil
+}
+
+// ruleArgs fills args with n copies of rule r's script number (1-based), one per key.
+func ruleArgs(args []any, n, r int) []any {
+	args = args[:0]
+	for range n {
+		args = append(args, r+1)
+	}
+	return args
 }
 
 // own keeps the keys that rule r owns (SCAN MATCH may also return keys of an earlier rule).

@@ -9,7 +9,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -187,27 +186,8 @@ func (h reapScriptHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	}
 }
 
-// reapLogs collects a node's log for failure messages.
-type reapLogs struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *reapLogs) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *reapLogs) tail(n int) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.buf.String()
-	if len(s) > n {
-		s = "..." + s[len(s)-n:]
-	}
-	return s
-}
+// reapLogs collects a node's log for failure messages (the model tests' buffer).
+type reapLogs = modelLogBuffer
 
 // reapMetric sums the samples of a metric family whose labels include every "k=v" of want; for a
 // histogram, the sample counts.
