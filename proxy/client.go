@@ -19,6 +19,7 @@ type client struct {
 	id    uint64
 	ident identity
 	db    int
+	resp3 bool // the client switched to RESP3 with HELLO 3
 	name  string
 	pool  *pool // cached pool for (ident, db); nil after either changes
 
@@ -354,7 +355,7 @@ func (c *client) retryNoScript(u *sharedConn, call redcon.Command, i int) {
 
 func (c *client) sharedConn() (*sharedConn, error) {
 	if c.pool == nil {
-		p, err := c.s.pools.get(poolKey{c.ident, c.db})
+		p, err := c.s.pools.get(c.key())
 		if err != nil {
 			return nil, err
 		}
@@ -383,6 +384,9 @@ func (c *client) close() {
 	c.closing = true
 	c.rc.Close()
 }
+
+// key is the upstream connection state the client's commands need.
+func (c *client) key() poolKey { return poolKey{c.ident, c.db, c.resp3} }
 
 // setIdentity switches the ACL user the client's commands run as.
 func (c *client) setIdentity(id identity) {

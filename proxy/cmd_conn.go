@@ -16,8 +16,7 @@ var connFamily = family{
 	{name: "quit", route: routeLocal, local: cmdQuit},
 	{name: "reset", classify: arity(routeLocal, 1), local: cmdReset},
 	{name: "client", classify: classifyClient, local: cmdClient},
-	// HELLO can switch the protocol to RESP3 and re-authenticate: the connection is the client's own.
-	{name: "hello", route: routeDedicated},
+	{name: "hello", route: routeLocal, local: cmdHello},
 }
 
 // arity routes a command to r when its argument count is one of ns, and otherwise passes it
@@ -38,6 +37,7 @@ const (
 	replyOK          = "+OK\r\n"
 	replyReset       = "+RESET\r\n"
 	replyNilBulk     = "$-1\r\n"
+	replyNull        = "_\r\n"
 	errNotInteger    = "-ERR value is not an integer or out of range\r\n"
 	errNotInt32      = "-ERR value is out of range, value must between -2147483648 and 2147483647\r\n"
 	errBadClientName = "-ERR Client names cannot contain spaces, newlines or special characters.\r\n"
@@ -56,7 +56,7 @@ func cmdAuth(c *client, args [][]byte) {
 	for _, a := range args {
 		ask = redcon.AppendBulk(ask, a)
 	}
-	reply, err := c.s.dialer.oneShot(c.s.ctx, ask)
+	reply, err := c.s.dialer.oneShot(c.s.ctx, poolKey{}, ask)
 	if err != nil {
 		c.fail(1, err)
 		return
@@ -79,7 +79,7 @@ func cmdSelect(c *client, args [][]byte) {
 		c.write([]byte(errNotInt32))
 		return
 	}
-	p, err := c.s.pools.get(poolKey{c.ident, int(db)})
+	p, err := c.s.pools.get(poolKey{c.ident, int(db), c.resp3})
 	if err == nil {
 		_, err = p.conn(c.s.ctx, c.id)
 	}
@@ -96,6 +96,40 @@ func cmdSelect(c *client, args [][]byte) {
 	}
 }
 
+// cmdHello lets Redis itself judge the HELLO (protocol version, AUTH, SETNAME: every error
+// byte for byte) on a fresh connection in the client's state, relays its reply, and on success
+// adopts what it set: the protocol (the client then shares RESP3 connections), user and name.
+func cmdHello(c *client, args [][]byte) {
+	var ask []byte
+	ask = redcon.AppendArray(ask, len(args))
+	for _, a := range args {
+		ask = redcon.AppendBulk(ask, a)
+	}
+	reply, err := c.s.dialer.oneShot(c.s.ctx, poolKey{c.ident, 0, c.resp3}, ask)
+	if err != nil {
+		c.fail(1, err)
+		return
+	}
+	c.write(reply)
+	if len(reply) == 0 || (reply[0] != '%' && reply[0] != '*') {
+		return // an error: nothing changed
+	}
+	if len(args) > 1 {
+		c.resp3 = string(args[1]) == "3"
+	}
+	for i := 2; i < len(args); i++ {
+		switch {
+		case equalFold(args[i], "AUTH") && i+2 < len(args):
+			c.ident = identity{user: string(args[i+1]), pass: string(args[i+2])}
+			i += 2
+		case equalFold(args[i], "SETNAME") && i+1 < len(args):
+			c.name = string(args[i+1])
+			i++
+		}
+	}
+	c.pool = nil
+}
+
 func cmdQuit(c *client, _ [][]byte) {
 	c.write([]byte(replyOK))
 	c.close()
@@ -104,7 +138,7 @@ func cmdQuit(c *client, _ [][]byte) {
 // cmdReset returns the connection to its initial state: DB 0, the proxy's configured user, no name.
 func cmdReset(c *client, _ [][]byte) {
 	c.setIdentity(c.s.defaultID)
-	c.db, c.name = 0, ""
+	c.db, c.name, c.resp3 = 0, "", false
 	c.write([]byte(replyReset))
 }
 
@@ -129,7 +163,11 @@ func classifyClient(args [][]byte) route {
 func cmdClient(c *client, args [][]byte) {
 	if len(args) == 2 { // GETNAME
 		if c.name == "" {
-			c.write([]byte(replyNilBulk))
+			if c.resp3 {
+				c.write([]byte(replyNull))
+			} else {
+				c.write([]byte(replyNilBulk))
+			}
 			return
 		}
 		c.write(appendBulk(nil, c.name))

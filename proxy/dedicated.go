@@ -47,7 +47,7 @@ type dedicated struct {
 // toDedicated moves the client to a dedicated upstream connection and forwards cmds there.
 func (c *client) toDedicated(cmds []redcon.Command) {
 	c.s.m.upstreamDials.Inc()
-	nc, br, err := c.s.dialer.dial(c.s.ctx, c.ident, c.db, c.name, false)
+	nc, br, err := c.s.dialer.dial(c.s.ctx, c.key(), c.name, false)
 	if err != nil {
 		c.s.m.upstreamDialErrors.Inc()
 		c.fail(len(cmds), err)

@@ -14,8 +14,9 @@ const redialBackoff = 100 * time.Millisecond
 
 // poolKey names the upstream connection state a shared connection is in.
 type poolKey struct {
-	id identity
-	db int
+	id    identity
+	db    int
+	resp3 bool // HELLO 3: replies in RESP3
 }
 
 // pools holds the shared connections, a small fixed number per (identity, db).
@@ -107,7 +108,7 @@ func (p *pool) conn(ctx context.Context, n uint64) (*sharedConn, error) {
 		return nil, sl.lastErr
 	}
 	p.p.m.upstreamDials.Inc()
-	nc, br, err := p.p.d.dial(ctx, p.key.id, p.key.db, "", true)
+	nc, br, err := p.p.d.dial(ctx, p.key, "", true)
 	if err != nil {
 		p.p.m.upstreamDialErrors.Inc()
 		sl.lastErr, sl.lastFail = err, time.Now()

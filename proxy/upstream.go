@@ -45,7 +45,8 @@ type dialer struct {
 
 // dial connects and runs the setup commands for id and db, checking each reply. An error reply
 // from Redis during setup comes back as *replyError so callers can relay it byte for byte.
-func (d *dialer) dial(ctx context.Context, id identity, db int, name string, shared bool) (net.Conn, *bufio.Reader, error) {
+func (d *dialer) dial(ctx context.Context, key poolKey, name string, shared bool) (net.Conn, *bufio.Reader, error) {
+	id, db := key.id, key.db
 	nd := net.Dialer{Timeout: d.dialTimeout, KeepAlive: 15 * time.Second}
 	nc, err := nd.DialContext(ctx, "tcp", d.addr)
 	if err != nil {
@@ -71,6 +72,10 @@ func (d *dialer) dial(ctx context.Context, id identity, db int, name string, sha
 	}
 	if db != 0 {
 		setup = appendCommand(setup, "SELECT", strconv.Itoa(db))
+		n++
+	}
+	if key.resp3 {
+		setup = appendCommand(setup, "HELLO", "3")
 		n++
 	}
 	if name != "" {
@@ -127,10 +132,10 @@ func (d *dialer) exchange(nc net.Conn, br *bufio.Reader, cmds []byte, n int, eac
 	return nil
 }
 
-// oneShot dials a plain connection (default user, DB 0), sends one raw command and returns its
-// raw reply: the proxy's way to ask Redis itself, e.g. whether AUTH credentials are valid.
-func (d *dialer) oneShot(ctx context.Context, raw []byte) ([]byte, error) {
-	nc, br, err := d.dial(ctx, identity{}, 0, "", false)
+// oneShot dials a connection in state key, sends one raw command and returns its raw reply:
+// the proxy's way to ask Redis itself, e.g. whether AUTH credentials are valid.
+func (d *dialer) oneShot(ctx context.Context, key poolKey, raw []byte) ([]byte, error) {
+	nc, br, err := d.dial(ctx, key, "", false)
 	if err != nil {
 		return nil, err
 	}
@@ -275,13 +280,21 @@ func (u *sharedConn) readLoop() {
 			return
 		}
 		for i := range req.cmds {
-			mark := len(req.reply)
-			var err error
-			if req.reply, err = resp.AppendReply(req.reply, u.br); err != nil {
-				req.reply = req.reply[:mark]
-				failRequest(req, i, err)
-				u.fail(err)
-				return
+			start := len(req.reply)
+			for {
+				mark := len(req.reply)
+				var err error
+				if req.reply, err = resp.AppendReply(req.reply, u.br); err != nil {
+					req.reply = req.reply[:start]
+					failRequest(req, i, err)
+					u.fail(err)
+					return
+				}
+				// A RESP3 push is not a reply (DEBUG PROTOCOL push sends one before its
+				// reply): it goes to the client whose command caused it, with the reply.
+				if req.reply[mark] != '>' {
+					break
+				}
 			}
 			req.ends = append(req.ends, len(req.reply))
 		}

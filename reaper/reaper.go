@@ -56,7 +56,8 @@ type Reaper struct {
 	dbs     int // DBs to sweep (CONFIG GET databases)
 	leaseMS int64
 
-	fakeClock bool // Options.Now was given: it also decides what is due
+	fakeClock  bool        // Options.Now was given: it also decides what is due
+	needNotify atomic.Bool // notify-keyspace-events still to be checked after a (re)subscription
 
 	repairMu  sync.Mutex
 	repairing map[int]bool // DB -> repair running (true) or running and asked again (false)
@@ -129,6 +130,9 @@ func (r *Reaper) databases(ctx context.Context) int {
 // tick sweeps every DB while this reaper holds the lease, renewing it before each DB: a
 // backlog in several DBs must not let the lease lapse under a live holder.
 func (r *Reaper) tick(ctx context.Context) {
+	if r.needNotify.Load() {
+		r.ensureNotifications(ctx) // a Redis just back may not have answered the first time
+	}
 	for db := 0; db < r.dbs && ctx.Err() == nil; db++ {
 		if !r.holdLease(ctx) {
 			return
@@ -245,6 +249,7 @@ func (r *Reaper) events(ctx context.Context, keys chan<- dbKey) {
 				if subscribed > 2 {
 					r.m.reconnects.Inc()
 				}
+				r.needNotify.Store(true) // checked now and, until it succeeds, every tick
 				r.ensureNotifications(ctx)
 			}
 		case *redis.Message:
@@ -396,15 +401,21 @@ func (r *Reaper) ensureNotifications(ctx context.Context) {
 	cur, err := c.ConfigGet(ctx, "notify-keyspace-events").Result()
 	if err == nil {
 		flags := cur["notify-keyspace-events"]
-		want := missingFlags(flags)
-		if want == "" {
-			return
+		if want := missingFlags(flags); want != "" {
+			err = c.ConfigSet(ctx, "notify-keyspace-events", flags+want).Err()
 		}
-		err = c.ConfigSet(ctx, "notify-keyspace-events", flags+want).Err()
 	}
-	if err != nil {
+	var rerr redis.Error
+	switch {
+	case err == nil:
+		r.needNotify.Store(false)
+	case errors.As(err, &rerr) && !strings.HasPrefix(err.Error(), "LOADING"):
+		// Redis answered no (managed Redis, ACL): log once per (re)subscription, don't retry.
+		r.needNotify.Store(false)
 		r.m.configRefused.Inc()
 		r.log.Warn("cannot enable keyspace notifications; expiry cleanup runs on the ledger sweep alone", "err", err)
+	default:
+		r.log.Debug("keyspace notifications not checked yet; retrying", "err", err) // transport: next tick
 	}
 }
 
