@@ -13,7 +13,7 @@ import (
 )
 
 // dedicated is a client's own upstream connection, used once the client needs connection state
-// the proxy cannot share (MULTI, WATCH, subscriptions, blocking commands, MONITOR, HELLO 3,
+// the proxy cannot share (MULTI, WATCH, subscriptions, blocking commands, MONITOR,
 // client tracking...). Commands go up as they arrive, one write per client batch; a relay
 // goroutine copies replies, pushes and messages back raw as they come. The client keeps it
 // until it disconnects.
