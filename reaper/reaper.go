@@ -103,17 +103,32 @@ func (r *Reaper) Run(ctx context.Context) error {
 		wg.Go(func() { r.cleanEvents(ctx, keys) })
 	}
 	defer wg.Wait() // the subscriber ends with ctx too
-	t := time.NewTicker(r.o.Interval)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
-		r.tick(ctx)
 		select {
 		case <-ctx.Done():
 			r.release()
 			return nil
 		case <-t.C:
 		}
+		next := r.tick(ctx)
+		t.Reset(r.nextSweep(next))
 	}
+}
+
+// minSweepGap bounds how often the sweep runs when deadlines come thick and fast.
+const minSweepGap = 50 * time.Millisecond
+
+// nextSweep is the wait until the next sweep: until the earliest deadline in the ledgers (so
+// a session leaves the index right after its deadline, not up to a whole interval later), at
+// most Interval (the lease must be renewed, and Redis may hold sessions the proxy has not seen
+// yet) and at least minSweepGap.
+func (r *Reaper) nextSweep(earliest time.Time) time.Duration {
+	if earliest.IsZero() {
+		return r.o.Interval
+	}
+	return min(max(time.Until(earliest), minSweepGap), r.o.Interval)
 }
 
 // databases asks Redis how many DBs to sweep; 16 (the default) if it cannot tell.
@@ -127,18 +142,27 @@ func (r *Reaper) databases(ctx context.Context) int {
 	return 16
 }
 
-// tick sweeps every DB while this reaper holds the lease, renewing it before each DB: a
-// backlog in several DBs must not let the lease lapse under a live holder.
-func (r *Reaper) tick(ctx context.Context) {
+// tick sweeps every DB while this reaper holds the lease, renewing it as it goes: a backlog in
+// several DBs must not let the lease lapse under a live holder.
+// It returns the earliest deadline left in the ledgers (zero if none or not the holder).
+func (r *Reaper) tick(ctx context.Context) time.Time {
 	if r.needNotify.Load() {
 		r.ensureNotifications(ctx) // a Redis just back may not have answered the first time
 	}
+	var earliest time.Time
+	renewed := time.Time{}
 	for db := 0; db < r.dbs && ctx.Err() == nil; db++ {
-		if !r.holdLease(ctx) {
-			return
+		if time.Since(renewed) > r.o.Interval/2 {
+			if !r.holdLease(ctx) {
+				return time.Time{}
+			}
+			renewed = time.Now()
 		}
-		r.sweep(ctx, db)
+		if next := r.sweep(ctx, db); !next.IsZero() && (earliest.IsZero() || next.Before(earliest)) {
+			earliest = next
+		}
 	}
+	return earliest
 }
 
 // holdLease takes the lease if it is free or renews it if it is ours.
@@ -176,7 +200,7 @@ var releaseLease = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] the
 
 // sweep cleans the due ledger entries of one DB in bounded batches: a full batch is followed by
 // another, up to one interval of work, so a backlog after downtime drains steadily.
-func (r *Reaper) sweep(ctx context.Context, db int) {
+func (r *Reaper) sweep(ctx context.Context, db int) time.Time {
 	c := r.o.DB(db)
 	deadline := time.Now().Add(r.o.Interval)
 	for ctx.Err() == nil && time.Now().Before(deadline) {
@@ -188,7 +212,7 @@ func (r *Reaper) sweep(ctx context.Context, db int) {
 		res, err := r.reap.Run(ctx, c, nil, "due", due, r.o.Batch).Int64Slice()
 		if err != nil {
 			r.log.Debug("reaper sweep", "db", db, "err", err)
-			return
+			return time.Time{}
 		}
 		r.account(res, pathSweep, now)
 		// Stop when the batch was not full, or removed nothing (only re-scored entries whose
@@ -199,7 +223,18 @@ func (r *Reaper) sweep(ctx context.Context, db int) {
 	}
 	if n, err := c.ZCard(ctx, r.o.Schema.LedgerKey()).Result(); err == nil {
 		r.m.ledger.WithLabelValues(strconv.Itoa(db)).Set(float64(n))
+		if n == 0 {
+			return time.Time{}
+		}
 	}
+	first, err := c.ZRangeWithScores(ctx, r.o.Schema.LedgerKey(), 0, 0).Result()
+	if err != nil || len(first) == 0 {
+		return time.Time{}
+	}
+	if r.fakeClock {
+		return time.Time{} // a fake clock: deadlines say nothing about real waiting
+	}
+	return time.UnixMilli(int64(first[0].Score))
 }
 
 // account records a reap script's result: {looked at, re-scored, deadlines of removed...}.
