@@ -1,0 +1,136 @@
+# lib.sh - shared by bench/run.sh, bench/session.sh and bench/reap.sh (source it, do not run it).
+#
+# Starts a private redis-server, sessionproxy and (optionally) nutcracker on free loopback ports
+# in a temp dir and tears all of them down on exit. Every process is started by this shell and
+# stopped by its own pid; nothing else on the machine is touched.
+set -u
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$BENCH_DIR/.." && pwd)
+HOST=127.0.0.1
+RB=${REDIS_BENCHMARK:-redis-benchmark}
+RCLI=${REDIS_CLI:-redis-cli}
+PROCS=${PROCS:-1}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/spbench.XXXXXX")
+PIDS=()
+
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+die() {
+  log "error: $*"
+  local f; for f in "$WORK"/proxy.log "$WORK"/nutcracker.log; do [ -s "$f" ] && { log "--- $f"; tail -5 "$f" >&2; }; done
+  exit 1
+}
+
+# free_port prints a loopback TCP port nobody listens on (and that this script has not handed out).
+declare -A GIVEN_PORTS
+free_port() {
+  local p
+  for _ in $(seq 200); do
+    p=$(( (RANDOM << 15 | RANDOM) % 30000 + 20000 ))
+    [ -n "${GIVEN_PORTS[$p]:-}" ] && continue
+    if ! ss -Htln "sport = :$p" 2>/dev/null | grep -q .; then GIVEN_PORTS[$p]=1; echo "$p"; return; fi
+  done
+  die "no free port"
+}
+
+wait_port() { # port [seconds]
+  local end=$(( $(date +%s) + ${2:-30} ))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    "$RCLI" -h $HOST -p "$1" ping 2>/dev/null | grep -q PONG && return 0
+    sleep 0.05
+  done
+  die "nothing answers PING on port $1"
+}
+
+build_proxy() {
+  PROXY_BIN=$WORK/sessionproxy
+  log "go build ./cmd/sessionproxy"
+  (cd "$REPO" && go build -o "$PROXY_BIN" ./cmd/sessionproxy) || die "build failed"
+}
+
+# start_redis [extra redis-server args...] -> REDIS_PORT, REDIS_PID
+start_redis() {
+  REDIS_PORT=$(free_port)
+  mkdir -p "$WORK/redis-$REDIS_PORT"
+  redis-server --port "$REDIS_PORT" --bind $HOST --save '' --appendonly no \
+    --dir "$WORK/redis-$REDIS_PORT" --logfile redis.log "$@" &
+  REDIS_PID=$!; PIDS+=("$REDIS_PID")
+  wait_port "$REDIS_PORT"
+}
+
+# start_proxy [VAR=value env...] -> PROXY_PORT, METRICS_PORT, PROXY_PID (needs REDIS_PORT)
+start_proxy() {
+  PROXY_PORT=$(free_port); METRICS_PORT=$(free_port)
+  env SESSIONPROXY_PROCS="$PROCS" SESSIONPROXY_LOG_LEVEL=warn "$@" \
+    "$PROXY_BIN" -listen "$HOST:$PROXY_PORT" -upstream "$HOST:$REDIS_PORT" -metrics "$HOST:$METRICS_PORT" \
+    2>>"$WORK/proxy.log" &
+  PROXY_PID=$!; PIDS+=("$PROXY_PID")
+  wait_port "$PROXY_PORT"
+}
+
+stop_pid() { # pid: stop one process this script started
+  kill "$1" 2>/dev/null; wait "$1" 2>/dev/null
+  local keep=() p; for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done; PIDS=("${keep[@]}")
+}
+
+# start_twemproxy -> TWEM_PORT, TWEM_PID: one pool, redis: true, server_connections 1, same redis.
+start_twemproxy() {
+  command -v nutcracker >/dev/null || { log "nutcracker not installed: no twemproxy column"; TWEM_PORT=""; return; }
+  TWEM_PORT=$(free_port); local stats; stats=$(free_port)
+  cat >"$WORK/nutcracker.yml" <<YML
+bench:
+  listen: $HOST:$TWEM_PORT
+  hash: fnv1a_64
+  distribution: ketama
+  redis: true
+  server_connections: 1
+  auto_eject_hosts: false
+  timeout: 5000
+  servers:
+    - $HOST:$REDIS_PORT:1
+YML
+  nutcracker -c "$WORK/nutcracker.yml" -s "$stats" -a $HOST -o "$WORK/nutcracker.log" &
+  TWEM_PID=$!; PIDS+=("$TWEM_PID")
+  wait_port "$TWEM_PORT"
+}
+
+# metrics: the proxy's /metrics text
+metrics() { curl -s "http://$HOST:$METRICS_PORT/metrics"; }
+
+# cpu_ticks pid: utime+stime in clock ticks
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+CLK_TCK=$(getconf CLK_TCK)
+now_s() { date +%s.%N; }
+
+# median of numbers on stdin
+median() { sort -g | awk '{a[NR]=$1} END{if(NR==0){print "nan"} else if(NR%2){print a[(NR+1)/2]} else {print (a[NR/2]+a[NR/2+1])/2}}'; }
+
+# rb_rps port n clients pipeline args... : one redis-benchmark run -> "rps p50_ms"
+rb_rps() {
+  local port=$1 n=$2 c=$3 pp=$4; shift 4
+  "$RB" -h $HOST -p "$port" -c "$c" -P "$pp" -n "$n" -r "${KEYSPACE:-100000}" --csv "$@" 2>/dev/null |
+    grep -v '^"test"' | tail -1 | tr -d '"' | awk -F, '{if (NF>=5) printf "%s %s\n", $2, $5; else print "0 0"}'
+}
+
+results_dir() { # name -> prints bench/results/<timestamp>-name (created)
+  local d="$BENCH_DIR/results/$(date +%Y%m%d-%H%M%S)-$1"
+  mkdir -p "$d"; echo "$d"
+}
+
+machine_info() {
+  echo "date: $(date -Is)"
+  echo "host: $(hostname)  cpus: $(nproc)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+  echo "redis: $(redis-server --version | grep -o 'v=[0-9.]*')  go: $(go version | awk '{print $3}')"
+  echo "commit: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo none)$(cd "$REPO" && git diff --quiet 2>/dev/null || echo ' (dirty tree)')"
+  echo "proxy procs (GOMAXPROCS): $PROCS"
+}
