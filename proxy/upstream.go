@@ -199,7 +199,8 @@ type sharedConn struct {
 	writing     bool       // a goroutine is inside writeLocked
 	outstanding int        // requests written, not yet completed
 	unwritten   int        // requests whose commands are in wbuf
-	queue       []*request // submitted, not yet taken by the reader; order = write order
+	queue       []*request // submitted; queue[head:] not yet taken by the reader; order = write order
+	head        int
 	err         error
 }
 
@@ -269,10 +270,14 @@ func (u *sharedConn) readLoop() {
 		}
 		u.mu.Lock()
 		var req *request
-		if len(u.queue) > 0 && u.outstanding > 0 {
-			req = u.queue[0]
-			u.queue[0] = nil
-			u.queue = u.queue[1:]
+		if u.head < len(u.queue) && u.outstanding > 0 {
+			req = u.queue[u.head]
+			u.queue[u.head] = nil
+			u.head++
+			if u.head == len(u.queue) {
+				// Drained: reuse the backing array from its start instead of appending past it.
+				u.queue, u.head = u.queue[:0], 0
+			}
 		}
 		u.mu.Unlock()
 		if req == nil {
@@ -322,10 +327,10 @@ func (u *sharedConn) failLocked(err error) {
 		u.nc.Close()
 		u.m.upstreamFailures.Inc()
 	}
-	for _, req := range u.queue {
+	for _, req := range u.queue[u.head:] {
 		failRequest(req, 0, err)
 	}
-	u.queue = nil
+	u.queue, u.head = nil, 0
 	u.wbuf = u.wbuf[:0]
 }
 
