@@ -332,9 +332,12 @@ func TestReapOtherDB(t *testing.T) {
 		name          string
 		notifications bool
 		path          string
+		interval      time.Duration
 	}{
-		{"event", true, "path=event"},
-		{"sweep", false, "path=sweep"},
+		// The event case sweeps only at start (empty ledger) and after 30 s, so the cleanup
+		// it sees can only come from events; the sweep case has no events at all.
+		{"event", true, "path=event", 30 * time.Second},
+		{"sweep", false, "path=sweep", 300 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := reapStartEnv(t)
@@ -342,7 +345,7 @@ func TestReapOtherDB(t *testing.T) {
 			c := e.dbs.db(3)
 			r, _, reg := e.newReaper(func(o *Options) {
 				o.Notifications = tc.notifications
-				o.Interval = 300 * time.Millisecond
+				o.Interval = tc.interval
 			})
 			reapRun(t, r)
 			if tc.notifications && !reapEventually(5*time.Second, func() bool {
