@@ -318,12 +318,17 @@ type Writes struct {
 
 // AppendApplyMany appends one apply_many call (by SHA) for a run of session writes of one
 // client. Its reply is an array with one element per write, each exactly the plain
-// command's reply.
+// command's reply. A write that only re-sets a hash session's owner field takes the script's
+// fast form (argc, owner); the rest the general one (-argc, refs, descriptor and hint pairs).
 func (s *Schema) AppendApplyMany(dst []byte, sc *Script, run []Writes) []byte {
 	keys, argv := 0, 1
 	for _, w := range run {
 		keys += len(w.Refs)
-		argv += 2 + 2*len(w.Refs) + len(w.Args)
+		if s.fastWrite(w.Refs) {
+			argv += 2 + len(w.Args)
+		} else {
+			argv += 2 + 2*len(w.Refs) + len(w.Args)
+		}
 	}
 	dst = appendHeader(dst, '*', 3+keys+argv)
 	dst = appendBulk(dst, []byte("EVALSHA"))
@@ -336,14 +341,30 @@ func (s *Schema) AppendApplyMany(dst []byte, sc *Script, run []Writes) []byte {
 	}
 	dst = appendBulkInt(dst, len(run))
 	for _, w := range run {
-		dst = appendBulkInt(dst, len(w.Refs))
-		dst = appendRefs(dst, w.Refs)
-		dst = appendBulkInt(dst, len(w.Args))
+		if s.fastWrite(w.Refs) {
+			dst = appendBulkInt(dst, len(w.Args))
+			dst = appendBulk(dst, w.Refs[0].Owner)
+		} else {
+			dst = appendBulkInt(dst, -len(w.Args))
+			dst = appendBulkInt(dst, len(w.Refs))
+			dst = appendRefs(dst, w.Refs)
+		}
 		for _, a := range w.Args {
 			dst = appendBulk(dst, a)
 		}
 	}
 	return dst
+}
+
+// fastWrite says whether apply_many may take its fast form for a write: one key in the
+// current DB whose owner the write sets and whose TTL it keeps, under a layout without
+// deadline scores (a zset index must see the TTL each time).
+func (s *Schema) fastWrite(refs []Ref) bool {
+	if len(refs) != 1 {
+		return false
+	}
+	r := refs[0]
+	return r.DB == CurrentDB && r.KeepsTTL && r.Owner != nil && s.Rules[r.Rule].Layout != LayoutZSet
 }
 
 // appendRefs appends the (descriptor, owner hint) pair of each ref.

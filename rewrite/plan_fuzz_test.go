@@ -56,7 +56,7 @@ func planMany(t *testing.T, s *Schema, data []byte) {
 		return
 	}
 	b := s.AppendApplyMany(nil, &fakeApplyMany, run)
-	if err := checkApplyMany(&fakeApplyMany, run, b); err != nil {
+	if err := checkApplyMany(s, &fakeApplyMany, run, b); err != nil {
 		t.Fatalf("AppendApplyMany(%q): %v", data, err)
 	}
 }

@@ -589,15 +589,18 @@ var fakeApplyMany = Script{Name: "apply_many", Body: "-- apply_many\nreturn {}\n
 var applyManyGolden = []struct {
 	name string
 	cmds []string
+	fast int // writes in the script's fast form
 }{
-	{"two-hash-writes", []string{"HSET session:a userid 1 name x", "HDEL zsess:c uid"}},
-	{"hint-then-no-hint", []string{"HSET gsess:d uid 7", `SET sess:b {"passport":{"user":"2"}} EX 60`}},
-	{"multi-key-write", []string{"SET session:a x", "DEL session:a other sess:b zsess:c gsess:d", "PERSIST sess:b"}},
-	{"empty-owner", []string{"HSET session:a userid ''", "HSETNX session:b userid 3"}},
-	{"ends-in-other-db", []string{"HSET session:a userid 42", "MOVE session:a 3"}},
-	{"new-planners", []string{"SUNIONSTORE session:a src", "SETBIT sess:b 175 1", "SORT src STORE gsess:d"}},
-	{"binary", []string{"RESTORE sess:s 0 PAYLOAD", "APPEND sess:s PAYLOAD"}}, // PAYLOAD: binary bytes with a CRLF
-	{"one-write", []string{"EXPIRE session:a 10"}},
+	{"two-hash-writes", []string{"HSET session:a userid 1 name x", "HDEL zsess:c uid"}, 1},
+	{"hint-then-no-hint", []string{"HSET gsess:d uid 7", `SET sess:b {"passport":{"user":"2"}} EX 60`}, 1},
+	{"multi-key-write", []string{"SET session:a x", "DEL session:a other sess:b zsess:c gsess:d", "PERSIST sess:b"}, 0},
+	{"empty-owner", []string{"HSET session:a userid ''", "HSETNX session:b userid 3"}, 1},
+	{"ends-in-other-db", []string{"HSET session:a userid 42", "MOVE session:a 3"}, 1},
+	{"zset-layout", []string{"HSET zsess:c uid 5", "HMSET zsess:c uid 5 x y"}, 0}, // deadline scores: never fast
+	{"new-planners", []string{"SUNIONSTORE session:a src", "SETBIT sess:b 175 1", "SORT src STORE gsess:d"}, 0},
+	{"binary", []string{"RESTORE sess:s 0 PAYLOAD", "APPEND sess:s PAYLOAD"}, 0}, // PAYLOAD: binary bytes with a CRLF
+	{"one-write", []string{"EXPIRE session:a 10"}, 0},
+	{"re-saves", []string{"HSET session:a userid 1", "HMSET session:b userid 2 f v", "HSET gsess:d uid 3 f v"}, 3},
 }
 
 // applyManyRun plans cmds into a run, as the proxy does; every command must touch a session.
@@ -637,7 +640,7 @@ func TestAppendApplyManyGolden(t *testing.T) {
 			t.Fatalf("%s: dst prefix lost", tc.name)
 		}
 		b = b[len("PREFIX"):]
-		if err := checkApplyMany(&fakeApplyMany, run, b); err != nil {
+		if err := checkApplyMany(s, &fakeApplyMany, run, b); err != nil {
 			t.Errorf("%s: %v", tc.name, err)
 		}
 		fmt.Fprintf(&out, "\n=== %s: %s\n", tc.name, strconv.Quote(strings.Join(tc.cmds, " | ")))
@@ -663,6 +666,7 @@ func TestAppendApplyMany(t *testing.T) {
 			}
 			var keys [][]byte
 			argv := [][]byte{[]byte(strconv.Itoa(len(run)))}
+			fast := 0
 			for _, w := range run {
 				one, err := parseMultibulk(s.AppendApply(nil, &fakeApply, false, w.Refs, w.Args))
 				if err != nil {
@@ -670,12 +674,21 @@ func TestAppendApplyMany(t *testing.T) {
 				}
 				n := len(w.Refs)
 				keys = append(keys, one[3:3+n]...)
-				// apply's ARGV: n, pairs, command; apply_many's: n, pairs, argc, command.
+				// apply's ARGV: n, pairs, command. apply_many's: argc, owner, command for a
+				// plain owner re-set (the hint without its "="), else -argc, n, pairs, command.
 				pairs := one[3+n+1 : 3+n+1+2*n]
-				argv = append(argv, []byte(strconv.Itoa(n)))
-				argv = append(argv, pairs...)
-				argv = append(argv, []byte(strconv.Itoa(len(w.Args))))
+				if d := string(pairs[0]); n == 1 && len(pairs[1]) > 0 && strings.HasSuffix(d, "k") && !strings.Contains(d, "@") &&
+					s.Rules[int(d[0]-'1')].Layout != LayoutZSet {
+					fast++
+					argv = append(argv, []byte(strconv.Itoa(len(w.Args))), pairs[1][1:])
+				} else {
+					argv = append(argv, []byte(strconv.Itoa(-len(w.Args))), []byte(strconv.Itoa(n)))
+					argv = append(argv, pairs...)
+				}
 				argv = append(argv, one[3+n+1+2*n:]...)
+			}
+			if tc.fast != fast {
+				t.Errorf("%d writes in the fast form, want %d", fast, tc.fast)
 			}
 			want := append([][]byte{[]byte("EVALSHA"), []byte(fakeApplyMany.SHA), []byte(strconv.Itoa(len(keys)))}, keys...)
 			want = append(want, argv...)
@@ -917,7 +930,7 @@ func clip(b []byte) []byte {
 // checkApplyMany checks that b is the well-formed apply_many call AppendApplyMany documents:
 // EVALSHA sha, every write's refs as KEYS in order, then the number of writes and per write:
 // its ref count, a descriptor and hint per ref, its argument count and exactly its arguments.
-func checkApplyMany(sc *Script, run []Writes, b []byte) error {
+func checkApplyMany(s *Schema, sc *Script, run []Writes, b []byte) error {
 	el, err := parseMultibulk(b)
 	if err != nil {
 		return err
@@ -944,36 +957,54 @@ func checkApplyMany(sc *Script, run []Writes, b []byte) error {
 	}
 	k := 0
 	for c, w := range run {
-		n, err := next("a ref count")
-		if err != nil {
-			return err
-		}
-		if string(n) != strconv.Itoa(len(w.Refs)) {
-			return fmt.Errorf("write %d: ref count %q, want %d", c+1, n, len(w.Refs))
-		}
-		for i, r := range w.Refs {
-			if k >= len(keys) || !bytes.Equal(keys[k], r.Key) {
-				return fmt.Errorf("write %d: KEYS[%d] is not %q", c+1, k+1, r.Key)
-			}
-			k++
-			d, err1 := next("a descriptor")
-			h, err2 := next("a hint")
-			if err := errors.Join(err1, err2); err != nil {
-				return err
-			}
-			if want := descriptor(r); string(d) != want {
-				return fmt.Errorf("write %d: descriptor %d = %q, want %q", c+1, i+1, d, want)
-			}
-			if want := hint(r); string(h) != want {
-				return fmt.Errorf("write %d: hint %d = %q, want %q", c+1, i+1, h, want)
-			}
-		}
 		argc, err := next("an argument count")
 		if err != nil {
 			return err
 		}
-		if string(argc) != strconv.Itoa(len(w.Args)) || len(argv) < len(w.Args) {
-			return fmt.Errorf("write %d: argc %q, want %d (%d elements left)", c+1, argc, len(w.Args), len(argv))
+		fast := s.fastWrite(w.Refs)
+		if want := strconv.Itoa(map[bool]int{true: 1, false: -1}[fast] * len(w.Args)); string(argc) != want {
+			return fmt.Errorf("write %d: argc %q, want %s", c+1, argc, want)
+		}
+		if fast {
+			if k >= len(keys) || !bytes.Equal(keys[k], w.Refs[0].Key) {
+				return fmt.Errorf("write %d: KEYS[%d] is not %q", c+1, k+1, w.Refs[0].Key)
+			}
+			k++
+			o, err := next("an owner")
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(o, w.Refs[0].Owner) {
+				return fmt.Errorf("write %d: owner %q, want %q", c+1, o, w.Refs[0].Owner)
+			}
+		} else {
+			n, err := next("a ref count")
+			if err != nil {
+				return err
+			}
+			if string(n) != strconv.Itoa(len(w.Refs)) {
+				return fmt.Errorf("write %d: ref count %q, want %d", c+1, n, len(w.Refs))
+			}
+			for i, r := range w.Refs {
+				if k >= len(keys) || !bytes.Equal(keys[k], r.Key) {
+					return fmt.Errorf("write %d: KEYS[%d] is not %q", c+1, k+1, r.Key)
+				}
+				k++
+				d, err1 := next("a descriptor")
+				h, err2 := next("a hint")
+				if err := errors.Join(err1, err2); err != nil {
+					return err
+				}
+				if want := descriptor(r); string(d) != want {
+					return fmt.Errorf("write %d: descriptor %d = %q, want %q", c+1, i+1, d, want)
+				}
+				if want := hint(r); string(h) != want {
+					return fmt.Errorf("write %d: hint %d = %q, want %q", c+1, i+1, h, want)
+				}
+			}
+		}
+		if len(argv) < len(w.Args) {
+			return fmt.Errorf("write %d: %d arguments, %d elements left", c+1, len(w.Args), len(argv))
 		}
 		if !equalArgs(argv[:len(w.Args)], w.Args) {
 			return fmt.Errorf("write %d: arguments %q, want %q", c+1, argv[:len(w.Args)], w.Args)
