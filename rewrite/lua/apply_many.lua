@@ -17,7 +17,8 @@ for c = 1, m do
     local reply = redis.pcall(unpack(ARGV, pos + 2, pos + 1 + argc))
     if not (type(reply) == 'table' and reply.err) then
       local k, uid = KEYS[key], ARGV[pos + 1]
-      if redis.call('HGET', OWNERS, k) ~= uid then reconcile(k, rule_of(k), uid, true) end
+      local old = redis.call('HGET', OWNERS, k)
+      if old ~= uid then reconcile(k, rule_of(k), uid, true, old) end
     end
     pos = pos + 2 + argc
     key = key + 1

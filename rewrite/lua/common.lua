@@ -85,11 +85,12 @@ end
 
 -- reconcile brings the index, owner map and ledger of session key k (rule r) in line with the
 -- key itself, whatever happened to it. hint, if given, is the key's owner (known from the
--- command just run); keepttl says its TTL did not change. Idempotent; returns 1 if an index
--- entry was added or removed.
-local function reconcile(k, r, hint, keepttl)
+-- command just run); keepttl says its TTL did not change; old, if given, is what the owner map
+-- held (false: nothing), already read by the caller. Idempotent; returns 1 if an index entry was
+-- added or removed.
+local function reconcile(k, r, hint, keepttl, old)
   local rule = RULES[r]
-  local old = redis.call('HGET', OWNERS, k)
+  if old == nil then old = redis.call('HGET', OWNERS, k) end
   if not old then old = nil end
   local uid
   if hint then
@@ -98,13 +99,15 @@ local function reconcile(k, r, hint, keepttl)
   else
     uid = indexed_owner(k, rule)
   end
-  -- A hash write that kept owner and TTL leaves nothing to update (the fast path). Not for zset
-  -- indexes, whose scores are deadlines: the write may have re-created a key deleted behind
-  -- the proxy, without a TTL. (For the others, a deadline left in the ledger that way is
-  -- corrected by the sweep when it falls due.)
-  if keepttl and old == uid and rule.layout ~= 'zset' then return 0 end
+  -- A hash write that kept the TTL of an owned session leaves its deadline as it was: only the
+  -- owner may need an update (none at all if it stayed). Not for zset indexes, whose scores are
+  -- deadlines: the write may have re-created a key deleted behind the proxy, without a TTL.
+  -- (For the others, a deadline left in the ledger that way is corrected by the sweep when it
+  -- falls due.)
+  local samettl = keepttl and old and uid and rule.layout ~= 'zset'
+  if samettl and old == uid then return 0 end
   local deadline = nil
-  if uid then
+  if uid and not samettl then
     local t = redis.call('PEXPIRETIME', k)
     if t > 0 then deadline = t end
   end
@@ -118,6 +121,9 @@ local function reconcile(k, r, hint, keepttl)
     if old ~= uid then redis.call('HSET', OWNERS, k, uid) end
   elseif old then
     redis.call('HDEL', OWNERS, k)
+  end
+  if samettl then
+    return changed
   end
   if deadline then
     redis.call('ZADD', LEDGER, deadline, k)
