@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -84,40 +85,49 @@ func grClient(t *testing.T, addr string, kind grKind, db int, password string) *
 		MaxRetries: -1, PoolSize: 4,
 	}
 	if kind.noHello {
-		opts.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var d net.Dialer
-			nc, err := d.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return &noHelloConn{Conn: nc}, nil
-		}
+		opts.Dialer = noHelloDial
 	}
 	c := redis.NewClient(opts)
 	t.Cleanup(func() { c.Close() })
 	return c
 }
 
+// noHelloDial is a go-redis Dialer for noHelloConn connections.
+func noHelloDial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &noHelloConn{Conn: nc}, nil
+}
+
 // noHelloConn answers the HELLO that go-redis sends first on a connection itself, as a Redis
-// without HELLO would, instead of sending it on.
+// without HELLO would, instead of sending it on; everything else passes through untouched.
 type noHelloConn struct {
 	net.Conn
 	mu      sync.Mutex
-	checked bool   // the first write has been looked at
-	pending []byte // reply to hand out before reading from the connection
+	started bool
+	pending []byte // the fabricated HELLO reply, served before any upstream bytes
 }
+
+var noHelloReply = []byte("-ERR unknown command 'HELLO', with args beginning with: \r\n")
 
 func (c *noHelloConn) Write(b []byte) (int, error) {
 	c.mu.Lock()
-	first := !c.checked
-	c.checked = true
+	first := !c.started
+	c.started = true
 	c.mu.Unlock()
-	// go-redis writes HELLO on its own: "*<n>\r\n$5\r\nhello\r\n...".
 	if first {
-		if _, rest, ok := bytes.Cut(b, []byte("\r\n")); ok && len(rest) >= 9 && bytes.EqualFold(rest[:9], []byte("$5\r\nhello")) {
+		if end, ok := firstCommandEnd(b); ok && isHello(b[:end]) {
 			c.mu.Lock()
-			c.pending = []byte("-ERR unknown command 'HELLO', with args beginning with: \r\n")
+			c.pending = append(c.pending, noHelloReply...)
 			c.mu.Unlock()
+			if end < len(b) {
+				if _, err := c.Conn.Write(b[end:]); err != nil {
+					return 0, err
+				}
+			}
 			return len(b), nil
 		}
 	}
@@ -134,6 +144,43 @@ func (c *noHelloConn) Read(b []byte) (int, error) {
 	}
 	c.mu.Unlock()
 	return c.Conn.Read(b)
+}
+
+// firstCommandEnd returns the end of the first RESP multibulk command in b.
+func firstCommandEnd(b []byte) (int, bool) {
+	line := func(at int) (string, int, bool) {
+		i := bytes.Index(b[at:], []byte("\r\n"))
+		if i < 0 {
+			return "", 0, false
+		}
+		return string(b[at : at+i]), at + i + 2, true
+	}
+	hdr, at, ok := line(0)
+	if !ok || !strings.HasPrefix(hdr, "*") {
+		return 0, false
+	}
+	n, err := strconv.Atoi(hdr[1:])
+	if err != nil {
+		return 0, false
+	}
+	for range n {
+		var h string
+		if h, at, ok = line(at); !ok || !strings.HasPrefix(h, "$") {
+			return 0, false
+		}
+		l, err := strconv.Atoi(h[1:])
+		if err != nil || at+l+2 > len(b) {
+			return 0, false
+		}
+		at += l + 2
+	}
+	return at, true
+}
+
+func isHello(cmd []byte) bool {
+	_, rest, _ := bytes.Cut(cmd, []byte("\r\n"))
+	_, rest, _ = bytes.Cut(rest, []byte("\r\n"))
+	return len(rest) >= 5 && strings.EqualFold(string(rest[:5]), "HELLO")
 }
 
 // grCtx is a context bounded well inside the parent test's timeout.

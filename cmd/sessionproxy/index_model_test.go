@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"regexp"
 	"slices"
 	"sort"
@@ -161,14 +160,7 @@ func modelClient(t testing.TB, addr string, db, poolSize int, helloless bool) *r
 		MaxRetries: -1, DialTimeout: 5 * time.Second, ReadTimeout: 60 * time.Second, WriteTimeout: 10 * time.Second,
 	}
 	if helloless {
-		opts.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var d net.Dialer
-			nc, err := d.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return &modelHellolessConn{Conn: nc}, nil
-		}
+		opts.Dialer = noHelloDial
 	}
 	c := redis.NewClient(opts)
 	t.Cleanup(func() { _ = c.Close() })
@@ -182,87 +174,6 @@ func modelDirect(t testing.TB, addr string, db int) *redis.Client {
 		ReadTimeout: 30 * time.Second, DisableIdentity: true})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
-}
-
-// modelHellolessConn swallows the HELLO go-redis sends first on every connection and answers it
-// itself; everything else passes through untouched.
-type modelHellolessConn struct {
-	net.Conn
-	mu      sync.Mutex
-	started bool
-	pending []byte // the fabricated HELLO reply, served before any upstream bytes
-}
-
-var modelHelloReply = []byte("-ERR unknown command 'HELLO', with args beginning with: \r\n")
-
-func (c *modelHellolessConn) Write(b []byte) (int, error) {
-	c.mu.Lock()
-	first := !c.started
-	c.started = true
-	c.mu.Unlock()
-	if first {
-		if end, ok := modelFirstCommandEnd(b); ok && modelIsHello(b[:end]) {
-			c.mu.Lock()
-			c.pending = append(c.pending, modelHelloReply...)
-			c.mu.Unlock()
-			if end < len(b) {
-				if _, err := c.Conn.Write(b[end:]); err != nil {
-					return 0, err
-				}
-			}
-			return len(b), nil
-		}
-	}
-	return c.Conn.Write(b)
-}
-
-func (c *modelHellolessConn) Read(b []byte) (int, error) {
-	c.mu.Lock()
-	if len(c.pending) > 0 {
-		n := copy(b, c.pending)
-		c.pending = c.pending[n:]
-		c.mu.Unlock()
-		return n, nil
-	}
-	c.mu.Unlock()
-	return c.Conn.Read(b)
-}
-
-// modelFirstCommandEnd returns the end of the first RESP multibulk command in b.
-func modelFirstCommandEnd(b []byte) (int, bool) {
-	line := func(at int) (string, int, bool) {
-		i := bytes.Index(b[at:], []byte("\r\n"))
-		if i < 0 {
-			return "", 0, false
-		}
-		return string(b[at : at+i]), at + i + 2, true
-	}
-	hdr, at, ok := line(0)
-	if !ok || !strings.HasPrefix(hdr, "*") {
-		return 0, false
-	}
-	n, err := strconv.Atoi(hdr[1:])
-	if err != nil {
-		return 0, false
-	}
-	for range n {
-		var h string
-		if h, at, ok = line(at); !ok || !strings.HasPrefix(h, "$") {
-			return 0, false
-		}
-		l, err := strconv.Atoi(h[1:])
-		if err != nil || at+l+2 > len(b) {
-			return 0, false
-		}
-		at += l + 2
-	}
-	return at, true
-}
-
-func modelIsHello(cmd []byte) bool {
-	_, rest, _ := bytes.Cut(cmd, []byte("\r\n"))
-	_, rest, _ = bytes.Cut(rest, []byte("\r\n"))
-	return len(rest) >= 5 && strings.EqualFold(string(rest[:5]), "HELLO")
 }
 
 // modelGen draws random session writes for one worker.
