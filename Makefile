@@ -31,6 +31,7 @@ lint:
 fuzz:
 	$(GO) test ./internal/resp -run '^$$' -fuzz '^FuzzNormalizer$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/resp -run '^$$' -fuzz '^FuzzAppendReply$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./rewrite -run '^$$' -fuzz '^FuzzPlan$$' -fuzztime $(FUZZTIME)
 
 # Go micro-benchmarks; the redis-benchmark comparison is bench/run.sh (see bench/README.md).
 bench:
