@@ -312,9 +312,9 @@ func (u *sharedConn) readLoop() {
 		}
 		u.mu.Unlock()
 		if u.br.Buffered() == 0 {
-			// The next Peek is a read syscall that mostly finds nothing (EAGAIN) before
-			// parking: let the client just completed write its reply first, so that read is
-			// not on the path of every reply when the proxy has a single P.
+			// The next Peek is a read syscall that mostly finds nothing (EAGAIN) before it
+			// parks: let the client whose request just completed write its reply first, so
+			// that read is not in front of every reply when the proxy runs on a single P.
 			runtime.Gosched()
 		}
 	}
