@@ -319,13 +319,14 @@ type Writes struct {
 // AppendApplyMany appends one apply_many call (by SHA) for a run of session writes of one
 // client. Its reply is an array with one element per write, each exactly the plain
 // command's reply. A write that only re-sets a hash session's owner field takes the script's
-// fast form (argc, owner); the rest the general one (-argc, refs, descriptor and hint pairs).
+// fast form (its arguments without the key, described by two bytes of the run's shape); the
+// rest the general one (argc, refs, descriptor and hint pairs, arguments).
 func (s *Schema) AppendApplyMany(dst []byte, sc *Script, run []Writes) []byte {
 	keys, argv := 0, 1
 	for _, w := range run {
 		keys += len(w.Refs)
-		if s.fastWrite(w.Refs) {
-			argv += 2 + len(w.Args)
+		if s.fastOwner(w) > 0 {
+			argv += len(w.Args) - 1
 		} else {
 			argv += 2 + 2*len(w.Refs) + len(w.Args)
 		}
@@ -339,16 +340,26 @@ func (s *Schema) AppendApplyMany(dst []byte, sc *Script, run []Writes) []byte {
 			dst = appendBulk(dst, r.Key)
 		}
 	}
-	dst = appendBulkInt(dst, len(run))
+	dst = appendHeader(dst, '$', 2*len(run))
 	for _, w := range run {
-		if s.fastWrite(w.Refs) {
-			dst = appendBulkInt(dst, len(w.Args))
-			dst = appendBulk(dst, w.Refs[0].Owner)
+		if b := s.fastOwner(w); b > 0 {
+			dst = append(dst, byte(len(w.Args)-1), byte(b))
 		} else {
-			dst = appendBulkInt(dst, -len(w.Args))
-			dst = appendBulkInt(dst, len(w.Refs))
-			dst = appendRefs(dst, w.Refs)
+			dst = append(dst, 0, 0)
 		}
+	}
+	dst = append(dst, '\r', '\n')
+	for _, w := range run {
+		if s.fastOwner(w) > 0 {
+			dst = appendBulk(dst, w.Args[0])
+			for _, a := range w.Args[2:] {
+				dst = appendBulk(dst, a)
+			}
+			continue
+		}
+		dst = appendBulkInt(dst, len(w.Args))
+		dst = appendBulkInt(dst, len(w.Refs))
+		dst = appendRefs(dst, w.Refs)
 		for _, a := range w.Args {
 			dst = appendBulk(dst, a)
 		}
@@ -356,15 +367,26 @@ func (s *Schema) AppendApplyMany(dst []byte, sc *Script, run []Writes) []byte {
 	return dst
 }
 
-// fastWrite says whether apply_many may take its fast form for a write: one key in the
-// current DB whose owner the write sets and whose TTL it keeps, under a layout without
-// deadline scores (a zset index must see the TTL each time).
-func (s *Schema) fastWrite(refs []Ref) bool {
-	if len(refs) != 1 {
-		return false
+// fastOwner returns, for a write that apply_many may run in its fast form, the index in its
+// arguments of the owner value it sets (the last owner field's value, as Redis keeps the last
+// pair); 0 for any other write. The fast form is for one key in the current DB whose owner the
+// write sets and whose TTL it keeps, under a layout without deadline scores (a zset index must
+// see the TTL each time), with at most 256 arguments (the shape holds counts in bytes).
+func (s *Schema) fastOwner(w Writes) int {
+	if len(w.Refs) != 1 || len(w.Args) > 256 {
+		return 0
 	}
-	r := refs[0]
-	return r.DB == CurrentDB && r.KeepsTTL && r.Owner != nil && s.Rules[r.Rule].Layout != LayoutZSet
+	r := w.Refs[0]
+	rule := &s.Rules[r.Rule]
+	if r.DB != CurrentDB || !r.KeepsTTL || r.Owner == nil || rule.Layout == LayoutZSet {
+		return 0
+	}
+	for i := len(w.Args) - 2; i >= 2; i -= 2 { // HSET/HMSET: field-value pairs from args[2]
+		if string(w.Args[i]) == rule.Field {
+			return i + 1
+		}
+	}
+	return 0
 }
 
 // appendRefs appends the (descriptor, owner hint) pair of each ref.

@@ -601,6 +601,7 @@ var applyManyGolden = []struct {
 	{"binary", []string{"RESTORE sess:s 0 PAYLOAD", "APPEND sess:s PAYLOAD"}, 0}, // PAYLOAD: binary bytes with a CRLF
 	{"one-write", []string{"EXPIRE session:a 10"}, 0},
 	{"re-saves", []string{"HSET session:a userid 1", "HMSET session:b userid 2 f v", "HSET gsess:d uid 3 f v"}, 3},
+	{"owner-set-twice", []string{"HSET session:a userid 1 f v userid 2 g w"}, 1}, // the last pair wins
 }
 
 // applyManyRun plans cmds into a run, as the proxy does; every command must touch a session.
@@ -654,7 +655,7 @@ func TestAppendApplyManyGolden(t *testing.T) {
 func TestAppendApplyMany(t *testing.T) {
 	s := testSchema(t)
 	if got, want := string(s.AppendApplyMany(nil, &fakeApplyMany, nil)),
-		"*4\r\n$7\r\nEVALSHA\r\n$40\r\n"+fakeApplyMany.SHA+"\r\n$1\r\n0\r\n$1\r\n0\r\n"; got != want {
+		"*4\r\n$7\r\nEVALSHA\r\n$40\r\n"+fakeApplyMany.SHA+"\r\n$1\r\n0\r\n$0\r\n\r\n"; got != want {
 		t.Errorf("empty run: %q, want %q", got, want)
 	}
 	for _, tc := range applyManyGolden {
@@ -664,8 +665,8 @@ func TestAppendApplyMany(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var keys [][]byte
-			argv := [][]byte{[]byte(strconv.Itoa(len(run)))}
+			var keys, argv [][]byte
+			var shape []byte
 			fast := 0
 			for _, w := range run {
 				one, err := parseMultibulk(s.AppendApply(nil, &fakeApply, false, w.Refs, w.Args))
@@ -674,23 +675,37 @@ func TestAppendApplyMany(t *testing.T) {
 				}
 				n := len(w.Refs)
 				keys = append(keys, one[3:3+n]...)
-				// apply's ARGV: n, pairs, command. apply_many's: argc, owner, command for a
-				// plain owner re-set (the hint without its "="), else -argc, n, pairs, command.
-				pairs := one[3+n+1 : 3+n+1+2*n]
+				// apply's ARGV: n, pairs, command. apply_many's: for a plain owner re-set, the
+				// command without its key (shape: its length, the owner's position); else argc,
+				// n, pairs, command (shape 0, 0).
+				pairs, cmd := one[3+n+1:3+n+1+2*n], one[3+n+1+2*n:]
 				if d := string(pairs[0]); n == 1 && len(pairs[1]) > 0 && strings.HasSuffix(d, "k") && !strings.Contains(d, "@") &&
 					s.Rules[int(d[0]-'1')].Layout != LayoutZSet {
 					fast++
-					argv = append(argv, []byte(strconv.Itoa(len(w.Args))), pairs[1][1:])
+					owner := 0
+					for i := 2; i+1 < len(cmd); i += 2 {
+						if string(cmd[i]) == s.Rules[int(d[0]-'1')].Field {
+							owner = i + 1
+						}
+					}
+					if !bytes.Equal(cmd[owner], pairs[1][1:]) {
+						t.Fatalf("owner %q at %d, hint %q", cmd[owner], owner, pairs[1])
+					}
+					shape = append(shape, byte(len(cmd)-1), byte(owner))
+					argv = append(argv, cmd[0])
+					argv = append(argv, cmd[2:]...)
 				} else {
-					argv = append(argv, []byte(strconv.Itoa(-len(w.Args))), []byte(strconv.Itoa(n)))
+					shape = append(shape, 0, 0)
+					argv = append(argv, []byte(strconv.Itoa(len(cmd))), []byte(strconv.Itoa(n)))
 					argv = append(argv, pairs...)
+					argv = append(argv, cmd...)
 				}
-				argv = append(argv, one[3+n+1+2*n:]...)
 			}
 			if tc.fast != fast {
 				t.Errorf("%d writes in the fast form, want %d", fast, tc.fast)
 			}
 			want := append([][]byte{[]byte("EVALSHA"), []byte(fakeApplyMany.SHA), []byte(strconv.Itoa(len(keys)))}, keys...)
+			want = append(want, shape)
 			want = append(want, argv...)
 			if !equalArgs(el, want) {
 				t.Errorf("apply_many call %q,\nwant %q", el, want)
@@ -928,8 +943,10 @@ func clip(b []byte) []byte {
 }
 
 // checkApplyMany checks that b is the well-formed apply_many call AppendApplyMany documents:
-// EVALSHA sha, every write's refs as KEYS in order, then the number of writes and per write:
-// its ref count, a descriptor and hint per ref, its argument count and exactly its arguments.
+// EVALSHA sha, every write's refs as KEYS in order, the run's shape (two bytes per write), then
+// per write either its fast form (its arguments without the key, the b-th being the owner it
+// sets) or the general one (argc, ref count, a descriptor and hint per ref, the arguments).
+// Which form a write must take is worked out here independently of AppendApplyMany.
 func checkApplyMany(s *Schema, sc *Script, run []Writes, b []byte) error {
 	el, err := parseMultibulk(b)
 	if err != nil {
@@ -943,8 +960,9 @@ func checkApplyMany(s *Schema, sc *Script, run []Writes, b []byte) error {
 		return fmt.Errorf("numkeys %q of %d elements", el[2], len(el))
 	}
 	keys, argv := el[3:3+nkeys], el[3+nkeys:]
-	if string(argv[0]) != strconv.Itoa(len(run)) {
-		return fmt.Errorf("ARGV[1] = %q, want %d writes", argv[0], len(run))
+	shape := argv[0]
+	if len(shape) != 2*len(run) {
+		return fmt.Errorf("shape of %d bytes for %d writes", len(shape), len(run))
 	}
 	argv = argv[1:]
 	next := func(what string) ([]byte, error) {
@@ -957,57 +975,59 @@ func checkApplyMany(s *Schema, sc *Script, run []Writes, b []byte) error {
 	}
 	k := 0
 	for c, w := range run {
-		argc, err := next("an argument count")
-		if err != nil {
-			return err
+		a, bi := int(shape[2*c]), int(shape[2*c+1])
+		if want := fastOwnerIndex(s, w); a == 0 && want != 0 || a != 0 && (a != len(w.Args)-1 || bi != want) {
+			return fmt.Errorf("write %d: shape (%d, %d), want (%d, %d) or (0, 0) for the general form",
+				c+1, a, bi, len(w.Args)-1, want)
 		}
-		fast := s.fastWrite(w.Refs)
-		if want := strconv.Itoa(map[bool]int{true: 1, false: -1}[fast] * len(w.Args)); string(argc) != want {
-			return fmt.Errorf("write %d: argc %q, want %s", c+1, argc, want)
-		}
-		if fast {
+		if a > 0 {
 			if k >= len(keys) || !bytes.Equal(keys[k], w.Refs[0].Key) {
 				return fmt.Errorf("write %d: KEYS[%d] is not %q", c+1, k+1, w.Refs[0].Key)
 			}
 			k++
-			o, err := next("an owner")
-			if err != nil {
+			want := append([][]byte{w.Args[0]}, w.Args[2:]...)
+			if len(argv) < a || !equalArgs(argv[:a], want) {
+				return fmt.Errorf("write %d: fast arguments %q, want %q", c+1, argv[:min(a, len(argv))], want)
+			}
+			if !bytes.Equal(argv[bi-1], w.Refs[0].Owner) {
+				return fmt.Errorf("write %d: owner argument %q, want %q", c+1, argv[bi-1], w.Refs[0].Owner)
+			}
+			argv = argv[a:]
+			continue
+		}
+		argc, err := next("an argument count")
+		if err != nil {
+			return err
+		}
+		if string(argc) != strconv.Itoa(len(w.Args)) {
+			return fmt.Errorf("write %d: argc %q, want %d", c+1, argc, len(w.Args))
+		}
+		n, err := next("a ref count")
+		if err != nil {
+			return err
+		}
+		if string(n) != strconv.Itoa(len(w.Refs)) {
+			return fmt.Errorf("write %d: ref count %q, want %d", c+1, n, len(w.Refs))
+		}
+		for i, r := range w.Refs {
+			if k >= len(keys) || !bytes.Equal(keys[k], r.Key) {
+				return fmt.Errorf("write %d: KEYS[%d] is not %q", c+1, k+1, r.Key)
+			}
+			k++
+			d, err1 := next("a descriptor")
+			h, err2 := next("a hint")
+			if err := errors.Join(err1, err2); err != nil {
 				return err
 			}
-			if !bytes.Equal(o, w.Refs[0].Owner) {
-				return fmt.Errorf("write %d: owner %q, want %q", c+1, o, w.Refs[0].Owner)
+			if want := descriptor(r); string(d) != want {
+				return fmt.Errorf("write %d: descriptor %d = %q, want %q", c+1, i+1, d, want)
 			}
-		} else {
-			n, err := next("a ref count")
-			if err != nil {
-				return err
-			}
-			if string(n) != strconv.Itoa(len(w.Refs)) {
-				return fmt.Errorf("write %d: ref count %q, want %d", c+1, n, len(w.Refs))
-			}
-			for i, r := range w.Refs {
-				if k >= len(keys) || !bytes.Equal(keys[k], r.Key) {
-					return fmt.Errorf("write %d: KEYS[%d] is not %q", c+1, k+1, r.Key)
-				}
-				k++
-				d, err1 := next("a descriptor")
-				h, err2 := next("a hint")
-				if err := errors.Join(err1, err2); err != nil {
-					return err
-				}
-				if want := descriptor(r); string(d) != want {
-					return fmt.Errorf("write %d: descriptor %d = %q, want %q", c+1, i+1, d, want)
-				}
-				if want := hint(r); string(h) != want {
-					return fmt.Errorf("write %d: hint %d = %q, want %q", c+1, i+1, h, want)
-				}
+			if want := hint(r); string(h) != want {
+				return fmt.Errorf("write %d: hint %d = %q, want %q", c+1, i+1, h, want)
 			}
 		}
-		if len(argv) < len(w.Args) {
-			return fmt.Errorf("write %d: %d arguments, %d elements left", c+1, len(w.Args), len(argv))
-		}
-		if !equalArgs(argv[:len(w.Args)], w.Args) {
-			return fmt.Errorf("write %d: arguments %q, want %q", c+1, argv[:len(w.Args)], w.Args)
+		if len(argv) < len(w.Args) || !equalArgs(argv[:len(w.Args)], w.Args) {
+			return fmt.Errorf("write %d: arguments %q, want %q", c+1, argv[:min(len(w.Args), len(argv))], w.Args)
 		}
 		argv = argv[len(w.Args):]
 	}
@@ -1015,6 +1035,26 @@ func checkApplyMany(s *Schema, sc *Script, run []Writes, b []byte) error {
 		return fmt.Errorf("%d KEYS and %d ARGV elements left over", len(keys)-k, len(argv))
 	}
 	return nil
+}
+
+// fastOwnerIndex is the test's own account of apply_many's fast form: a single ref in the
+// current DB with an owner hint and a kept TTL, not under a zset layout, at most 256 arguments;
+// the result is the index of the value of the last owner-field pair (0: general form).
+func fastOwnerIndex(s *Schema, w Writes) int {
+	if len(w.Refs) != 1 || len(w.Args) > 256 {
+		return 0
+	}
+	r := w.Refs[0]
+	if r.DB != CurrentDB || !r.KeepsTTL || r.Owner == nil || s.Rules[r.Rule].Layout == LayoutZSet {
+		return 0
+	}
+	idx := 0
+	for i := 2; i+1 < len(w.Args); i += 2 {
+		if string(w.Args[i]) == s.Rules[r.Rule].Field {
+			idx = i + 1
+		}
+	}
+	return idx
 }
 
 // descriptor is a ref's "<rule>[@<db>][k]" as the scripts read it.
@@ -1085,4 +1125,29 @@ func checkApply(s *Schema, sc *Script, byBody bool, refs []Ref, a [][]byte, b []
 		return fmt.Errorf("trailing elements %q are not the command %q", tail, a)
 	}
 	return nil
+}
+
+// TestAppendApplyManyLongWrite: the fast form's shape holds argument counts in bytes, so a
+// re-save with more than 256 arguments takes the general form; 256 still fits.
+func TestAppendApplyManyLongWrite(t *testing.T) {
+	s := testSchema(t)
+	for _, tc := range []struct {
+		pairs int
+		fast  bool
+	}{{127, true}, {128, false}} {
+		a := [][]byte{[]byte("HSET"), []byte("session:a")}
+		for i := range tc.pairs - 1 {
+			a = append(a, []byte("f"+strconv.Itoa(i)), []byte("v"))
+		}
+		a = append(a, []byte("userid"), []byte("7"))
+		refs := s.Planner("HSET")(nil, a)
+		run := []Writes{{Refs: refs, Args: a}}
+		b := s.AppendApplyMany(nil, &fakeApplyMany, run)
+		if err := checkApplyMany(s, &fakeApplyMany, run, b); err != nil {
+			t.Fatalf("%d args: %v", len(a), err)
+		}
+		if got := s.fastOwner(run[0]) > 0; got != tc.fast {
+			t.Errorf("%d args: fast form %v, want %v", len(a), got, tc.fast)
+		}
+	}
 }
