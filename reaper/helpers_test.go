@@ -7,7 +7,6 @@ package reaper
 import (
 	"context"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessionproxy/sessionproxy/internal/promtest"
 	"github.com/sessionproxy/sessionproxy/internal/redistest"
 	"github.com/sessionproxy/sessionproxy/rewrite"
 )
@@ -178,40 +178,11 @@ func (e *reapEnv) book() reapBook {
 // for a histogram it sums the sample counts.
 func reapMetric(t testing.TB, reg *prometheus.Registry, name string, want ...string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
+	v, _, err := promtest.Sum(reg, name, want...)
 	if err != nil {
-		t.Fatalf("gather: %v", err)
+		t.Fatal(err)
 	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			for _, w := range want {
-				k, v, _ := strings.Cut(w, "=")
-				found := false
-				for _, l := range m.GetLabel() {
-					if l.GetName() == k && l.GetValue() == v {
-						found = true
-					}
-				}
-				if !found {
-					continue metrics
-				}
-			}
-			switch {
-			case m.GetCounter() != nil:
-				sum += m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				sum += m.GetGauge().GetValue()
-			case m.GetHistogram() != nil:
-				sum += float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return sum
+	return v
 }
 
 // reapEventually polls cond every 20ms until it holds or timeout passes.

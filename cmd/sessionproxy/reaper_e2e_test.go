@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sessionproxy/sessionproxy/conf"
+	"github.com/sessionproxy/sessionproxy/internal/promtest"
 	"github.com/sessionproxy/sessionproxy/internal/redistest"
 	"github.com/sessionproxy/sessionproxy/proxy"
 	"github.com/sessionproxy/sessionproxy/reaper"
@@ -211,36 +212,9 @@ func reapLagMean(t testing.TB, reg *prometheus.Registry, path string) (time.Dura
 // sample sum.
 func reapGather(t testing.TB, reg *prometheus.Registry, name string, want ...string) (value, histSum float64) {
 	t.Helper()
-	mfs, err := reg.Gather()
+	value, histSum, err := promtest.Sum(reg, name, want...)
 	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			for _, w := range want {
-				k, v, _ := strings.Cut(w, "=")
-				found := false
-				for _, l := range m.GetLabel() {
-					found = found || l.GetName() == k && l.GetValue() == v
-				}
-				if !found {
-					continue metrics
-				}
-			}
-			switch {
-			case m.GetCounter() != nil:
-				value += m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				value += m.GetGauge().GetValue()
-			case m.GetHistogram() != nil:
-				value += float64(m.GetHistogram().GetSampleCount())
-				histSum += m.GetHistogram().GetSampleSum()
-			}
-		}
+		t.Fatal(err)
 	}
 	return value, histSum
 }
