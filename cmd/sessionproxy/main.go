@@ -33,6 +33,7 @@ import (
 )
 
 func main() {
+	keepSysmonAwake()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
