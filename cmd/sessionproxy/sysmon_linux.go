@@ -7,9 +7,9 @@ import (
 )
 
 // sysmonAwake is the GODEBUG setting that keeps the Go runtime's monitor thread (sysmon) out of
-// its deep sleep. The value is the largest the runtime accepts, so the scheduler trace that the
-// setting is named for is printed at most once every 24.8 days (and not at all on a host up for
-// less than that).
+// its deep sleep. The value (ms) is the largest the runtime accepts, so the scheduler trace the
+// setting is named for, a SCHED line on stderr, is printed only on a host up for more than 24.8
+// days (the runtime counts from boot): once at start, then every 24.8 days.
 const sysmonAwake = "schedtrace=2147483647"
 
 // keepSysmonAwake re-executes this binary (same PID, arguments and environment) with
