@@ -77,6 +77,16 @@ start_proxy() {
   wait_port "$PROXY_PORT"
 }
 
+# start_minrelay -> MINRELAY_PORT: bench/minrelay (built here) in front of the same redis.
+start_minrelay() {
+  local bin=$WORK/minrelay
+  (cd "$REPO" && go build -o "$bin" ./bench/minrelay) || die "go build minrelay failed"
+  MINRELAY_PORT=$(free_port)
+  "$bin" -listen "$HOST:$MINRELAY_PORT" -upstream "$HOST:$REDIS_PORT" 2>>"$WORK/minrelay.log" &
+  PIDS+=("$!")
+  wait_port "$MINRELAY_PORT"
+}
+
 stop_pid() { # pid: stop one process this script started
   kill "$1" 2>/dev/null; wait "$1" 2>/dev/null
   local keep=() p; for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done; PIDS=("${keep[@]}")

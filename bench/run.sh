@@ -12,6 +12,8 @@
 #      MATRIX ("50/1 50/16") PEERBENCH (path) SKIP_LAT=1
 #      PROCS (proxy GOMAXPROCS, 1; a list such as "1 2" starts one proxy per value, labelled
 #      proxy-p1, proxy-p2, all measured in the same alternating rounds)
+#      CEILING (1: also bench/minrelay, the least a relay can do, as the "minrelay" column: the
+#      ceiling of any proxy hop on this host; 0 leaves it out)
 # Output: bench/results/<timestamp>-peer/{peer.csv,peer.txt,lat.csv,lat.txt,summary.txt}
 source "$(dirname "$0")/lib.sh"
 
@@ -24,7 +26,8 @@ PB=${PEERBENCH:-$REPO/../shared/tools/peerbench.sh}
 [ -f "$PB" ] || PB=""
 
 OUT=$(results_dir peer)
-ntests=$(wc -w <<<"$TESTS"); ncells=$(wc -w <<<"$MATRIX"); ntargets=$((2 + $(wc -w <<<"$PROCS")))
+CEILING=${CEILING:-1}
+ntests=$(wc -w <<<"$TESTS"); ncells=$(wc -w <<<"$MATRIX"); ntargets=$((2 + CEILING + $(wc -w <<<"$PROCS")))
 est=$(awk -v t="$ntests" -v c="$ncells" -v r="$ROUNDS" -v s="$SECS" -v n="$ntargets" 'BEGIN{printf "%d", t*c*r*n*s*1.2 + c*n*4*s + 30 + (ENVIRON["SKIP_LAT"]==""? r*n*s + 15 : 0)}')
 log "expected duration: ~${est}s (+ build); results in $OUT"
 
@@ -38,6 +41,10 @@ for p in $PROCS; do
 done
 start_twemproxy
 [ -n "$TWEM_PORT" ] && TARGETS+=("$TWEM_PORT:twemproxy")
+if [ "$CEILING" = 1 ]; then
+  start_minrelay
+  TARGETS+=("$MINRELAY_PORT:minrelay")
+fi
 { machine_info; echo "targets: ${TARGETS[*]}"; } | tee "$OUT/summary.txt" >&2
 
 if [ -n "$PB" ]; then
