@@ -31,13 +31,14 @@ die() {
 }
 
 # free_port prints a loopback TCP port nobody listens on (and that this script has not handed out).
-declare -A GIVEN_PORTS
 free_port() {
+  # Called as $(free_port): a subshell, which may start from the same RANDOM state as the last
+  # call, so the ports already given are kept in a file, not a variable.
   local p
   for _ in $(seq 200); do
     p=$(( (RANDOM << 15 | RANDOM) % 30000 + 20000 ))
-    [ -n "${GIVEN_PORTS[$p]:-}" ] && continue
-    if ! ss -Htln "sport = :$p" 2>/dev/null | grep -q .; then GIVEN_PORTS[$p]=1; echo "$p"; return; fi
+    grep -qx "$p" "$WORK/ports" 2>/dev/null && continue
+    if ! ss -Htln "sport = :$p" 2>/dev/null | grep -q .; then echo "$p" >>"$WORK/ports"; echo "$p"; return; fi
   done
   die "no free port"
 }
