@@ -12,6 +12,7 @@ import (
 // The binary re-executes itself with the runtime's monitor thread kept awake (sysmon_linux.go),
 // keeping the caller's GODEBUG settings, and leaves an explicit schedtrace alone.
 func TestSysmonAwake(t *testing.T) {
+	t.Setenv("GODEBUG", "") // whatever the test run has; each case's own value comes after it
 	srv := redistest.Start(t)
 	for _, tc := range []struct{ env, want string }{
 		{"", "GODEBUG=" + sysmonAwake},
