@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -311,12 +310,6 @@ func (u *sharedConn) readLoop() {
 			u.writeLocked()
 		}
 		u.mu.Unlock()
-		if u.br.Buffered() == 0 {
-			// The next Peek is a read syscall that mostly finds nothing (EAGAIN) before it
-			// parks: let the client whose request just completed write its reply first, so
-			// that read is not in front of every reply when the proxy runs on a single P.
-			runtime.Gosched()
-		}
 	}
 }
 
