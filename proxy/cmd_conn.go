@@ -51,14 +51,8 @@ func cmdAuth(c *client, args [][]byte) {
 		id = identity{user: string(args[1]), pass: string(args[2])}
 	}
 	// Ask with the client's own words: one-argument AUTH has its own errors (no password set).
-	var ask []byte
-	ask = redcon.AppendArray(ask, len(args))
-	for _, a := range args {
-		ask = redcon.AppendBulk(ask, a)
-	}
-	reply, err := c.s.dialer.oneShot(c.s.ctx, poolKey{}, ask)
-	if err != nil {
-		c.fail(1, err)
+	reply, ok := c.askRedis(poolKey{}, args)
+	if !ok {
 		return
 	}
 	c.write(reply)
@@ -100,14 +94,8 @@ func cmdSelect(c *client, args [][]byte) {
 // byte for byte) on a fresh connection in the client's state, relays its reply, and on success
 // adopts what it set: the protocol (the client then shares RESP3 connections), user and name.
 func cmdHello(c *client, args [][]byte) {
-	var ask []byte
-	ask = redcon.AppendArray(ask, len(args))
-	for _, a := range args {
-		ask = redcon.AppendBulk(ask, a)
-	}
-	reply, err := c.s.dialer.oneShot(c.s.ctx, poolKey{c.ident, 0, c.resp3}, ask)
-	if err != nil {
-		c.fail(1, err)
+	reply, ok := c.askRedis(poolKey{c.ident, 0, c.resp3}, args)
+	if !ok {
 		return
 	}
 	c.write(reply)
@@ -128,6 +116,21 @@ func cmdHello(c *client, args [][]byte) {
 		}
 	}
 	c.pool = nil
+}
+
+// askRedis sends the client's command as it is on a fresh upstream connection in state key
+// and returns Redis' raw reply; on a transport failure it answers the client itself (false).
+func (c *client) askRedis(key poolKey, args [][]byte) ([]byte, bool) {
+	ask := redcon.AppendArray(nil, len(args))
+	for _, a := range args {
+		ask = redcon.AppendBulk(ask, a)
+	}
+	reply, err := c.s.dialer.oneShot(c.s.ctx, key, ask)
+	if err != nil {
+		c.fail(1, err)
+		return nil, false
+	}
+	return reply, true
 }
 
 func cmdQuit(c *client, _ [][]byte) {

@@ -152,8 +152,7 @@ func (r *Reaper) tick(ctx context.Context) time.Time {
 	if r.needNotify.Load() {
 		r.ensureNotifications(ctx) // a Redis just back may not have answered the first time
 	}
-	var earliest time.Time
-	renewed := time.Time{}
+	var earliest, renewed time.Time
 	for db := 0; db < r.dbs && ctx.Err() == nil; db++ {
 		if time.Since(renewed) > r.o.Interval/2 {
 			if !r.holdLease(ctx) {
@@ -230,12 +229,12 @@ func (r *Reaper) sweep(ctx context.Context, db int) time.Time {
 			return time.Time{}
 		}
 	}
+	if r.fakeClock {
+		return time.Time{} // a fake clock: deadlines say nothing about real waiting
+	}
 	first, err := c.ZRangeWithScores(ctx, r.o.Schema.LedgerKey(), 0, 0).Result()
 	if err != nil || len(first) == 0 {
 		return time.Time{}
-	}
-	if r.fakeClock {
-		return time.Time{} // a fake clock: deadlines say nothing about real waiting
 	}
 	return time.UnixMilli(int64(first[0].Score))
 }
