@@ -78,13 +78,13 @@ start_proxy() {
   wait_port "$PROXY_PORT"
 }
 
-# start_minrelay -> MINRELAY_PORT: bench/minrelay (built here) in front of the same redis.
+# start_minrelay -> MINRELAY_PORT, MINRELAY_PID: bench/minrelay (built here) in front of the same redis.
 start_minrelay() {
   local bin=$WORK/minrelay
   (cd "$REPO" && go build -o "$bin" ./bench/minrelay) || die "go build minrelay failed"
   MINRELAY_PORT=$(free_port)
   "$bin" -listen "$HOST:$MINRELAY_PORT" -upstream "$HOST:$REDIS_PORT" 2>>"$WORK/minrelay.log" &
-  PIDS+=("$!")
+  MINRELAY_PID=$!; PIDS+=("$MINRELAY_PID")
   wait_port "$MINRELAY_PORT"
 }
 
