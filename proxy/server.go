@@ -235,8 +235,9 @@ func (s *Server) serveCommand(rc redcon.Conn, cmd redcon.Command) {
 	for _, cm := range c.batch {
 		s.m.bytesIn.Add(float64(len(cm.Raw)))
 	}
+	// The commands point into redcon's read buffer (third_party/redcon/PATCH.md): valid until
+	// this call returns, so nothing of them is kept past the batch.
 	c.run(c.batch)
-	clear(c.batch) // do not pin the batch's buffers until the next one
 }
 
 // CheckUpstream reports whether Redis answers PING within the read timeout: the readiness probe.
