@@ -25,6 +25,7 @@ type client struct {
 
 	req     request
 	batch   []redcon.Command
+	written int // reply bytes of the current batch, counted into the metric once per batch
 	closing bool
 
 	// Session writes and SESSIONS commands of the current batch, found while routing and
@@ -367,7 +368,7 @@ func (c *client) sharedConn() (*sharedConn, error) {
 // write queues reply bytes for the client; redcon flushes them once per batch.
 func (c *client) write(b []byte) {
 	c.rc.WriteRaw(b)
-	c.s.m.bytesOut.Add(float64(len(b)))
+	c.written += len(b)
 }
 
 // fail answers n commands with an upstream error and closes the client after them: its

@@ -232,12 +232,17 @@ func (s *Server) serveCommand(rc redcon.Conn, cmd redcon.Command) {
 	}
 	c.batch = append(c.batch[:0], cmd)
 	c.batch = append(c.batch, rc.ReadPipeline()...)
+	in := 0
 	for _, cm := range c.batch {
-		s.m.bytesIn.Add(float64(len(cm.Raw)))
+		in += len(cm.Raw)
 	}
 	// The commands point into redcon's read buffer (third_party/redcon/PATCH.md): valid until
 	// this call returns, so nothing of them is kept past the batch.
 	c.run(c.batch)
+	// Byte counters once per batch: a float counter's Add is a CAS loop, per command it showed.
+	s.m.bytesIn.Add(float64(in))
+	s.m.bytesOut.Add(float64(c.written))
+	c.written = 0
 }
 
 // CheckUpstream reports whether Redis answers PING within the read timeout: the readiness probe.
