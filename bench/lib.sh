@@ -30,15 +30,19 @@ die() {
   exit 1
 }
 
-# free_port prints a loopback TCP port nobody listens on (and that this script has not handed out).
+# free_port prints a loopback TCP port no socket uses (and that this script has not handed out).
+# It picks below the kernel's ephemeral range, so a client connection cannot take it between
+# this check and the listener's bind (that happened: "bind: address already in use").
 free_port() {
   # Called as $(free_port): a subshell, which may start from the same RANDOM state as the last
   # call, so the ports already given are kept in a file, not a variable.
-  local p
+  local p lo
+  lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  [ "$lo" -gt 12000 ] || lo=32768
   for _ in $(seq 200); do
-    p=$(( (RANDOM << 15 | RANDOM) % 30000 + 20000 ))
+    p=$(( (RANDOM << 15 | RANDOM) % (lo - 10000) + 10000 ))
     grep -qx "$p" "$WORK/ports" 2>/dev/null && continue
-    if ! ss -Htln "sport = :$p" 2>/dev/null | grep -q .; then echo "$p" >>"$WORK/ports"; echo "$p"; return; fi
+    if ! ss -Htan "sport = :$p" 2>/dev/null | grep -q .; then echo "$p" >>"$WORK/ports"; echo "$p"; return; fi
   done
   die "no free port"
 }
