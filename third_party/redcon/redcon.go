@@ -775,11 +775,12 @@ type Reader struct {
 }
 
 // nextArgs returns an Args slice of n entries from the reader's reusable backing
-// (sessionproxy patch). A new backing array is started when the current one is full; the
-// commands already handed out keep the old one.
+// (sessionproxy patch). A new, larger backing array is started when the current one is full
+// (the commands already handed out keep the old one), so after a few reads one array holds a
+// whole batch.
 func (rd *Reader) nextArgs(n int) [][]byte {
 	if cap(rd.args)-len(rd.args) < n {
-		rd.args = make([][]byte, 0, 256+2*n)
+		rd.args = make([][]byte, 0, 2*cap(rd.args)+256+n)
 	}
 	a := rd.args[len(rd.args) : len(rd.args)+n : len(rd.args)+n]
 	rd.args = rd.args[:len(rd.args)+n]
@@ -1001,9 +1002,15 @@ func (rd *Reader) readCommands(leftover *int) ([]Command, error) {
 			rd.start, rd.end = 0, 0
 		} else {
 			// must grow the buffer
-			newbuf := make([]byte, len(rd.buf)*2)
-			copy(newbuf, rd.buf)
-			rd.buf = newbuf
+			if cap(rd.buf) >= len(rd.buf)*2 {
+				// sessionproxy patch: the buffer was cut back to 4096 bytes
+				// after a larger batch; grow into the capacity it kept.
+				rd.buf = rd.buf[:len(rd.buf)*2]
+			} else {
+				newbuf := make([]byte, len(rd.buf)*2)
+				copy(newbuf, rd.buf)
+				rd.buf = newbuf
+			}
 		}
 	}
 	n, err := rd.rd.Read(rd.buf[rd.end:])
