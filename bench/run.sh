@@ -12,6 +12,8 @@
 #      MATRIX ("50/1 50/16") PEERBENCH (path) SKIP_LAT=1
 #      PROCS (proxy GOMAXPROCS, 1; a list such as "1 2" starts one proxy per value, labelled
 #      proxy-p1, proxy-p2, all measured in the same alternating rounds)
+#      PROXY_B (path of another sessionproxy binary, e.g. an older build: started too, labelled
+#      proxy-b and measured in the same rounds; an A/B of two versions)
 #      CEILING (1: also bench/minrelay, the least a relay can do, as the "minrelay" column: the
 #      ceiling of any proxy hop on this host; 0 leaves it out)
 # Output: bench/results/<timestamp>-peer/{peer.csv,peer.txt,lat.csv,lat.txt,summary.txt}
@@ -27,7 +29,8 @@ PB=${PEERBENCH:-$REPO/../shared/tools/peerbench.sh}
 
 OUT=$(results_dir peer)
 CEILING=${CEILING:-1}
-ntests=$(wc -w <<<"$TESTS"); ncells=$(wc -w <<<"$MATRIX"); ntargets=$((2 + CEILING + $(wc -w <<<"$PROCS")))
+ntests=$(wc -w <<<"$TESTS"); ncells=$(wc -w <<<"$MATRIX"); nb=0; [ -n "${PROXY_B:-}" ] && nb=1
+ntargets=$((2 + CEILING + nb + $(wc -w <<<"$PROCS")))
 est=$(awk -v t="$ntests" -v c="$ncells" -v r="$ROUNDS" -v s="$SECS" -v n="$ntargets" 'BEGIN{printf "%d", t*c*r*n*s*1.2 + c*n*4*s + 30 + (ENVIRON["SKIP_LAT"]==""? r*n*s + 15 : 0)}')
 log "expected duration: ~${est}s (+ build); results in $OUT"
 
@@ -39,6 +42,10 @@ for p in $PROCS; do
   start_proxy SESSIONPROXY_PROCS="$p"
   TARGETS+=("$PROXY_PORT:$label")
 done
+if [ -n "${PROXY_B:-}" ]; then
+  own=$PROXY_BIN; PROXY_BIN=$PROXY_B start_proxy; PROXY_BIN=$own
+  TARGETS+=("$PROXY_PORT:proxy-b")
+fi
 start_twemproxy
 [ -n "$TWEM_PORT" ] && TARGETS+=("$TWEM_PORT:twemproxy")
 if [ "$CEILING" = 1 ]; then
