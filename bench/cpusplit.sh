@@ -13,9 +13,12 @@
 # share one vCPU and the benchmark has the other (what the kernel's wake-up placement does here,
 # see bench/README.md). Env: ROUNDS (3) TEST (get) CLIENTS (50) PIPELINE (16) N (3000000) PROCS;
 # PROXY_B=/path/to/sessionproxy adds that binary as target proxy-b (an A/B in the same rounds).
+# CMD="HSET session:__rand_int__ userid 42" runs that command instead of -t TEST (e.g. session
+# writes: the direct target then writes the same key without an index, the plain baseline).
 # Output: bench/results/<timestamp>-cpusplit/{summary.txt,raw.csv}
 source "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-3}; TEST=${TEST:-get}; CLIENTS=${CLIENTS:-50}; PIPELINE=${PIPELINE:-16}; N=${N:-3000000}
+if [ -n "${CMD:-}" ]; then read -r -a LOAD <<<"$CMD"; else LOAD=(-t "$TEST"); fi
 OUT=$(results_dir cpusplit)
 log "expected duration: ~$((ROUNDS * 4 * 8 + 20))s; results in $OUT"
 build_proxy
@@ -52,7 +55,7 @@ for round in $(seq "$ROUNDS"); do
     [ -n "$pid" ] && { h0=$(cpu_ticks "$pid"); hq0=$(runq_ns "$pid"); }
     t0=$(now_s)
     bt=$( { TIMEFORMAT='%U %S'; time "$RB" -h $HOST -p "$port" -c "$CLIENTS" -P "$PIPELINE" -n "$N" \
-      -r 100000 -t "$TEST" -q >"$WORK/rb.out" 2>&1; } 2>&1 )
+      -r 100000 -q "${LOAD[@]}" >"$WORK/rb.out" 2>&1; } 2>&1 )
     t1=$(now_s)
     r1=$(cpu_ticks "$REDIS_PID"); q1=$(runq_ns "$REDIS_PID"); i1=$(idle_ticks); a1=$(all_ticks)
     [ -n "$pid" ] && { h1=$(cpu_ticks "$pid"); hq1=$(runq_ns "$pid"); }
@@ -67,7 +70,7 @@ done
 
 {
   machine_info
-  echo "load: redis-benchmark -c $CLIENTS -P $PIPELINE -t $TEST -n $N, $ROUNDS alternating rounds; medians"
+  echo "load: redis-benchmark -c $CLIENTS -P $PIPELINE ${LOAD[*]} -n $N, $ROUNDS alternating rounds; medians"
   echo "runq = run-queue wait, % of the run's wall time; idle = both vCPUs idle, % of all CPU time"
   echo
   printf "%-10s %9s %6s | %9s %9s %9s | %9s %6s %6s %6s\n" target rps ratio bench_us redis_us hop_us \
