@@ -16,9 +16,11 @@ run: deps build
 deps:
 	bash .ci/deps
 
-# Lint, then every test with the race detector (real redis-server processes, real clients).
+# Lint, then every test with the race detector (real redis-server processes, real clients),
+# then the tests of the patched redcon copy (a module of its own, so not in ./...).
 test: deps lint
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	cd third_party/redcon && $(GO) test -count=1 .
 
 race: test
 
@@ -31,6 +33,7 @@ lint:
 fuzz:
 	$(GO) test ./internal/resp -run '^$$' -fuzz '^FuzzNormalizer$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/resp -run '^$$' -fuzz '^FuzzAppendReply$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./proxy -run '^$$' -fuzz '^FuzzClientCommands$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./rewrite -run '^$$' -fuzz '^FuzzPlan$$' -fuzztime $(FUZZTIME)
 
 # Go micro-benchmarks; the redis-benchmark comparison is bench/run.sh (see bench/README.md).
