@@ -22,6 +22,15 @@ func TestSharedPathAllocs(t *testing.T) {
 	}{
 		{"GET", func(i int) []string { return []string{"GET", "key:" + strconv.Itoa(i)} }},
 		{"HSET session", func(i int) []string { return []string{"HSET", "session:" + strconv.Itoa(i), "userid", "42"} }},
+		// 21 arguments a command and batches over 4 KiB: redcon's argument marks and read
+		// buffer growth (third_party/redcon/PATCH.md).
+		{"MSET 10 keys", func(i int) []string {
+			args := []string{"MSET"}
+			for k := range 10 {
+				args = append(args, "key:"+strconv.Itoa(i*10+k), "xyz")
+			}
+			return args
+		}},
 	} {
 		const p, n = 16, 300
 		batches := benchBatches(p, tc.cmd)

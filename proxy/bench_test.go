@@ -168,9 +168,13 @@ func benchConnLoop(nc net.Conn, p, n int, batches [][]byte) error {
 		}
 		buf = buf[:0]
 		for range p {
+			mark := len(buf)
 			var err error
 			if buf, err = resp.AppendReply(buf, br); err != nil {
 				return err
+			}
+			if buf[mark] == '-' {
+				return fmt.Errorf("error reply: %q", clip(buf[mark:]))
 			}
 		}
 	}

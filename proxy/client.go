@@ -116,6 +116,14 @@ func (c *client) run(cmds []redcon.Command) {
 	c.sendShared(cmds[start:], start)
 }
 
+// forgetBatch drops the references the client's reused slices hold into the batch just
+// handled (and so into redcon's read buffers), so that a large batch does not stay pinned.
+func (c *client) forgetBatch() {
+	clear(c.batch)
+	clear(c.refs)
+	clear(c.writes)
+}
+
 // planRewrite records command i for rewriting if it is a session write or a SESSIONS command;
 // an error reply means the proxy answers it instead (unknown rule).
 func (c *client) planRewrite(i int, spec *cmdSpec, args [][]byte) []byte {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/tidwall/redcon"
@@ -65,10 +66,11 @@ func canonicalCommands(t *testing.T, b []byte) (raws [][]byte, args [][][]byte) 
 	return raws, args
 }
 
-// FuzzClientCommands drives the client-command path as the server runs it: client bytes through
+// FuzzClientCommands drives the parsing half of the client-command path: client bytes through
 // the normalizer, then through redcon's reader (the patched copy in third_party/redcon, which
 // reuses its buffers between reads), delivered in chunks of fuzzed sizes. Every batch must hold
-// exactly the next commands, byte for byte, when it is handed over.
+// exactly the next commands, byte for byte, when it is handed over. (That the proxy keeps
+// nothing of a batch past it is for the differential and model tests to catch.)
 func FuzzClientCommands(f *testing.F) {
 	for _, s := range []string{
 		"*1\r\n$4\r\nPING\r\n",
@@ -81,6 +83,13 @@ func FuzzClientCommands(f *testing.F) {
 		f.Add([]byte(s), []byte{1, 7, 200})
 		f.Add(bytes.Repeat([]byte(s), 40), []byte{255, 3})
 	}
+	// A command of exactly 8192 bytes (so a read ends with it and redcon cuts its buffer back
+	// to 4096 bytes), then one over 4 KiB: the patched grow-into-capacity branch.
+	first := encode("SET", "k", strings.Repeat("v", 8163))
+	if len(first) != 8192 {
+		f.Fatalf("seed command is %d bytes", len(first))
+	}
+	f.Add(append(first, encode("SET", "k2", strings.Repeat("w", 6000))...), []byte{255})
 	f.Fuzz(func(t *testing.T, data, chunks []byte) {
 		out, _ := resp.NewNormalizer(resp.DefaultLimits()).Feed(nil, data)
 		wantRaw, wantArgs := canonicalCommands(t, out)

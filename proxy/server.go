@@ -239,6 +239,7 @@ func (s *Server) serveCommand(rc redcon.Conn, cmd redcon.Command) {
 	// The commands point into redcon's read buffer (third_party/redcon/PATCH.md): valid until
 	// this call returns, so nothing of them is kept past the batch.
 	c.run(c.batch)
+	c.forgetBatch()
 	// Byte counters once per batch: a float counter's Add is a CAS loop, per command it showed.
 	s.m.bytesIn.Add(float64(in))
 	s.m.bytesOut.Add(float64(c.written))

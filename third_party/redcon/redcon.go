@@ -527,6 +527,7 @@ type DetachedConn interface {
 // until Flush() is called.
 func (c *conn) Detach() DetachedConn {
 	c.detached = true
+	c.rd.detach() // sessionproxy patch
 	cmds := c.cmds
 	c.cmds = nil
 	return &detachedConn{conn: c, cmds: cmds}
@@ -769,22 +770,52 @@ type Reader struct {
 	end   int
 	cmds  []Command
 	// sessionproxy patch (see PATCH.md): the backing of the commands of the last read and of
-	// their Args, reused by the next read.
-	batch []Command
-	args  [][]byte
+	// their Args, and the argument marks, reused by the next read; copying restores the
+	// release's behaviour (a copy per command) once the connection is detached.
+	batch   []Command
+	args    [][]byte
+	marks   []int
+	copying bool
 }
+
+// Bounds on what a reader keeps between reads (sessionproxy patch): one large batch or
+// command must not pin its buffers for the life of the connection.
+const (
+	maxKeptBuf  = 64 << 10
+	maxKeptCmds = 1024
+	maxKeptArgs = 4096
+)
 
 // nextArgs returns an Args slice of n entries from the reader's reusable backing
 // (sessionproxy patch). A new, larger backing array is started when the current one is full
 // (the commands already handed out keep the old one), so after a few reads one array holds a
 // whole batch.
 func (rd *Reader) nextArgs(n int) [][]byte {
+	if rd.copying {
+		return make([][]byte, n)
+	}
 	if cap(rd.args)-len(rd.args) < n {
 		rd.args = make([][]byte, 0, 2*cap(rd.args)+256+n)
 	}
 	a := rd.args[len(rd.args) : len(rd.args)+n : len(rd.args)+n]
 	rd.args = rd.args[:len(rd.args)+n]
 	return a
+}
+
+// detach puts the reader back into the release's copying mode (sessionproxy patch). A
+// detached connection is read by another goroutine while the handler that detached it may
+// still use its commands, so nothing handed out so far may be written again: the unread
+// bytes move to a new buffer and the reused backings are dropped.
+func (rd *Reader) detach() {
+	n := rd.end - rd.start
+	size := 4096
+	for size <= n {
+		size *= 2
+	}
+	buf := make([]byte, size)
+	copy(buf, rd.buf[rd.start:rd.end])
+	rd.buf, rd.start, rd.end = buf, 0, n
+	rd.batch, rd.args, rd.copying = nil, nil, true
 }
 
 // NewReader returns a command reader which will read RESP or telnet commands.
@@ -803,11 +834,23 @@ func parseInt(b []byte) (int, bool) {
 func (rd *Reader) readCommands(leftover *int) ([]Command, error) {
 	// sessionproxy patch: the command slice and the Args backing are reused from the last
 	// read, and a command's Raw is the reader's buffer, not a copy; see PATCH.md.
+	if cap(rd.batch) > maxKeptCmds {
+		rd.batch = nil
+	}
+	if cap(rd.args) > maxKeptArgs {
+		rd.args = nil
+	}
+	if cap(rd.marks) > 2*maxKeptArgs {
+		rd.marks = nil
+	}
 	cmds := rd.batch[:0]
 	rd.args = rd.args[:0]
 	b := rd.buf[rd.start:rd.end]
 	if rd.end-rd.start == 0 && len(rd.buf) > 4096 {
 		rd.buf = rd.buf[:4096]
+		if cap(rd.buf) > maxKeptBuf { // sessionproxy patch: do not keep a huge buffer
+			rd.buf = make([]byte, 4096)
+		}
 		rd.start = 0
 		rd.end = 0
 	}
@@ -908,7 +951,7 @@ func (rd *Reader) readCommands(leftover *int) ([]Command, error) {
 			}
 		case '*':
 			// resp formatted command
-			marks := make([]int, 0, 16)
+			marks := rd.marks[:0] // sessionproxy patch: reused, not a new slice per command
 		outer2:
 			for i := 1; i < len(b); i++ {
 				if b[i] == '\n' {
@@ -948,6 +991,7 @@ func (rd *Reader) readCommands(leftover *int) ([]Command, error) {
 									}
 									i++
 									marks = append(marks, i, i+size)
+									rd.marks = marks
 									i += size + 1
 									break
 								}
@@ -959,8 +1003,13 @@ func (rd *Reader) readCommands(leftover *int) ([]Command, error) {
 						if rd.rd != nil {
 							// make a raw copy of the entire command when
 							// there's a underlying reader.
-							// (sessionproxy patch: no copy; valid until the next read)
-							cmd.Raw = b[: i+1 : i+1]
+							// (sessionproxy patch: no copy, valid until the next
+							// read, unless the connection was detached)
+							if rd.copying {
+								cmd.Raw = append([]byte(nil), b[:i+1]...)
+							} else {
+								cmd.Raw = b[: i+1 : i+1]
+							}
 						} else {
 							// just assign the slice
 							cmd.Raw = b[:i+1]
@@ -989,7 +1038,9 @@ func (rd *Reader) readCommands(leftover *int) ([]Command, error) {
 		*leftover = rd.end - rd.start
 	}
 	if len(cmds) > 0 {
-		rd.batch = cmds // sessionproxy patch: reused by the next read
+		if !rd.copying {
+			rd.batch = cmds // sessionproxy patch: reused by the next read
+		}
 		return cmds, nil
 	}
 	if rd.rd == nil {

@@ -1,0 +1,114 @@
+package redcon
+
+// Tests of the sessionproxy patch (PATCH.md): reused reader buffers, their bounds, and the
+// copying mode of a detached connection.
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+)
+
+// parts hands out one string per Read, so each becomes its own batch.
+type parts struct{ p []string }
+
+func (r *parts) Read(b []byte) (int, error) {
+	if len(r.p) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b, r.p[0])
+	if r.p[0] = r.p[0][n:]; r.p[0] == "" {
+		r.p = r.p[1:]
+	}
+	return n, nil
+}
+
+func resp(args ...string) string {
+	var b []byte
+	b = AppendArray(b, len(args))
+	for _, a := range args {
+		b = AppendBulkString(b, a)
+	}
+	return string(b)
+}
+
+func argsOf(c Command) string {
+	var s []string
+	for _, a := range c.Args {
+		s = append(s, string(a))
+	}
+	return strings.Join(s, " ")
+}
+
+func readBatch(t *testing.T, rd *Reader) []Command {
+	t.Helper()
+	cmds, err := rd.ReadCommands()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmds
+}
+
+// A detached connection's commands must survive the reads of the goroutine that takes over
+// (PubSub's bgrunner reads while the handler still loops over SUBSCRIBE's channels).
+func TestPatchDetachKeepsCommands(t *testing.T) {
+	rd := NewReader(&parts{p: []string{resp("SUBSCRIBE", "a", "b"), resp("SET", "x", "y")}})
+	first := readBatch(t, rd)
+	raw := string(first[0].Raw)
+	rd.detach()
+	second := readBatch(t, rd)
+	if got := argsOf(first[0]); got != "SUBSCRIBE a b" || string(first[0].Raw) != raw {
+		t.Fatalf("first batch changed by the next read: %q", got)
+	}
+	if got := argsOf(second[0]); got != "SET x y" {
+		t.Fatalf("second batch: %q", got)
+	}
+}
+
+// Without detaching, commands are reused: each batch is right when it is handed over.
+func TestPatchBatches(t *testing.T) {
+	big := strings.Repeat("v", 8192)
+	in := []string{
+		resp("SET", "k", big),                        // grows the buffer past 4096 bytes
+		resp("SET", "k2", strings.Repeat("w", 6000)), // after the cut-back: grows into kept capacity
+		resp("GET", "k") + resp("GET", "k2"),
+		resp(append([]string{"MSET"}, strings.Split(strings.Repeat("a b ", 20), " ")[:40]...)...),
+	}
+	rd := NewReader(&parts{p: append([]string(nil), in...)})
+	for i, want := range in {
+		var got []byte
+		for _, c := range readBatch(t, rd) {
+			got = append(got, c.Raw...)
+			var enc []byte
+			enc = AppendArray(enc, len(c.Args))
+			for _, a := range c.Args {
+				enc = AppendBulk(enc, a)
+			}
+			if !bytes.Equal(enc, c.Raw) {
+				t.Fatalf("batch %d: Args %q do not match Raw", i, argsOf(c))
+			}
+		}
+		if string(got) != want {
+			t.Fatalf("batch %d: got %d bytes, want %d", i, len(got), len(want))
+		}
+	}
+}
+
+// One huge batch must not pin its backings for the life of the connection.
+func TestPatchBounds(t *testing.T) {
+	many := make([]string, 20000)
+	for i := range many {
+		many[i] = "x"
+	}
+	huge := resp(append([]string{"MSET"}, many...)...)
+	rd := NewReader(&parts{p: []string{huge, strings.Repeat(resp("PING"), 2000), resp("PING")}})
+	readBatch(t, rd)
+	readBatch(t, rd)
+	readBatch(t, rd)
+	if cap(rd.args) > maxKeptArgs || cap(rd.batch) > maxKeptCmds || cap(rd.marks) > 2*maxKeptArgs ||
+		cap(rd.buf) > maxKeptBuf {
+		t.Fatalf("kept after small batches: args %d, cmds %d, marks %d, buf %d",
+			cap(rd.args), cap(rd.batch), cap(rd.marks), cap(rd.buf))
+	}
+}
