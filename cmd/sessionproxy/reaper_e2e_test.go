@@ -168,6 +168,14 @@ func (n *reapNode) metric(name string, labels ...string) float64 {
 // cleanups is the node's cleanups_total over both paths.
 func (n *reapNode) cleanups() float64 { return n.metric(reapMCleanups) }
 
+// counted waits (up to 2s) until n has counted want cleanups and returns its count: a reaper
+// counts cleanups after its script has returned, so the book can be seen empty a moment before
+// the counter catches up.
+func (n *reapNode) counted(want float64) float64 {
+	reapEventually(2*time.Second, func() bool { return n.cleanups() >= want })
+	return n.cleanups()
+}
+
 // reapScriptHook counts the reap.lua calls a reaper's clients send.
 type reapScriptHook struct {
 	sha string
@@ -486,7 +494,7 @@ func TestReapExpiryCleanup(t *testing.T) {
 			if lag > 2*time.Second {
 				t.Logf("NOTE: lag %v exceeds the 2s target (tolerated up to 6s on a loaded test host)", lag)
 			}
-			if got := node.cleanups(); got != 1000 {
+			if got := node.counted(1000); got != 1000 {
 				t.Errorf("cleanups_total = %v, want 1000 (each session once)", got)
 			}
 			flags := reapNotifyFlags(rdb)
@@ -544,7 +552,7 @@ func TestReapCatchUpAfterDowntime(t *testing.T) {
 	}
 	t.Logf("new reaper cleaned the backlog in %v", seen.Sub(start).Round(time.Millisecond))
 	reapLogLags(t, second)
-	if got := second.cleanups(); got != float64(before.ledger) {
+	if got := second.counted(float64(before.ledger)); got != float64(before.ledger) {
 		t.Errorf("new reaper's cleanups_total = %v, want %d (each left-over session once)", got, before.ledger)
 	}
 }
@@ -612,12 +620,14 @@ func TestReapRedisRestart(t *testing.T) {
 	if seen, b := reapUntilEmpty(t, rdb, last.Add(6*time.Second)); seen.IsZero() {
 		t.Fatalf("sessions written after the restart: %+v left 6s after the last deadline", b)
 	}
+	reapEventually(2*time.Second, func() bool { return node.metric(reapMCleanups, "path=event") > events })
 	if got := node.metric(reapMCleanups, "path=event"); got <= events {
 		t.Errorf("no event-path cleanup after the restart (event cleanups %v before, %v after)", events, got)
 	}
 	reapLogLags(t, node)
 	t.Logf("subscription_reconnects_total: %v -> %v", reconnects, node.metric(reapMReconnects))
-	if got, want := node.cleanups(), float64(len(sessions)+len(more)); got != want {
+	want := float64(len(sessions) + len(more))
+	if got := node.counted(want); got != want {
 		t.Errorf("cleanups_total = %v, want %v (each session once)", got, want)
 	}
 }
@@ -718,8 +728,7 @@ func TestReapTwoProxiesShareWork(t *testing.T) {
 	if flips > 0 {
 		t.Errorf("the lease changed hands %d times while both nodes ran", flips)
 	}
-	// A reaper counts its cleanups after its script has returned, so the book can be seen
-	// empty a moment before the counters catch up.
+	// Counted after the book empties, as in reapNode.counted.
 	reapEventually(2*time.Second, func() bool { return holder.cleanups()+standby.cleanups() >= 10000 })
 	total := holder.cleanups() + standby.cleanups()
 	if late <= 0 && total != 10000 || total > 10000 || total < 9500 {
@@ -750,8 +759,7 @@ func TestReapTwoProxiesShareWork(t *testing.T) {
 	if seen, bk := reapUntilEmpty(t, rdb, last.Add(6*time.Second)); seen.IsZero() {
 		t.Fatalf("after the takeover: %+v left 6s after the last deadline", bk)
 	}
-	reapEventually(2*time.Second, func() bool { return standby.cleanups()-before >= 200 }) // see above
-	if got := standby.cleanups() - before; got != 200 {
+	if got := standby.counted(before+200) - before; got != 200 {
 		t.Errorf("new holder cleaned %v sessions, want 200", got)
 	}
 }
