@@ -7,6 +7,7 @@ package redistest
 import (
 	"bufio"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -119,15 +120,46 @@ func (s *Server) Do(args ...string) (string, error) {
 	return strings.TrimRight(line, "\r\n"), err
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback TCP port that was free a moment ago. It is picked below the
+// kernel's ephemeral range: a port from there (what listening on ":0" gives) can be taken as the
+// local port of some outgoing connection before the server binds it, which under load made
+// servers fail to start with "address already in use".
 func FreePort(t testing.TB) int {
 	t.Helper()
+	if lo := ephemeralLow(); lo > minPort+1000 {
+		for range 100 {
+			p := minPort + rand.IntN(lo-minPort)
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+			if err == nil {
+				l.Close()
+				return p
+			}
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("redistest: free port: %v", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// minPort is the lowest port FreePort hands out.
+const minPort = 10000
+
+// ephemeralLow is the first port of the kernel's range for outgoing connections (Linux; 0 where
+// it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	lo, _ := strconv.Atoi(f[0])
+	return lo
 }
 
 func waitReady(addr string, timeout time.Duration) error {
