@@ -26,11 +26,7 @@ start_redis
 start_proxy
 start_minrelay
 start_twemproxy
-if [ -n "${PROXY_B:-}" ]; then
-  a_port=$PROXY_PORT a_pid=$PROXY_PID a_bin=$PROXY_BIN
-  PROXY_BIN=$PROXY_B start_proxy
-  B_PORT=$PROXY_PORT B_PID=$PROXY_PID PROXY_PORT=$a_port PROXY_PID=$a_pid PROXY_BIN=$a_bin
-fi
+[ -n "${PROXY_B:-}" ] && start_proxy_b
 "$RB" -h $HOST -p "$REDIS_PORT" -c 50 -P 16 -n 1200000 -r 100000 -t set -q >/dev/null 2>&1
 
 # runq_ns pid: run-queue wait of all the process's threads, in ns

@@ -82,6 +82,15 @@ start_proxy() {
   wait_port "$PROXY_PORT"
 }
 
+# start_proxy_b -> B_PORT, B_PID: a second sessionproxy, the binary $PROXY_B (for an A/B of two
+# builds), in front of the same redis; PROXY_PORT, PROXY_PID, METRICS_PORT keep naming the first.
+start_proxy_b() {
+  local port=$PROXY_PORT pid=$PROXY_PID bin=$PROXY_BIN metrics=$METRICS_PORT
+  PROXY_BIN=$PROXY_B start_proxy
+  B_PORT=$PROXY_PORT B_PID=$PROXY_PID
+  PROXY_PORT=$port PROXY_PID=$pid PROXY_BIN=$bin METRICS_PORT=$metrics
+}
+
 # start_minrelay -> MINRELAY_PORT, MINRELAY_PID: bench/minrelay (built here) in front of the same redis.
 start_minrelay() {
   local bin=$WORK/minrelay

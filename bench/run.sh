@@ -43,8 +43,8 @@ for p in $PROCS; do
   TARGETS+=("$PROXY_PORT:$label")
 done
 if [ -n "${PROXY_B:-}" ]; then
-  own=$PROXY_BIN; PROXY_BIN=$PROXY_B start_proxy; PROXY_BIN=$own
-  TARGETS+=("$PROXY_PORT:proxy-b")
+  start_proxy_b
+  TARGETS+=("$B_PORT:proxy-b")
 fi
 start_twemproxy
 [ -n "$TWEM_PORT" ] && TARGETS+=("$TWEM_PORT:twemproxy")

@@ -1105,7 +1105,7 @@ func (rd *Reader) ReadCommand() (Command, error) {
 
 // Parse parses a raw RESP message and returns a command.
 func Parse(raw []byte) (Command, error) {
-	rd := Reader{buf: raw, end: len(raw)}
+	rd := Reader{buf: raw, end: len(raw), copying: true} // sessionproxy patch: one command, nothing to reuse
 	var leftover int
 	cmds, err := rd.readCommands(&leftover)
 	if err != nil {
