@@ -123,8 +123,9 @@ func Default() Config {
 	}
 }
 
-// Flags are the command-line overrides; an empty string means "not given".
-type Flags struct{ Listen, Upstream, Metrics string }
+// Flags are the command-line overrides; nil means "not given", so that a flag given empty
+// (-metrics "") overrides like an empty environment variable does.
+type Flags struct{ Listen, Upstream, Metrics *string }
 
 // Load builds the config: Default(), then the YAML file at path (skipped when path == ""), then the
 // environment through lookupEnv, then flags; and returns Validate()'s error (wrapped) if any.
@@ -185,14 +186,14 @@ func (c *Config) loadEnv(lookupEnv func(string) (string, bool)) error {
 }
 
 func (f Flags) apply(c *Config) {
-	if f.Listen != "" {
-		c.Listen = f.Listen
+	if f.Listen != nil {
+		c.Listen = *f.Listen
 	}
-	if f.Upstream != "" {
-		c.Upstream.Addr = f.Upstream
+	if f.Upstream != nil {
+		c.Upstream.Addr = *f.Upstream
 	}
-	if f.Metrics != "" {
-		c.Metrics = f.Metrics
+	if f.Metrics != nil {
+		c.Metrics = *f.Metrics
 	}
 }
 

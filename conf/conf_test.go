@@ -215,13 +215,15 @@ func TestOverlay(t *testing.T) {
 			"SESSIONPROXY_LISTEN":        "127.0.0.1:7100",
 			"SESSIONPROXY_UPSTREAM_ADDR": "env:6379",
 			"SESSIONPROXY_METRICS":       "127.0.0.1:9100",
-		}, Flags{Listen: "127.0.0.1:7200", Upstream: "flag:6379", Metrics: "127.0.0.1:9200"}, func(c *Config) {
+		}, Flags{Listen: ptr("127.0.0.1:7200"), Upstream: ptr("flag:6379"), Metrics: ptr("127.0.0.1:9200")}, func(c *Config) {
 			c.Listen = "127.0.0.1:7200"
 			c.Upstream.Addr = "flag:6379"
 			c.Metrics = "127.0.0.1:9200"
 		}},
-		{"empty flags are not given", map[string]string{"SESSIONPROXY_LISTEN": "127.0.0.1:7100"}, Flags{},
+		{"flags not given", map[string]string{"SESSIONPROXY_LISTEN": "127.0.0.1:7100"}, Flags{},
 			func(c *Config) { c.Listen = "127.0.0.1:7100" }},
+		{"a flag given empty overrides", map[string]string{"SESSIONPROXY_METRICS": "127.0.0.1:9100"},
+			Flags{Metrics: ptr("")}, func(c *Config) { c.Metrics = "" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -379,3 +381,5 @@ func TestImports(t *testing.T) {
 		}
 	}
 }
+
+func ptr(s string) *string { return &s }

@@ -40,28 +40,32 @@ func TestCheckConfig(t *testing.T) {
 		file string
 		env  []string
 		want []string // in stderr; empty: the file is valid
+		args []string // flags after -check-config FILE
 	}{
-		{"good", "testdata/config/good.yaml", nil, nil},
+		{"good", "testdata/config/good.yaml", nil, nil, nil},
 		{"pool_size", "testdata/config/bad_pool_size.yaml", nil,
-			[]string{"upstream.pool_size: must be >= 1, got 0"}},
+			[]string{"upstream.pool_size: must be >= 1, got 0"}, nil},
 		{"every_bad_field", "testdata/config/bad_limits.yaml", nil,
-			[]string{"limits.max_clients: must be >= 1, got 0", "limits.max_bulk_len: must be <= 4GiB, got 5GiB"}},
+			[]string{"limits.max_clients: must be >= 1, got 0", "limits.max_bulk_len: must be <= 4GiB, got 5GiB"}, nil},
 		// Decode errors point at the file and line (the field is not named there).
 		{"bad_duration", "testdata/config/bad_duration.yaml", nil,
-			[]string{"testdata/config/bad_duration.yaml", `line 2: invalid duration "soon"`}},
+			[]string{"testdata/config/bad_duration.yaml", `line 2: invalid duration "soon"`}, nil},
 		{"unknown_field", "testdata/config/unknown_field.yaml", nil,
-			[]string{"testdata/config/unknown_field.yaml", "field adress not found"}},
-		{"missing_file", "testdata/config/missing.yaml", nil, []string{"testdata/config/missing.yaml"}},
+			[]string{"testdata/config/unknown_field.yaml", "field adress not found"}, nil},
+		{"missing_file", "testdata/config/missing.yaml", nil, []string{"testdata/config/missing.yaml"}, nil},
 		// The environment is checked with the file.
 		{"bad_env", "testdata/config/good.yaml", []string{"SESSIONPROXY_LIMITS_MAX_CLIENTS=0"},
-			[]string{"limits.max_clients: must be >= 1, got 0"}},
+			[]string{"limits.max_clients: must be >= 1, got 0"}, nil},
 		{"bad_env_value", "testdata/config/good.yaml", []string{"SESSIONPROXY_UPSTREAM_POOL_SIZE=lots"},
-			[]string{"SESSIONPROXY_UPSTREAM_POOL_SIZE"}},
+			[]string{"SESSIONPROXY_UPSTREAM_POOL_SIZE"}, nil},
+		// A flag given empty overrides (here into an invalid value), like an empty variable.
+		{"empty_listen_flag", "testdata/config/good.yaml", nil,
+			[]string{`listen: want host:port, got ""`}, []string{"-listen", ""}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			code, stdout, stderr := runBinary(t, tc.env, "-check-config", tc.file)
+			code, stdout, stderr := runBinary(t, tc.env, append([]string{"-check-config", tc.file}, tc.args...)...)
 			if tc.want == nil {
 				if code != 0 || stdout != tc.file+": ok\n" {
 					t.Fatalf("exit %d, stdout %q, stderr %q; want 0 and %q", code, stdout, stderr, tc.file+": ok\n")

@@ -78,14 +78,14 @@ func runRepairCommand(name string, args []string, stdout, stderr io.Writer) int 
 	fs := flag.NewFlagSet("sessionproxy "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "YAML config `file`")
-	upstream := fs.String("upstream", "", "upstream Redis `addr`")
+	fs.String("upstream", "", "upstream Redis `addr`")
 	db := fs.Int("db", 0, "Redis `DB` to work on")
 	rule := fs.String("rule", "", "index rule `name` (default: every rule)")
 	batch := fs.Int("batch", reaper.DefaultBatch, "keys per atomic step")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, err := conf.Load(*configPath, os.LookupEnv, conf.Flags{Upstream: *upstream})
+	cfg, err := conf.Load(*configPath, os.LookupEnv, givenFlags(fs))
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2

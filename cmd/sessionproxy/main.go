@@ -46,9 +46,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var (
 		configPath   = fs.String("config", "", "YAML config `file` (env SESSIONPROXY_* and flags override it)")
-		listen       = fs.String("listen", "", "client listen `addr` (default 127.0.0.1:6380)")
-		upstream     = fs.String("upstream", "", "upstream Redis `addr` (default 127.0.0.1:6379)")
-		metrics      = fs.String("metrics", "", "metrics/health HTTP listen `addr` (default 127.0.0.1:9380)")
+		_            = fs.String("listen", "", "client listen `addr` (default 127.0.0.1:6380)")
+		_            = fs.String("upstream", "", "upstream Redis `addr` (default 127.0.0.1:6379)")
+		_            = fs.String("metrics", "", "metrics/health HTTP listen `addr` (default 127.0.0.1:9380; \"\" disables)")
 		printDefault = fs.Bool("print-default-config", false, "print the commented default config and exit")
 		checkConfig  = fs.String("check-config", "", "validate config `file` (with env and flags) and exit")
 	)
@@ -63,7 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *checkConfig != "" {
 		path = *checkConfig
 	}
-	cfg, err := conf.Load(path, os.LookupEnv, conf.Flags{Listen: *listen, Upstream: *upstream, Metrics: *metrics})
+	cfg, err := conf.Load(path, os.LookupEnv, givenFlags(fs))
 	if err == nil {
 		_, err = schema(cfg.Index) // the full rule check lives in rewrite
 	}
@@ -224,4 +224,22 @@ func newLogger(cfg conf.Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, hopts))
 	}
 	return slog.New(slog.NewTextHandler(w, hopts))
+}
+
+// givenFlags is the config overrides among fs's flags: only those given on the command line,
+// so that one given empty (-metrics "") still overrides.
+func givenFlags(fs *flag.FlagSet) conf.Flags {
+	var f conf.Flags
+	fs.Visit(func(fl *flag.Flag) {
+		v := fl.Value.String()
+		switch fl.Name {
+		case "listen":
+			f.Listen = &v
+		case "upstream":
+			f.Upstream = &v
+		case "metrics":
+			f.Metrics = &v
+		}
+	})
+	return f
 }
