@@ -93,7 +93,7 @@ var planners = map[string]plan{
 	"GEORADIUS":         optionKey(-6, "STORE", "STOREDIST"),
 	"GEORADIUSBYMEMBER": optionKey(-5, "STORE", "STOREDIST"),
 	"SETBIT":            jsonOnly(4),
-	"BITFIELD":          jsonOnly(-2),
+	"BITFIELD":          bitfield,
 }
 
 // Planner returns the planner for a command name in any case, or nil if the command never
@@ -215,6 +215,18 @@ func jsonOnly(n int) plan {
 		}
 		return dst
 	}
+}
+
+// bitfield plans a BITFIELD that writes (a SET or INCRBY among its operations) to a JSON
+// session. One that only reads stays a plain command: its reply then keeps integers that a
+// script's Lua numbers would round (i64 beyond 2^53).
+func bitfield(s *Schema, dst []Ref, args [][]byte) []Ref {
+	for i := 2; i < len(args); i++ {
+		if op := args[i]; bytes.EqualFold(op, []byte("SET")) || bytes.EqualFold(op, []byte("INCRBY")) {
+			return jsonOnly(-2)(s, dst, args)
+		}
+	}
+	return dst
 }
 
 // allKeys plans commands whose keys are every step-th argument from args[1].

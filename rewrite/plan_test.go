@@ -275,7 +275,9 @@ var planCases = []struct{ cmd, want string }{
 	{"SETBIT sess:b 7 0 1", "-"},
 	{"BITFIELD sess:b SET u8 168 51", "sess:b#1"},
 	{"bitfield sess:b INCRBY u8 168 1 OVERFLOW FAIL", "sess:b#1"},
-	{"BITFIELD sess:b", "sess:b#1"}, // no operation: harmless to rewrite
+	{"BITFIELD sess:b", "-"},                        // reads only: stays plain
+	{"BITFIELD sess:b GET i64 0 OVERFLOW SAT", "-"}, // (so a Lua number cannot round its reply)
+	{"BITFIELD sess:b GET u8 0 set u8 0 1", "sess:b#1"},
 	{"BITFIELD session:a INCRBY u8 0 1", "-"},
 	{"BITFIELD gsess:d SET u8 0 1", "-"},
 	{"BITFIELD", "-"},
