@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"sync/atomic"
+	"time"
 
 	"github.com/tidwall/redcon"
 
@@ -143,12 +144,34 @@ func (c *client) planRewrite(i int, spec *cmdSpec, args [][]byte) []byte {
 	}
 	if len(args) > rewrite.MaxArgs {
 		c.refs = c.refs[:from]
-		s.m.unindexed.Inc()
-		s.log.Warn("session write too long to rewrite; left to repair", "cmd", spec.name, "args", len(args))
+		s.unindexed("session write too long to rewrite; left to repair", "cmd", spec.name, "args", len(args))
 		return nil
 	}
+	s.noteUnindexable(spec, c.refs[from:])
 	c.pending = append(c.pending, pendingRewrite{idx: i, refStart: from, refEnd: len(c.refs)})
 	return nil
+}
+
+// noteUnindexable counts (and logs) the planned writes that name an owner a global-zset index
+// cannot score: the write still runs, and the script leaves its session out of the index.
+// Owners the proxy cannot see before the write (JSON values, renames) are not counted here.
+func (s *Server) noteUnindexable(spec *cmdSpec, refs []rewrite.Ref) {
+	for _, r := range refs {
+		if r.Owner != nil && s.schema.Rules[r.Rule].Layout == rewrite.LayoutGlobalZSet &&
+			!rewrite.NumericUID(string(r.Owner)) {
+			s.unindexed("session owner is not a number; left out of the global-zset index",
+				"cmd", spec.name, "key", string(r.Key), "owner", string(r.Owner))
+		}
+	}
+}
+
+// unindexed counts a session write left unindexed and logs it, at most one line a second.
+func (s *Server) unindexed(msg string, args ...any) {
+	s.m.unindexed.Inc()
+	now, last := time.Now().UnixNano(), s.lastUnindexedLog.Load()
+	if now-last >= int64(time.Second) && s.lastUnindexedLog.CompareAndSwap(last, now) {
+		s.log.Warn(msg, args...)
+	}
 }
 
 // rewrite appends the script call replacing a session write or SESSIONS command to dst (the
@@ -168,10 +191,10 @@ func (s *Server) rewrite(dst []byte, spec *cmdSpec, args [][]byte, refs *[]rewri
 		return dst, nil
 	}
 	if len(args) > rewrite.MaxArgs {
-		s.m.unindexed.Inc()
-		s.log.Warn("session write too long to rewrite; left to repair", "cmd", spec.name, "args", len(args))
+		s.unindexed("session write too long to rewrite; left to repair", "cmd", spec.name, "args", len(args))
 		return dst, nil
 	}
+	s.noteUnindexable(spec, *refs)
 	s.m.rewrites.WithLabelValues("apply").Inc()
 	return s.schema.AppendApply(dst, &s.scripts.Apply, true, *refs, args), nil
 }

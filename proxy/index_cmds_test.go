@@ -1049,17 +1049,22 @@ func TestIndexCmdsPipeline(t *testing.T) {
 
 // ixNoScriptRetries reads the proxy's noscript_retries_total counter.
 func ixNoScriptRetries(t *testing.T, reg *prometheus.Registry) float64 {
+	return ixCounter(t, reg, "sessionproxy_index_noscript_retries_total")
+}
+
+// ixCounter reads the value of the counter name (without labels) from reg.
+func ixCounter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == "sessionproxy_index_noscript_retries_total" {
+		if mf.GetName() == name {
 			return mf.GetMetric()[0].GetCounter().GetValue()
 		}
 	}
-	t.Fatal("no noscript_retries_total metric")
+	t.Fatalf("no %s metric", name)
 	return 0
 }
 

@@ -1,7 +1,13 @@
 package proxy
 
 import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sessionproxy/sessionproxy/internal/redistest"
 )
@@ -97,4 +103,62 @@ func TestMergedSessionWrites(t *testing.T) {
 			t.Errorf("%s: got %q want %q", tc.cmd, got, tc.want)
 		}
 	}
+}
+
+// TestIndexUnindexedCounted: a session write that names an owner the global-zset layout cannot
+// score succeeds as the plain command would, and is counted as unindexed, with a log line (at
+// most one a second), on the shared and the dedicated path.
+func TestIndexUnindexedCounted(t *testing.T) {
+	up := redistest.Start(t)
+	reg := prometheus.NewRegistry()
+	var logs lockedBuffer
+	p := startProxy(t, up, func(o *Options) {
+		o.Registerer = reg
+		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	c := dialRaw(t, p.Addr().String())
+	const metric = "sessionproxy_index_unindexed_writes_total"
+	steps := []struct {
+		cmd, want string
+		count     float64
+	}{
+		{"HSET gsess:a uid 7", ":1\r\n", 0},
+		{"HSET gsess:b uid abc", ":1\r\n", 1},
+		{"HSET gsess:a uid 7x", ":0\r\n", 2},
+		{"ZRANGE idx-session-uid 0 -1", "*0\r\n", 2}, // gsess:a left the index with its owner
+		{"HSET gsess:a uid 8", ":0\r\n", 2},
+		{"MULTI", "+OK\r\n", 2},
+		{"HSET gsess:c uid 1.5", "+QUEUED\r\n", 3},
+		{"EXEC", "*1\r\n:1\r\n", 3},
+		{"ZRANGE idx-session-uid 0 -1 WITHSCORES", "*2\r\n$7\r\ngsess:a\r\n$1\r\n8\r\n", 3},
+	}
+	for _, st := range steps {
+		if got := c.do(words(st.cmd)...); got != st.want {
+			t.Errorf("%s: got %q want %q", st.cmd, got, st.want)
+		}
+		if got := ixCounter(t, reg, metric); got != st.count {
+			t.Errorf("after %s: %s = %v, want %v", st.cmd, metric, got, st.count)
+		}
+	}
+	if n := strings.Count(logs.String(), "session owner is not a number"); n != 1 {
+		t.Errorf("%d log lines for 3 unindexed writes within a second, want 1:\n%s", n, logs.String())
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger on another goroutine.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -62,6 +62,8 @@ type Server struct {
 	nclients atomic.Int64
 	draining atomic.Bool
 	forcing  atomic.Bool // the drain timed out: close without waiting
+	// lastUnindexedLog (unix ns) keeps a stream of unindexed writes to a log line a second.
+	lastUnindexedLog atomic.Int64
 
 	mu      sync.Mutex
 	clients map[*client]struct{}

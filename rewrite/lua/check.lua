@@ -14,13 +14,15 @@ if ARGV[1] == 'keys' then
     local rule = RULES[r]
     local uid = indexed_owner(k, rule)
     if uid then
+      -- pcall: an index key of another type counts as a missing entry, not a failed check.
       local found
       if rule.layout == 'set' then
-        found = redis.call('SISMEMBER', index_key(rule, uid), member(rule, k)) == 1
+        found = redis.pcall('SISMEMBER', index_key(rule, uid), member(rule, k)) == 1
       elseif rule.layout == 'zset' then
-        found = redis.call('ZSCORE', index_key(rule, uid), member(rule, k)) ~= false
+        found = type(redis.pcall('ZSCORE', index_key(rule, uid), member(rule, k))) == 'string'
       else
-        found = tostring(redis.call('ZSCORE', rule.ikey, k)) == uid
+        local score = redis.pcall('ZSCORE', rule.ikey, k)
+        found = type(score) == 'string' and score == uid
       end
       if not found or redis.call('HGET', OWNERS, k) ~= uid then out[#out + 1] = k end
     end

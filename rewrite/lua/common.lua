@@ -59,21 +59,31 @@ local function session_key(rule, m)
   return rule.kpre .. m .. rule.ksuf
 end
 
--- index_add returns 1 when the entry was new.
+-- index_add returns 1 when the entry was new. Index operations use pcall: an index key that
+-- holds another type (an app's own key named like one) must not fail the client's write after
+-- it ran; the entry is then missing, for SESSIONS.CHECK to report.
 local function index_add(rule, uid, k, deadline)
+  local n
   if rule.layout == 'set' then
-    return redis.call('SADD', index_key(rule, uid), member(rule, k))
+    n = redis.pcall('SADD', index_key(rule, uid), member(rule, k))
   elseif rule.layout == 'zset' then
-    return redis.call('ZADD', index_key(rule, uid), deadline or '+inf', member(rule, k))
+    n = redis.pcall('ZADD', index_key(rule, uid), deadline or '+inf', member(rule, k))
+  else
+    n = redis.pcall('ZADD', rule.ikey, uid, k)
   end
-  return redis.call('ZADD', rule.ikey, uid, k)
+  if type(n) == 'table' then return 0 end
+  return n
 end
 
 local function index_rem(rule, uid, k)
+  local n
   if rule.layout == 'set' then
-    return redis.call('SREM', index_key(rule, uid), member(rule, k))
+    n = redis.pcall('SREM', index_key(rule, uid), member(rule, k))
+  else
+    n = redis.pcall('ZREM', index_key(rule, uid), member(rule, k))
   end
-  return redis.call('ZREM', index_key(rule, uid), member(rule, k))
+  if type(n) == 'table' then return 0 end
+  return n
 end
 
 -- indexed_owner is the owner the index should record: global-zset needs a numeric one.
