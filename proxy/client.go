@@ -23,6 +23,9 @@ type client struct {
 	resp3 bool // the client switched to RESP3 with HELLO 3
 	name  string
 	pool  *pool // cached pool for (ident, db); nil after either changes
+	// noIndex: the client's ACL user may not run the index scripts (aclCheck), so its session
+	// writes pass plain and unindexed.
+	noIndex bool
 
 	req     request
 	batch   []redcon.Command
@@ -142,9 +145,9 @@ func (c *client) planRewrite(i int, spec *cmdSpec, args [][]byte) []byte {
 	if len(c.refs) == from {
 		return nil
 	}
-	if len(args) > rewrite.MaxArgs {
+	if len(args) > rewrite.MaxArgs || c.noIndex {
 		c.refs = c.refs[:from]
-		s.unindexed("session write too long to rewrite; left to repair", "cmd", spec.name, "args", len(args))
+		s.unindexedWrite(spec, len(args), c.ident)
 		return nil
 	}
 	s.noteUnindexable(spec, c.refs[from:])
@@ -165,6 +168,17 @@ func (s *Server) noteUnindexable(spec *cmdSpec, refs []rewrite.Ref) {
 	}
 }
 
+// unindexedWrite counts and logs a session write passed on plain: too long for a script, or
+// from a client whose ACL user may not run the scripts.
+func (s *Server) unindexedWrite(spec *cmdSpec, nargs int, id identity) {
+	if nargs > rewrite.MaxArgs {
+		s.unindexed("session write too long to rewrite; left to repair", "cmd", spec.name, "args", nargs)
+	} else {
+		s.unindexed("session write of an ACL user that may not run the index scripts; left to repair",
+			"cmd", spec.name, "user", id.user)
+	}
+}
+
 // unindexed counts a session write left unindexed and logs it, at most one line a second.
 func (s *Server) unindexed(msg string, args ...any) {
 	s.m.unindexed.Inc()
@@ -177,7 +191,7 @@ func (s *Server) unindexed(msg string, args ...any) {
 // rewrite appends the script call replacing a session write or SESSIONS command to dst (the
 // dedicated path: by body, one reply per command); dst comes back unchanged if the command
 // touches no session key. An error reply means the proxy answers the command instead.
-func (s *Server) rewrite(dst []byte, spec *cmdSpec, args [][]byte, refs *[]rewrite.Ref) ([]byte, []byte) {
+func (s *Server) rewrite(dst []byte, spec *cmdSpec, args [][]byte, c *client) ([]byte, []byte) {
 	if spec.sessions {
 		r, errReply := s.sessionsRule(args)
 		if errReply != nil {
@@ -186,17 +200,17 @@ func (s *Server) rewrite(dst []byte, spec *cmdSpec, args [][]byte, refs *[]rewri
 		s.m.rewrites.WithLabelValues("sessions").Inc()
 		return s.appendSessionsCall(dst, spec, args, r, true), nil
 	}
-	*refs = spec.plan((*refs)[:0], args)
-	if len(*refs) == 0 {
+	c.refs = spec.plan(c.refs[:0], args)
+	if len(c.refs) == 0 {
 		return dst, nil
 	}
-	if len(args) > rewrite.MaxArgs {
-		s.unindexed("session write too long to rewrite; left to repair", "cmd", spec.name, "args", len(args))
+	if len(args) > rewrite.MaxArgs || c.noIndex {
+		s.unindexedWrite(spec, len(args), c.ident)
 		return dst, nil
 	}
-	s.noteUnindexable(spec, *refs)
+	s.noteUnindexable(spec, c.refs)
 	s.m.rewrites.WithLabelValues("apply").Inc()
-	return s.schema.AppendApply(dst, &s.scripts.Apply, true, *refs, args), nil
+	return s.schema.AppendApply(dst, &s.scripts.Apply, true, c.refs, args), nil
 }
 
 // sendShared runs cmds (batch positions base...) over the client's shared upstream connection
@@ -423,6 +437,7 @@ func (c *client) key() poolKey { return poolKey{c.ident, c.db, c.resp3} }
 // setIdentity switches the ACL user the client's commands run as.
 func (c *client) setIdentity(id identity) {
 	c.ident, c.pool = id, nil
+	c.noIndex = !c.s.indexable(id)
 }
 
 // release frees what the client holds upstream; called once the connection has closed.

@@ -108,7 +108,7 @@ func cmdHello(c *client, args [][]byte) {
 	for i := 2; i < len(args); i++ {
 		switch {
 		case equalFold(args[i], "AUTH") && i+2 < len(args):
-			c.ident = identity{user: string(args[i+1]), pass: string(args[i+2])}
+			c.setIdentity(identity{user: string(args[i+1]), pass: string(args[i+2])})
 			i += 2
 		case equalFold(args[i], "SETNAME") && i+1 < len(args):
 			c.name = string(args[i+1])

@@ -196,7 +196,7 @@ func (d *dedicated) appendCommand(spec *cmdSpec, cmd redcon.Command) {
 	case spec.sessions && spec.routeOf(cmd.Args) == routeLocal:
 		d.out = appendEchoError(d.out, errArity(cmd.Args[0]))
 	case spec.plan != nil || spec.sessions:
-		out, errReply := s.rewrite(d.out, spec, cmd.Args, &d.c.refs)
+		out, errReply := s.rewrite(d.out, spec, cmd.Args, d.c)
 		switch {
 		case errReply != nil:
 			d.out = appendEchoError(d.out, errReply)

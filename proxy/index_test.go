@@ -162,3 +162,59 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestIndexACLUsers: session writes run as the client's ACL user. One that may not run the
+// index scripts (no @scripting) or not write the index keys (keys limited to session:*) gets
+// the replies Redis gives it directly, inside MULTI too; its writes pass plain, unindexed,
+// and are counted. A user with the rights is indexed as usual.
+func TestIndexACLUsers(t *testing.T) {
+	up := redistest.Start(t)
+	ctl := dialRaw(t, up.Addr())
+	for _, u := range []string{
+		"ACL SETUSER noscript on >pw ~* &* +@all -@scripting",
+		"ACL SETUSER sessonly on >pw ~session:* &* +@all",
+		"ACL SETUSER full on >pw ~* &* +@all",
+	} {
+		if got := ctl.do(words(u)...); got != "+OK\r\n" {
+			t.Fatalf("%s: %q", u, got)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	p := startProxy(t, up, func(o *Options) { o.Registerer = reg })
+	const metric = "sessionproxy_index_unindexed_writes_total"
+	for _, tc := range []struct {
+		user    string
+		indexed bool
+	}{{"noscript", false}, {"sessonly", false}, {"full", true}} {
+		t.Run(tc.user, func(t *testing.T) {
+			before := ixCounter(t, reg, metric)
+			pc, dc := dialRaw(t, p.Addr().String()), dialRaw(t, up.Addr())
+			cmds := func(key string) [][]string {
+				return [][]string{
+					{"AUTH", tc.user, "pw"},
+					{"HSET", key, "userid", "9"},
+					{"EXPIRE", key, "100"},
+					{"MULTI"}, {"HSET", key, "userid", "9", "f", "v"}, {"EXEC"},
+					{"HSET", key, "userid", "9"},
+				}
+			}
+			pk, dk := "session:"+tc.user, "session:"+tc.user+"-direct"
+			pcmds, dcmds := cmds(pk), cmds(dk)
+			for i := range pcmds {
+				if want, got := dc.do(dcmds[i]...), pc.do(pcmds[i]...); got != want {
+					t.Errorf("%v: proxy %q, redis %q", pcmds[i], got, want)
+				}
+			}
+			wantMember, wantCount := ":0\r\n", before+4
+			if tc.indexed {
+				wantMember, wantCount = ":1\r\n", before
+			}
+			if got := ctl.do("SISMEMBER", "user:9", tc.user); got != wantMember {
+				t.Errorf("SISMEMBER user:9 %s = %q, want %q", tc.user, got, wantMember)
+			}
+			if got := ixCounter(t, reg, metric); got != wantCount {
+				t.Errorf("%s = %v, want %v", metric, got, wantCount)
+			}
+		})
+	}
+}

@@ -53,6 +53,7 @@ type Server struct {
 	defaultID identity
 	schema    *rewrite.Schema
 	scripts   *rewrite.Scripts
+	acl       *aclCheck
 	// loadScriptCmds loads every script the proxy runs by SHA (after a SCRIPT FLUSH).
 	loadScriptCmds []redcon.Command
 
@@ -105,6 +106,7 @@ func New(opts Options) (*Server, error) {
 		pools:     newPools(d, opts.PoolSize, m),
 		defaultID: identity{user: opts.Username, pass: opts.Password},
 		schema:    opts.Schema, scripts: scripts, loadScriptCmds: loadCmds,
+		acl: newACLCheck(opts.Schema.ACLProbe(scripts)),
 		ctx: ctx, cancel: cancel,
 		clients:   make(map[*client]struct{}),
 		listening: make(chan struct{}),

@@ -97,3 +97,31 @@ func luaString(s string) string {
 	b.WriteByte('"')
 	return b.String()
 }
+
+// aclProbeMember is a member no index holds: the probe's writes change nothing.
+const aclProbeMember = "\x00sessionproxy-acl-probe"
+
+// ACLProbe is what tells whether a Redis ACL user may run the index scripts, to be sent as that
+// user: EVALSHA and EVAL of a script (here one with no arguments, which fails inside Lua
+// without touching data), and a write that changes nothing to each kind of key the scripts
+// write (an index key of every rule, the owner map, the ledger). The user may if no reply is
+// a NOPERM error. An index key for uid "0" stands for them all.
+func (s *Schema) ACLProbe(sc *Scripts) [][]string {
+	cmds := [][]string{
+		{"EVALSHA", sc.Apply.SHA, "0"},
+		{"EVAL", "return 0", "0"},
+		{"HDEL", s.OwnersKey(), aclProbeMember},
+		{"ZREM", s.LedgerKey(), aclProbeMember},
+	}
+	for r, rule := range s.Rules {
+		switch rule.Layout {
+		case LayoutSet:
+			cmds = append(cmds, []string{"SREM", s.IndexKey(r, "0"), aclProbeMember})
+		case LayoutZSet:
+			cmds = append(cmds, []string{"ZREM", s.IndexKey(r, "0"), aclProbeMember})
+		default:
+			cmds = append(cmds, []string{"ZREM", rule.IndexKey, aclProbeMember})
+		}
+	}
+	return cmds
+}
