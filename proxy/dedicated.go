@@ -245,6 +245,7 @@ func (d *dedicated) relay() {
 				d.close()
 				return
 			}
+			d.m.bytesOut.Add(float64(len(buf)))
 		}
 		d.relayed.Add(n)
 		if err != nil {
@@ -256,9 +257,12 @@ func (d *dedicated) relay() {
 
 // upstreamGone answers the commands still waiting (when that count is known) and closes the client.
 func (d *dedicated) upstreamGone() {
-	if !d.closed.Load() && !d.unpaired.Load() && !d.pushes.Load() {
-		if n := d.sent.Load() - d.relayed.Load(); n > 0 {
-			_, _ = d.c.nc.Write(appendLostReplies(nil, int(n), ErrUpstreamLost))
+	if !d.closed.Load() { // Redis (or the network) ended it, not the proxy
+		d.m.errors.WithLabelValues(errKindUpstream).Inc()
+		if !d.unpaired.Load() && !d.pushes.Load() {
+			if n := d.sent.Load() - d.relayed.Load(); n > 0 {
+				_, _ = d.c.nc.Write(appendLostReplies(nil, int(n), ErrUpstreamLost))
+			}
 		}
 	}
 	d.close()

@@ -71,6 +71,21 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 
+	// Bytes relayed on a dedicated connection (a published message) count as written too.
+	const written = `sessionproxy_client_written_bytes_total`
+	w0 := m[written]
+	if r := getter.do("PUBLISH", "m:chan", "hello"); r != ":1\r\n" {
+		t.Fatalf("PUBLISH: %q", r)
+	}
+	msg := "*3\r\n$7\r\nmessage\r\n$6\r\nm:chan\r\n$5\r\nhello\r\n"
+	if r, err := subscriber.reply(5 * time.Second); err != nil || r != msg {
+		t.Fatalf("message: %q, %v", r, err)
+	}
+	wantW := w0 + float64(len(":1\r\n")+len(msg))
+	if !waitFor(5*time.Second, func() bool { return scrapeMetrics(t, p.HTTP)[written] >= wantW }) {
+		t.Errorf("%s = %v after a PUBLISH and its message, want >= %v", written, scrapeMetrics(t, p.HTTP)[written], wantW)
+	}
+
 	// Clients leaving bring the gauges down.
 	subscriber.close()
 	getter.close()
