@@ -3,32 +3,109 @@ package resp
 import (
 	"bufio"
 	"bytes"
+	"strconv"
 	"testing"
 )
 
-// FuzzAppendReply checks that the reply relay never panics on arbitrary upstream bytes and that
-// every frame it returns is a prefix-exact slice of the input (raw relay, nothing re-encoded).
+// FuzzAppendReply checks that the reply relay never panics on arbitrary upstream bytes, that
+// every frame it returns is a prefix-exact slice of the input (raw relay, nothing re-encoded),
+// and that its frames end where refFrame, an independent recursive reading, says they do.
 func FuzzAppendReply(f *testing.F) {
 	for _, s := range []string{"+OK\r\n", "$3\r\nfoo\r\n", "*2\r\n:1\r\n$-1\r\n", "%1\r\n+a\r\n~1\r\n#f\r\n",
-		"|1\r\n+a\r\n+b\r\n:1\r\n", ">2\r\n+x\r\n=5\r\ntxt:a\r\n", "*-1\r\n", "$99999999999\r\n"} {
+		"|1\r\n+a\r\n+b\r\n:1\r\n", ">2\r\n+x\r\n=5\r\ntxt:a\r\n", "*-1\r\n", "$99999999999\r\n",
+		"*1\r\n*1\r\n$2\r\na\nb\r\n+x\r\n", "+a\nb\r\n", "$+1\r\nx\r\n", "*3\r\n:1\r\n"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		br := bufio.NewReaderSize(bytes.NewReader(in), 16)
 		var out []byte
 		for range 64 {
-			var err error
 			before := len(out)
+			var err error
 			out, err = AppendReply(out, br)
+			want, ok := refFrame(in[before:], 0)
 			if err != nil {
+				if ok && len(in) < maxReplyLine {
+					t.Fatalf("AppendReply failed (%v) on a complete frame of %d bytes at offset %d of %q", err, want, before, in)
+				}
 				break
 			}
-			if before == len(out) {
-				t.Fatal("empty frame")
+			if got := len(out) - before; !ok || got != want {
+				t.Fatalf("frame at offset %d of %q: AppendReply read %d bytes, the reference %d (complete: %v)", before, in, got, want, ok)
 			}
 		}
 		if !bytes.HasPrefix(in, out) {
 			t.Fatalf("relayed bytes are not the input's prefix: %q vs %q", out, in)
 		}
 	})
+}
+
+// refFrame is the length of the one complete RESP2/RESP3 frame at the start of b, read
+// recursively (ok false: b does not start with one). Lines end at the first LF, which a CR
+// must precede; lengths are an optional '-' and up to 19 digits; a bulk payload is its
+// length plus 2 bytes.
+func refFrame(b []byte, depth int) (int, bool) {
+	if depth > 10000 {
+		return 0, false
+	}
+	lf := bytes.IndexByte(b, '\n')
+	if lf < 2 || b[lf-1] != '\r' {
+		return 0, false
+	}
+	line, end := b[:lf-1], lf+1
+	num := func() (int64, bool) {
+		d := line[1:]
+		if len(d) > 0 && d[0] == '-' {
+			d = d[1:]
+		}
+		if len(d) == 0 || len(line)-1 > 19 {
+			return 0, false
+		}
+		for _, c := range d {
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+		}
+		n, err := strconv.ParseInt(string(line[1:]), 10, 64)
+		return n, err == nil
+	}
+	switch line[0] {
+	case '+', '-', ':', '_', '#', ',', '(':
+		return end, true
+	case '$', '!', '=':
+		n, ok := num()
+		switch {
+		case !ok || n > 1<<32:
+			return 0, false
+		case n < 0:
+			return end, true
+		case int64(len(b)-end) < n+2:
+			return 0, false
+		}
+		return end + int(n) + 2, true
+	case '*', '~', '>', '%', '|':
+		n, ok := num()
+		if !ok {
+			return 0, false
+		}
+		if n < 0 {
+			return end, true
+		}
+		elems := n
+		switch line[0] {
+		case '%':
+			elems = 2 * n
+		case '|':
+			elems = 2*n + 1 // the attribute's pairs, then the reply it annotates
+		}
+		for range elems {
+			k, ok := refFrame(b[end:], depth+1)
+			if !ok {
+				return 0, false
+			}
+			end += k
+		}
+		return end, true
+	}
+	return 0, false
 }
