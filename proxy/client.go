@@ -221,20 +221,21 @@ func (c *client) sendShared(cmds []redcon.Command, base int) {
 		return
 	}
 	c.buildRun(cmds, base)
-	// Each upstream request ends at a script call, so that if the call meets an emptied script
-	// cache (NOSCRIPT) nothing after it has run yet and the retry keeps the batch's order.
-	// Batches without session writes, and runs of session writes (merged into one call), still
-	// go up in one write.
+	// The first upstream request ends at the run's first script call: if the script cache was
+	// emptied behind the proxy's back (SCRIPT FLUSH), that call meets NOSCRIPT with nothing after
+	// it run yet, and is retried in its place. Once it has run, the scripts are there and the
+	// rest of the run goes up in one more write. So a run is at most two round trips, one when
+	// its script calls come last (a run of session writes is merged into one call).
 	c.acc, c.accEnds = c.acc[:0], c.accEnds[:0]
-	for from := 0; from < len(c.up); {
-		to := from
-		for to < len(c.up)-1 && !c.spans[to].script {
-			to++
-		}
-		if !c.sendChunk(c.up[from:to+1], len(cmds)) {
-			return
-		}
-		from = to + 1
+	to := 0
+	for to < len(c.up)-1 && !c.spans[to].script {
+		to++
+	}
+	if !c.sendChunk(c.up[:to+1], len(cmds)) {
+		return
+	}
+	if to+1 < len(c.up) && !c.sendChunk(c.up[to+1:], len(cmds)) {
+		return
 	}
 	clear(c.up)
 	c.writeReplies()
@@ -264,8 +265,10 @@ func (c *client) sendChunk(up []redcon.Command, n int) bool {
 		}
 		break
 	}
-	if last := len(up) - 1; c.spans[len(c.accEnds)+last].script {
-		c.retryNoScript(u, up[last], last)
+	for i := range up {
+		if c.spans[len(c.accEnds)+i].script {
+			c.retryNoScript(u, up[i], i)
+		}
 	}
 	base := len(c.acc)
 	c.acc = append(c.acc, req.reply...)
@@ -381,9 +384,11 @@ func currentDB(refs []rewrite.Ref) bool {
 
 var noScript = []byte("-NOSCRIPT")
 
-// retryNoScript handles a script cache emptied behind the proxy's back (SCRIPT FLUSH): the
-// script call that ends the request (at index i) did nothing, and nothing followed it, so it is
-// run again after reloading the scripts and its reply replaced.
+// retryNoScript handles a script cache emptied behind the proxy's back (SCRIPT FLUSH): if the
+// script call at index i of the request met NOSCRIPT, it did nothing, so it is run again after
+// reloading the scripts and its reply replaced. When the call ends its request (the first of a
+// run) nothing after it has run yet; a later call meets NOSCRIPT only if the cache was emptied
+// within the round trip since, and then the commands after it in the request ran first.
 func (c *client) retryNoScript(u *sharedConn, call redcon.Command, i int) {
 	req := &c.req
 	if !bytes.HasPrefix(req.reply[req.replyStart(i):req.ends[i]], noScript) {
@@ -395,8 +400,7 @@ func (c *client) retryNoScript(u *sharedConn, call redcon.Command, i int) {
 	if u.do(load) != nil || u.do(retry) != nil {
 		return // the connection died; the NOSCRIPT error stands
 	}
-	req.reply = append(req.reply[:req.replyStart(i)], retry.reply...)
-	req.ends[i] = len(req.reply)
+	req.replaceReply(i, retry.reply)
 }
 
 func (c *client) sharedConn() (*sharedConn, error) {

@@ -1542,3 +1542,59 @@ func TestIndexCmdsSessionsPipeline(t *testing.T) {
 		})
 	}
 }
+
+// TestIndexCmdsInterleavedPipeline: a pipeline that interleaves session writes with other
+// commands answers as Redis does and goes upstream in at most two requests (the first ends at
+// the first script call), not one per session write.
+func TestIndexCmdsInterleavedPipeline(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	l := ixStartLane(t, func(o *Options) { o.Registerer = reg })
+	pc, dc := ixDial(t, l.proxy), ixDial(t, l.direct)
+	const n = 50
+	var b []byte
+	for i := range n {
+		b = append(b, encode("GET", fmt.Sprintf("plain:%d", i))...)
+		b = append(b, encode("HSET", fmt.Sprintf("session:%d", i), "userid", strconv.Itoa(i%5))...)
+	}
+	b = append(b, encode("SMEMBERS", "user:3")...)
+	dc.send(t, b)
+	want := dc.read(t, 2*n+1)
+	rtts := func() uint64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "sessionproxy_upstream_roundtrip_seconds" {
+				return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+			}
+		}
+		return 0
+	}
+	before := rtts()
+	pc.send(t, b)
+	got := pc.read(t, 2*n+1)
+	// Direct Redis has no index: its SMEMBERS is empty, the proxy's lists the users' sessions.
+	wantIdx := "*10\r\n"
+	if !bytes.Equal(want[:len(want)-len("*0\r\n")], got[:len(want)-len("*0\r\n")]) ||
+		!bytes.HasPrefix(got[len(want)-len("*0\r\n"):], []byte(wantIdx)) {
+		t.Errorf("replies:\n%s", ixDescribe(want, got))
+	}
+	if d := rtts() - before; d > 2 {
+		t.Errorf("the pipeline took %d upstream requests, want at most 2", d)
+	}
+}
+
+// TestRequestReplaceReply: a retried call's reply takes the place of its first reply, and the
+// replies after it keep theirs.
+func TestRequestReplaceReply(t *testing.T) {
+	r := &request{reply: []byte(":1\r\n-NOSCRIPT x\r\n$1\r\na\r\n"), ends: []int{4, 17, 24}}
+	r.replaceReply(1, []byte("*2\r\n:1\r\n:2\r\n"))
+	if got, want := string(r.reply), ":1\r\n*2\r\n:1\r\n:2\r\n$1\r\na\r\n"; got != want {
+		t.Fatalf("reply %q, want %q", got, want)
+	}
+	if got, want := r.ends, []int{4, 16, 23}; !slices.Equal(got, want) {
+		t.Fatalf("ends %v, want %v", got, want)
+	}
+}

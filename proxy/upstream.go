@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -170,6 +171,16 @@ type request struct {
 	ends  []int         // ends[i]: end of command i's reply in reply
 	done  chan struct{} // receives once the reply is complete
 	start time.Time
+}
+
+// replaceReply puts reply in place of command i's.
+func (r *request) replaceReply(i int, reply []byte) {
+	start, end := r.replyStart(i), r.ends[i]
+	delta := len(reply) - (end - start)
+	r.reply = slices.Insert(slices.Delete(r.reply, start, end), start, reply...)
+	for j := i; j < len(r.ends); j++ {
+		r.ends[j] += delta
+	}
 }
 
 // replyStart is where command i's reply starts in reply.
