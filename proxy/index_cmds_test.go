@@ -1143,7 +1143,8 @@ func TestIndexCmdsNoScript(t *testing.T) {
 // merged script calls) with plain commands on the same keys behaves as it does on Redis: a
 // plain read after a session write sees it, a plain write before a DEL is deleted by it.
 // Regression: the proxy used to retry the failed script calls after the rest of the batch had
-// run; now each upstream request ends at a script call, so a NOSCRIPT retry keeps the order.
+// run; now the first upstream request ends at the first script call, which meets the emptied
+// cache and is retried before anything after it is sent.
 func TestIndexCmdsNoScriptOrder(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
