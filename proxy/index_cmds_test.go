@@ -37,6 +37,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sessionproxy/sessionproxy/internal/promtest"
 	"github.com/sessionproxy/sessionproxy/internal/redistest"
 	"github.com/sessionproxy/sessionproxy/internal/resp"
 	"github.com/sessionproxy/sessionproxy/rewrite"
@@ -1052,20 +1053,14 @@ func ixNoScriptRetries(t *testing.T, reg *prometheus.Registry) float64 {
 	return ixCounter(t, reg, "sessionproxy_index_noscript_retries_total")
 }
 
-// ixCounter reads the value of the counter name (without labels) from reg.
+// ixCounter reads a counter's value (or a histogram's sample count) from reg.
 func ixCounter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
+	v, _, err := promtest.Sum(reg, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("no %s metric", name)
-	return 0
+	return v
 }
 
 // TestIndexCmdsNoScript empties the script cache straight on Redis; the next pipelined session
@@ -1561,18 +1556,7 @@ func TestIndexCmdsInterleavedPipeline(t *testing.T) {
 	b = append(b, encode("SMEMBERS", "user:3")...)
 	dc.send(t, b)
 	want := dc.read(t, 2*n+1)
-	rtts := func() uint64 {
-		mfs, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, mf := range mfs {
-			if mf.GetName() == "sessionproxy_upstream_roundtrip_seconds" {
-				return mf.GetMetric()[0].GetHistogram().GetSampleCount()
-			}
-		}
-		return 0
-	}
+	rtts := func() float64 { return ixCounter(t, reg, "sessionproxy_upstream_roundtrip_seconds") }
 	before := rtts()
 	pc.send(t, b)
 	got := pc.read(t, 2*n+1)
@@ -1583,7 +1567,7 @@ func TestIndexCmdsInterleavedPipeline(t *testing.T) {
 		t.Errorf("replies:\n%s", ixDescribe(want, got))
 	}
 	if d := rtts() - before; d > 2 {
-		t.Errorf("the pipeline took %d upstream requests, want at most 2", d)
+		t.Errorf("the pipeline took %v upstream requests, want at most 2", d)
 	}
 }
 
