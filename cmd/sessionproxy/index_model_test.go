@@ -258,6 +258,12 @@ var modelOps = []modelOp{
 		return []any{"RESTORE", g.session(), g.shortTTL() + "000", g.dumps[g.rng.IntN(len(g.dumps))], "REPLACE"}
 	}},
 	{"SWAPDB", 1, func(*modelGen) []any { return []any{"SWAPDB", "0", "1"} }},
+	{"FLUSHDB", 1, func(g *modelGen) []any {
+		if g.rng.IntN(4) > 0 { // rarer than its weight: it empties a DB of all the other ops built
+			return []any{"PERSIST", g.session()}
+		}
+		return []any{"FLUSHDB"}
+	}},
 	{"SESSIONS.REVOKE", 1, func(g *modelGen) []any { return []any{"SESSIONS.REVOKE", g.uid()} }},
 	{"SESSIONS.COUNT", 1, func(g *modelGen) []any { return []any{"SESSIONS.COUNT", g.uid()} }},
 	{"SESSIONS.LIST", 1, func(g *modelGen) []any { return []any{"SESSIONS.LIST", g.uid()} }},
