@@ -16,10 +16,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"regexp"
 	"slices"
@@ -64,9 +66,12 @@ var modelUIDs = func() []string {
 // modelStartProxy runs the proxy and its expiry reaper in-process in front of upstream, built
 // the way serve() in main.go builds them, and stops them (failing the test if they do not stop
 // cleanly) when the test ends.
-func modelStartProxy(t testing.TB, upstream string) string {
+func modelStartProxy(t testing.TB, upstream string, tweak ...func(*conf.Config)) string {
 	t.Helper()
 	cfg := conf.Default()
+	for _, f := range tweak {
+		f(&cfg)
+	}
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Metrics = ""
 	cfg.Upstream.Addr = upstream
@@ -179,8 +184,10 @@ func modelDirect(t testing.TB, addr string, db int) *redis.Client {
 // modelGen draws random session writes for one worker.
 type modelGen struct {
 	rng   *rand.Rand
-	db    int      // the DB of the batch being drawn; MOVE and COPY ... DB target the other one
-	dumps []string // DUMP payloads of owned session hashes, for RESTORE
+	db    int       // the DB of the batch being drawn; MOVE and COPY ... DB target the other one
+	dumps []string  // DUMP payloads of owned session hashes, for RESTORE
+	ops   []modelOp // the mix to draw from; nil: modelOps
+	early bool      // the worker is in the first half of its batches
 }
 
 func (g *modelGen) session() string { return "session:" + strconv.Itoa(g.rng.IntN(modelSessions)) }
@@ -259,7 +266,9 @@ var modelOps = []modelOp{
 	}},
 	{"SWAPDB", 1, func(*modelGen) []any { return []any{"SWAPDB", "0", "1"} }},
 	{"FLUSHDB", 1, func(g *modelGen) []any {
-		if g.rng.IntN(4) > 0 { // rarer than its weight: it empties a DB of all the other ops built
+		// Rarer than its weight, and only in a worker's first half: it empties a DB of all
+		// the other ops built, and the checks want sessions left at the end.
+		if !g.early || g.rng.IntN(4) > 0 {
 			return []any{"PERSIST", g.session()}
 		}
 		return []any{"FLUSHDB"}
@@ -269,17 +278,17 @@ var modelOps = []modelOp{
 	{"SESSIONS.LIST", 1, func(g *modelGen) []any { return []any{"SESSIONS.LIST", g.uid()} }},
 }
 
-var modelOpsTotal = func() int {
-	n := 0
-	for _, op := range modelOps {
-		n += op.weight
-	}
-	return n
-}()
-
 func (g *modelGen) command() []any {
-	w := g.rng.IntN(modelOpsTotal)
-	for _, op := range modelOps {
+	ops := g.ops
+	if ops == nil {
+		ops = modelOps
+	}
+	total := 0
+	for _, op := range ops {
+		total += op.weight
+	}
+	w := g.rng.IntN(total)
+	for _, op := range ops {
 		if w < op.weight {
 			return op.gen(g)
 		}
@@ -349,6 +358,7 @@ func (w *modelWorker) run(ctx context.Context, deadline time.Time) (done int) {
 			return done
 		}
 		w.gen.db = w.gen.rng.IntN(2)
+		w.gen.early = done < modelOpsPerWork/2
 		c := w.dbs[w.gen.db]
 		kind := w.gen.rng.IntN(100)
 		if !w.tx && kind >= 70 {
@@ -547,88 +557,137 @@ func modelDumps(t testing.TB, upstream string) []string {
 
 // modelTruth is the index the session keys of one DB imply.
 type modelTruth struct {
-	sessions  int                        // session keys of any type
-	index     map[string]map[string]bool // uid -> sids
+	sessions  int                        // session:* keys of any type
+	index     map[string]map[string]bool // uid -> sids of session:* (index sets user:<uid>)
+	jsessions int                        // sess:* keys of any type (the JSON rule, if configured)
+	jindex    map[string]map[string]bool // uid -> sids of sess:* (index sets juser:<uid>)
 	owners    map[string]string          // session key -> uid
 	deadlines map[string]int64           // owned session key -> PEXPIRETIME (ms), if it has a TTL
 }
 
+// modelJSONOwner is the owner of a connect-redis style JSON session value at passport.user, by
+// the rules the README gives: a non-empty string, or an integral number below 2^53; nothing
+// for a value that is not JSON (a NUL byte ends a Lua cjson parse: not JSON either).
+func modelJSONOwner(raw string) string {
+	var doc any
+	if strings.IndexByte(raw, 0) >= 0 || json.Unmarshal([]byte(raw), &doc) != nil {
+		return ""
+	}
+	for _, part := range []string{"passport", "user"} {
+		m, ok := doc.(map[string]any)
+		if !ok {
+			return ""
+		}
+		doc = m[part]
+	}
+	switch v := doc.(type) {
+	case string:
+		return v
+	case float64:
+		if v == math.Trunc(v) && math.Abs(v) < 1<<53 {
+			return strconv.FormatInt(int64(v), 10)
+		}
+	}
+	return ""
+}
+
 // modelVerifyIndex reads the session keys of rdb's DB straight from Redis, derives the index
-// they imply, and compares it exactly with the index sets user:*, the owner map and the deadline
-// ledger, in both directions. It returns the derived index.
+// they imply, and compares it exactly with the index sets (user:* for session:* hashes, juser:*
+// for sess:* JSON strings), the owner map and the deadline ledger, reporting every difference.
 func modelVerifyIndex(t testing.TB, rdb *redis.Client) modelTruth {
 	t.Helper()
 	ctx := context.Background()
-	truth := modelTruth{index: map[string]map[string]bool{}, owners: map[string]string{}, deadlines: map[string]int64{}}
-	keys := modelScan(t, rdb, "session:*")
-	truth.sessions = len(keys)
-	for chunk := range slices.Chunk(keys, 2000) {
-		p := rdb.Pipeline()
-		owners := make([]*redis.StringCmd, len(chunk))
-		ttls := make([]*redis.Cmd, len(chunk))
-		for i, k := range chunk {
-			owners[i] = p.HGet(ctx, k, "userid")
-			ttls[i] = p.Do(ctx, "PEXPIRETIME", k)
-		}
-		_, _ = p.Exec(ctx) // per-command errors below: WRONGTYPE and nil mean "no owner"
-		for i, k := range chunk {
-			uid, err := owners[i].Result()
-			switch {
-			case errors.Is(err, redis.Nil) || err != nil && strings.HasPrefix(err.Error(), "WRONGTYPE"):
-				continue
-			case err != nil:
-				t.Fatalf("HGET %s userid: %v", k, err)
-			case uid == "":
-				continue
+	truth := modelTruth{index: map[string]map[string]bool{}, jindex: map[string]map[string]bool{},
+		owners: map[string]string{}, deadlines: map[string]int64{}}
+	for _, rule := range []struct {
+		pattern string
+		json    bool
+		count   *int
+		index   map[string]map[string]bool
+	}{{"session:*", false, &truth.sessions, truth.index}, {"sess:*", true, &truth.jsessions, truth.jindex}} {
+		keys := modelScan(t, rdb, rule.pattern)
+		*rule.count = len(keys)
+		for chunk := range slices.Chunk(keys, 2000) {
+			p := rdb.Pipeline()
+			owners := make([]*redis.StringCmd, len(chunk))
+			ttls := make([]*redis.Cmd, len(chunk))
+			for i, k := range chunk {
+				if rule.json {
+					owners[i] = p.Get(ctx, k)
+				} else {
+					owners[i] = p.HGet(ctx, k, "userid")
+				}
+				ttls[i] = p.Do(ctx, "PEXPIRETIME", k)
 			}
-			sid := strings.TrimPrefix(k, "session:")
-			if truth.index[uid] == nil {
-				truth.index[uid] = map[string]bool{}
-			}
-			truth.index[uid][sid] = true
-			truth.owners[k] = uid
-			if ms, err := ttls[i].Int64(); err != nil {
-				t.Fatalf("PEXPIRETIME %s: %v", k, err)
-			} else if ms > 0 {
-				truth.deadlines[k] = ms
+			_, _ = p.Exec(ctx) // per-command errors below: WRONGTYPE and nil mean "no owner"
+			for i, k := range chunk {
+				uid, err := owners[i].Result()
+				switch {
+				case errors.Is(err, redis.Nil) || err != nil && strings.HasPrefix(err.Error(), "WRONGTYPE"):
+					continue
+				case err != nil:
+					t.Fatalf("reading the owner of %s: %v", k, err)
+				}
+				if rule.json {
+					uid = modelJSONOwner(uid)
+				}
+				if uid == "" {
+					continue
+				}
+				sid := k[strings.IndexByte(k, ':')+1:]
+				if rule.index[uid] == nil {
+					rule.index[uid] = map[string]bool{}
+				}
+				rule.index[uid][sid] = true
+				truth.owners[k] = uid
+				if ms, err := ttls[i].Int64(); err != nil {
+					t.Fatalf("PEXPIRETIME %s: %v", k, err)
+				} else if ms > 0 {
+					truth.deadlines[k] = ms
+				}
 			}
 		}
 	}
 
 	// The index sets, every member in both directions.
-	actual := map[string]map[string]bool{}
-	for _, ik := range modelScan(t, rdb, "user:*") {
-		if typ := rdb.Type(ctx, ik).Val(); typ != "set" {
-			t.Errorf("index key %q has type %q, want set", ik, typ)
-			continue
-		}
-		members, err := rdb.SMembers(ctx, ik).Result()
-		if err != nil {
-			t.Fatalf("SMEMBERS %s: %v", ik, err)
-		}
-		uid := strings.TrimPrefix(ik, "user:")
-		actual[uid] = map[string]bool{}
-		for _, m := range members {
-			actual[uid][m] = true
-		}
-	}
-	var missing, stale []string
-	for uid, sids := range truth.index {
-		for sid := range sids {
-			if !actual[uid][sid] {
-				missing = append(missing, fmt.Sprintf("session:%s (owner %q) not in user:%s", sid, uid, uid))
+	for _, ix := range []struct {
+		prefix, session string
+		truth           map[string]map[string]bool
+	}{{"user:", "session:", truth.index}, {"juser:", "sess:", truth.jindex}} {
+		actual := map[string]map[string]bool{}
+		for _, ik := range modelScan(t, rdb, ix.prefix+"*") {
+			if typ := rdb.Type(ctx, ik).Val(); typ != "set" {
+				t.Errorf("index key %q has type %q, want set", ik, typ)
+				continue
+			}
+			members, err := rdb.SMembers(ctx, ik).Result()
+			if err != nil {
+				t.Fatalf("SMEMBERS %s: %v", ik, err)
+			}
+			uid := strings.TrimPrefix(ik, ix.prefix)
+			actual[uid] = map[string]bool{}
+			for _, m := range members {
+				actual[uid][m] = true
 			}
 		}
-	}
-	for uid, sids := range actual {
-		for sid := range sids {
-			if !truth.index[uid][sid] {
-				stale = append(stale, fmt.Sprintf("user:%s holds %s, but session:%s is owned by %q", uid, sid, sid, truth.owners["session:"+sid]))
+		var missing, stale []string
+		for uid, sids := range ix.truth {
+			for sid := range sids {
+				if !actual[uid][sid] {
+					missing = append(missing, fmt.Sprintf("%s%s (owner %q) not in %s%s", ix.session, sid, uid, ix.prefix, uid))
+				}
 			}
 		}
+		for uid, sids := range actual {
+			for sid := range sids {
+				if !ix.truth[uid][sid] {
+					stale = append(stale, fmt.Sprintf("%s%s holds %s, but %s%s is owned by %q", ix.prefix, uid, sid, ix.session, sid, truth.owners[ix.session+sid]))
+				}
+			}
+		}
+		modelReportDrift(t, "missing index entries", missing)
+		modelReportDrift(t, "stale index entries", stale)
 	}
-	modelReportDrift(t, "missing index entries", missing)
-	modelReportDrift(t, "stale index entries", stale)
 
 	// The owner map.
 	ownerMap, err := rdb.HGetAll(ctx, "sessionproxy:owners").Result()
@@ -731,7 +790,16 @@ type modelReport struct {
 // rule/scanned/missing/stale/orphans/fixed/duration_ms.
 func modelSessionsCheck(t testing.TB, c *redis.Client, cmd string) modelReport {
 	t.Helper()
-	vals, err := c.Do(context.Background(), cmd).Slice()
+	words := strings.Fields(cmd) // "SESSIONS.CHECK [rule]"
+	wantRule := "session"
+	if len(words) > 1 {
+		wantRule = words[1]
+	}
+	args := make([]any, len(words))
+	for i, w := range words {
+		args[i] = w
+	}
+	vals, err := c.Do(context.Background(), args...).Slice()
 	if err != nil {
 		t.Fatalf("%s: %v", cmd, err)
 	}
@@ -756,10 +824,126 @@ func modelSessionsCheck(t testing.TB, c *redis.Client, cmd string) modelReport {
 		}
 		*ints[i-1] = n
 	}
-	if rep.Rule != "session" {
-		t.Errorf("%s: rule %q, want session", cmd, rep.Rule)
+	if rep.Rule != wantRule {
+		t.Errorf("%s: rule %q, want %s", cmd, rep.Rule, wantRule)
 	}
 	return rep
+}
+
+// The JSON rule of TestModelRandomizedJSONIndex: Express connect-redis sessions.
+var modelJSONRule = conf.IndexRule{Name: "express", Pattern: "sess:*", JSONPath: "passport.user",
+	Layout: "set", IndexKey: "juser:{uid}"}
+
+func (g *modelGen) jsess() string { return "sess:" + strconv.Itoa(g.rng.IntN(modelSessions)) }
+
+// jsonValue is a connect-redis style session value: mostly with a string owner, some numeric
+// (integral or not), some without the path, some not JSON at all.
+func (g *modelGen) jsonValue() string {
+	owner, _ := json.Marshal(g.uid())
+	switch r := g.rng.IntN(20); {
+	case r < 13:
+		return `{"cookie":{"maxAge":86400},"passport":{"user":` + string(owner) + `}}`
+	case r < 15:
+		return `{"passport":{"user":` + strconv.Itoa(100+g.rng.IntN(40)) + `},"n":1}`
+	case r < 16:
+		return `{"passport":{"user":12.5}}`
+	case r < 18:
+		return `{"cookie":{},"passport":{}}`
+	default:
+		return `{"passport":{"user":"42"` // cut short: not JSON
+	}
+}
+
+// modelJSONOps adds connect-redis style sessions (strings, the owner inside JSON) to the mix,
+// with the in-place string edits that can change their owner, and moves between the two rules.
+var modelJSONOps = append(slices.Clone(modelOps), []modelOp{
+	{"SET json", 14, func(g *modelGen) []any { return []any{"SET", g.jsess(), g.jsonValue()} }},
+	{"SET json EX", 6, func(g *modelGen) []any { return []any{"SET", g.jsess(), g.jsonValue(), "EX", g.longTTL()} }},
+	{"SET json KEEPTTL", 3, func(g *modelGen) []any { return []any{"SET", g.jsess(), g.jsonValue(), "KEEPTTL"} }},
+	{"SET json XX GET", 2, func(g *modelGen) []any { return []any{"SET", g.jsess(), g.jsonValue(), "XX", "GET"} }},
+	{"SETEX json", 2, func(g *modelGen) []any { return []any{"SETEX", g.jsess(), g.shortTTL(), g.jsonValue()} }},
+	{"GETSET json", 1, func(g *modelGen) []any { return []any{"GETSET", g.jsess(), g.jsonValue()} }},
+	{"MSET json", 1, func(g *modelGen) []any { return []any{"MSET", g.jsess(), g.jsonValue(), g.session(), g.value()} }},
+	{"APPEND json", 3, func(g *modelGen) []any {
+		return []any{"APPEND", g.jsess(), []string{"}", "x", " ", "}}"}[g.rng.IntN(4)]}
+	}},
+	// Edits inside the value: characters that keep or break the JSON, never make a number
+	// that only Lua's cjson would accept (leading zeros, hex).
+	{"SETRANGE json", 3, func(g *modelGen) []any {
+		return []any{"SETRANGE", g.jsess(), strconv.Itoa(g.rng.IntN(60)), []string{`"`, "}", "{", " ", "a"}[g.rng.IntN(5)]}
+	}},
+	{"DEL json", 3, func(g *modelGen) []any { return []any{"DEL", g.jsess(), g.jsess()} }},
+	{"GETDEL json", 1, func(g *modelGen) []any { return []any{"GETDEL", g.jsess()} }},
+	{"EXPIRE json", 3, func(g *modelGen) []any { return []any{"EXPIRE", g.jsess(), g.shortTTL()} }},
+	{"PERSIST json", 1, func(g *modelGen) []any { return []any{"PERSIST", g.jsess()} }},
+	{"RENAME json", 2, func(g *modelGen) []any { return []any{"RENAME", g.jsess(), g.jsess()} }},
+	{"RENAME across rules", 2, func(g *modelGen) []any {
+		if g.rng.IntN(2) == 0 {
+			return []any{"RENAME", g.jsess(), g.session()}
+		}
+		return []any{"RENAME", g.session(), g.jsess()}
+	}},
+	{"COPY json", 2, func(g *modelGen) []any { return []any{"COPY", g.jsess(), g.jsess(), "REPLACE"} }},
+	{"MOVE json", 1, func(g *modelGen) []any { return []any{"MOVE", g.jsess(), g.otherDB()} }},
+}...)
+
+// TestModelRandomizedJSONIndex runs the random mix with a second, JSON rule configured (as an
+// Express app's sessions next to the seed's hashes): the same concurrency and the same checks,
+// for both indexes.
+func TestModelRandomizedJSONIndex(t *testing.T) {
+	t.Parallel()
+	up := redistest.Start(t)
+	addr := modelStartProxy(t, up.Addr(), func(c *conf.Config) {
+		c.Index.Rules = append(c.Index.Rules, modelJSONRule)
+	})
+	seed := *modelSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (re-run with -model.seed=%d)", seed, seed)
+	dumps := modelDumps(t, up.Addr())
+	stats := &modelStats{}
+	ctx, cancel := context.WithTimeout(context.Background(), modelTimeBound+15*time.Second)
+	defer cancel()
+	deadline := time.Now().Add(modelTimeBound)
+	var wg sync.WaitGroup
+	for i := range modelWorkers / 2 {
+		rng := rand.New(rand.NewPCG(seed, uint64(i)))
+		w := &modelWorker{id: i, helloless: i%2 == 1, tx: true, stats: stats,
+			gen: &modelGen{rng: rng, dumps: dumps, ops: modelJSONOps}}
+		for db := range w.dbs {
+			w.dbs[db] = modelClient(t, addr, db, 1+rng.IntN(2), w.helloless)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.run(ctx, deadline)
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d commands: %d pipelines, %d MULTI/EXEC, %d WATCH; %d expected error replies",
+		stats.commands.Load(), stats.pipelines.Load(), stats.txs.Load(), stats.watches.Load(), stats.expectedErrs.Load())
+	if n := stats.unexpected.Load(); n > 0 {
+		t.Errorf("%d unexpected replies, e.g.:\n  %s", n, strings.Join(stats.samples, "\n  "))
+	}
+	for db := range 2 {
+		direct := modelDirect(t, up.Addr(), db)
+		truth := modelVerifyIndex(t, direct)
+		jowned := 0
+		for _, sids := range truth.jindex {
+			jowned += len(sids)
+		}
+		t.Logf("db %d: %d JSON session keys, %d owned by %d users; %d hash session keys", db, truth.jsessions, jowned, len(truth.jindex), truth.sessions)
+		if jowned == 0 {
+			t.Errorf("db %d holds no owned JSON session: the mix did not exercise the JSON rule", db)
+		}
+		c := modelClient(t, addr, db, 1, true)
+		for _, rule := range []string{"session", "express"} {
+			if rep := modelSessionsCheck(t, c, "SESSIONS.CHECK "+rule); rep.Drift() {
+				t.Errorf("SESSIONS.CHECK %s in db %d = %+v, want no drift", rule, db, rep)
+			}
+		}
+	}
 }
 
 // TestModelSessionsCheckSelectedDB pins down which DB SESSIONS.CHECK looks at: the one the
