@@ -2,12 +2,14 @@ package reaper
 
 import (
 	"context"
+	"math"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessionproxy/sessionproxy/internal/redistest"
 	"github.com/sessionproxy/sessionproxy/rewrite"
 )
 
@@ -40,6 +42,10 @@ func TestReapRepairCounts(t *testing.T) {
 	c.HSet(ctx, e.sch.OwnersKey(), "session:orphan", "u3")
 	c.ZAdd(ctx, e.sch.LedgerKey(), redis.Z{Score: 1, Member: "session:orphan"})
 	c.HSet(ctx, e.sch.OwnersKey(), "session:good-0", "u0")
+	// Two sessions with a TTL whose deadline the ledger lost or has wrong: missing bookkeeping,
+	// repaired by the fix (which counts index changes only).
+	c.ZRem(ctx, e.sch.LedgerKey(), "session:goodttl-0")
+	c.ZAdd(ctx, e.sch.LedgerKey(), redis.Z{Score: 2, Member: "session:goodttl-1"})
 
 	rp := NewRepairer(e.sch, 3) // tiny batches: every step spans several scripts
 	for _, tc := range []struct {
@@ -47,9 +53,9 @@ func TestReapRepairCounts(t *testing.T) {
 		fix  bool
 		want rewrite.Report
 	}{
-		// scanned: 10 good + 4 missing + 2 moved + noowner + string
+		// scanned: 10 good + 4 missing + 2 moved + noowner + string; missing: also 2 deadlines
 		// orphans: session:orphan's owner-map entry and its ledger entry
-		{"check", false, rewrite.Report{Rule: "session", Scanned: 18, Missing: 6, Stale: 5, Orphans: 2}},
+		{"check", false, rewrite.Report{Rule: "session", Scanned: 18, Missing: 8, Stale: 5, Orphans: 2}},
 		// fix: 4 added, 2 moved (one change each), then 3 ghosts and 2 wrong-user entries pruned
 		{"fix", true, rewrite.Report{Rule: "session", Scanned: 18, Fixed: 11}},
 		{"check after fix", false, rewrite.Report{Rule: "session", Scanned: 18}},
@@ -77,6 +83,61 @@ func TestReapRepairCounts(t *testing.T) {
 	}
 	if b := e.book(); b.index != 16 || b.owners != 16 || b.ledger != 2 {
 		t.Errorf("bookkeeping %+v, want 16 index entries, 16 owners, 2 ledger entries", b)
+	}
+	if got, want := c.ZScore(ctx, e.sch.LedgerKey(), "session:goodttl-1").Val(), float64(c.PExpireTime(ctx, "session:goodttl-1").Val().Milliseconds()); got != want {
+		t.Errorf("ledger score of session:goodttl-1 = %v after the fix, want its deadline %v", got, want)
+	}
+}
+
+// TestReapRepairZSetDeadlines: under the zset layout an entry's score is its session's
+// deadline (+inf without one); a score that no longer matches (a TTL changed behind the
+// proxy's back) is reported missing and repaired.
+func TestReapRepairZSetDeadlines(t *testing.T) {
+	sch, err := rewrite.NewSchema(rewrite.DefaultPrefix, []rewrite.Rule{
+		{Name: "z", Pattern: "zs:*", Field: "uid", Layout: rewrite.LayoutZSet, IndexKey: "zuser:{uid}"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	c := reapNewDBs(t, srv.Addr()).db(0)
+	rp := NewRepairer(sch, 0)
+	run := func(fix bool) rewrite.Report {
+		t.Helper()
+		rep, err := rp.Run(ctx, c, 0, fix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep.Duration = 0
+		return rep
+	}
+	c.HSet(ctx, "zs:a", "uid", "1")
+	c.PExpire(ctx, "zs:a", 500*time.Second)
+	c.HSet(ctx, "zs:b", "uid", "1")
+	run(true)
+	score := func(m string) float64 { return c.ZScore(ctx, "zuser:1", m).Val() }
+	if got, want := score("a"), float64(c.PExpireTime(ctx, "zs:a").Val().Milliseconds()); got != want {
+		t.Fatalf("indexed score of zs:a = %v, want its deadline %v", got, want)
+	}
+	c.PExpire(ctx, "zs:a", 900*time.Second) // behind the proxy's back
+	c.PExpire(ctx, "zs:b", 900*time.Second)
+	if rep := run(false); rep.Missing != 2 {
+		t.Errorf("check after two TTL changes: %+v, want missing 2", rep)
+	}
+	run(true)
+	if rep := run(false); rep != (rewrite.Report{Rule: "z", Scanned: 2}) {
+		t.Errorf("check after the fix: %+v, want no drift", rep)
+	}
+	if got, want := score("b"), float64(c.PExpireTime(ctx, "zs:b").Val().Milliseconds()); got != want {
+		t.Errorf("score of zs:b = %v after the fix, want its deadline %v", got, want)
+	}
+	c.Persist(ctx, "zs:a")
+	if rep := run(false); rep.Missing != 1 {
+		t.Errorf("check after PERSIST: %+v, want missing 1 (score not +inf)", rep)
+	}
+	run(true)
+	if got := score("a"); !math.IsInf(got, 1) {
+		t.Errorf("score of zs:a = %v after PERSIST and the fix, want +inf", got)
 	}
 }
 

@@ -1,6 +1,7 @@
 -- check.lua: read-only comparison of index and truth for a batch.
--- ARGV[1] = 'keys': KEYS are session keys, ARGV[i+1] their rules; returns the keys whose owner
---   is not indexed under that owner, or not recorded in the owner map (missing).
+-- ARGV[1] = 'keys': KEYS are session keys, ARGV[i+1] their rules; returns the owned keys whose
+--   owner is not indexed under that owner, not recorded in the owner map, or whose deadline is
+--   not recorded (in the ledger, and as the score of a zset layout's entry) (missing).
 -- ARGV[1] = 'ledger': KEYS are ledger entries, ARGV[i+1] their rules; returns those whose
 --   session has no owner or no TTL (orphaned).
 -- ARGV[1] = 'owners': KEYS are owner-map entries, ARGV[i+1] their rules; returns those whose
@@ -14,17 +15,23 @@ if ARGV[1] == 'keys' then
     local rule = RULES[r]
     local uid = indexed_owner(k, rule)
     if uid then
+      local deadline = redis.call('PEXPIRETIME', k)
       -- pcall: an index key of another type counts as a missing entry, not a failed check.
       local found
       if rule.layout == 'set' then
         found = redis.pcall('SISMEMBER', index_key(rule, uid), member(rule, k)) == 1
       elseif rule.layout == 'zset' then
-        found = type(redis.pcall('ZSCORE', index_key(rule, uid), member(rule, k))) == 'string'
+        local score = redis.pcall('ZSCORE', index_key(rule, uid), member(rule, k))
+        found = type(score) == 'string' and tonumber(score) == (deadline > 0 and deadline or math.huge)
       else
         local score = redis.pcall('ZSCORE', rule.ikey, k)
         found = type(score) == 'string' and score == uid
       end
-      if not found or redis.call('HGET', OWNERS, k) ~= uid then out[#out + 1] = k end
+      found = found and redis.call('HGET', OWNERS, k) == uid
+      if found and deadline > 0 then
+        found = tonumber(redis.call('ZSCORE', LEDGER, k)) == deadline
+      end
+      if not found then out[#out + 1] = k end
     end
   end
   return out
