@@ -221,21 +221,29 @@ func (c *client) sendShared(cmds []redcon.Command, base int) {
 		return
 	}
 	c.buildRun(cmds, base)
-	// The first upstream request ends at the run's first script call: if the script cache was
-	// emptied behind the proxy's back (SCRIPT FLUSH), that call meets NOSCRIPT with nothing after
-	// it run yet, and is retried in its place. Once it has run, the scripts are there and the
-	// rest of the run goes up in one more write. So a run is at most two round trips, one when
+	// An upstream request ends at the run's first script call: if the script cache was emptied
+	// behind the proxy's back (SCRIPT FLUSH), that call meets NOSCRIPT with nothing after it run
+	// yet, and is retried in its place. Once it has run, the scripts are there and the rest of
+	// the run goes up in one more write, unless the run itself sends a SCRIPT command: the next
+	// script call after it ends a request again. So a run is at most two round trips, one when
 	// its script calls come last (a run of session writes is merged into one call).
 	c.acc, c.accEnds = c.acc[:0], c.accEnds[:0]
-	to := 0
-	for to < len(c.up)-1 && !c.spans[to].script {
-		to++
-	}
-	if !c.sendChunk(c.up[:to+1], len(cmds)) {
-		return
-	}
-	if to+1 < len(c.up) && !c.sendChunk(c.up[to+1:], len(cmds)) {
-		return
+	from, probe := 0, true // probe: the next script call ends its request
+	for to := range c.up {
+		switch {
+		case c.spans[to].script && probe:
+			probe = false
+		case to == len(c.up)-1:
+		case len(c.up[to].Args) > 0 && equalFold(c.up[to].Args[0], "SCRIPT"):
+			probe = true
+			continue
+		default:
+			continue
+		}
+		if !c.sendChunk(c.up[from:to+1], len(cmds)) {
+			return
+		}
+		from = to + 1
 	}
 	clear(c.up)
 	c.writeReplies()

@@ -1583,3 +1583,38 @@ func TestRequestReplaceReply(t *testing.T) {
 		t.Fatalf("ends %v, want %v", got, want)
 	}
 }
+
+// TestIndexCmdsOwnScriptFlush: a pipeline that empties the script cache itself (SCRIPT FLUSH
+// among its commands) answers as on Redis: the session write after the flush meets NOSCRIPT
+// and is retried before the commands after it run (a read of what it wrote sees it).
+func TestIndexCmdsOwnScriptFlush(t *testing.T) {
+	t.Parallel()
+	l := ixStartLane(t)
+	pc, dc := ixDial(t, l.proxy), ixDial(t, l.direct)
+	cmds := [][]string{
+		{"HSET", "session:a", "userid", "1"},
+		{"SCRIPT", "FLUSH"},
+		{"HSET", "session:b", "userid", "2"},
+		{"HGET", "session:b", "userid"},
+		{"HSET", "session:c", "userid", "3"},
+		{"script", "flush", "sync"},
+		{"GET", "x"},
+		{"HSET", "session:d", "userid", "4"},
+		{"EXPIRE", "session:d", "100"},
+		{"HGETALL", "session:d"},
+		{"TTL", "session:d"},
+	}
+	var b []byte
+	for _, c := range cmds {
+		b = append(b, encode(c...)...)
+	}
+	dc.send(t, b)
+	want := dc.read(t, len(cmds))
+	pc.send(t, b)
+	if got := pc.read(t, len(cmds)); !bytes.Equal(want, got) {
+		t.Errorf("pipeline with its own SCRIPT FLUSH:\n%s", ixDescribe(want, got))
+	}
+	if d := ixDiffState(ixDerive(t, l.ctlP, l.schema), ixReadIndex(t, l.ctlP, l.schema), time.Now().UnixMilli()); len(d) > 0 {
+		t.Errorf("bookkeeping differs from what the session keys imply:\n  %s", strings.Join(d, "\n  "))
+	}
+}
