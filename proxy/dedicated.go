@@ -34,6 +34,8 @@ type dedicated struct {
 	// then also counts those, so it no longer tells how many replies are missing.
 	pushes atomic.Bool
 	quit   bool // QUIT was forwarded: Redis answers nothing after it (client goroutine)
+	// quitSent is quit for the relay: the connection Redis then closes did not fail.
+	quitSent atomic.Bool
 	// The connection's DB as far as the proxy can tell (for SESSIONS.CHECK/REINDEX): SELECT
 	// applies at once, or at EXEC inside MULTI; a SELECT Redis refuses is not noticed.
 	db, multiDB    int
@@ -108,6 +110,7 @@ func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
 		switch spec.name {
 		case "quit":
 			d.quit = true
+			d.quitSent.Store(true)
 		case "select":
 			if n, ok := parseInt(args[len(args)-1]); ok && len(args) == 2 && n >= 0 && n <= math.MaxInt32 {
 				if d.inMulti {
@@ -258,10 +261,15 @@ func (d *dedicated) relay() {
 // upstreamGone answers the commands still waiting (when that count is known) and closes the client.
 func (d *dedicated) upstreamGone() {
 	if !d.closed.Load() { // Redis (or the network) ended it, not the proxy
-		d.m.errors.WithLabelValues(errKindUpstream).Inc()
+		if !d.quitSent.Load() { // after QUIT that is the normal end
+			d.m.errors.WithLabelValues(errKindUpstream).Inc()
+		}
 		if !d.unpaired.Load() && !d.pushes.Load() {
 			if n := d.sent.Load() - d.relayed.Load(); n > 0 {
-				_, _ = d.c.nc.Write(appendLostReplies(nil, int(n), ErrUpstreamLost))
+				lost := appendLostReplies(nil, int(n), ErrUpstreamLost)
+				if _, err := d.c.nc.Write(lost); err == nil {
+					d.m.bytesOut.Add(float64(len(lost)))
+				}
 			}
 		}
 	}

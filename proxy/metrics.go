@@ -38,7 +38,7 @@ func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
 		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
 			Name: "read_bytes_total", Help: "Command bytes received from clients."}),
 		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
-			Name: "written_bytes_total", Help: "Reply bytes sent to clients on the shared path and by the proxy itself."}),
+			Name: "written_bytes_total", Help: "Reply bytes sent to clients: relayed from Redis and the proxy's own."}),
 		upstreamRTT: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: "upstream",
 			Name: "roundtrip_seconds", Help: "Time from sending a client's batch on a shared upstream connection to its last reply.",
 			Buckets: prometheus.ExponentialBuckets(25e-6, 2, 16)}),

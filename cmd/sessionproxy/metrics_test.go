@@ -97,4 +97,24 @@ func TestMetrics(t *testing.T) {
 	if !waitFor(5*time.Second, func() bool { bad = check(after); return len(bad) == 0 }) {
 		t.Errorf("metrics after two clients left:\n%s", strings.Join(bad, "\n"))
 	}
+
+	// A client that leaves with QUIT from its dedicated connection (Redis closes it) is not an
+	// upstream failure.
+	quitter := dialRESP(t, p.Addr)
+	for _, cmd := range [][]string{{"MULTI"}, {"DISCARD"}, {"QUIT"}} {
+		if r := quitter.do(cmd...); r != "+OK\r\n" {
+			t.Fatalf("%v: %q", cmd, r)
+		}
+	}
+	afterQuit := map[string]float64{
+		`sessionproxy_client_connections`:             1,
+		`sessionproxy_upstream_dedicated_connections`: 0,
+	}
+	if !waitFor(5*time.Second, func() bool { bad = check(afterQuit); return len(bad) == 0 }) {
+		t.Errorf("metrics after a QUIT:\n%s", strings.Join(bad, "\n"))
+	}
+	const upstreamErrs = `sessionproxy_client_errors_total{kind="upstream"}`
+	if got := scrapeMetrics(t, p.HTTP)[upstreamErrs]; got != 0 {
+		t.Errorf("%s = %v after clients left, one with QUIT; want 0", upstreamErrs, got)
+	}
 }
