@@ -23,9 +23,9 @@ type client struct {
 	resp3 bool // the client switched to RESP3 with HELLO 3
 	name  string
 	pool  *pool // cached pool for (ident, db); nil after either changes
-	// noIndex: the client's ACL user may not run the index scripts (aclCheck), so its session
-	// writes pass plain and unindexed.
-	noIndex bool
+	// acl: where the client's ACL user may run the index scripts (aclCheck); elsewhere its
+	// session writes pass plain and unindexed.
+	acl aclVerdict
 
 	req     request
 	batch   []redcon.Command
@@ -65,7 +65,7 @@ type span struct {
 }
 
 func newClient(s *Server, rc redcon.Conn, id uint64) *client {
-	return &client{s: s, rc: rc, nc: rc.NetConn(), id: id, ident: s.defaultID,
+	return &client{s: s, rc: rc, nc: rc.NetConn(), id: id, ident: s.defaultID, acl: aclAllowed,
 		req: request{done: make(chan struct{}, 1)}}
 }
 
@@ -145,7 +145,7 @@ func (c *client) planRewrite(i int, spec *cmdSpec, args [][]byte) []byte {
 	if len(c.refs) == from {
 		return nil
 	}
-	if len(args) > rewrite.MaxArgs || c.noIndex {
+	if len(args) > rewrite.MaxArgs || !c.acl.shared {
 		c.refs = c.refs[:from]
 		s.unindexedWrite(spec, len(args), c.ident)
 		return nil
@@ -204,7 +204,7 @@ func (s *Server) rewrite(dst []byte, spec *cmdSpec, args [][]byte, c *client) ([
 	if len(c.refs) == 0 {
 		return dst, nil
 	}
-	if len(args) > rewrite.MaxArgs || c.noIndex {
+	if len(args) > rewrite.MaxArgs || !c.acl.dedicated {
 		s.unindexedWrite(spec, len(args), c.ident)
 		return dst, nil
 	}
@@ -449,7 +449,7 @@ func (c *client) key() poolKey { return poolKey{c.ident, c.db, c.resp3} }
 // setIdentity switches the ACL user the client's commands run as.
 func (c *client) setIdentity(id identity) {
 	c.ident, c.pool = id, nil
-	c.noIndex = !c.s.indexable(id)
+	c.acl = c.s.aclFor(id)
 }
 
 // release frees what the client holds upstream; called once the connection has closed.

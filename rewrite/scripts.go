@@ -102,26 +102,35 @@ func luaString(s string) string {
 const aclProbeMember = "\x00sessionproxy-acl-probe"
 
 // ACLProbe is what tells whether a Redis ACL user may run the index scripts, to be sent as that
-// user: EVALSHA and EVAL of a script (here one with no arguments, which fails inside Lua
-// without touching data), and a write that changes nothing to each kind of key the scripts
-// write (an index key of every rule, the owner map, the ledger). The user may if no reply is
-// a NOPERM error. An index key for uid "0" stands for them all.
+// user: EVALSHA (the shared path) and EVAL (a client's own connection) of a script, here one
+// with no arguments, which fails inside Lua without touching data; then a read and a write
+// that changes nothing of each kind of key the scripts use (the owner map, the ledger, an index
+// key of every rule). A reply that is a NOPERM error denies what its command stands for. An
+// index key for uid "0" stands for them all. ACLProbeScripts is how many of the commands come
+// first and probe the script calls.
 func (s *Schema) ACLProbe(sc *Scripts) [][]string {
 	cmds := [][]string{
 		{"EVALSHA", sc.Apply.SHA, "0"},
 		{"EVAL", "return 0", "0"},
+		{"HGET", s.OwnersKey(), aclProbeMember},
 		{"HDEL", s.OwnersKey(), aclProbeMember},
+		{"ZSCORE", s.LedgerKey(), aclProbeMember},
 		{"ZREM", s.LedgerKey(), aclProbeMember},
 	}
 	for r, rule := range s.Rules {
 		switch rule.Layout {
 		case LayoutSet:
-			cmds = append(cmds, []string{"SREM", s.IndexKey(r, "0"), aclProbeMember})
+			k := s.IndexKey(r, "0")
+			cmds = append(cmds, []string{"SISMEMBER", k, aclProbeMember}, []string{"SREM", k, aclProbeMember})
 		case LayoutZSet:
-			cmds = append(cmds, []string{"ZREM", s.IndexKey(r, "0"), aclProbeMember})
+			k := s.IndexKey(r, "0")
+			cmds = append(cmds, []string{"ZSCORE", k, aclProbeMember}, []string{"ZREM", k, aclProbeMember})
 		default:
-			cmds = append(cmds, []string{"ZREM", rule.IndexKey, aclProbeMember})
+			cmds = append(cmds, []string{"ZSCORE", rule.IndexKey, aclProbeMember}, []string{"ZREM", rule.IndexKey, aclProbeMember})
 		}
 	}
 	return cmds
 }
+
+// ACLProbeScripts: the first two commands of ACLProbe probe EVALSHA and EVAL, in that order.
+const ACLProbeScripts = 2
