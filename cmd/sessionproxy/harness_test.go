@@ -7,7 +7,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/sessionproxy/sessionproxy/internal/redistest"
 	"github.com/sessionproxy/sessionproxy/internal/resp"
+	"github.com/sessionproxy/sessionproxy/internal/syncbuf"
 )
 
 // binPath is the sessionproxy binary TestMain built.
@@ -68,7 +68,7 @@ type proxyProc struct {
 	HTTP string // metrics/health listener, 127.0.0.1:port
 
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *syncbuf.Buffer
 	exited chan struct{} // closed once the process has exited; then state is set
 	state  *os.ProcessState
 
@@ -89,7 +89,7 @@ func startProxy(t testing.TB, upstream string, env ...string) *proxyProc {
 		t:      t,
 		Addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(redistest.FreePort(t))),
 		HTTP:   net.JoinHostPort("127.0.0.1", strconv.Itoa(redistest.FreePort(t))),
-		stderr: &syncBuffer{},
+		stderr: &syncbuf.Buffer{},
 		exited: make(chan struct{}),
 	}
 	p.cmd = exec.Command(binPath, "-listen", p.Addr, "-metrics", p.HTTP, "-upstream", upstream)
@@ -200,24 +200,6 @@ func (p *proxyProc) checkLog() {
 			p.t.Errorf("sessionproxy output contains %q", bad)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the process' output copier and the test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // httpGet fetches http://addr+path and returns the status code and body.

@@ -38,6 +38,7 @@ import (
 
 	"github.com/sessionproxy/sessionproxy/conf"
 	"github.com/sessionproxy/sessionproxy/internal/redistest"
+	"github.com/sessionproxy/sessionproxy/internal/syncbuf"
 	"github.com/sessionproxy/sessionproxy/proxy"
 	"github.com/sessionproxy/sessionproxy/reaper"
 )
@@ -76,7 +77,7 @@ func modelStartProxy(t testing.TB, upstream string, tweak ...func(*conf.Config))
 	cfg.Metrics = ""
 	cfg.Upstream.Addr = upstream
 	cfg.ShutdownTimeout = conf.Duration(5 * time.Second)
-	logs := &modelLogBuffer{}
+	logs := &syncbuf.Buffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	reg := prometheus.NewRegistry()
 	opts, err := proxyOptions(cfg, logger, reg)
@@ -124,32 +125,10 @@ func modelStartProxy(t testing.TB, upstream string, tweak ...func(*conf.Config))
 			}
 		}
 		if t.Failed() {
-			t.Logf("proxy log (tail):\n%s", logs.tail(8<<10))
+			t.Logf("proxy log (tail):\n%s", logs.Tail(8<<10))
 		}
 	})
 	return a
-}
-
-// modelLogBuffer collects the in-process proxy's log for failure messages.
-type modelLogBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *modelLogBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *modelLogBuffer) tail(n int) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.buf.String()
-	if len(s) > n {
-		s = "..." + s[len(s)-n:]
-	}
-	return s
 }
 
 // modelClient is a go-redis client of the proxy the way applications configure one: RESP2,
@@ -436,32 +415,28 @@ func (w *modelWorker) watch(ctx context.Context, c *redis.Client) {
 	}
 }
 
-// TestModelRandomizedIndex is the acceptance test of the index under concurrent random
-// traffic: afterwards SESSIONS.CHECK and an independent check find no drift in either DB.
-func TestModelRandomizedIndex(t *testing.T) {
-	t.Parallel()
-	up := redistest.Start(t)
-	addr := modelStartProxy(t, up.Addr())
+// modelRun runs n workers against the proxy at addr, set up by shape (which path, which mix),
+// until each has sent its modelOpsPerWork batches or modelTimeBound has passed; it returns what
+// they did, the batches sent and how long it took. The seed is logged for a re-run.
+func modelRun(t *testing.T, upstream, addr string, n int, shape func(*modelWorker)) (*modelStats, int, time.Duration) {
+	t.Helper()
 	seed := *modelSeed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
 	t.Logf("seed %d (re-run with -model.seed=%d)", seed, seed)
-
-	dumps := modelDumps(t, up.Addr())
+	dumps := modelDumps(t, upstream)
 	stats := &modelStats{}
 	ctx, cancel := context.WithTimeout(context.Background(), modelTimeBound+15*time.Second)
 	defer cancel()
 	deadline := time.Now().Add(modelTimeBound)
 	var wg sync.WaitGroup
-	done := make([]int, modelWorkers)
+	done := make([]int, n)
 	start := time.Now()
-	for i := range modelWorkers {
+	for i := range n {
 		rng := rand.New(rand.NewPCG(seed, uint64(i)))
-		// Workers 0-3: plain go-redis (HELLO: dedicated upstream connections, MULTI, WATCH).
-		// Workers 4-7: no HELLO (shared upstream path); 6 and 7 also use MULTI/WATCH, which
-		// moves their connections to dedicated ones mid-run.
-		w := &modelWorker{id: i, helloless: i >= 4, tx: i < 4 || i >= 6, gen: &modelGen{rng: rng, dumps: dumps}, stats: stats}
+		w := &modelWorker{id: i, gen: &modelGen{rng: rng, dumps: dumps}, stats: stats}
+		shape(w)
 		for db := range w.dbs {
 			w.dbs[db] = modelClient(t, addr, db, 1+rng.IntN(2), w.helloless)
 		}
@@ -472,11 +447,25 @@ func TestModelRandomizedIndex(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
 	total := 0
-	for _, n := range done {
-		total += n
+	for _, d := range done {
+		total += d
 	}
+	return stats, total, time.Since(start)
+}
+
+// TestModelRandomizedIndex is the acceptance test of the index under concurrent random
+// traffic: afterwards SESSIONS.CHECK and an independent check find no drift in either DB.
+func TestModelRandomizedIndex(t *testing.T) {
+	t.Parallel()
+	up := redistest.Start(t)
+	addr := modelStartProxy(t, up.Addr())
+	// Workers 0-3: plain go-redis (HELLO: dedicated upstream connections, MULTI, WATCH).
+	// Workers 4-7: no HELLO (shared upstream path); 6 and 7 also use MULTI/WATCH, which moves
+	// their connections to dedicated ones mid-run.
+	stats, total, elapsed := modelRun(t, up.Addr(), addr, modelWorkers, func(w *modelWorker) {
+		w.helloless, w.tx = w.id >= 4, w.id < 4 || w.id >= 6
+	})
 	t.Logf("%d workers: %d of %d batches in %v (%d commands: %d pipelines, %d MULTI/EXEC, %d WATCH with %d conflicts; %d expected error replies)",
 		modelWorkers, total, modelWorkers*modelOpsPerWork, elapsed.Round(time.Millisecond), stats.commands.Load(),
 		stats.pipelines.Load(), stats.txs.Load(), stats.watches.Load(), stats.conflicts.Load(), stats.expectedErrs.Load())
@@ -896,31 +885,9 @@ func TestModelRandomizedJSONIndex(t *testing.T) {
 	addr := modelStartProxy(t, up.Addr(), func(c *conf.Config) {
 		c.Index.Rules = append(c.Index.Rules, modelJSONRule)
 	})
-	seed := *modelSeed
-	if seed == 0 {
-		seed = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (re-run with -model.seed=%d)", seed, seed)
-	dumps := modelDumps(t, up.Addr())
-	stats := &modelStats{}
-	ctx, cancel := context.WithTimeout(context.Background(), modelTimeBound+15*time.Second)
-	defer cancel()
-	deadline := time.Now().Add(modelTimeBound)
-	var wg sync.WaitGroup
-	for i := range modelWorkers / 2 {
-		rng := rand.New(rand.NewPCG(seed, uint64(i)))
-		w := &modelWorker{id: i, helloless: i%2 == 1, tx: true, stats: stats,
-			gen: &modelGen{rng: rng, dumps: dumps, ops: modelJSONOps}}
-		for db := range w.dbs {
-			w.dbs[db] = modelClient(t, addr, db, 1+rng.IntN(2), w.helloless)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w.run(ctx, deadline)
-		}()
-	}
-	wg.Wait()
+	stats, _, _ := modelRun(t, up.Addr(), addr, modelWorkers/2, func(w *modelWorker) {
+		w.helloless, w.tx, w.gen.ops = w.id%2 == 1, true, modelJSONOps
+	})
 	t.Logf("%d commands: %d pipelines, %d MULTI/EXEC, %d WATCH; %d expected error replies",
 		stats.commands.Load(), stats.pipelines.Load(), stats.txs.Load(), stats.watches.Load(), stats.expectedErrs.Load())
 	if n := stats.unexpected.Load(); n > 0 {

@@ -29,6 +29,7 @@ import (
 	"github.com/sessionproxy/sessionproxy/conf"
 	"github.com/sessionproxy/sessionproxy/internal/promtest"
 	"github.com/sessionproxy/sessionproxy/internal/redistest"
+	"github.com/sessionproxy/sessionproxy/internal/syncbuf"
 	"github.com/sessionproxy/sessionproxy/proxy"
 	"github.com/sessionproxy/sessionproxy/reaper"
 )
@@ -53,7 +54,7 @@ type reapNode struct {
 	reg     *prometheus.Registry
 	rp      *reaper.Reaper
 	ups     *upstreams
-	logs    *reapLogs
+	logs    *syncbuf.Buffer
 	scripts atomic.Int64 // reap.lua calls made by this node's reaper (EVALSHA)
 
 	cancel context.CancelFunc
@@ -73,7 +74,7 @@ func reapStartNode(t testing.TB, upstream string, withProxy bool, tweak func(*co
 	if tweak != nil {
 		tweak(&cfg)
 	}
-	n := &reapNode{t: t, reg: prometheus.NewRegistry(), logs: &reapLogs{}, done: make(chan error, 1)}
+	n := &reapNode{t: t, reg: prometheus.NewRegistry(), logs: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	logger := slog.New(slog.NewTextHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	// As in serve(): options, upstreams, the repair hook, the server, the reaper.
 	opts, err := proxyOptions(cfg, logger, n.reg)
@@ -108,7 +109,7 @@ func reapStartNode(t testing.TB, upstream string, withProxy bool, tweak func(*co
 	t.Cleanup(func() {
 		n.stop()
 		if t.Failed() {
-			t.Logf("node %s log (tail):\n%s", n.rp, n.logs.tail(6<<10))
+			t.Logf("node %s log (tail):\n%s", n.rp, n.logs.Tail(6<<10))
 		}
 	})
 	if srv != nil {
@@ -194,9 +195,6 @@ func (h reapScriptHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		return next(ctx, cmd)
 	}
 }
-
-// reapLogs collects a node's log for failure messages (the model tests' buffer).
-type reapLogs = modelLogBuffer
 
 // reapMetric sums the samples of a metric family whose labels include every "k=v" of want; for a
 // histogram, the sample counts.
