@@ -143,3 +143,67 @@ func TestIndexUnindexedCounted(t *testing.T) {
 		t.Errorf("%d log lines for 3 unindexed writes within a second, want 1:\n%s", n, logs.String())
 	}
 }
+
+// TestIndexACLUsers: session writes run as the client's ACL user. One that may not run the
+// index scripts (no @scripting) or not write the index keys (keys limited to session:*) gets
+// the replies Redis gives it directly, inside MULTI too; its writes pass plain, unindexed,
+// and are counted. A user with the rights is indexed as usual.
+func TestIndexACLUsers(t *testing.T) {
+	up := redistest.Start(t)
+	ctl := dialRaw(t, up.Addr())
+	for _, u := range []string{
+		"ACL SETUSER noscript on >pw ~* &* +@all -@scripting",
+		"ACL SETUSER sessonly on >pw ~session:* &* +@all",
+		"ACL SETUSER full on >pw ~* &* +@all",
+		"ACL SETUSER noeval on >pw ~* &* +@all -eval",
+		"ACL SETUSER noread on >pw ~session:* %W~sessionproxy:* %W~user:* &* +@all",
+	} {
+		if got := ctl.do(words(u)...); got != "+OK\r\n" {
+			t.Fatalf("%s: %q", u, got)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	p := startProxy(t, up, func(o *Options) { o.Registerer = reg })
+	const metric = "sessionproxy_index_unindexed_writes_total"
+	for _, tc := range []struct {
+		user      string
+		indexed   bool    // the first write, on the shared path, is indexed
+		unindexed float64 // writes counted unindexed
+	}{
+		{"noscript", false, 4}, {"sessonly", false, 4}, {"noread", false, 4}, {"full", true, 0},
+		// EVALSHA but no EVAL: indexed on the shared path, plain on its own connection: the
+		// write in MULTI and the one after it (the client keeps that connection).
+		{"noeval", true, 2},
+	} {
+		t.Run(tc.user, func(t *testing.T) {
+			before := ixCounter(t, reg, metric)
+			pc, dc := dialRaw(t, p.Addr().String()), dialRaw(t, up.Addr())
+			cmds := func(key string) [][]string {
+				return [][]string{
+					{"AUTH", tc.user, "pw"},
+					{"HSET", key, "userid", "9"},
+					{"EXPIRE", key, "100"},
+					{"MULTI"}, {"HSET", key, "userid", "9", "f", "v"}, {"EXEC"},
+					{"HSET", key, "userid", "9"},
+				}
+			}
+			pk, dk := "session:"+tc.user, "session:"+tc.user+"-direct"
+			pcmds, dcmds := cmds(pk), cmds(dk)
+			for i := range pcmds {
+				if want, got := dc.do(dcmds[i]...), pc.do(pcmds[i]...); got != want {
+					t.Errorf("%v: proxy %q, redis %q", pcmds[i], got, want)
+				}
+			}
+			wantMember, wantCount := ":0\r\n", before+tc.unindexed
+			if tc.indexed {
+				wantMember = ":1\r\n"
+			}
+			if got := ctl.do("SISMEMBER", "user:9", tc.user); got != wantMember {
+				t.Errorf("SISMEMBER user:9 %s = %q, want %q", tc.user, got, wantMember)
+			}
+			if got := ixCounter(t, reg, metric); got != wantCount {
+				t.Errorf("%s = %v, want %v", metric, got, wantCount)
+			}
+		})
+	}
+}
