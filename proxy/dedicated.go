@@ -33,9 +33,9 @@ type dedicated struct {
 	// pushes is set once frames may arrive unasked (subscriptions, MONITOR, tracking): relayed
 	// then also counts those, so it no longer tells how many replies are missing.
 	pushes atomic.Bool
-	quit   bool // QUIT was forwarded: Redis answers nothing after it (client goroutine)
-	// quitSent is quit for the relay: the connection Redis then closes did not fail.
-	quitSent atomic.Bool
+	// quit: QUIT was forwarded. Redis answers nothing after it, and the connection it then
+	// closes did not fail (read by the relay too).
+	quit atomic.Bool
 	// The connection's DB as far as the proxy can tell (for SESSIONS.CHECK/REINDEX): SELECT
 	// applies at once, or at EXEC inside MULTI; a SELECT Redis refuses is not noticed.
 	db, multiDB    int
@@ -84,7 +84,7 @@ func (d *dedicated) forward(cmds []redcon.Command) { d.forwardCounted(cmds, fals
 // forwardCounted sends cmds upstream in one write. counted says the first command was already
 // counted in the metrics by the caller.
 func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
-	if d.quit {
+	if d.quit.Load() {
 		return // Redis closes after QUIT; the relay then closes the client
 	}
 	d.out = d.out[:0]
@@ -109,8 +109,7 @@ func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
 		expect++
 		switch spec.name {
 		case "quit":
-			d.quit = true
-			d.quitSent.Store(true)
+			d.quit.Store(true)
 		case "select":
 			if n, ok := parseInt(args[len(args)-1]); ok && len(args) == 2 && n >= 0 && n <= math.MaxInt32 {
 				if d.inMulti {
@@ -154,7 +153,7 @@ func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
 				d.resetAuth.Add(1)
 			}
 		}
-		if d.quit {
+		if d.quit.Load() {
 			break
 		}
 	}
@@ -261,7 +260,7 @@ func (d *dedicated) relay() {
 // upstreamGone answers the commands still waiting (when that count is known) and closes the client.
 func (d *dedicated) upstreamGone() {
 	if !d.closed.Load() { // Redis (or the network) ended it, not the proxy
-		if !d.quitSent.Load() { // after QUIT that is the normal end
+		if !d.quit.Load() { // after QUIT that is the normal end
 			d.m.errors.WithLabelValues(errKindUpstream).Inc()
 		}
 		if !d.unpaired.Load() && !d.pushes.Load() {
