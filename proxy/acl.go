@@ -11,11 +11,12 @@ import (
 // aclCacheFor is how long a verdict of aclCheck stands: a user's ACL can change on Redis.
 const aclCacheFor = time.Minute
 
-// aclCheck tells whether a Redis ACL user may run the index scripts. Session writes run as the
-// client's own user (its ACL applies to them as to its other commands); a user that may not run
-// the scripts, or not read and write the index keys, would get an error where the plain write
-// succeeds. Such a client's session writes are passed on plain, counted as unindexed and left
-// to repair.
+// aclCheck tells whether a Redis ACL user may run the index scripts, from a probe sent as that
+// user right after the command that logs it in (AUTH, HELLO ... AUTH), in the same write.
+// Session writes run as the client's own user (its ACL applies to them as to its other
+// commands); a user that may not run the scripts, or not read and write the index keys, would
+// get an error where the plain write succeeds. Such a client's session writes are passed on
+// plain, counted as unindexed and left to repair.
 type aclCheck struct {
 	probe  []byte // rewrite.Schema.ACLProbe, encoded
 	probeN int
@@ -41,43 +42,25 @@ func newACLCheck(cmds [][]string) *aclCheck {
 	return a
 }
 
-// aclFor is what id may do: the proxy's configured user is trusted; another user is probed on
-// a connection of its own (at most once a minute), which costs its first AUTH through the proxy
-// a dial and a round trip. When Redis cannot be asked, the answer is yes: the writes then meet
-// Redis' own verdict.
-func (s *Server) aclFor(id identity) aclVerdict {
+// aclKnown is what id may do if that is known: the proxy's configured user may do everything;
+// another user's verdict stands for a minute after its probe.
+func (s *Server) aclKnown(id identity) (aclVerdict, bool) {
 	if id == s.defaultID {
-		return aclAllowed
+		return aclAllowed, true
 	}
 	a := s.acl
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	v, ok := a.verdict[id]
-	a.mu.Unlock()
-	if ok && time.Since(v.at) < aclCacheFor {
-		return v
+	if !ok || time.Since(v.at) >= aclCacheFor {
+		return aclAllowed, false
 	}
-	nc, br, err := s.dialer.dial(s.ctx, poolKey{id: id}, "", false)
-	if err != nil {
-		return aclAllowed
-	}
-	defer nc.Close()
-	var denied [rewrite.ACLProbeScripts]bool
-	keysOK, i := true, 0
-	err = s.dialer.exchange(nc, br, a.probe, a.probeN, func(reply []byte) error {
-		if bytes.HasPrefix(reply, []byte("-NOPERM")) {
-			if i < len(denied) {
-				denied[i] = true
-			} else {
-				keysOK = false
-			}
-		}
-		i++
-		return nil
-	})
-	if err != nil {
-		return aclAllowed
-	}
-	v = aclVerdict{shared: keysOK && !denied[0], dedicated: keysOK && !denied[1], at: time.Now()}
+	return v, true
+}
+
+// aclLearn records a probe's verdict on id.
+func (s *Server) aclLearn(id identity, v aclVerdict) aclVerdict {
+	a := s.acl
 	a.mu.Lock()
 	if len(a.verdict) > 10000 {
 		clear(a.verdict) // many users: forget and ask again rather than grow without bound
@@ -89,4 +72,27 @@ func (s *Server) aclFor(id identity) aclVerdict {
 			"user", id.user, "evalsha", v.shared, "eval", v.dedicated)
 	}
 	return v
+}
+
+// aclJudge reads the probe's replies (rewrite.Schema.ACLProbe): a NOPERM error denies what
+// its command stands for.
+type aclJudge struct {
+	i         int
+	denied    [rewrite.ACLProbeScripts]bool
+	keyDenied bool
+}
+
+func (j *aclJudge) reply(reply []byte) {
+	if bytes.HasPrefix(reply, []byte("-NOPERM")) {
+		if j.i < len(j.denied) {
+			j.denied[j.i] = true
+		} else {
+			j.keyDenied = true
+		}
+	}
+	j.i++
+}
+
+func (j *aclJudge) verdict() aclVerdict {
+	return aclVerdict{shared: !j.keyDenied && !j.denied[0], dedicated: !j.keyDenied && !j.denied[1], at: time.Now()}
 }

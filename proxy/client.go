@@ -446,10 +446,9 @@ func (c *client) close() {
 // key is the upstream connection state the client's commands need.
 func (c *client) key() poolKey { return poolKey{c.ident, c.db, c.resp3} }
 
-// setIdentity switches the ACL user the client's commands run as.
-func (c *client) setIdentity(id identity) {
-	c.ident, c.pool = id, nil
-	c.acl = c.s.aclFor(id)
+// setIdentity switches the ACL user the client's commands run as, with what it may do.
+func (c *client) setIdentity(id identity, acl aclVerdict) {
+	c.ident, c.pool, c.acl = id, nil, acl
 }
 
 // release frees what the client holds upstream; called once the connection has closed.

@@ -51,13 +51,13 @@ func cmdAuth(c *client, args [][]byte) {
 		id = identity{user: string(args[1]), pass: string(args[2])}
 	}
 	// Ask with the client's own words: one-argument AUTH has its own errors (no password set).
-	reply, ok := c.askRedis(poolKey{}, args)
+	reply, acl, ok := c.askRedis(poolKey{}, args, &id)
 	if !ok {
 		return
 	}
 	c.write(reply)
 	if string(reply) == replyOK {
-		c.setIdentity(id)
+		c.setIdentity(id, acl)
 	}
 }
 
@@ -94,7 +94,19 @@ func cmdSelect(c *client, args [][]byte) {
 // byte for byte) on a fresh connection in the client's state, relays its reply, and on success
 // adopts what it set: the protocol (the client then shares RESP3 connections), user and name.
 func cmdHello(c *client, args [][]byte) {
-	reply, ok := c.askRedis(poolKey{c.ident, 0, c.resp3}, args)
+	var login *identity
+	name := c.name
+	for i := 2; i < len(args); i++ {
+		switch {
+		case equalFold(args[i], "AUTH") && i+2 < len(args):
+			login = &identity{user: string(args[i+1]), pass: string(args[i+2])}
+			i += 2
+		case equalFold(args[i], "SETNAME") && i+1 < len(args):
+			name = string(args[i+1])
+			i++
+		}
+	}
+	reply, acl, ok := c.askRedis(poolKey{c.ident, 0, c.resp3}, args, login)
 	if !ok {
 		return
 	}
@@ -105,32 +117,41 @@ func cmdHello(c *client, args [][]byte) {
 	if len(args) > 1 {
 		c.resp3 = string(args[1]) == "3"
 	}
-	for i := 2; i < len(args); i++ {
-		switch {
-		case equalFold(args[i], "AUTH") && i+2 < len(args):
-			c.setIdentity(identity{user: string(args[i+1]), pass: string(args[i+2])})
-			i += 2
-		case equalFold(args[i], "SETNAME") && i+1 < len(args):
-			c.name = string(args[i+1])
-			i++
-		}
+	if login != nil {
+		c.setIdentity(*login, acl)
 	}
-	c.pool = nil
+	c.name, c.pool = name, nil
 }
 
 // askRedis sends the client's command as it is on a fresh upstream connection in state key
 // and returns Redis' raw reply; on a transport failure it answers the client itself (false).
-func (c *client) askRedis(key poolKey, args [][]byte) ([]byte, bool) {
+// login, if not nil, is the user the command logs in as (AUTH, HELLO ... AUTH): when its
+// rights to run the index scripts are not known yet, the ACL probe follows the command in the
+// same write. The verdict is what that user may do (see aclCheck).
+func (c *client) askRedis(key poolKey, args [][]byte, login *identity) ([]byte, aclVerdict, bool) {
 	ask := redcon.AppendArray(nil, len(args))
 	for _, a := range args {
 		ask = redcon.AppendBulk(ask, a)
 	}
-	reply, err := c.s.dialer.oneShot(c.s.ctx, key, ask)
+	acl, known := aclAllowed, true
+	if login != nil {
+		acl, known = c.s.aclKnown(*login)
+	}
+	n, judge, rest := 1, &aclJudge{}, func([]byte) {}
+	if !known {
+		ask = append(ask, c.s.acl.probe...)
+		n += c.s.acl.probeN
+		rest = judge.reply
+	}
+	reply, err := c.s.dialer.oneShot(c.s.ctx, key, ask, n, rest)
 	if err != nil {
 		c.fail(1, err)
-		return nil, false
+		return nil, acl, false
 	}
-	return reply, true
+	if !known && reply[0] != '-' { // logged in: the probe ran as that user
+		acl = c.s.aclLearn(*login, judge.verdict())
+	}
+	return reply, acl, true
 }
 
 func cmdQuit(c *client, _ [][]byte) {
@@ -140,7 +161,7 @@ func cmdQuit(c *client, _ [][]byte) {
 
 // cmdReset returns the connection to its initial state: DB 0, the proxy's configured user, no name.
 func cmdReset(c *client, _ [][]byte) {
-	c.setIdentity(c.s.defaultID)
+	c.setIdentity(c.s.defaultID, aclAllowed)
 	c.db, c.name, c.resp3 = 0, "", false
 	c.write([]byte(replyReset))
 }

@@ -206,4 +206,16 @@ func TestIndexACLUsers(t *testing.T) {
 			}
 		})
 	}
+
+	// The same through HELLO ... AUTH (its reply carries the connection id: not compared).
+	hc := dialRaw(t, p.Addr().String())
+	if got := hc.do("HELLO", "2", "AUTH", "noscript", "pw"); !strings.HasPrefix(got, "*14\r\n") {
+		t.Fatalf("HELLO 2 AUTH noscript: %q", got)
+	}
+	if got := hc.do("HSET", "session:hello", "userid", "9"); got != ":1\r\n" {
+		t.Errorf("HSET after HELLO AUTH as noscript: %q, want :1", got)
+	}
+	if got := ctl.do("SISMEMBER", "user:9", "hello"); got != ":0\r\n" {
+		t.Errorf("SISMEMBER user:9 hello = %q, want :0 (passed plain)", got)
+	}
 }

@@ -252,7 +252,7 @@ func (s *Server) serveCommand(rc redcon.Conn, cmd redcon.Command) {
 
 // CheckUpstream reports whether Redis answers PING within the read timeout: the readiness probe.
 func (s *Server) CheckUpstream(ctx context.Context) error {
-	reply, err := s.dialer.oneShot(ctx, poolKey{}, appendCommand(nil, "PING"))
+	reply, err := s.dialer.oneShot(ctx, poolKey{}, appendCommand(nil, "PING"), 1, nil)
 	if err != nil {
 		return err
 	}

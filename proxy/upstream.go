@@ -133,17 +133,22 @@ func (d *dialer) exchange(nc net.Conn, br *bufio.Reader, cmds []byte, n int, eac
 	return nil
 }
 
-// oneShot dials a connection in state key, sends one raw command and returns its raw reply:
-// the proxy's way to ask Redis itself, e.g. whether AUTH credentials are valid.
-func (d *dialer) oneShot(ctx context.Context, key poolKey, raw []byte) ([]byte, error) {
+// oneShot dials a connection in state key, sends raw (n commands) and returns the raw reply
+// of the first: the proxy's way to ask Redis itself, e.g. whether AUTH credentials are valid.
+// rest, if not nil, gets the replies of the others, in order.
+func (d *dialer) oneShot(ctx context.Context, key poolKey, raw []byte, n int, rest func(reply []byte)) ([]byte, error) {
 	nc, br, err := d.dial(ctx, key, "", false)
 	if err != nil {
 		return nil, err
 	}
 	defer nc.Close()
 	var out []byte
-	err = d.exchange(nc, br, raw, 1, func(reply []byte) error {
-		out = append(out, reply...)
+	err = d.exchange(nc, br, raw, n, func(reply []byte) error {
+		if out == nil {
+			out = append([]byte{}, reply...)
+		} else if rest != nil {
+			rest(reply)
+		}
 		return nil
 	})
 	return out, err
