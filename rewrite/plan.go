@@ -223,11 +223,13 @@ func jsonOnly(n int) plan {
 func bitfield(s *Schema, dst []Ref, args [][]byte) []Ref {
 	for i := 2; i < len(args); i++ {
 		if op := args[i]; bytes.EqualFold(op, []byte("SET")) || bytes.EqualFold(op, []byte("INCRBY")) {
-			return jsonOnly(-2)(s, dst, args)
+			return bitfieldWrite(s, dst, args)
 		}
 	}
 	return dst
 }
+
+var bitfieldWrite = jsonOnly(-2)
 
 // allKeys plans commands whose keys are every step-th argument from args[1].
 func allKeys(n, step int) plan {
