@@ -256,22 +256,10 @@ func (c *client) sendShared(cmds []redcon.Command, base int) {
 // client has been answered with errors for all n commands of the batch run and is closing.
 func (c *client) sendChunk(up []redcon.Command, n int) bool {
 	req := &c.req
-	req.cmds = up
-	defer func() { req.cmds = nil }()
-	var u *sharedConn
-	for attempt := 0; ; attempt++ {
-		var err error
-		if u, err = c.sharedConn(); err != nil {
-			c.failRun(n, err)
-			return false
-		}
-		if err := u.do(req); err == errNotSent && attempt == 0 {
-			continue // the connection died while idle; nothing was sent, so dial again
-		} else if err != nil {
-			c.failRun(n, ErrUpstreamLost)
-			return false
-		}
-		break
+	u, err := c.doShared(up)
+	if err != nil {
+		c.failRun(n, err)
+		return false
 	}
 	for i := range up {
 		if c.spans[len(c.accEnds)+i].script {
@@ -284,6 +272,34 @@ func (c *client) sendChunk(up []redcon.Command, n int) bool {
 		c.accEnds = append(c.accEnds, base+e)
 	}
 	return true
+}
+
+// doShared runs cmds as c.req over the client's shared connection; c.req holds the replies.
+func (c *client) doShared(cmds []redcon.Command) (*sharedConn, error) {
+	req := &c.req
+	req.cmds = cmds
+	defer func() { req.cmds = nil }()
+	for attempt := 0; ; attempt++ {
+		u, err := c.sharedConn()
+		if err != nil {
+			return nil, err
+		}
+		if err := u.do(req); err == errNotSent && attempt == 0 {
+			continue // the connection died while idle; nothing was sent, so dial again
+		} else if err != nil {
+			return nil, ErrUpstreamLost
+		}
+		return u, nil
+	}
+}
+
+// askShared runs cmds on the client's shared connection outside a batch run and returns
+// their raw replies (c.req.ends delimits them).
+func (c *client) askShared(cmds []redcon.Command) ([]byte, error) {
+	if _, err := c.doShared(cmds); err != nil {
+		return nil, err
+	}
+	return c.req.reply, nil
 }
 
 // writeReplies writes the replies gathered in c.acc, one per client command: a merged call's

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"math"
 	"strconv"
 
@@ -46,9 +45,9 @@ const (
 // cmdAuth asks Redis itself, on a fresh connection, whether the credentials are good, relays
 // its reply verbatim, and on success runs the client's commands as that user from now on.
 func cmdAuth(c *client, args [][]byte) {
-	id := identity{user: "default", pass: string(args[1])}
+	id := identity{user: "default", pass: string(args[1]), auth: true}
 	if len(args) == 3 {
-		id = identity{user: string(args[1]), pass: string(args[2])}
+		id = identity{user: string(args[1]), pass: string(args[2]), auth: true}
 	}
 	// Ask with the client's own words: one-argument AUTH has its own errors (no password set).
 	reply, acl, ok := c.askRedis(poolKey{}, args, &id)
@@ -61,8 +60,10 @@ func cmdAuth(c *client, args [][]byte) {
 	}
 }
 
-// cmdSelect switches the client to the shared connections of another DB. The first use of a DB
-// dials a connection that runs SELECT, so Redis itself judges the index (out of range...).
+// cmdSelect switches the client to the shared connections of another DB. Redis itself judges
+// the index (out of range, the user's ACL, a busy script...): SELECT n and a SELECT back to the
+// current DB go over the client's shared connection as one request, so nothing of another client
+// runs in between, and the first reply is the client's.
 func cmdSelect(c *client, args [][]byte) {
 	db, ok := parseInt(args[1])
 	switch {
@@ -73,21 +74,20 @@ func cmdSelect(c *client, args [][]byte) {
 		c.write([]byte(errNotInt32))
 		return
 	}
-	p, err := c.s.pools.get(poolKey{c.ident, int(db), c.resp3})
-	if err == nil {
-		_, err = p.conn(c.s.ctx, c.id)
-	}
-	var re *replyError
-	switch {
-	case errors.As(err, &re):
-		c.s.pools.drop(p)
-		c.write(re.raw)
-	case err != nil:
+	cur := strconv.Itoa(c.db)
+	judge := appendCommand(appendCommand(nil, "SELECT", string(args[1])), "SELECT", cur)
+	split := len(appendCommand(nil, "SELECT", string(args[1])))
+	req := &c.req
+	reply, err := c.askShared([]redcon.Command{{Raw: judge[:split]}, {Raw: judge[split:]}})
+	if err != nil {
 		c.fail(1, err)
-	default:
-		c.db, c.pool = int(db), p
-		c.write([]byte(replyOK))
+		return
 	}
+	first := reply[:req.ends[0]]
+	if string(first) == replyOK {
+		c.db, c.pool = int(db), nil
+	}
+	c.write(first)
 }
 
 // cmdHello lets Redis itself judge the HELLO (protocol version, AUTH, SETNAME: every error
@@ -99,7 +99,7 @@ func cmdHello(c *client, args [][]byte) {
 	for i := 2; i < len(args); i++ {
 		switch {
 		case equalFold(args[i], "AUTH") && i+2 < len(args):
-			login = &identity{user: string(args[i+1]), pass: string(args[i+2])}
+			login = &identity{user: string(args[i+1]), pass: string(args[i+2]), auth: true}
 			i += 2
 		case equalFold(args[i], "SETNAME") && i+1 < len(args):
 			name = string(args[i+1])

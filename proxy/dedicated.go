@@ -33,6 +33,10 @@ type dedicated struct {
 	// pushes is set once frames may arrive unasked (subscriptions, MONITOR, tracking): relayed
 	// then also counts those, so it no longer tells how many replies are missing.
 	pushes atomic.Bool
+	// raw: SYNC or PSYNC was forwarded. What follows is a replication stream (an RDB payload
+	// without a trailing CRLF, newlines while Redis prepares it, then the command stream): the
+	// relay copies bytes from then on instead of framing replies.
+	raw atomic.Bool
 	// quit: QUIT was forwarded. Redis answers nothing after it, and the connection it then
 	// closes did not fail (read by the relay too).
 	quit atomic.Bool
@@ -137,6 +141,7 @@ func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
 			d.pushes.Store(true)
 		case "sync", "psync":
 			d.unpaired.Store(true)
+			d.raw.Store(true) // before the write: the relay checks it before each frame
 		case "client":
 			switch {
 			case len(args) > 1 && equalFold(args[1], "REPLY"):
@@ -223,6 +228,11 @@ func (d *dedicated) relay() {
 		var err error
 		n := int64(0)
 		for {
+			// Wait for the next frame's first byte before reading raw: a SYNC forwarded
+			// meanwhile turns everything from here on into a byte stream.
+			if _, err = d.br.Peek(1); err != nil || d.raw.Load() {
+				break
+			}
 			mark := len(buf)
 			if buf, err = resp.AppendReply(buf, d.br); err != nil {
 				buf = buf[:mark]
@@ -250,9 +260,30 @@ func (d *dedicated) relay() {
 			d.m.bytesOut.Add(float64(len(buf)))
 		}
 		d.relayed.Add(n)
+		if err == nil && d.raw.Load() {
+			err = d.pipe(buf[:cap(buf)])
+		}
 		if err != nil {
 			d.upstreamGone()
 			return
+		}
+	}
+}
+
+// pipe copies the upstream's bytes to the client as they come (a replication stream) until
+// either side fails; a client that went away closes the upstream too.
+func (d *dedicated) pipe(buf []byte) error {
+	for {
+		n, err := d.br.Read(buf)
+		if n > 0 {
+			if _, werr := d.c.nc.Write(buf[:n]); werr != nil {
+				d.close()
+				return werr
+			}
+			d.m.bytesOut.Add(float64(n))
+		}
+		if err != nil {
+			return err
 		}
 	}
 }

@@ -69,16 +69,6 @@ func (ps *pools) get(key poolKey) (*pool, error) {
 	return p, nil
 }
 
-// drop forgets a pool whose key turned out to be invalid (e.g. SELECT of a missing DB).
-func (ps *pools) drop(p *pool) {
-	ps.mu.Lock()
-	if ps.byKey[p.key] == p {
-		delete(ps.byKey, p.key)
-	}
-	ps.mu.Unlock()
-	p.close()
-}
-
 // closeAll closes every shared connection; later gets fail.
 func (ps *pools) closeAll() {
 	ps.mu.Lock()

@@ -98,21 +98,22 @@ func New(opts Options) (*Server, error) {
 		load = appendCommand(load, "SCRIPT", "LOAD", sc.Body)
 		loadCmds = append(loadCmds, redcon.Command{Raw: load[start:len(load):len(load)]})
 	}
-	d := &dialer{addr: opts.Upstream, tls: opts.TLS, dialTimeout: opts.DialTimeout, readTimeout: opts.ReadTimeout,
+	base := identity{user: opts.Username, pass: opts.Password, auth: opts.Username != "" || opts.Password != ""}
+	if base.user == "" {
+		base.user = "default"
+	}
+	d := &dialer{addr: opts.Upstream, base: base, tls: opts.TLS, dialTimeout: opts.DialTimeout, readTimeout: opts.ReadTimeout,
 		sharedSetup: load, sharedSetupN: len(loadCmds)}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		opts: opts, log: opts.Logger, m: m, table: table, dialer: d,
 		pools:     newPools(d, opts.PoolSize, m),
-		defaultID: identity{user: opts.Username, pass: opts.Password},
+		defaultID: base,
 		schema:    opts.Schema, scripts: scripts, loadScriptCmds: loadCmds,
 		acl: newACLCheck(opts.Schema.ACLProbe(scripts)),
 		ctx: ctx, cancel: cancel,
 		clients:   make(map[*client]struct{}),
 		listening: make(chan struct{}),
-	}
-	if s.defaultID.user == "" {
-		s.defaultID.user = "default"
 	}
 	return s, nil
 }

@@ -25,15 +25,21 @@ var (
 	ErrUpstreamDesync = errors.New("upstream sent an unexpected reply")
 )
 
-// identity is the Redis ACL user a client's commands run as.
-type identity struct{ user, pass string }
+// identity is the Redis ACL user a client's commands run as. auth says a connection must log
+// in as it: set for every user a client logged in as (an empty password is a password: `AUTH u1
+// ""` logs in a nopass user), and for the proxy's configured user when one is configured.
+type identity struct {
+	user, pass string
+	auth       bool
+}
 
 // creds reports whether the identity must AUTH on a new connection.
-func (id identity) creds() bool { return id.pass != "" }
+func (id identity) creds() bool { return id.auth }
 
 // dialer opens upstream connections and brings them to a (identity, db) state.
 type dialer struct {
 	addr        string
+	base        identity // the proxy's own user: a new connection's SELECT runs as it
 	tls         *tls.Config
 	dialTimeout time.Duration
 	readTimeout time.Duration
@@ -67,13 +73,22 @@ func (d *dialer) dial(ctx context.Context, key poolKey, name string, shared bool
 	br := bufio.NewReaderSize(nc, 32<<10)
 	var setup []byte
 	n := 0
-	if id.creds() {
+	// The DB is selected as the proxy's own user, then the client's user logs in: a client may
+	// have chosen its DB before it authenticated as a user that may not run SELECT (Redis keeps
+	// the DB across AUTH). cmdSelect has Redis judge the client's own SELECT as its user.
+	login := func(id identity) {
 		setup = appendCommand(setup, "AUTH", id.user, id.pass)
 		n++
 	}
 	if db != 0 {
+		if d.base.creds() {
+			login(d.base)
+		}
 		setup = appendCommand(setup, "SELECT", strconv.Itoa(db))
 		n++
+	}
+	if id.creds() && (db == 0 || id != d.base) {
+		login(id)
 	}
 	if key.resp3 {
 		setup = appendCommand(setup, "HELLO", "3")

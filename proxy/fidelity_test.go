@@ -1,0 +1,140 @@
+package proxy
+
+// Fidelity beyond the corpus (issue 11): sequences over several connections, with timing
+// (busy scripts, blocking reads racing other clients), run straight against redis-server and
+// through the proxy; the reply bytes must be identical.
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sessionproxy/sessionproxy/internal/redistest"
+)
+
+// sideBySide runs scenario against Redis directly, then (after reset) through a proxy in front
+// of the same server, and fails on any difference in what it returns.
+func sideBySide(t *testing.T, up *redistest.Server, p *Server, reset func(), scenario func(addr string) []string) {
+	t.Helper()
+	want := scenario(up.Addr())
+	reset()
+	got := scenario(p.Addr().String())
+	if strings.Join(want, "|") != strings.Join(got, "|") {
+		t.Errorf("through the proxy:\n got  %q\n want %q", got, want)
+	}
+}
+
+// TestAuthEmptyPassword: `AUTH u1 ""` logs in a nopass user; its commands must run as u1, never
+// as the proxy's (default) user (issue 11, item 4).
+func TestAuthEmptyPassword(t *testing.T) {
+	up := redistest.Start(t)
+	p := startProxy(t, up)
+	setup := func() {
+		if r, err := up.Do("ACL", "SETUSER", "u1", "reset", "on", "nopass", "+get", "+select", "~cache:*"); err != nil || r != "+OK" {
+			t.Fatalf("ACL SETUSER: %q %v", r, err)
+		}
+	}
+	setup()
+	sideBySide(t, up, p, setup, func(addr string) []string {
+		c := dialRaw(t, addr)
+		return []string{c.do("AUTH", "u1", ""), c.do("GET", "violated:0"), c.do("ACL", "WHOAMI"), c.do("GET", "cache:1")}
+	})
+}
+
+// TestAuthKeepsDB: a client that chose its DB and then logs in as a user without +select stays
+// in that DB, as on Redis (issue 11, item 5); and such a user's own SELECT is judged as that
+// user.
+func TestAuthKeepsDB(t *testing.T) {
+	up := redistest.Start(t)
+	p := startProxy(t, up)
+	reset := func() {
+		if r, err := up.Do("FLUSHALL"); err != nil || r != "+OK" {
+			t.Fatalf("FLUSHALL: %q %v", r, err)
+		}
+	}
+	sideBySide(t, up, p, reset, func(addr string) []string {
+		c := dialRaw(t, addr)
+		a := dialRaw(t, addr)
+		out := []string{c.do("SELECT", "9"), c.do("ACL", "SETUSER", "bob", "on", ">123", "+set", "+get", "~x*"),
+			c.do("AUTH", "bob", "123"), c.do("SET", "xx", "1"), c.do("SET", "xx", "2"), c.do("SELECT", "3"),
+			c.do("GET", "xx")}
+		// The writes landed in DB 9.
+		out = append(out, a.do("SELECT", "9"), a.do("GET", "xx"), a.do("SELECT", "0"), a.do("EXISTS", "xx"))
+		return out
+	})
+}
+
+// TestSyncStream: after SYNC the connection carries a replication stream, not replies: the RDB
+// payload (no trailing CRLF, preceded by newlines while Redis prepares it), then the write
+// commands of every client, and it stays open (issue 11, item 3). The same for the EOF-marked
+// diskless form redis-cli --rdb asks for.
+func TestSyncStream(t *testing.T) {
+	up := redistest.Start(t, "--repl-diskless-sync-delay", "0")
+	p := startProxy(t, up)
+	reset := func() {
+		if r, err := up.Do("FLUSHALL"); err != nil || r != "+OK" {
+			t.Fatalf("FLUSHALL: %q %v", r, err)
+		}
+	}
+	sideBySide(t, up, p, reset, func(addr string) []string {
+		a, b := dialRaw(t, addr), dialRaw(t, addr)
+		b.do("SET", "before", "1")
+		a.send(encode("SYNC"))
+		rdb := readRDBBulk(t, a)
+		out := []string{string(rdb[:9])} // "REDIS0010"
+		b.do("SET", "k", "v")
+		want := "*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"
+		out = append(out, string(readN(t, a, len(want))))
+		b.do("SET", "k2", "v2")
+		want = "*3\r\n$3\r\nSET\r\n$2\r\nk2\r\n$2\r\nv2\r\n"
+		return append(out, string(readN(t, a, len(want))))
+	})
+	sideBySide(t, up, p, reset, func(addr string) []string {
+		a := dialRaw(t, addr)
+		out := []string{a.do("REPLCONF", "capa", "eof"), a.do("REPLCONF", "rdb-only", "1")}
+		a.send(encode("SYNC"))
+		data, _ := a.readAllUntilClose(10 * time.Second)
+		data = bytes.TrimLeft(data, "\n")
+		head, body, ok := bytes.Cut(data, []byte("\r\n"))
+		if !ok || !bytes.HasPrefix(head, []byte("$EOF:")) || len(head) != 45 {
+			return append(out, fmt.Sprintf("no EOF-marked payload: %q", clip(data)))
+		}
+		mark := head[5:]
+		return append(out, "$EOF:<mark>", string(body[:9]), fmt.Sprint(bytes.HasSuffix(body, mark)))
+	})
+}
+
+// readRDBBulk reads a SYNC's RDB payload: newlines, then $<len>\r\n and len bytes, no CRLF.
+func readRDBBulk(t *testing.T, c *rawConn) []byte {
+	t.Helper()
+	_ = c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		line, err := c.br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("SYNC: %v", err)
+		}
+		if line == "\n" {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(line, "$"), "\r\n"))
+		if err != nil {
+			t.Fatalf("SYNC: unexpected %q", line)
+		}
+		return readN(t, c, n)
+	}
+}
+
+// readN reads exactly n bytes.
+func readN(t *testing.T, c *rawConn, n int) []byte {
+	t.Helper()
+	_ = c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b := make([]byte, n)
+	if _, err := io.ReadFull(c.br, b); err != nil {
+		t.Fatalf("read %d bytes: %v (got %q)", n, err, clip(b))
+	}
+	return b
+}
