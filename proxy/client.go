@@ -2,12 +2,14 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"sync/atomic"
 	"time"
 
 	"github.com/tidwall/redcon"
 
+	"github.com/sessionproxy/sessionproxy/internal/resp"
 	"github.com/sessionproxy/sessionproxy/rewrite"
 )
 
@@ -16,7 +18,8 @@ import (
 type client struct {
 	s     *Server
 	rc    redcon.Conn
-	nc    net.Conn // the normalizing wrapper; the dedicated relay writes replies here
+	nc    net.Conn   // the normalizing wrapper; the dedicated relay writes replies here
+	conn  *resp.Conn // the same, typed (nil in tests that serve other conns)
 	id    uint64
 	ident identity
 	db    int
@@ -31,11 +34,16 @@ type client struct {
 	batch   []redcon.Command
 	written int // reply bytes of the current batch, counted into the metric once per batch
 	closing bool
+	// gated: the batch is in the server's orderGate until its first command is handed
+	// upstream; gateCh wakes it there.
+	gated  bool
+	gateCh chan struct{}
 
 	// Session writes and SESSIONS commands of the current batch, found while routing and
 	// turned into script calls when their shared run is sent.
 	pending []pendingRewrite
 	refs    []rewrite.Ref // backing store of every pending write's refs
+	scripts []int         // batch positions of the client's own script calls
 	// Per shared run: the upstream commands and what each stands for.
 	up     []redcon.Command
 	spans  []span
@@ -62,11 +70,15 @@ type span struct {
 	script bool // a script call, retried after a NOSCRIPT
 	a, b   int  // script call bytes in arena
 	merged bool
+	busy   bool // a client's script call (EVAL, FCALL...): see sharedConn.scripts
 }
 
 func newClient(s *Server, rc redcon.Conn, id uint64) *client {
-	return &client{s: s, rc: rc, nc: rc.NetConn(), id: id, ident: s.defaultID, acl: aclAllowed,
-		req: request{done: make(chan struct{}, 1)}}
+	c := &client{s: s, rc: rc, nc: rc.NetConn(), id: id, ident: s.defaultID, acl: aclAllowed,
+		req: request{done: make(chan struct{}, 1)}, gateCh: make(chan struct{}, 1)}
+	c.conn, _ = c.nc.(*resp.Conn)
+	c.req.handoff = c.handedOff
+	return c
 }
 
 // run carries out one batch: the commands that arrived together. Consecutive shared-route
@@ -78,13 +90,16 @@ func (c *client) run(cmds []redcon.Command) {
 		d.forward(cmds)
 		return
 	}
-	c.pending, c.refs = c.pending[:0], c.refs[:0]
+	c.pending, c.refs, c.scripts = c.pending[:0], c.refs[:0], c.scripts[:0]
 	start := 0 // first command of the pending shared run
 	for i := range cmds {
 		args := cmds[i].Args
 		spec := c.s.table.lookup(args[0])
 		c.s.m.commands[spec.idx].Inc()
 		r := spec.routeOf(args)
+		if spec.script {
+			c.scripts = append(c.scripts, i)
+		}
 		if r == routeShared && (spec.plan != nil || spec.sessions) {
 			if errReply := c.planRewrite(i, spec, args); errReply != nil {
 				c.sendShared(cmds[start:i], start)
@@ -256,6 +271,10 @@ func (c *client) sendShared(cmds []redcon.Command, base int) {
 // client has been answered with errors for all n commands of the batch run and is closing.
 func (c *client) sendChunk(up []redcon.Command, n int) bool {
 	req := &c.req
+	req.script = false
+	for i := range up {
+		req.script = req.script || c.spans[len(c.accEnds)+i].busy
+	}
 	u, err := c.doShared(up)
 	if err != nil {
 		c.failRun(n, err)
@@ -278,14 +297,16 @@ func (c *client) sendChunk(up []redcon.Command, n int) bool {
 func (c *client) doShared(cmds []redcon.Command) (*sharedConn, error) {
 	req := &c.req
 	req.cmds = cmds
-	defer func() { req.cmds = nil }()
+	defer func() { req.cmds, req.script = nil, false }()
 	for attempt := 0; ; attempt++ {
 		u, err := c.sharedConn()
 		if err != nil {
 			return nil, err
 		}
-		if err := u.do(req); err == errNotSent && attempt == 0 {
-			continue // the connection died while idle; nothing was sent, so dial again
+		if err := u.do(req); err == errNotSent && attempt < 2 {
+			// The connection died while idle, or was given up behind a long script call:
+			// nothing was sent, so go again on a replacement.
+			continue
 		} else if err != nil {
 			return nil, ErrUpstreamLost
 		}
@@ -345,14 +366,21 @@ func (c *client) accStart(i int) int {
 func (c *client) buildRun(cmds []redcon.Command, base int) {
 	s := c.s
 	c.up, c.spans, c.arena = c.up[:0], c.spans[:0], c.arena[:0]
-	p := 0
+	p, q := 0, 0
 	for p < len(c.pending) && c.pending[p].idx < base {
 		p++
 	}
+	for q < len(c.scripts) && c.scripts[q] < base {
+		q++
+	}
 	for j := 0; j < len(cmds); j++ {
 		if p >= len(c.pending) || c.pending[p].idx != base+j {
+			busy := q < len(c.scripts) && c.scripts[q] == base+j
+			if busy {
+				q++
+			}
 			c.up = append(c.up, cmds[j])
-			c.spans = append(c.spans, span{n: 1})
+			c.spans = append(c.spans, span{n: 1, busy: busy})
 			continue
 		}
 		pr := c.pending[p]
@@ -450,7 +478,17 @@ func (c *client) fail(n int, err error) {
 	c.s.m.errors.WithLabelValues(errKindUpstream).Inc()
 	c.s.log.Debug("upstream failure", "client", c.id, "err", err)
 	c.write(appendLostReplies(nil, n, err))
-	c.close()
+	if !transient(err) {
+		c.close()
+	}
+}
+
+// transient reports whether err is Redis refusing a new connection's setup only for now
+// (-BUSY while a script runs, -LOADING): its reply answers the commands, as Redis would answer
+// them, and the client stays.
+func transient(err error) bool {
+	var re *replyError
+	return errors.As(err, &re) && (bytes.HasPrefix(re.raw, []byte("-BUSY")) || bytes.HasPrefix(re.raw, []byte("-LOADING")))
 }
 
 // close flushes what was written and closes the connection after the current batch.

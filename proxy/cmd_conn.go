@@ -86,6 +86,9 @@ func cmdSelect(c *client, args [][]byte) {
 	first := reply[:req.ends[0]]
 	if string(first) == replyOK {
 		c.db, c.pool = int(db), nil
+		if p, err := c.s.pools.get(c.key()); err == nil {
+			c.pool = p // now: it readies its spare connection for this DB
+		}
 	}
 	c.write(first)
 }
@@ -129,21 +132,15 @@ func cmdHello(c *client, args [][]byte) {
 // rights to run the index scripts are not known yet, the ACL probe follows the command in the
 // same write. The verdict is what that user may do (see aclCheck).
 func (c *client) askRedis(key poolKey, args [][]byte, login *identity) ([]byte, aclVerdict, bool) {
-	ask := redcon.AppendArray(nil, len(args))
-	for _, a := range args {
-		ask = redcon.AppendBulk(ask, a)
-	}
 	acl, known := aclAllowed, true
 	if login != nil {
 		acl, known = c.s.aclKnown(*login)
 	}
-	n, judge, rest := 1, &aclJudge{}, func([]byte) {}
+	var judge *aclJudge
 	if !known {
-		ask = append(ask, c.s.acl.probe...)
-		n += c.s.acl.probeN
-		rest = judge.reply
+		judge = &aclJudge{}
 	}
-	reply, err := c.s.dialer.oneShot(c.s.ctx, key, ask, n, rest)
+	reply, err := c.ask(key, args, judge)
 	if err != nil {
 		c.fail(1, err)
 		return nil, acl, false
@@ -152,6 +149,28 @@ func (c *client) askRedis(key poolKey, args [][]byte, login *identity) ([]byte, 
 		acl = c.s.aclLearn(*login, judge.verdict())
 	}
 	return reply, acl, true
+}
+
+// askFresh sends the client's command as it is on a fresh upstream connection in state key
+// and returns Redis' raw reply.
+func (c *client) askFresh(key poolKey, args [][]byte) ([]byte, error) {
+	return c.ask(key, args, nil)
+}
+
+// ask sends args on a fresh connection in state key, followed in the same write by the ACL
+// probe when judge is not nil, and returns the raw reply to args.
+func (c *client) ask(key poolKey, args [][]byte, judge *aclJudge) ([]byte, error) {
+	ask := redcon.AppendArray(nil, len(args))
+	for _, a := range args {
+		ask = redcon.AppendBulk(ask, a)
+	}
+	n, rest := 1, func([]byte) {}
+	if judge != nil {
+		ask = append(ask, c.s.acl.probe...)
+		n += c.s.acl.probeN
+		rest = judge.reply
+	}
+	return c.s.dialer.oneShot(c.s.ctx, key, ask, n, rest)
 }
 
 func cmdQuit(c *client, _ [][]byte) {

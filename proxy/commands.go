@@ -28,7 +28,10 @@ type cmdSpec struct {
 	plan rewrite.Planner
 	// sessions marks SESSIONS.LIST/COUNT/REVOKE, rewritten into the sessions script.
 	sessions bool
-	idx      int // position in the table: index of the command's metrics counter
+	// script marks a client's script call (EVAL, FCALL...): it may run until killed, so no
+	// other client's command may wait behind it on a shared connection.
+	script bool
+	idx    int // position in the table: index of the command's metrics counter
 }
 
 // redisCommands lists redis-server 7.0's top-level commands (COMMAND LIST). Every one of them

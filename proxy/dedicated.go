@@ -47,17 +47,28 @@ type dedicated struct {
 	// resetAuth counts RESETs followed by a re-AUTH the proxy added; the reply after the
 	// matching +RESET belongs to the proxy and is not relayed.
 	resetAuth atomic.Int32
-	closed    atomic.Bool
+	// skip counts replies to the proxy's own setup commands sent ahead of the client's first
+	// (CLIENT SETNAME on a spare connection): they are not relayed.
+	skip   atomic.Int32
+	closed atomic.Bool
 }
 
 // toDedicated moves the client to a dedicated upstream connection and forwards cmds there.
 func (c *client) toDedicated(cmds []redcon.Command) {
-	c.s.m.upstreamDials.Inc()
-	nc, br, err := c.s.dialer.dial(c.s.ctx, c.key(), c.name, false)
-	if err != nil {
-		c.s.m.upstreamDialErrors.Inc()
-		c.fail(len(cmds), err)
-		return
+	var nc net.Conn
+	var br *bufio.Reader
+	if p, err := c.s.pools.get(c.key()); err == nil {
+		nc, br = p.takeSpare()
+	}
+	spare := nc != nil
+	if !spare {
+		c.s.m.upstreamDials.Inc()
+		var err error
+		if nc, br, err = c.s.dialer.dial(c.s.ctx, c.key(), c.name, false); err != nil {
+			c.s.m.upstreamDialErrors.Inc()
+			c.fail(len(cmds), err)
+			return
+		}
 	}
 	// Replies already written in this batch must reach the client before the relay writes.
 	if err := redcon.BaseWriter(c.rc).Flush(); err != nil {
@@ -66,6 +77,10 @@ func (c *client) toDedicated(cmds []redcon.Command) {
 		return
 	}
 	d := &dedicated{c: c, nc: nc, br: br, m: c.s.m, db: c.db}
+	if spare && c.name != "" { // a spare has no name yet: set it ahead of the client's commands
+		d.out = appendCommand(d.out, "CLIENT", "SETNAME", c.name)
+		d.skip.Store(1)
+	}
 	if rc, ok := c.nc.(*resp.Conn); ok {
 		rc.BeforeErrorReply = d.quiesce // a protocol error must follow the replies before it
 		// In a graceful shutdown the client's connection may be closed right after a batch was
@@ -91,7 +106,6 @@ func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
 	if d.quit.Load() {
 		return // Redis closes after QUIT; the relay then closes the client
 	}
-	d.out = d.out[:0]
 	s := d.c.s
 	expect := int64(0)
 	for i := range cmds {
@@ -164,6 +178,7 @@ func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
 	}
 	d.sent.Add(expect)
 	d.write()
+	d.c.handedOff()
 	if cap(d.out) > 1<<20 {
 		d.out = nil
 	}
@@ -240,6 +255,10 @@ func (d *dedicated) relay() {
 			}
 			frame := buf[mark:]
 			switch {
+			case d.skip.Load() > 0:
+				d.skip.Add(-1)
+				buf = buf[:mark]
+				continue
 			case swallowNext:
 				buf, swallowNext = buf[:mark], false
 				continue

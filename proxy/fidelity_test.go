@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -137,4 +138,97 @@ func readN(t *testing.T, c *rawConn, n int) []byte {
 		t.Fatalf("read %d bytes: %v (got %q)", n, err, clip(b))
 	}
 	return b
+}
+
+// busyRedis starts a Redis that reports a running script busy after 50 ms, with a function
+// that never returns.
+func busyRedis(t *testing.T) *redistest.Server {
+	t.Helper()
+	up := redistest.Start(t, "--busy-reply-threshold", "50")
+	lib := "#!lua name=loop\nredis.register_function('test', function() while true do end end)"
+	if r, err := up.Do("FUNCTION", "LOAD", lib); err != nil || r != "$4" {
+		t.Fatalf("FUNCTION LOAD: %q %v", r, err)
+	}
+	return up
+}
+
+// waitBusy waits until Redis answers -BUSY on a direct connection (a script runs past the
+// threshold).
+func waitBusy(t *testing.T, up *redistest.Server) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, _ := up.Do("PING")
+		if strings.HasPrefix(r, "-BUSY") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Redis not busy 10s after the script started: %q", r)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// normalizeStats hides the running time in FUNCTION STATS.
+var statsDuration = regexp.MustCompile(`duration_ms\r\n:[0-9]+`)
+
+// TestBusyScript: a client's script that runs until killed must not hold the clients that share
+// its upstream connection: they get Redis' -BUSY at once, FUNCTION STATS and FUNCTION KILL (SCRIPT
+// KILL for EVAL) reach Redis, and after the kill everything works (issue 11, item 1). Eight more
+// clients on the default pool of two see the same.
+func TestBusyScript(t *testing.T) {
+	up := busyRedis(t)
+	p := startProxy(t, up)
+	for _, tc := range []struct {
+		name   string
+		script []string
+		kill   string
+	}{
+		{"fcall", []string{"FCALL", "test", "0"}, "FUNCTION"},
+		{"eval", []string{"EVAL", "while true do end", "0"}, "SCRIPT"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sideBySide(t, up, p, func() {}, func(addr string) []string {
+				// B, X, A: B and A get the same pooled connection (client ids 1 apart by 2).
+				b, x, a := dialRaw(t, addr), dialRaw(t, addr), dialRaw(t, addr)
+				for _, c := range []*rawConn{b, x, a} {
+					c.do("PING")
+				}
+				others := make([]*rawConn, 8)
+				for i := range others {
+					others[i] = dialRaw(t, addr)
+					others[i].do("PING")
+				}
+				a.send(encode(tc.script...))
+				waitBusy(t, up)
+				out := []string{b.do("PING")}
+				if tc.kill == "FUNCTION" {
+					out = append(out, statsDuration.ReplaceAllString(b.do("FUNCTION", "STATS"), "duration_ms\r\n:N"))
+				}
+				for _, o := range others {
+					out = append(out, o.do("GET", "k"))
+				}
+				out = append(out, b.do(tc.kill, "KILL"), string(a.replies(1)), b.do("PING"), a.do("PING"))
+				for _, o := range others {
+					out = append(out, o.do("PING"))
+				}
+				return out
+			})
+		})
+	}
+}
+
+// TestBusyMulti: MULTI is served while a script is busy, the commands queued meanwhile get
+// -BUSY, and EXEC then aborts; the connection stays (issue 11, item 2).
+func TestBusyMulti(t *testing.T) {
+	up := busyRedis(t)
+	p := startProxy(t, up)
+	sideBySide(t, up, p, func() {}, func(addr string) []string {
+		b, a, x := dialRaw(t, addr), dialRaw(t, addr), dialRaw(t, addr)
+		out := []string{b.do("SELECT", "9"), a.do("PING"), x.do("PING")}
+		a.send(encode("EVAL", "while true do end", "0"))
+		waitBusy(t, up)
+		out = append(out, b.do("MULTI"), b.do("INCR", "xx"), x.do("SCRIPT", "KILL"), string(a.replies(1)))
+		return append(out, b.do("INCR", "xx"), b.do("EXEC"), b.do("GET", "xx"), b.do("PING"))
+	})
 }

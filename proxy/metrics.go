@@ -18,6 +18,7 @@ type metrics struct {
 	upstreamDials      prometheus.Counter
 	upstreamDialErrors prometheus.Counter
 	upstreamFailures   prometheus.Counter
+	scriptHolds        prometheus.Counter
 	dedicated          prometheus.Gauge
 	rewrites           *prometheus.CounterVec
 	unindexed          prometheus.Counter
@@ -48,6 +49,8 @@ func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
 			Name: "dial_errors_total", Help: "Upstream connection attempts that failed."}),
 		upstreamFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "upstream",
 			Name: "connection_failures_total", Help: "Shared upstream connections that broke while in use."}),
+		scriptHolds: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "upstream",
+			Name: "script_holds_total", Help: "Shared upstream connections replaced because other clients' commands waited behind a long script call."}),
 		dedicated: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "upstream",
 			Name: "dedicated_connections", Help: "Clients currently holding a dedicated upstream connection."}),
 	}
@@ -70,7 +73,7 @@ func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
 	m.rejected.WithLabelValues(rejectMaxClients)
 	if reg != nil {
 		reg.MustRegister(m.clients, m.clientsTotal, m.rejected, cmds, m.errors, m.bytesIn, m.bytesOut,
-			m.upstreamRTT, m.upstreamDials, m.upstreamDialErrors, m.upstreamFailures, m.dedicated,
+			m.upstreamRTT, m.upstreamDials, m.upstreamDialErrors, m.upstreamFailures, m.scriptHolds, m.dedicated,
 			m.rewrites, m.unindexed, m.noScriptRetries)
 	}
 	return m

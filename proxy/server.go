@@ -54,6 +54,7 @@ type Server struct {
 	schema    *rewrite.Schema
 	scripts   *rewrite.Scripts
 	acl       *aclCheck
+	order     orderGate
 	// loadScriptCmds loads every script the proxy runs by SHA (after a SCRIPT FLUSH).
 	loadScriptCmds []redcon.Command
 
@@ -85,7 +86,7 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("proxy: invalid options: pool size %d, max clients %d, timeouts %v/%v",
 			opts.PoolSize, opts.MaxClients, opts.DialTimeout, opts.ReadTimeout)
 	}
-	table := newCommandTable(connFamily, statefulFamily, sessionsFamily)
+	table := newCommandTable(connFamily, statefulFamily, sessionsFamily, scriptingFamily)
 	for _, sp := range table.specs {
 		sp.plan = opts.Schema.Planner(sp.name)
 	}
@@ -107,7 +108,7 @@ func New(opts Options) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		opts: opts, log: opts.Logger, m: m, table: table, dialer: d,
-		pools:     newPools(d, opts.PoolSize, m),
+		pools:     newPools(ctx, d, opts.PoolSize, m),
 		defaultID: base,
 		schema:    opts.Schema, scripts: scripts, loadScriptCmds: loadCmds,
 		acl: newACLCheck(opts.Schema.ACLProbe(scripts)),
@@ -132,6 +133,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("proxy: listen: %w", err)
 	}
+	resp.StampListener(ln)
 	s.addr = ln.Addr()
 	close(s.listening)
 	wl := &listener{Listener: ln, lim: s.opts.Limits, stop: make(chan struct{})}
@@ -237,6 +239,11 @@ func (s *Server) serveCommand(rc redcon.Conn, cmd redcon.Command) {
 	}
 	c.batch = append(c.batch[:0], cmd)
 	c.batch = append(c.batch, rc.ReadPipeline()...)
+	if c.conn != nil {
+		if at := c.conn.Arrival(); at != 0 {
+			s.order.enter(c, at)
+		}
+	}
 	in := 0
 	for _, cm := range c.batch {
 		in += len(cm.Raw)
@@ -244,6 +251,7 @@ func (s *Server) serveCommand(rc redcon.Conn, cmd redcon.Command) {
 	// The commands point into redcon's read buffer (third_party/redcon/PATCH.md): valid until
 	// this call returns, so nothing of them is kept past the batch.
 	c.run(c.batch)
+	c.handedOff()
 	c.forgetBatch()
 	// Byte counters once per batch: a float counter's Add is a CAS loop, per command it showed.
 	s.m.bytesIn.Add(float64(in))

@@ -98,6 +98,14 @@ func (d *dialer) dial(ctx context.Context, key poolKey, name string, shared bool
 		setup = appendCommand(setup, "CLIENT", "SETNAME", name)
 		n++
 	}
+	if n == 0 && !shared {
+		// A connection is ready once Redis has accepted it: a command written before that is
+		// read an event-loop turn late, after commands other connections wrote after it. HELLO
+		// without arguments changes nothing, is allowed to every user and while a script is
+		// busy. (Shared connections have their SCRIPT LOAD exchange.)
+		setup = appendCommand(setup, "HELLO")
+		n++
+	}
 	if n > 0 {
 		if _, err := d.roundTrip(nc, br, setup, n); err != nil {
 			nc.Close()
@@ -186,11 +194,15 @@ func appendCommand(dst []byte, args ...string) []byte {
 // request is one client's run of consecutive shared-route commands. A client has at most one
 // in flight, so each client reuses a single request (and its buffers and channel).
 type request struct {
-	cmds  []redcon.Command
-	reply []byte        // raw replies, in order, or error replies for the unanswered tail
-	ends  []int         // ends[i]: end of command i's reply in reply
-	done  chan struct{} // receives once the reply is complete
-	start time.Time
+	cmds   []redcon.Command
+	script bool // cmds include a client's script call: later requests are held behind it
+	moved  bool // it was held and is to be sent elsewhere: nothing was sent
+	// handoff, if set, runs once the commands are written or queued in order (client.handedOff).
+	handoff func()
+	reply   []byte        // raw replies, in order, or error replies for the unanswered tail
+	ends    []int         // ends[i]: end of command i's reply in reply
+	done    chan struct{} // receives once the reply is complete
+	start   time.Time
 }
 
 // replaceReply puts reply in place of command i's.
@@ -233,7 +245,22 @@ type sharedConn struct {
 	queue       []*request // submitted; queue[head:] not yet taken by the reader; order = write order
 	head        int
 	err         error
+	// scripts counts the submitted requests with a client's script call not yet answered;
+	// while there are any, new requests wait in held instead of being written behind them.
+	scripts int
+	held    []*request
+	// retired: a request was held for scriptHold, so the script may run until killed (Redis
+	// then answers -BUSY to everyone else, but never to what waits on this connection). The
+	// pool replaces it; it closes once its outstanding replies are in.
+	retired bool
 }
+
+// scriptHold bounds how long a request waits behind another client's script call before
+// it is moved to a new connection. While a script runs, Redis serves nobody, so a request
+// moved earlier would not be answered sooner; past Redis' busy-reply-threshold (5 s by default)
+// it answers -BUSY, as it does to a direct client. Scripts that end sooner cost the requests
+// held behind them nothing but the wait for the script's reply.
+const scriptHold = 50 * time.Millisecond
 
 func newSharedConn(nc net.Conn, br *bufio.Reader, m *metrics) *sharedConn {
 	u := &sharedConn{nc: nc, br: br, m: m}
@@ -245,27 +272,112 @@ func newSharedConn(nc net.Conn, br *bufio.Reader, m *metrics) *sharedConn {
 var errNotSent = errors.New("upstream connection closed before send")
 
 // do sends req's commands and waits for their replies (or error replies if the connection fails
-// after sending). It returns errNotSent, with req untouched, if the connection was already dead.
+// after sending). It returns errNotSent, with req untouched, if the connection was already dead
+// or retired, or req waited behind a long script call: then it is to be sent elsewhere.
 func (u *sharedConn) do(req *request) error {
-	req.reply, req.ends = req.reply[:0], req.ends[:0]
+	req.reply, req.ends, req.moved = req.reply[:0], req.ends[:0], false
 	req.start = time.Now()
 	u.mu.Lock()
-	if u.err != nil {
+	if u.err != nil || u.retired {
 		u.mu.Unlock()
 		return errNotSent
 	}
+	if u.scripts > 0 {
+		u.held = append(u.held, req)
+		u.mu.Unlock()
+		if req.handoff != nil {
+			req.handoff()
+		}
+		if !u.waitHeld(req) {
+			return errNotSent
+		}
+	} else {
+		u.submitLocked(req)
+		if u.outstanding == 0 && !u.writing {
+			u.writeLocked()
+		}
+		u.mu.Unlock()
+		if req.handoff != nil {
+			req.handoff()
+		}
+		<-req.done
+	}
+	u.m.upstreamRTT.Observe(time.Since(req.start).Seconds())
+	return nil
+}
+
+// submitLocked appends req's commands to the write buffer and queues it for its replies.
+func (u *sharedConn) submitLocked(req *request) {
 	for i := range req.cmds {
 		u.wbuf = append(u.wbuf, req.cmds[i].Raw...)
 	}
 	u.unwritten++
 	u.queue = append(u.queue, req)
-	if u.outstanding == 0 && !u.writing {
-		u.writeLocked()
+	if req.script {
+		u.scripts++
+	}
+}
+
+// waitHeld waits for a held request: it is released behind the script calls before it and
+// completes (true), or after scriptHold the connection is retired and every request still held
+// leaves it unsent (false; also when the connection fails meanwhile).
+func (u *sharedConn) waitHeld(req *request) bool {
+	t := time.NewTimer(scriptHold)
+	defer t.Stop()
+	select {
+	case <-req.done:
+		return !req.moved
+	case <-t.C:
+	}
+	u.mu.Lock()
+	if slices.Contains(u.held, req) {
+		u.retired = true
+		u.dead.Store(true) // the pool dials a replacement
+		u.m.scriptHolds.Inc()
+		u.moveHeldLocked()
+		u.closeIfDrainedLocked()
 	}
 	u.mu.Unlock()
 	<-req.done
-	u.m.upstreamRTT.Observe(time.Since(req.start).Seconds())
-	return nil
+	return !req.moved
+}
+
+// moveHeldLocked completes every held request unsent, to be sent elsewhere.
+func (u *sharedConn) moveHeldLocked() {
+	for _, r := range u.held {
+		r.moved = true
+		r.done <- struct{}{}
+	}
+	clear(u.held)
+	u.held = u.held[:0]
+}
+
+// releaseHeldLocked submits the held requests in order, up to and including the next one with
+// a script call (those after it stay held behind it).
+func (u *sharedConn) releaseHeldLocked() {
+	n := 0
+	for n < len(u.held) {
+		r := u.held[n]
+		n++
+		u.submitLocked(r)
+		if r.script {
+			break
+		}
+	}
+	rest := copy(u.held, u.held[n:])
+	clear(u.held[rest:])
+	u.held = u.held[:rest]
+}
+
+// errRetired ends a retired connection once it has nothing outstanding.
+var errRetired = errors.New("shared connection retired")
+
+// closeIfDrainedLocked closes a retired connection that has nothing left to answer.
+func (u *sharedConn) closeIfDrainedLocked() {
+	if u.retired && u.err == nil && u.outstanding == 0 && u.unwritten == 0 && len(u.held) == 0 {
+		u.err = errRetired
+		u.nc.Close()
+	}
 }
 
 // writeLocked writes the buffer until it is empty. The lock is released during each write so
@@ -334,12 +446,19 @@ func (u *sharedConn) readLoop() {
 			}
 			req.ends = append(req.ends, len(req.reply))
 		}
+		script := req.script // req is the client's again once done
 		req.done <- struct{}{}
 		u.mu.Lock()
 		u.outstanding--
+		if script {
+			if u.scripts--; u.scripts == 0 && len(u.held) > 0 {
+				u.releaseHeldLocked()
+			}
+		}
 		if len(u.wbuf) > 0 && !u.writing && (u.outstanding == 0 || u.br.Buffered() == 0) {
 			u.writeLocked()
 		}
+		u.closeIfDrainedLocked()
 		u.mu.Unlock()
 	}
 }
@@ -361,6 +480,7 @@ func (u *sharedConn) failLocked(err error) {
 	for _, req := range u.queue[u.head:] {
 		failRequest(req, 0, err)
 	}
+	u.moveHeldLocked() // never sent: they go to another connection
 	u.queue, u.head = nil, 0
 	u.wbuf = u.wbuf[:0]
 }

@@ -638,6 +638,8 @@ type Conn struct {
 	perr    *ProtocolError // protocol error to report once out is drained (sticky)
 	rerr    error          // error of the underlying Read, reported once out is drained
 	replied bool
+	stamp   *stamper // nil: plain reads, no receive times
+	arrival int64    // receive time (unix ns) of the last read's bytes; 0: unknown
 
 	// BeforeErrorReply, if set, runs before the protocol error reply is written: a caller whose
 	// replies to earlier commands are written by another goroutine waits for them here, so
@@ -666,8 +668,12 @@ const connReadSize = 16 << 10
 
 // NewConn wraps c; lim bounds what the client may send.
 func NewConn(c net.Conn, lim Limits) *Conn {
-	return &Conn{Conn: c, n: NewNormalizer(lim)}
+	return &Conn{Conn: c, n: NewNormalizer(lim), stamp: newStamper(c)}
 }
+
+// Arrival is when the kernel received the bytes of the last read (unix ns), 0 if unknown.
+// Called on the reader goroutine.
+func (c *Conn) Arrival() int64 { return c.arrival }
 
 // Read reads normalized client bytes into p.
 func (c *Conn) Read(p []byte) (int, error) {
@@ -697,7 +703,13 @@ func (c *Conn) Read(p []byte) (int, error) {
 		if c.raw == nil {
 			c.raw = make([]byte, connReadSize)
 		}
-		nr, err := c.Conn.Read(c.raw)
+		var nr int
+		var err error
+		if c.stamp != nil {
+			nr, c.arrival, err = c.stamp.read(c.raw)
+		} else {
+			nr, err = c.Conn.Read(c.raw)
+		}
 		out, ferr := c.n.Feed(c.out[:0], c.raw[:nr])
 		c.out, c.off = out, 0
 		if ferr != nil {

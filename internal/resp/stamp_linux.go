@@ -1,0 +1,101 @@
+//go:build linux
+
+package resp
+
+import (
+	"encoding/binary"
+	"io"
+	"net"
+	"syscall"
+)
+
+// stamper reads a TCP connection with recvmsg and keeps the kernel's receive time of the bytes
+// it read (SO_TIMESTAMPNS): the order in which clients' bytes reached the host, which the
+// order in which their goroutines get to run does not keep (Go's netpoller hands the
+// goroutines of one wake-up back in reverse).
+type stamper struct {
+	rc  syscall.RawConn
+	oob [64]byte
+}
+
+// newStamper enables receive timestamps on c; nil where c is not a TCP connection or the
+// option is refused.
+func newStamper(c net.Conn) *stamper {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
+	}); err != nil || serr != nil {
+		return nil
+	}
+	return &stamper{rc: rc}
+}
+
+// read reads into p like net.Conn.Read and returns the receive time (unix ns) of the first
+// byte read, 0 if the kernel gave none.
+func (s *stamper) read(p []byte) (n int, at int64, err error) {
+	var rerr error
+	err = s.rc.Read(func(fd uintptr) bool {
+		for {
+			var oobn int
+			n, oobn, _, _, rerr = syscall.Recvmsg(int(fd), p, s.oob[:], 0)
+			switch rerr {
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				return false // wait for readiness (and the read deadline)
+			case nil:
+				at = parseStamp(s.oob[:oobn])
+			}
+			return true
+		}
+	})
+	switch {
+	case err != nil: // e.g. the read deadline, after an EAGAIN
+		n = 0
+	case rerr != nil:
+		n, err = 0, &net.OpError{Op: "read", Net: "tcp", Err: rerr}
+	case n == 0 && len(p) > 0:
+		err = io.EOF
+	}
+	return n, at, err
+}
+
+// parseStamp finds the SCM_TIMESTAMPNS message in oob without allocating.
+func parseStamp(oob []byte) int64 {
+	for len(oob) >= syscall.SizeofCmsghdr {
+		h := (*syscall.Cmsghdr)(ptr(oob))
+		l := int(h.Len)
+		if l < syscall.SizeofCmsghdr || l > len(oob) {
+			return 0
+		}
+		if h.Level == syscall.SOL_SOCKET && h.Type == syscall.SCM_TIMESTAMPNS && l >= syscall.CmsgLen(16) {
+			data := oob[syscall.CmsgLen(0):]
+			sec := int64(binary.NativeEndian.Uint64(data))
+			nsec := int64(binary.NativeEndian.Uint64(data[8:]))
+			return sec*1e9 + nsec
+		}
+		oob = oob[min(syscall.CmsgSpace(l-syscall.CmsgLen(0)), len(oob)):]
+	}
+	return 0
+}
+
+// StampListener turns receive timestamps on for ln's connections from the start: the kernel
+// enables timestamping host-wide some time after the first socket asks (deferred work), and
+// connections accepted later inherit the option.
+func StampListener(ln net.Listener) {
+	if tl, ok := ln.(*net.TCPListener); ok {
+		if rc, err := tl.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) {
+				_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
+			})
+		}
+	}
+}

@@ -1,0 +1,54 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+)
+
+// Scripting commands. A client's script may run for long: while it does, Redis answers every
+// other connection -BUSY, but the commands queued behind it on the same connection just wait.
+// On a shared connection those would be other clients' commands, so nothing of another client
+// is written behind a script call (sharedConn holds it), and the commands Redis runs during a
+// busy script go on a fresh connection of their own, never behind it.
+var scriptingFamily = family{
+	{name: "eval", script: true},
+	{name: "evalsha", script: true},
+	{name: "eval_ro", script: true},
+	{name: "evalsha_ro", script: true},
+	{name: "fcall", script: true},
+	{name: "fcall_ro", script: true},
+	{name: "script", classify: subcommand(routeLocal, "KILL"), local: cmdAtOnce},
+	{name: "function", classify: subcommand(routeLocal, "KILL", "STATS"), local: cmdAtOnce},
+	{name: "shutdown", route: routeLocal, local: cmdAtOnce},
+}
+
+// subcommand routes a command to r when its first argument is one of subs (any letter case)
+// and it has no more arguments, and otherwise passes it through.
+func subcommand(r route, subs ...string) func([][]byte) route {
+	return func(args [][]byte) route {
+		if len(args) == 2 {
+			for _, s := range subs {
+				if equalFold(args[1], s) {
+					return r
+				}
+			}
+		}
+		return routeShared
+	}
+}
+
+// cmdAtOnce runs SCRIPT KILL, FUNCTION KILL/STATS and SHUTDOWN, the commands Redis serves
+// while a script is busy, on a fresh connection as the client's user: they must reach Redis at
+// once, not behind the busy script on a shared connection (or another client's). A SHUTDOWN
+// that succeeds ends the connection without a reply, and so does the proxy.
+func cmdAtOnce(c *client, args [][]byte) {
+	reply, err := c.askFresh(poolKey{c.ident, 0, c.resp3}, args)
+	switch {
+	case err == nil:
+		c.write(reply)
+	case equalFold(args[0], "SHUTDOWN") && errors.Is(err, io.EOF):
+		c.close()
+	default:
+		c.fail(1, err)
+	}
+}
