@@ -258,11 +258,21 @@ const (
 	pathSweep = "sweep"
 )
 
-// events subscribes to expired and evicted keyevents of every DB and cleans what they name.
-// go-redis resubscribes after a reconnect; each (re)subscription re-checks the upstream's
+// channels are the expired and evicted keyevent channels of every DB. Exact channels, not
+// patterns, so PUBSUB NUMPAT answers apps as it would without the proxy.
+func (r *Reaper) channels() []string {
+	var chans []string
+	for db := range r.dbs {
+		chans = append(chans, fmt.Sprintf("__keyevent@%d__:expired", db), fmt.Sprintf("__keyevent@%d__:evicted", db))
+	}
+	return chans
+}
+
+// events subscribes to the expired and evicted keyevents of every DB and cleans what they
+// name. go-redis resubscribes after a reconnect; each (re)subscription re-checks the upstream's
 // notify-keyspace-events, since a restarted Redis forgets a CONFIG SET.
 func (r *Reaper) events(ctx context.Context, keys chan<- dbKey) {
-	ps := r.o.DB(0).PSubscribe(ctx, "__keyevent@*__:expired", "__keyevent@*__:evicted")
+	ps := r.o.DB(0).Subscribe(ctx, r.channels()...)
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() }) // Receive does not watch ctx
 	defer stop()
 	defer ps.Close()
@@ -278,17 +288,17 @@ func (r *Reaper) events(ctx context.Context, keys chan<- dbKey) {
 		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind != "psubscribe" {
+			// On a new connection the first confirmation counts 1 subscription: one mark per
+			// (re)subscription, whatever the number of channels and the order go-redis
+			// resubscribes them in.
+			if m.Kind != "subscribe" || m.Count != 1 {
 				continue
 			}
-			subscribed++
-			if subscribed%2 == 1 { // two patterns per (re)subscription: act on the first
-				if subscribed > 2 {
-					r.m.reconnects.Inc()
-				}
-				r.needNotify.Store(true) // checked now and, until it succeeds, every tick
-				r.ensureNotifications(ctx)
+			if subscribed++; subscribed > 1 {
+				r.m.reconnects.Inc()
 			}
+			r.needNotify.Store(true) // checked now and, until it succeeds, every tick
+			r.ensureNotifications(ctx)
 		case *redis.Message:
 			r.event(ctx, m.Channel, m.Payload, keys)
 		}

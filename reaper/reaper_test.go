@@ -284,21 +284,31 @@ func TestReapNotificationsConfig(t *testing.T) {
 	})
 }
 
-// TestReapRunEndsSubscription: when Run returns, the reaper is stopped: its keyevent
-// subscription is gone too (Redis no longer sends it every expiry), and no event goroutine is
-// left acting for it.
+// TestReapRunEndsSubscription: the reaper subscribes to exact keyevent channels, one pair per
+// DB, and no pattern (PUBSUB NUMPAT stays what apps expect); when Run returns, the reaper is
+// stopped: its subscription is gone too (Redis no longer sends it every expiry), and no event
+// goroutine is left acting for it.
 func TestReapRunEndsSubscription(t *testing.T) {
 	e := reapStartEnv(t)
 	ctx := context.Background()
 	r, _, _ := e.newReaper(func(o *Options) { o.Notifications = true })
 	stop := reapRun(t, r)
-	numpat := func() int64 { return e.rdb().Do(ctx, "PUBSUB", "NUMPAT").Val().(int64) }
-	if !reapEventually(5*time.Second, func() bool { return numpat() == 2 }) {
-		t.Fatalf("PUBSUB NUMPAT = %d, want the reaper's 2 patterns", numpat())
+	chans := []string{"__keyevent@0__:expired", "__keyevent@0__:evicted", "__keyevent@15__:expired", "__keyevent@15__:evicted"}
+	subscribers := func() (n int64) {
+		for _, c := range e.rdb().PubSubNumSub(ctx, chans...).Val() {
+			n += c
+		}
+		return n
+	}
+	if !reapEventually(5*time.Second, func() bool { return subscribers() == int64(len(chans)) }) {
+		t.Fatalf("PUBSUB NUMSUB %v sums to %d, want one subscriber each", chans, subscribers())
+	}
+	if n := e.rdb().PubSubNumPat(ctx).Val(); n != 0 {
+		t.Errorf("PUBSUB NUMPAT = %d with the reaper running, want 0", n)
 	}
 	stop() // Run has returned; the reaper's clients stay open (cmd closes them later)
-	if !reapEventually(3*time.Second, func() bool { return numpat() == 0 }) {
-		t.Errorf("3s after Run returned, PUBSUB NUMPAT = %d: the stopped reaper is still subscribed", numpat())
+	if !reapEventually(3*time.Second, func() bool { return subscribers() == 0 }) {
+		t.Errorf("3s after Run returned, the keyevent channels have %d subscribers: the stopped reaper is still subscribed", subscribers())
 	}
 }
 
