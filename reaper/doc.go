@@ -4,5 +4,7 @@
 //
 // It talks to Redis with go-redis and runs the scripts the rewrite package generates; every
 // step is one atomic, idempotent script over a bounded batch, so it is safe while traffic flows
-// and when several proxies share one Redis. It must not import proxy.
+// and when several proxies share one Redis. Reapers find each other through presence channels:
+// one alone leads without writing, several elect one through a lease key.
+// It must not import proxy.
 package reaper

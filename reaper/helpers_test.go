@@ -5,8 +5,12 @@ package reaper
 // proxy would leave them (written straight to Redis, then reconciled by the Repairer).
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -183,6 +187,95 @@ func reapMetric(t testing.TB, reg *prometheus.Registry, name string, want ...str
 		t.Fatal(err)
 	}
 	return v
+}
+
+// settled waits until exactly one of two running reapers leads, holding the lease key, and
+// returns it: the first to start may lead alone for a moment before it sees the other.
+func (e *reapEnv) settled(timeout time.Duration, a, b *Reaper) *Reaper {
+	e.t.Helper()
+	var holder *Reaper
+	ok := reapEventually(timeout, func() bool {
+		holder = nil
+		switch e.rdb().Get(context.Background(), a.leaseKey()).Val() {
+		case a.token:
+			holder = a
+		case b.token:
+			holder = b
+		}
+		return holder != nil && a.Leading() != b.Leading() && holder.Leading()
+	})
+	if !ok {
+		e.t.Fatalf("no single lease holder after %v: A leads %v, B leads %v, lease %q", timeout,
+			a.Leading(), b.Leading(), e.rdb().Get(context.Background(), a.leaseKey()).Val())
+	}
+	return holder
+}
+
+// changes is Redis' count of dataset changes since the last save: every write moves it.
+func (e *reapEnv) changes() int64 {
+	e.t.Helper()
+	info := e.rdb().Info(context.Background(), "persistence").Val()
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "rdb_changes_since_last_save:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			return n
+		}
+	}
+	e.t.Fatalf("no rdb_changes_since_last_save in INFO persistence:\n%s", info)
+	return 0
+}
+
+// reapTracker is a raw RESP3 connection straight to Redis with CLIENT TRACKING on BCAST: Redis
+// pushes an invalidation to it for every key anyone changes.
+type reapTracker struct {
+	t testing.TB
+	c net.Conn
+}
+
+func reapTrack(t testing.TB, addr string) *reapTracker {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if _, err := c.Write([]byte("HELLO 3\r\nCLIENT TRACKING on BCAST\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	// HELLO's map has no "+OK" line; TRACKING answers +OK.
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var got []byte
+	buf := make([]byte, 4096)
+	for !bytes.HasSuffix(got, []byte("+OK\r\n")) {
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("tracking setup: %v (read %q)", err, got)
+		}
+		got = append(got, buf[:n]...)
+	}
+	return &reapTracker{t: t, c: c}
+}
+
+// pushes returns what Redis sent since the last call, waiting 200ms for it to arrive.
+func (tr *reapTracker) pushes() string {
+	tr.t.Helper()
+	_ = tr.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	var got []byte
+	buf := make([]byte, 4096)
+	for {
+		n, err := tr.c.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				tr.t.Fatalf("tracking connection: %v", err)
+			}
+			return string(got)
+		}
+	}
 }
 
 // reapEventually polls cond every 20ms until it holds or timeout passes.

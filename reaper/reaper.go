@@ -42,19 +42,25 @@ type Options struct {
 // notifications) makes cleanup fast; the sweep of the deadline ledger makes it complete: an
 // event lost while the proxy was down or disconnected is caught by the next sweep.
 //
-// Several proxies on one Redis share the work through a lease: the holder sweeps and handles
-// events, the others stand by and take over within a few seconds if it dies. Every cleanup is
-// one idempotent script, so an overlap during a takeover does no harm.
+// Every reaper holds a subscription to its own presence channel. One that finds no other
+// reaper's channel on its Redis leads without writing anything; several on one Redis share the
+// work through a lease key: the holder sweeps and handles events, the others stand by and take
+// over within a few seconds if it dies. Every cleanup is one idempotent script, so an overlap
+// during a takeover does no harm.
 type Reaper struct {
 	o       Options
 	log     *slog.Logger
 	m       *reaperMetrics
 	reap    *redis.Script
 	repair  *Repairer
-	token   string // this reaper's lease value
-	leader  atomic.Bool
-	dbs     int // DBs to sweep (CONFIG GET databases)
+	token   string      // this reaper's lease value and presence channel suffix
+	leader  atomic.Bool // this reaper reaps: alone, or holding the lease key
+	dbs     int         // DBs to sweep (CONFIG GET databases)
 	leaseMS int64
+
+	// Owned by Run's goroutine (tick, release).
+	decided    time.Time // last leadership decision
+	leaseUntil time.Time // the lease key holds our token until at most then (zero: not ours)
 
 	fakeClock  bool        // Options.Now was given: it also decides what is due
 	needNotify atomic.Bool // notify-keyspace-events still to be checked after a (re)subscription
@@ -89,20 +95,53 @@ func New(o Options) (*Reaper, error) {
 		leaseMS: max(3*o.Interval.Milliseconds(), 2000), fakeClock: fakeClock}, nil
 }
 
-// leaseKey is the key whose holder does the reaping (in DB 0).
+// leaseKey is the key whose holder does the reaping when several reapers share a Redis (in DB 0).
 func (r *Reaper) leaseKey() string { return r.o.Schema.Prefix + "reaper-lease" }
+
+// presenceChannel is the channel this reaper stays subscribed to while it runs: other reapers
+// on the same Redis find it with PUBSUB CHANNELS.
+func (r *Reaper) presenceChannel() string { return r.o.Schema.Prefix + "reaper:" + r.token }
+
+// presencePattern matches every reaper's presence channel, the prefix taken literally.
+func (r *Reaper) presencePattern() string { return globEscape(r.o.Schema.Prefix) + "reaper:*" }
+
+// globEscape escapes the metacharacters of Redis' glob patterns.
+func globEscape(s string) string {
+	var b strings.Builder
+	for i := range len(s) {
+		if strings.IndexByte(`*?[]\`, s[i]) >= 0 {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// Leading reports whether this reaper currently does the reaping.
+func (r *Reaper) Leading() bool { return r.leader.Load() }
 
 // Run sweeps every Interval and, with Notifications, handles keyevents, until ctx ends.
 // It returns nil on cancellation: an unreachable Redis is retried, not fatal.
 func (r *Reaper) Run(ctx context.Context) error {
 	r.dbs = r.databases(ctx)
 	var wg sync.WaitGroup
+	defer wg.Wait() // the subscriber and the cleaner end with ctx too
+	var keys chan dbKey
 	if r.o.Notifications {
-		keys := make(chan dbKey, eventQueue)
-		wg.Go(func() { r.events(ctx, keys) })
+		keys = make(chan dbKey, eventQueue)
 		wg.Go(func() { r.cleanEvents(ctx, keys) })
 	}
-	defer wg.Wait() // the subscriber ends with ctx too
+	up := make(chan struct{})
+	wg.Go(func() { r.listen(ctx, keys, up) })
+	// The first tick waits a moment for the presence channel: a reaper alone then leads
+	// without ever writing the lease key.
+	first := time.NewTimer(min(r.o.Interval, subscribeWait))
+	select {
+	case <-up:
+	case <-first.C:
+	case <-ctx.Done():
+	}
+	first.Stop()
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -116,6 +155,9 @@ func (r *Reaper) Run(ctx context.Context) error {
 		t.Reset(r.nextSweep(next))
 	}
 }
+
+// subscribeWait bounds the first tick's wait for the subscription.
+const subscribeWait = 2 * time.Second
 
 // minSweepGap bounds how often the sweep runs when deadlines come thick and fast.
 const minSweepGap = 50 * time.Millisecond
@@ -145,20 +187,21 @@ func (r *Reaper) databases(ctx context.Context) int {
 	return 16
 }
 
-// tick sweeps every DB while this reaper holds the lease, renewing it as it goes: a backlog in
-// several DBs must not let the lease lapse under a live holder.
-// It returns the earliest deadline left in the ledgers (zero if none or not the holder).
+// tick sweeps every DB while this reaper leads, deciding again every half interval as it goes:
+// a backlog in several DBs must not let the lease lapse under a live holder.
+// It returns the earliest deadline left in the ledgers (zero if none or not leading).
 func (r *Reaper) tick(ctx context.Context) time.Time {
 	if r.needNotify.Load() {
 		r.ensureNotifications(ctx) // a Redis just back may not have answered the first time
 	}
-	var earliest, renewed time.Time
+	var earliest time.Time
 	for db := 0; db < r.dbs && ctx.Err() == nil; db++ {
-		if time.Since(renewed) > r.o.Interval/2 {
-			if !r.holdLease(ctx) {
+		// Sweeps come up to 20 a second when deadlines crowd: a decision holds for half an
+		// interval, so PUBSUB CHANNELS (which walks every channel) and the renewal stay rare.
+		if !r.leader.Load() || time.Since(r.decided) > r.o.Interval/2 {
+			if !r.lead(ctx) {
 				return time.Time{}
 			}
-			renewed = time.Now()
 		}
 		if next := r.sweep(ctx, db); !next.IsZero() && (earliest.IsZero() || next.Before(earliest)) {
 			earliest = next
@@ -167,7 +210,32 @@ func (r *Reaper) tick(ctx context.Context) time.Time {
 	return earliest
 }
 
-// holdLease takes the lease if it is free or renews it if it is ours.
+// lead decides whether this reaper reaps until the next decision. Alone on its Redis it leads
+// without a write, so a single proxy leaves nothing for apps to observe (client tracking,
+// keyspace events, replicas, eviction); with other reapers, or when it cannot tell, the lease
+// key decides. Going from alone to several converges within a decision or two: the newcomer
+// takes the free key, the one that led alone then finds it taken.
+func (r *Reaper) lead(ctx context.Context) bool {
+	r.decided = time.Now()
+	if r.alone(ctx) {
+		r.setLeader(true, "alone")
+		return true
+	}
+	return r.holdLease(ctx)
+}
+
+// alone reports whether this reaper's presence channel is the only reaper channel on its Redis.
+// PUBSUB refused (ACL) or its own channel not listed (subscription not up yet): false.
+func (r *Reaper) alone(ctx context.Context) bool {
+	chans, err := r.o.DB(0).PubSubChannels(ctx, r.presencePattern()).Result()
+	if err != nil {
+		r.log.Debug("reaper presence", "err", err)
+		return false
+	}
+	return len(chans) == 1 && chans[0] == r.presenceChannel()
+}
+
+// holdLease takes the lease key if it is free or renews it if it is ours.
 func (r *Reaper) holdLease(ctx context.Context) bool {
 	c := r.o.DB(0)
 	ok, err := c.SetNX(ctx, r.leaseKey(), r.token, time.Duration(r.leaseMS)*time.Millisecond).Result()
@@ -176,23 +244,36 @@ func (r *Reaper) holdLease(ctx context.Context) bool {
 		n, e := renewLease.Run(ctx, c, []string{r.leaseKey()}, r.token, r.leaseMS).Int()
 		ok, err = n == 1, e
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		r.log.Debug("reaper lease", "err", err)
-		ok = false
+		ok = false // leaseUntil stays: the key may still be ours
+	case ok:
+		r.leaseUntil = time.Now().Add(time.Duration(r.leaseMS) * time.Millisecond)
+	default:
+		r.leaseUntil = time.Time{}
 	}
-	if r.leader.Swap(ok) != ok {
-		r.log.Info("reaper lease", "held", ok)
-	}
+	r.setLeader(ok, "lease")
 	return ok
+}
+
+// setLeader records a decision, logging changes.
+func (r *Reaper) setLeader(ok bool, by string) {
+	if r.leader.Swap(ok) != ok {
+		r.log.Info("reaper leadership", "leading", ok, "by", by)
+	}
 }
 
 var renewLease = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`)
 
-// release gives the lease up on shutdown so another proxy takes over at once.
+// release gives the lease key up on shutdown, if it may still hold our token, so another proxy
+// takes over at once. A reaper that led alone has nothing to give back.
 func (r *Reaper) release() {
-	if !r.leader.Swap(false) {
+	r.leader.Store(false)
+	if !time.Now().Before(r.leaseUntil) {
 		return
 	}
+	r.leaseUntil = time.Time{}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_ = releaseLease.Run(ctx, r.o.DB(0), []string{r.leaseKey()}, r.token).Err()
@@ -258,11 +339,24 @@ const (
 	pathSweep = "sweep"
 )
 
-// events subscribes to expired and evicted keyevents of every DB and cleans what they name.
-// go-redis resubscribes after a reconnect; each (re)subscription re-checks the upstream's
-// notify-keyspace-events, since a restarted Redis forgets a CONFIG SET.
-func (r *Reaper) events(ctx context.Context, keys chan<- dbKey) {
-	ps := r.o.DB(0).PSubscribe(ctx, "__keyevent@*__:expired", "__keyevent@*__:evicted")
+// channels are what the reaper subscribes to: its presence channel and, with Notifications,
+// the expired and evicted keyevent channels of every DB. Exact channels, not patterns, so
+// PUBSUB NUMPAT answers apps as it would without the proxy.
+func (r *Reaper) channels() []string {
+	chans := []string{r.presenceChannel()}
+	if r.o.Notifications {
+		for db := range r.dbs {
+			chans = append(chans, fmt.Sprintf("__keyevent@%d__:expired", db), fmt.Sprintf("__keyevent@%d__:evicted", db))
+		}
+	}
+	return chans
+}
+
+// listen holds the reaper's subscription (see channels), closing up once first subscribed, and
+// cleans what keyevents name. go-redis resubscribes after a reconnect; each (re)subscription
+// re-checks the upstream's notify-keyspace-events, since a restarted Redis forgets a CONFIG SET.
+func (r *Reaper) listen(ctx context.Context, keys chan<- dbKey, up chan<- struct{}) {
+	ps := r.o.DB(0).Subscribe(ctx, r.channels()...)
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() }) // Receive does not watch ctx
 	defer stop()
 	defer ps.Close()
@@ -278,19 +372,26 @@ func (r *Reaper) events(ctx context.Context, keys chan<- dbKey) {
 		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind != "psubscribe" {
+			// On a new connection the first confirmation counts 1 subscription: one mark per
+			// (re)subscription, whatever the number of channels and the order go-redis
+			// resubscribes them in.
+			if m.Kind != "subscribe" || m.Count != 1 {
 				continue
 			}
-			subscribed++
-			if subscribed%2 == 1 { // two patterns per (re)subscription: act on the first
-				if subscribed > 2 {
-					r.m.reconnects.Inc()
-				}
+			if subscribed++; subscribed > 1 {
+				r.m.reconnects.Inc()
+			}
+			if r.o.Notifications {
 				r.needNotify.Store(true) // checked now and, until it succeeds, every tick
 				r.ensureNotifications(ctx)
 			}
+			if subscribed == 1 {
+				close(up)
+			}
 		case *redis.Message:
-			r.event(ctx, m.Channel, m.Payload, keys)
+			if r.o.Notifications {
+				r.event(ctx, m.Channel, m.Payload, keys)
+			}
 		}
 	}
 }

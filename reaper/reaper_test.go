@@ -2,6 +2,7 @@ package reaper
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -123,8 +124,9 @@ func TestReapLeaseOneLeader(t *testing.T) {
 	t.Logf("takeover after holder death: %v (lease %v)", took.Round(time.Millisecond), lease)
 }
 
-// TestReapRunOneLeader: two running reapers never both hold the lease; the standby sweeps
-// nothing.
+// TestReapRunOneLeader: two running reapers settle on one leader, the lease key's holder (the
+// first may lead alone for a tick before it sees the second); then they never both lead and the
+// standby sweeps nothing.
 func TestReapRunOneLeader(t *testing.T) {
 	e := reapStartEnv(t)
 	ctx := context.Background()
@@ -132,9 +134,7 @@ func TestReapRunOneLeader(t *testing.T) {
 	b, _, regB := e.newReaper(nil)
 	reapRun(t, a)
 	reapRun(t, b)
-	if !reapEventually(5*time.Second, func() bool { return a.leader.Load() || b.leader.Load() }) {
-		t.Fatal("no reaper took the lease within 5s")
-	}
+	e.settled(5*time.Second, a, b)
 	keys := e.addSessions("one-", 200, 10, time.Second)
 	e.index()
 	for i := range 20 { // ~1s of samples
@@ -157,6 +157,155 @@ func TestReapRunOneLeader(t *testing.T) {
 	}
 	if got := e.rdb().Get(ctx, a.leaseKey()).Val(); got != a.token && got != b.token {
 		t.Errorf("lease value %q is neither reaper's token", got)
+	}
+}
+
+// TestReapAloneWritesNothing: a reaper alone on its Redis leads without writing: no lease key,
+// no change to the dataset (rdb_changes_since_last_save), no invalidation for a client tracking
+// every key, and no pattern subscription (issue 11, items 7 and 8).
+func TestReapAloneWritesNothing(t *testing.T) {
+	for _, notifications := range []bool{true, false} {
+		t.Run("notifications="+strconv.FormatBool(notifications), func(t *testing.T) {
+			e := reapStartEnv(t)
+			ctx := context.Background()
+			tr := reapTrack(t, e.srv.Addr())
+			dirty := e.changes()
+			r, _, _ := e.newReaper(func(o *Options) {
+				o.Notifications = notifications
+				o.Interval = time.Second
+			})
+			reapRun(t, r)
+			if !reapEventually(2*time.Second, r.Leading) {
+				t.Fatal("the reaper alone does not lead after 2s")
+			}
+			time.Sleep(2500 * time.Millisecond) // two more decisions, at least
+			if !r.Leading() {
+				t.Error("the reaper alone stopped leading")
+			}
+			if n := e.rdb().Exists(ctx, r.leaseKey()).Val(); n != 0 {
+				t.Errorf("the lease key exists with a single reaper (value %q)", e.rdb().Get(ctx, r.leaseKey()).Val())
+			}
+			if got := e.changes() - dirty; got != 0 {
+				t.Errorf("rdb_changes_since_last_save grew by %d while the reaper ran alone, want 0", got)
+			}
+			if n := e.rdb().PubSubNumPat(ctx).Val(); n != 0 {
+				t.Errorf("PUBSUB NUMPAT = %d, want 0", n)
+			}
+			chans := e.rdb().PubSubChannels(ctx, "*").Val()
+			want := 1 // the presence channel
+			if notifications {
+				want += 2 * 16
+			}
+			if len(chans) != want || !slices.Contains(chans, r.presenceChannel()) {
+				t.Errorf("PUBSUB CHANNELS lists %d channels, want %d with %q: %v", len(chans), want, r.presenceChannel(), chans)
+			}
+			if got := tr.pushes(); strings.Contains(got, "invalidate") {
+				t.Errorf("a client tracking every key got invalidations while only the reaper ran: %q", got)
+			}
+			e.rdb().Set(ctx, "probe", "1", 0) // the tracking client does see writes
+			if got := tr.pushes(); !strings.Contains(got, "probe") {
+				t.Errorf("tracking client got %q for a SET of probe, want an invalidation", got)
+			}
+		})
+	}
+}
+
+// TestReapPresenceTakeover: two reapers settle on the lease key's holder. When it stops
+// (release), crashes (connections gone, nothing released) or hangs (still connected, so still
+// present, but no longer renewing), the other leads: at once in the first two cases, alone and
+// without writing the key again; only once the lease has expired in the third.
+func TestReapPresenceTakeover(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		notifications bool
+		end           string // stop, crash, hang
+	}{
+		{"stop", true, "stop"},
+		{"stop, notifications off", false, "stop"},
+		{"crash", true, "crash"},
+		{"hang", true, "hang"},
+		{"hang, notifications off", false, "hang"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := reapStartEnv(t)
+			ctx := context.Background()
+			tweak := func(o *Options) { o.Notifications = tc.notifications }
+			a, dbsA, _ := e.newReaper(tweak)
+			b, dbsB, _ := e.newReaper(tweak)
+			stops := map[*Reaper]func(){a: reapRun(t, a), b: reapRun(t, b)}
+			clients := map[*Reaper]*reapDBs{a: dbsA, b: dbsB}
+			holder := e.settled(5*time.Second, a, b)
+			other := a
+			if holder == a {
+				other = b
+			}
+			for i := range 10 {
+				if !holder.Leading() || other.Leading() {
+					t.Fatalf("sample %d: holder leads %v, other leads %v", i, holder.Leading(), other.Leading())
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			lease := time.Duration(holder.leaseMS) * time.Millisecond
+			ended := time.Now()
+			switch tc.end {
+			case "stop":
+				stops[holder]()
+			case "crash":
+				clients[holder].close()
+				stops[holder]()
+			case "hang":
+				// Something keeps the holder's presence channel subscribed, as a hung process's
+				// open connection would.
+				ps := e.rdb().Subscribe(ctx, holder.presenceChannel())
+				t.Cleanup(func() { _ = ps.Close() })
+				if _, err := ps.Receive(ctx); err != nil {
+					t.Fatal(err)
+				}
+				clients[holder].close()
+				stops[holder]()
+			}
+			if !reapEventually(lease+3*time.Second, other.Leading) {
+				t.Fatalf("the other reaper does not lead %v after the holder's end", lease+3*time.Second)
+			}
+			took := time.Since(ended)
+			t.Logf("takeover after %s: %v (lease %v)", tc.end, took.Round(time.Millisecond), lease)
+			if tc.end == "hang" {
+				if took < lease-500*time.Millisecond {
+					t.Errorf("took over after %v, before the hung holder's %v lease could expire", took, lease)
+				}
+				if v := e.rdb().Get(ctx, other.leaseKey()).Val(); v != other.token {
+					t.Errorf("lease value %q, want the new holder's %q", v, other.token)
+				}
+				return
+			}
+			if took > 2*time.Second {
+				t.Errorf("took over after %v; the holder's presence channel was gone at once", took)
+			}
+			// Alone now: once a crashed holder's lease has lapsed the key is gone for good.
+			if !reapEventually(lease+time.Second, func() bool { return e.rdb().Exists(ctx, other.leaseKey()).Val() == 0 }) {
+				t.Fatalf("the lease key (value %q) outlived the holder's lease", e.rdb().Get(ctx, other.leaseKey()).Val())
+			}
+			for range 10 {
+				time.Sleep(100 * time.Millisecond)
+				if e.rdb().Exists(ctx, other.leaseKey()).Val() != 0 || !other.Leading() {
+					t.Fatalf("the reaper left alone wrote the lease key (%v) or stopped leading (%v)",
+						e.rdb().Get(ctx, other.leaseKey()).Val(), other.Leading())
+				}
+			}
+		})
+	}
+}
+
+// TestReapGlobEscape: the presence pattern takes any prefix literally.
+func TestReapGlobEscape(t *testing.T) {
+	for in, want := range map[string]string{
+		"sessionproxy:": "sessionproxy:",
+		"a*b?c[d]e\\f":  "a\\*b\\?c\\[d\\]e\\\\f",
+		"":              "",
+	} {
+		if got := globEscape(in); got != want {
+			t.Errorf("globEscape(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
 
@@ -284,21 +433,31 @@ func TestReapNotificationsConfig(t *testing.T) {
 	})
 }
 
-// TestReapRunEndsSubscription: when Run returns, the reaper is stopped: its keyevent
-// subscription is gone too (Redis no longer sends it every expiry), and no event goroutine is
-// left acting for it.
+// TestReapRunEndsSubscription: the reaper subscribes to exact keyevent channels, one pair per
+// DB, and no pattern (PUBSUB NUMPAT stays what apps expect); when Run returns, the reaper is
+// stopped: its subscription is gone too (Redis no longer sends it every expiry), and no event
+// goroutine is left acting for it.
 func TestReapRunEndsSubscription(t *testing.T) {
 	e := reapStartEnv(t)
 	ctx := context.Background()
 	r, _, _ := e.newReaper(func(o *Options) { o.Notifications = true })
 	stop := reapRun(t, r)
-	numpat := func() int64 { return e.rdb().Do(ctx, "PUBSUB", "NUMPAT").Val().(int64) }
-	if !reapEventually(5*time.Second, func() bool { return numpat() == 2 }) {
-		t.Fatalf("PUBSUB NUMPAT = %d, want the reaper's 2 patterns", numpat())
+	chans := []string{"__keyevent@0__:expired", "__keyevent@0__:evicted", "__keyevent@15__:expired", "__keyevent@15__:evicted"}
+	subscribers := func() (n int64) {
+		for _, c := range e.rdb().PubSubNumSub(ctx, chans...).Val() {
+			n += c
+		}
+		return n
+	}
+	if !reapEventually(5*time.Second, func() bool { return subscribers() == int64(len(chans)) }) {
+		t.Fatalf("PUBSUB NUMSUB %v sums to %d, want one subscriber each", chans, subscribers())
+	}
+	if n := e.rdb().PubSubNumPat(ctx).Val(); n != 0 {
+		t.Errorf("PUBSUB NUMPAT = %d with the reaper running, want 0", n)
 	}
 	stop() // Run has returned; the reaper's clients stay open (cmd closes them later)
-	if !reapEventually(3*time.Second, func() bool { return numpat() == 0 }) {
-		t.Errorf("3s after Run returned, PUBSUB NUMPAT = %d: the stopped reaper is still subscribed", numpat())
+	if !reapEventually(3*time.Second, func() bool { return subscribers() == 0 }) {
+		t.Errorf("3s after Run returned, the keyevent channels have %d subscribers: the stopped reaper is still subscribed", subscribers())
 	}
 }
 
