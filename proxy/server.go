@@ -199,6 +199,7 @@ func (s *Server) accept(rc redcon.Conn) bool {
 		return false
 	}
 	c := newClient(s, rc, s.nextID.Add(1))
+	c.initInfo()
 	rc.SetContext(c)
 	s.mu.Lock()
 	s.clients[c] = struct{}{}
@@ -243,6 +244,7 @@ func (s *Server) serveCommand(rc redcon.Conn, cmd redcon.Command) {
 	// The commands point into redcon's read buffer (third_party/redcon/PATCH.md): valid until
 	// this call returns, so nothing of them is kept past the batch.
 	c.run(c.batch)
+	c.noteBatch()
 	c.forgetBatch()
 	// Byte counters once per batch: a float counter's Add is a CAS loop, per command it showed.
 	s.m.bytesIn.Add(float64(in))
