@@ -82,10 +82,13 @@ func (c *client) noteBatch() {
 	if len(last) > 1 && containers[spec.name] {
 		sub = last[1]
 	}
-	if p.spec != spec || !equalLower(sub, p.sub) || p.name != c.name || p.db != c.db ||
+	// The subcommand is kept across other commands: a client that alternates CONFIG GET and
+	// GET batches allocates its name once.
+	newSub := sub != nil && !equalLower(sub, p.sub)
+	if p.spec != spec || newSub || p.name != c.name || p.db != c.db ||
 		p.user != c.ident.user || p.resp3 != c.resp3 {
 		subName := p.sub
-		if !equalLower(sub, p.sub) {
+		if newSub {
 			subName = strings.ToLower(string(sub))
 		}
 		in.mu.Lock()
@@ -173,6 +176,9 @@ func cmdClientLocal(c *client, args [][]byte) {
 // It is computed when the command arrives (a KILL acts then, even inside MULTI).
 func (d *dedicated) appendClientEcho(args [][]byte) {
 	d.out = appendEchoRaw(d.out, d.c.clientReply(args))
+	if d.c.info.killSelf {
+		d.quit.Store(true) // as after QUIT, nothing more is forwarded; noteBatch closes the client
+	}
 }
 
 // Scripts returning a reply the proxy composed (see echoError).

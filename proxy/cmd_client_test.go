@@ -128,6 +128,13 @@ func TestClientDedicated(t *testing.T) {
 	if l := clientLines(t, a.do("CLIENT", "INFO"))[aID]; l["name"] != "later" || l["flags"] != "N" {
 		t.Fatalf("CLIENT INFO on the dedicated path: %v", l)
 	}
+	defer func() { // killing itself on the dedicated path: the reply, then the connection closes
+		a.send(append(encode("CLIENT", "KILL", "ID", aID, "SKIPME", "no"), encode("PING")...))
+		out, err := a.readAllUntilClose(5 * time.Second)
+		if string(out) != ":1\r\n" || err != io.EOF {
+			t.Fatalf("dedicated KILL self: %q, %v", out, err)
+		}
+	}()
 
 	sub.send(encode("SUBSCRIBE", "ch"))
 	sub.replies(1)
