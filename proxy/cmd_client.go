@@ -171,10 +171,46 @@ func cmdClientLocal(c *client, args [][]byte) {
 	}
 }
 
-// appendClientEcho appends, on the dedicated path, an EVAL returning the proxy's answer to a
-// CLIENT subcommand it answers itself, so the reply keeps its place among the relayed ones.
-// It is computed when the command arrives (a KILL acts then, even inside MULTI).
-func (d *dedicated) appendClientEcho(args [][]byte) {
+// proxyClientCmd reports whether a CLIENT command on the dedicated path is about the proxy's
+// clients: one the proxy answers, or a TRACKING that names a client to redirect to.
+func proxyClientCmd(args [][]byte) bool {
+	return answersClient(args) || redirectArg(args) > 0
+}
+
+// redirectArg is the position of CLIENT TRACKING's REDIRECT value, or 0. Options are read as
+// Redis reads them, so a PREFIX named "redirect" is not taken for one.
+func redirectArg(args [][]byte) int {
+	if len(args) < 3 || !equalFold(args[1], "TRACKING") {
+		return 0
+	}
+	for j := 3; j+1 < len(args); j++ {
+		switch {
+		case equalFold(args[j], "REDIRECT"):
+			return j + 1
+		case equalFold(args[j], "PREFIX"):
+			j++
+		}
+	}
+	return 0
+}
+
+// appendClientCmd appends, on the dedicated path, a CLIENT command about the proxy's clients.
+// TRACKING ... REDIRECT id goes up with the upstream ID of that client's own connection (an ID
+// that matches nothing if it has none: Redis then refuses the redirection). The others become an
+// EVAL returning the proxy's answer, so the reply keeps its place among the relayed ones; it is
+// computed when the command arrives (a KILL acts then, even inside MULTI).
+func (d *dedicated) appendClientCmd(cmd redcon.Command) {
+	args := cmd.Args
+	if i := redirectArg(args); i > 0 {
+		d.out = redcon.AppendArray(d.out, len(args))
+		for j, a := range args {
+			if j == i {
+				a = []byte(d.c.s.upstreamID(a))
+			}
+			d.out = redcon.AppendBulk(d.out, a)
+		}
+		return
+	}
 	d.out = appendEchoRaw(d.out, d.c.clientReply(args))
 	if d.c.info.killSelf {
 		d.quit.Store(true) // as after QUIT, nothing more is forwarded; noteBatch closes the client
@@ -372,18 +408,7 @@ func (c *client) clientKill(args [][]byte) []byte {
 // (found in its CLIENT LIST by the connection's address), as the client's user. Any other
 // client cannot be blocked, and the UNBLOCK then names an ID that matches nothing.
 func (c *client) clientUnblock(args [][]byte) []byte {
-	target := noClientID
-	if id, ok := parseInt(args[2]); ok {
-		if d := c.s.dedicatedOf(uint64(id)); d != nil {
-			if r, err := c.s.listAsProxy(); err == nil && r[0] != '-' {
-				if f, ok := parseClientList(r)[d.nc.LocalAddr().String()]; ok {
-					target = f[fID]
-				}
-			}
-		}
-	} else {
-		target = string(args[2]) // Redis answers the error
-	}
+	target := c.s.upstreamID(args[2])
 	fwd := appendCommand(nil, "CLIENT", "UNBLOCK", target)
 	if len(args) == 4 {
 		fwd = redcon.AppendArray(nil, 4)
@@ -397,6 +422,24 @@ func (c *client) clientUnblock(args [][]byte) []byte {
 		return appendLostReplies(nil, 1, err)
 	}
 	return r[0]
+}
+
+// upstreamID translates the proxy's client ID id to the ID Redis gave that client's dedicated
+// connection, found in Redis' CLIENT LIST by the connection's address. A client without one
+// gets an ID that matches nothing; what is not an integer stays as it is, for Redis to refuse.
+func (s *Server) upstreamID(id []byte) string {
+	n, ok := parseInt(id)
+	if !ok {
+		return string(id)
+	}
+	if d := s.dedicatedOf(uint64(n)); d != nil {
+		if r, err := s.listAsProxy(); err == nil && r[0] != '-' {
+			if f, ok := parseClientList(r)[d.nc.LocalAddr().String()]; ok {
+				return f[fID]
+			}
+		}
+	}
+	return noClientID
 }
 
 // dedicatedOf finds the dedicated connection of the proxy's client id, if it has one.

@@ -246,3 +246,32 @@ func TestClientNoPerm(t *testing.T) {
 		}
 	}
 }
+
+// TestClientTrackingRedirect: CLIENT TRACKING on REDIRECT takes the proxy's ID of the client
+// that receives the invalidations, and CLIENT LIST shows it back as such.
+func TestClientTrackingRedirect(t *testing.T) {
+	up := redistest.Start(t)
+	s := startProxy(t, up)
+	addr := s.Addr().String()
+	sub, tr, w := dialRaw(t, addr), dialRaw(t, addr), dialRaw(t, addr)
+	subID, trID := intReply(t, sub.do("CLIENT", "ID")), intReply(t, tr.do("CLIENT", "ID"))
+	sub.send(encode("SUBSCRIBE", "__redis__:invalidate"))
+	sub.replies(1)
+
+	direct := dialRaw(t, up.Addr())
+	want := direct.do("CLIENT", "TRACKING", "on", "REDIRECT", "999999")
+	if got := tr.do("CLIENT", "TRACKING", "on", "REDIRECT", "999999"); got != want {
+		t.Fatalf("REDIRECT to no client: proxy %q, Redis %q", got, want)
+	}
+	if r := tr.do("CLIENT", "TRACKING", "on", "REDIRECT", subID); r != "+OK\r\n" {
+		t.Fatalf("REDIRECT: %q", r)
+	}
+	tr.do("GET", "k")
+	w.do("SET", "k", "v")
+	if r := string(sub.replies(1)); !strings.Contains(r, "invalidate") || !strings.Contains(r, "$1\r\nk\r\n") {
+		t.Fatalf("invalidation: %q", r)
+	}
+	if l := clientLines(t, w.do("CLIENT", "LIST", "ID", trID))[trID]; l["redir"] != subID || l["flags"] != "t" {
+		t.Fatalf("tracking client: %v", l)
+	}
+}
