@@ -54,6 +54,8 @@ type client struct {
 	accEnds []int
 
 	ded atomic.Pointer[dedicated] // set once the client moved to its own upstream connection
+
+	info clientInfo // what CLIENT LIST shows of it (cmd_client.go)
 }
 
 // pendingRewrite is a command of the batch to be sent as a script call.

@@ -185,25 +185,33 @@ func cmdReset(c *client, _ [][]byte) {
 	c.write([]byte(replyReset))
 }
 
-// classifyClient routes CLIENT subcommands: the name is kept by the proxy; subcommands about
-// "this connection" need a real one of the client's own; the rest are server-wide and shared.
+// classifyClient routes CLIENT subcommands: the name is kept by the proxy, and ID/INFO/LIST/
+// KILL/UNBLOCK are answered about its clients (cmd_client.go); other subcommands about "this
+// connection" need a real one of the client's own; the rest are server-wide and shared.
 func classifyClient(args [][]byte) route {
 	if len(args) < 2 {
 		return routeShared
+	}
+	if r, ok := classifyClientLocal(args); ok {
+		return r
 	}
 	sub := args[1]
 	switch {
 	case equalFold(sub, "SETNAME") && len(args) == 3, equalFold(sub, "GETNAME") && len(args) == 2:
 		return routeLocal
 	case equalFold(sub, "TRACKING"), equalFold(sub, "REPLY"), equalFold(sub, "CACHING"),
-		equalFold(sub, "NO-EVICT"), equalFold(sub, "NO-TOUCH"), equalFold(sub, "ID"),
-		equalFold(sub, "INFO"), equalFold(sub, "GETREDIR"), equalFold(sub, "TRACKINGINFO"):
+		equalFold(sub, "NO-EVICT"), equalFold(sub, "NO-TOUCH"),
+		equalFold(sub, "GETREDIR"), equalFold(sub, "TRACKINGINFO"):
 		return routeDedicated
 	}
 	return routeShared
 }
 
 func cmdClient(c *client, args [][]byte) {
+	if !equalFold(args[1], "SETNAME") && !equalFold(args[1], "GETNAME") {
+		cmdClientLocal(c, args)
+		return
+	}
 	if len(args) == 2 { // GETNAME
 		if c.name == "" {
 			if c.resp3 {

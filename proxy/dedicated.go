@@ -215,6 +215,8 @@ func (d *dedicated) appendCommand(spec *cmdSpec, cmd redcon.Command) {
 		} else {
 			d.out = appendEchoReport(d.out, rep)
 		}
+	case spec.name == "client" && proxyClientCmd(cmd.Args):
+		d.appendClientCmd(cmd) // about the proxy's clients: cmd_client.go
 	case spec.sessions && spec.routeOf(cmd.Args) == routeLocal:
 		d.out = appendEchoError(d.out, errArity(cmd.Args[0]))
 	case spec.plan != nil || spec.sessions:

@@ -202,6 +202,7 @@ func (s *Server) accept(rc redcon.Conn) bool {
 		return false
 	}
 	c := newClient(s, rc, s.nextID.Add(1))
+	c.initInfo()
 	rc.SetContext(c)
 	s.mu.Lock()
 	s.clients[c] = struct{}{}
@@ -252,6 +253,7 @@ func (s *Server) serveCommand(rc redcon.Conn, cmd redcon.Command) {
 	// this call returns, so nothing of them is kept past the batch.
 	c.run(c.batch)
 	c.handedOff()
+	c.noteBatch()
 	c.forgetBatch()
 	// Byte counters once per batch: a float counter's Add is a CAS loop, per command it showed.
 	s.m.bytesIn.Add(float64(in))

@@ -24,8 +24,9 @@ import (
 type incrLoad struct {
 	addr, key string
 	batch     int
-	// setup, if set, is sent ahead of the first batch on every new connection, e.g. CLIENT INFO to
-	// put the client on a dedicated upstream connection; its reply must not be an integer.
+	// setup, if set, is sent ahead of the first batch on every new connection, e.g. CLIENT
+	// TRACKINGINFO to put the client on a dedicated upstream connection; its reply must not be an
+	// integer.
 	setup []byte
 
 	restarted *atomic.Bool  // set once the upstream is back
@@ -191,7 +192,7 @@ func TestUpstreamKilledMidPipeline(t *testing.T) {
 		loads[i] = &incrLoad{addr: p.Addr, key: fmt.Sprintf("fault:ctr:%d", i), batch: batch,
 			restarted: &restarted, stop: stop}
 		if i%3 == 2 { // a third of the clients on dedicated upstream connections
-			loads[i].setup = encode("CLIENT", "INFO") // about this connection: moves the client to a dedicated one
+			loads[i].setup = encode("CLIENT", "TRACKINGINFO") // about this connection: moves the client to a dedicated one
 		}
 		wg.Add(1)
 		go func() {
@@ -401,7 +402,7 @@ func sigtermUnderLoad(t *testing.T) {
 		loads[i] = &incrLoad{addr: p.Addr, key: fmt.Sprintf("term:ctr:%d", i), batch: 200,
 			restarted: &restarted, stop: stop, draining: &draining}
 		if i%4 != 0 {
-			loads[i].setup = encode("CLIENT", "INFO")
+			loads[i].setup = encode("CLIENT", "TRACKINGINFO")
 		}
 		wg.Add(1)
 		go func() {
@@ -546,8 +547,10 @@ func TestIdleClientsAcrossRestart(t *testing.T) {
 	if r := db3.do("SET", "rs:k", "three"); r != "+OK\r\n" {
 		t.Fatalf("SET in DB 3: %q", r)
 	}
-	if r := ded.do("CLIENT", "ID"); !strings.HasPrefix(r, ":") {
-		t.Fatalf("CLIENT ID: %q", clip(r))
+	// CLIENT ID is the proxy's answer now; TRACKINGINFO is about the connection: it moves the
+	// client to a dedicated one.
+	if r := ded.do("CLIENT", "TRACKINGINFO"); !strings.HasPrefix(r, "*") {
+		t.Fatalf("CLIENT TRACKINGINFO: %q", clip(r))
 	}
 	srv.Restart()
 	// Let the proxy see its old connections end.
