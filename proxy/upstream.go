@@ -73,44 +73,63 @@ func (d *dialer) dial(ctx context.Context, key poolKey, name string, shared bool
 	br := bufio.NewReaderSize(nc, 32<<10)
 	var setup []byte
 	n := 0
-	// The DB is selected as the proxy's own user, then the client's user logs in: a client may
-	// have chosen its DB before it authenticated as a user that may not run SELECT (Redis keeps
-	// the DB across AUTH). cmdSelect has Redis judge the client's own SELECT as its user.
-	login := func(id identity) {
-		setup = appendCommand(setup, "AUTH", id.user, id.pass)
+	add := func(args ...string) {
+		setup = appendCommand(setup, args...)
 		n++
 	}
-	if db != 0 {
+	// A client may have chosen its DB before it logged in as a user that may not run SELECT
+	// (Redis keeps the DB across AUTH): such a connection selects its DB as the connection's
+	// user before the client's logs in — the proxy's own, or the default user. Where that is
+	// refused (no default user without a password), the client's user selects it.
+	// cmdSelect has Redis judge a client's own SELECT as its user.
+	selectFirst, selectAt := db != 0 && id.creds() && id != d.base, -1
+	if selectFirst {
 		if d.base.creds() {
-			login(d.base)
+			add("AUTH", d.base.user, d.base.pass)
 		}
-		setup = appendCommand(setup, "SELECT", strconv.Itoa(db))
-		n++
+		selectAt = n
+		add("SELECT", strconv.Itoa(db))
 	}
-	if id.creds() && (db == 0 || id != d.base) {
-		login(id)
+	if id.creds() {
+		add("AUTH", id.user, id.pass)
+	}
+	if db != 0 && !selectFirst {
+		add("SELECT", strconv.Itoa(db))
 	}
 	if key.resp3 {
-		setup = appendCommand(setup, "HELLO", "3")
-		n++
+		add("HELLO", "3")
 	}
 	if name != "" {
-		setup = appendCommand(setup, "CLIENT", "SETNAME", name)
-		n++
+		add("CLIENT", "SETNAME", name)
 	}
 	if n == 0 && !shared {
 		// A connection is ready once Redis has accepted it: a command written before that is
-		// read an event-loop turn late, after commands other connections wrote after it. HELLO
-		// without arguments changes nothing, is allowed to every user and while a script is
-		// busy. (Shared connections have their SCRIPT LOAD exchange.)
-		setup = appendCommand(setup, "HELLO")
-		n++
+		// read an event-loop turn late, after commands other connections wrote after it. RESET
+		// changes nothing on a fresh connection that needs no setup (default user, DB 0,
+		// RESP2, no name), and Redis serves it before authentication, to every ACL user and
+		// while a script is busy. (Shared connections have their SCRIPT LOAD exchange.)
+		add("RESET")
 	}
+	reselect, i := false, 0
 	if n > 0 {
-		if _, err := d.roundTrip(nc, br, setup, n); err != nil {
-			nc.Close()
-			return nil, nil, err
-		}
+		err = d.exchange(nc, br, setup, n, func(reply []byte) error {
+			i++
+			switch {
+			case reply[0] != '-':
+			case i-1 == selectAt:
+				reselect = true
+			default:
+				return &replyError{raw: reply}
+			}
+			return nil
+		})
+	}
+	if err == nil && reselect {
+		_, err = d.roundTrip(nc, br, appendCommand(nil, "SELECT", strconv.Itoa(db)), 1)
+	}
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
 	}
 	if shared && d.sharedSetupN > 0 {
 		if err := d.exchange(nc, br, d.sharedSetup, d.sharedSetupN, func([]byte) error { return nil }); err != nil {
