@@ -316,15 +316,6 @@ func (c *client) doShared(cmds []redcon.Command) (*sharedConn, error) {
 	}
 }
 
-// askShared runs cmds on the client's shared connection outside a batch run and returns
-// their raw replies (c.req.ends delimits them).
-func (c *client) askShared(cmds []redcon.Command) ([]byte, error) {
-	if _, err := c.doShared(cmds); err != nil {
-		return nil, err
-	}
-	return c.req.reply, nil
-}
-
 // writeReplies writes the replies gathered in c.acc, one per client command: a merged call's
 // array reply is unpacked into its elements.
 func (c *client) writeReplies() {

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"cmp"
-	"errors"
 	"slices"
 	"strconv"
 	"strings"
@@ -461,24 +460,16 @@ func (s *Server) listAsProxy() ([]byte, error) {
 }
 
 // askUpstream runs cmds (one raw command each) over the client's shared upstream connection,
-// as its user, and returns their raw replies.
+// as its user, and returns their raw replies (valid until the client's next upstream request).
 func (c *client) askUpstream(cmds ...[]byte) ([][]byte, error) {
-	req := &request{done: make(chan struct{}, 1)}
-	for _, b := range cmds {
-		req.cmds = append(req.cmds, redcon.Command{Raw: b})
+	up := make([]redcon.Command, len(cmds))
+	for i, b := range cmds {
+		up[i] = redcon.Command{Raw: b}
 	}
-	for attempt := 0; ; attempt++ {
-		u, err := c.sharedConn()
-		if err != nil {
-			return nil, err
-		}
-		if err := u.do(req); errors.Is(err, errNotSent) && attempt == 0 {
-			continue // the connection died while idle; nothing was sent
-		} else if err != nil {
-			return nil, err
-		}
-		break
+	if _, err := c.doShared(up); err != nil {
+		return nil, err
 	}
+	req := &c.req
 	out := make([][]byte, len(req.ends))
 	for i := range req.ends {
 		out[i] = req.reply[req.replyStart(i):req.ends[i]]

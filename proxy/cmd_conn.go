@@ -74,23 +74,18 @@ func cmdSelect(c *client, args [][]byte) {
 		c.write([]byte(errNotInt32))
 		return
 	}
-	cur := strconv.Itoa(c.db)
-	judge := appendCommand(appendCommand(nil, "SELECT", string(args[1])), "SELECT", cur)
-	split := len(appendCommand(nil, "SELECT", string(args[1])))
-	req := &c.req
-	reply, err := c.askShared([]redcon.Command{{Raw: judge[:split]}, {Raw: judge[split:]}})
+	r, err := c.askUpstream(appendCommand(nil, "SELECT", string(args[1])), appendCommand(nil, "SELECT", strconv.Itoa(c.db)))
 	if err != nil {
 		c.fail(1, err)
 		return
 	}
-	first := reply[:req.ends[0]]
-	if string(first) == replyOK {
+	if string(r[0]) == replyOK {
 		c.db, c.pool = int(db), nil
 		if p, err := c.s.pools.get(c.key()); err == nil {
 			c.pool = p // now: it readies its spare connection for this DB
 		}
 	}
-	c.write(first)
+	c.write(r[0])
 }
 
 // cmdHello lets Redis itself judge the HELLO (protocol version, AUTH, SETNAME: every error
@@ -160,6 +155,7 @@ func (c *client) askFresh(key poolKey, args [][]byte) ([]byte, error) {
 // ask sends args on a fresh connection in state key, followed in the same write by the ACL
 // probe when judge is not nil, and returns the raw reply to args.
 func (c *client) ask(key poolKey, args [][]byte, judge *aclJudge) ([]byte, error) {
+	c.handedOff() // a new connection keeps no order with others: let later batches go meanwhile
 	ask := redcon.AppendArray(nil, len(args))
 	for _, a := range args {
 		ask = redcon.AppendBulk(ask, a)

@@ -143,6 +143,7 @@ func proxyOptions(cfg conf.Config, logger *slog.Logger, reg prometheus.Registere
 			MaxInlineLen:    int(cfg.Limits.MaxInlineLen),
 		},
 		ShutdownTimeout: cfg.ShutdownTimeout.D(),
+		ArrivalOrder:    cfg.Ordering == "arrival",
 		Logger:          logger,
 		Registerer:      reg,
 	}, nil

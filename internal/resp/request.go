@@ -668,8 +668,12 @@ const connReadSize = 16 << 10
 
 // NewConn wraps c; lim bounds what the client may send.
 func NewConn(c net.Conn, lim Limits) *Conn {
-	return &Conn{Conn: c, n: NewNormalizer(lim), stamp: newStamper(c)}
+	return &Conn{Conn: c, n: NewNormalizer(lim)}
 }
+
+// Stamp makes reads keep the kernel's receive time of their bytes (Arrival), where the
+// platform gives it (Linux TCP). Call before the first Read.
+func (c *Conn) Stamp() { c.stamp = newStamper(c.Conn) }
 
 // Arrival is when the kernel received the bytes of the last read (unix ns), 0 if unknown.
 // Called on the reader goroutine.

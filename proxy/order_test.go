@@ -1,0 +1,47 @@
+package proxy
+
+import (
+	"testing"
+	"time"
+)
+
+// TestOrderGate: a batch waits in the gate until every batch received before it that has
+// entered has been handed upstream, and never longer than orderWait. (That the goroutines woken
+// together in reverse order enter in time is the end-to-end TestOrderAcrossConnections.)
+func TestOrderGate(t *testing.T) {
+	s := &Server{}
+	newC := func(id uint64) *client { return &client{s: s, id: id, gateCh: make(chan struct{}, 1)} }
+	late, early := newC(1), newC(2)
+	passed := make(chan struct{})
+	s.order.enter(early, 100) // received first, entered first: passes at once
+	go func() {
+		s.order.enter(late, 200)
+		close(passed)
+	}()
+	select {
+	case <-passed:
+		t.Fatal("a later batch passed while an earlier one was still on its way upstream")
+	case <-time.After(orderWait / 5):
+	}
+	early.handedOff()
+	select {
+	case <-passed:
+	case <-time.After(time.Second):
+		t.Fatal("the later batch still waits after the earlier one was handed upstream")
+	}
+	late.handedOff()
+	if len(s.order.pending) != 0 {
+		t.Fatalf("pending after both left: %v", s.order.pending)
+	}
+
+	// An earlier batch that never hands off holds a later one for orderWait at most.
+	stuck, next := newC(5), newC(6)
+	s.order.enter(stuck, 400)
+	start := time.Now()
+	s.order.enter(next, 500)
+	if waited := time.Since(start); waited < orderWait || waited > orderWait+time.Second {
+		t.Errorf("waited %v behind a batch that never left, want about %v", waited, orderWait)
+	}
+	next.handedOff()
+	stuck.handedOff()
+}
