@@ -31,8 +31,12 @@ type cmdSpec struct {
 	// script marks a client's script call (EVAL, FCALL...): it may run until killed, so no
 	// other client's command may wait behind it on a shared connection.
 	script bool
-	idx    int // position in the table: index of the command's metrics counter
+	keys   keySpec // where its keys are (keys.go)
+	idx    int     // position in the table: index of the command's metrics counter
 }
+
+// keyPositions appends the indexes of the command's keys in args to dst.
+func (s *cmdSpec) keyPositions(dst []int, args [][]byte) []int { return s.keys.positions(dst, args) }
 
 // redisCommands lists redis-server 7.0's top-level commands (COMMAND LIST). Every one of them
 // passes through unless a family file registers special handling; unknown names pass through too
@@ -89,6 +93,7 @@ type family []cmdSpec
 func newCommandTable(families ...family) *commandTable {
 	t := &commandTable{byName: make(map[string]*cmdSpec)}
 	add := func(s cmdSpec) {
+		s.keys = keySpecs[s.name]
 		key := string(bytes.ToUpper([]byte(s.name)))
 		if old, ok := t.byName[key]; ok {
 			s.idx = old.idx

@@ -90,6 +90,12 @@ func New(opts Options) (*Server, error) {
 			opts.PoolSize, opts.MaxClients, opts.DialTimeout, opts.ReadTimeout)
 	}
 	table := newCommandTable(connFamily, statefulFamily, sessionsFamily, scriptingFamily)
+	for _, name := range rewrite.PlannedCommands() {
+		// A session write is planned by its keys: its row must say where they are.
+		if sp := table.byName[name]; sp == nil || !sp.keys.any() {
+			return nil, fmt.Errorf("proxy: command table: %s has a rewrite planner but no row with key positions", name)
+		}
+	}
 	for _, sp := range table.specs {
 		sp.plan = opts.Schema.Planner(sp.name)
 	}

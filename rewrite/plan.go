@@ -2,6 +2,8 @@ package rewrite
 
 import (
 	"bytes"
+	"maps"
+	"slices"
 	"strconv"
 )
 
@@ -94,6 +96,11 @@ var planners = map[string]plan{
 	"GEORADIUSBYMEMBER": optionKey(-5, "STORE", "STOREDIST"),
 	"SETBIT":            jsonOnly(4),
 	"BITFIELD":          bitfield,
+}
+
+// PlannedCommands lists the commands that have a planner (upper case, sorted).
+func PlannedCommands() []string {
+	return slices.Sorted(maps.Keys(planners))
 }
 
 // Planner returns the planner for a command name in any case, or nil if the command never
