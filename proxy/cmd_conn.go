@@ -11,10 +11,11 @@ import (
 // client can keep sharing upstream connections.
 var connFamily = family{
 	{name: "auth", classify: arity(routeLocal, 2, 3), local: cmdAuth},
-	{name: "select", classify: arity(routeLocal, 2), local: cmdSelect},
-	{name: "quit", route: routeLocal, local: cmdQuit},
-	{name: "reset", classify: arity(routeLocal, 1), local: cmdReset},
-	{name: "client", classify: classifyClient, local: cmdClient},
+	{name: "select", classify: arity(routeLocal, 2), local: cmdSelect, track: (*dedicated).trackSelect},
+	{name: "quit", route: routeLocal, local: cmdQuit, track: (*dedicated).trackQuit},
+	{name: "reset", classify: arity(routeLocal, 1), local: cmdReset, track: (*dedicated).trackReset},
+	{name: "client", classify: classifyClient, local: cmdClient,
+		sendDedicated: (*dedicated).sendClient, track: (*dedicated).trackClient},
 	{name: "hello", route: routeLocal, local: cmdHello},
 }
 

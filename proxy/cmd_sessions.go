@@ -18,9 +18,11 @@ var sessionsFamily = family{
 	{name: "sessions.list", classify: classifySessions, local: cmdSessionsBadArgs, sessions: true},
 	{name: "sessions.count", classify: classifySessions, local: cmdSessionsBadArgs, sessions: true},
 	{name: "sessions.revoke", classify: classifySessions, local: cmdSessionsBadArgs, sessions: true},
-	{name: "sessions.reindex", route: routeLocal, local: cmdSessionsRepair},
-	{name: "sessions.check", route: routeLocal, local: cmdSessionsRepair},
-	{name: "sessions.help", route: routeLocal, local: cmdSessionsHelp},
+	{name: "sessions.reindex", route: routeLocal, local: cmdSessionsRepair,
+		sendDedicated: (*dedicated).sendRepair, drainFirst: true},
+	{name: "sessions.check", route: routeLocal, local: cmdSessionsRepair,
+		sendDedicated: (*dedicated).sendRepair, drainFirst: true},
+	{name: "sessions.help", route: routeLocal, local: cmdSessionsHelp, sendDedicated: (*dedicated).sendSessionsHelp},
 }
 
 // sessionsHelp is SESSIONS.HELP's reply, in the style of Redis' own HELP subcommands.

@@ -4,16 +4,19 @@ package proxy
 // a dedicated connection. Pub/sub and MONITOR stream replies; MULTI and WATCH keep a transaction
 // on the connection; blocking commands would stall every client sharing it.
 var statefulFamily = family{
-	{name: "subscribe", route: routeDedicated},
-	{name: "psubscribe", route: routeDedicated},
-	{name: "ssubscribe", route: routeDedicated},
-	{name: "monitor", route: routeDedicated},
+	{name: "subscribe", route: routeDedicated, track: (*dedicated).trackSubscribe},
+	{name: "psubscribe", route: routeDedicated, track: (*dedicated).trackSubscribe},
+	{name: "ssubscribe", route: routeDedicated, track: (*dedicated).trackSubscribe},
+	{name: "monitor", route: routeDedicated, track: (*dedicated).trackPushes},
 	// Outside a subscription these still answer once per channel named: not one reply per
 	// command, so they cannot share a connection.
-	{name: "unsubscribe", route: routeDedicated},
-	{name: "punsubscribe", route: routeDedicated},
-	{name: "sunsubscribe", route: routeDedicated},
-	{name: "multi", route: routeDedicated},
+	{name: "unsubscribe", route: routeDedicated, track: (*dedicated).trackUnsubscribe},
+	{name: "punsubscribe", route: routeDedicated, track: (*dedicated).trackUnsubscribe},
+	{name: "sunsubscribe", route: routeDedicated, track: (*dedicated).trackUnsubscribe},
+	{name: "multi", route: routeDedicated, track: (*dedicated).trackMulti},
+	// Outside MULTI Redis answers these itself (an error); inside, they end the transaction.
+	{name: "exec", track: (*dedicated).trackExec},
+	{name: "discard", track: (*dedicated).trackDiscard},
 	{name: "watch", route: routeDedicated},
 	{name: "blpop", route: routeDedicated},
 	{name: "brpop", route: routeDedicated},
@@ -27,8 +30,8 @@ var statefulFamily = family{
 	{name: "xread", classify: classifyStreamRead},
 	{name: "xreadgroup", classify: classifyStreamRead},
 	// Replication streams never pair replies with commands.
-	{name: "sync", route: routeDedicated},
-	{name: "psync", route: routeDedicated},
+	{name: "sync", route: routeDedicated, track: (*dedicated).trackReplication},
+	{name: "psync", route: routeDedicated, track: (*dedicated).trackReplication},
 	{name: "replconf", route: routeDedicated},
 	// Cluster connection flags.
 	{name: "readonly", route: routeDedicated},

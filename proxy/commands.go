@@ -3,6 +3,8 @@ package proxy
 import (
 	"bytes"
 
+	"github.com/tidwall/redcon"
+
 	"github.com/sessionproxy/sessionproxy/rewrite"
 )
 
@@ -31,8 +33,16 @@ type cmdSpec struct {
 	// script marks a client's script call (EVAL, FCALL...): it may run until killed, so no
 	// other client's command may wait behind it on a shared connection.
 	script bool
-	keys   keySpec // where its keys are (keys.go)
-	idx    int     // position in the table: index of the command's metrics counter
+	// On a client's own upstream connection (dedicated.go): sendDedicated sends the command its
+	// own way (the proxy's answers as an EVAL echo, in order with Redis' replies) and reports
+	// whether it did; drainFirst waits until every earlier command is answered (the command
+	// reads Redis itself); track follows the connection state the command changes and returns
+	// how many replies it brings beyond one.
+	sendDedicated func(d *dedicated, cmd redcon.Command) bool
+	drainFirst    bool
+	track         func(d *dedicated, args [][]byte) int64
+	keys          keySpec // where its keys are (keys.go)
+	idx           int     // position in the table: index of the command's metrics counter
 }
 
 // keyPositions appends the indexes of the command's keys in args to dst.

@@ -114,8 +114,7 @@ func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
 		if !(counted && i == 0) {
 			d.m.commands[spec.idx].Inc()
 		}
-		if spec.name == "sessions.reindex" || spec.name == "sessions.check" {
-			// They read Redis themselves: what the client sent before must have run first.
+		if spec.drainFirst {
 			d.sent.Add(expect)
 			expect = 0
 			if !d.write() {
@@ -125,52 +124,8 @@ func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
 		}
 		d.appendCommand(spec, cmds[i])
 		expect++
-		switch spec.name {
-		case "quit":
-			d.quit.Store(true)
-		case "select":
-			if n, ok := parseInt(args[len(args)-1]); ok && len(args) == 2 && n >= 0 && n <= math.MaxInt32 {
-				if d.inMulti {
-					d.multiDB, d.hasDB = int(n), true
-				} else {
-					d.db = int(n)
-				}
-			}
-		case "multi":
-			d.inMulti, d.hasDB = true, false
-		case "exec", "discard":
-			if d.inMulti && d.hasDB && spec.name == "exec" {
-				d.db = d.multiDB
-			}
-			d.inMulti, d.hasDB = false, false
-		case "subscribe", "psubscribe", "ssubscribe":
-			d.pushes.Store(true)
-			expect += int64(max(len(args)-2, 0)) // one confirmation per channel
-		case "unsubscribe", "punsubscribe", "sunsubscribe":
-			if len(args) == 1 {
-				d.unpaired.Store(true) // one reply per channel subscribed, or one if none
-			}
-			expect += int64(max(len(args)-2, 0))
-		case "monitor":
-			d.pushes.Store(true)
-		case "sync", "psync":
-			d.unpaired.Store(true)
-			d.raw.Store(true) // before the write: the relay checks it before each frame
-		case "client":
-			switch {
-			case len(args) > 1 && equalFold(args[1], "REPLY"):
-				d.unpaired.Store(true)
-			case len(args) > 1 && equalFold(args[1], "TRACKING"):
-				d.pushes.Store(true)
-			}
-		case "reset":
-			// RESET logs the upstream connection out to the default user; a client of the
-			// proxy must land on the proxy's configured user instead.
-			d.db, d.inMulti, d.hasDB = 0, false, false
-			if id := s.defaultID; id.creds() && len(args) == 1 {
-				d.out = appendCommand(d.out, "AUTH", id.user, id.pass)
-				d.resetAuth.Add(1)
-			}
+		if spec.track != nil {
+			expect += spec.track(d, args)
 		}
 		if d.quit.Load() {
 			break
@@ -206,17 +161,7 @@ func (d *dedicated) write() bool {
 func (d *dedicated) appendCommand(spec *cmdSpec, cmd redcon.Command) {
 	s := d.c.s
 	switch {
-	case spec.name == "sessions.help":
-		d.out = appendEcho(d.out, echoStatus, sessionsHelp...)
-	case spec.name == "sessions.reindex" || spec.name == "sessions.check":
-		rep, errReply := s.runRepair(d.db, cmd.Args)
-		if errReply != nil {
-			d.out = appendEchoError(d.out, errReply)
-		} else {
-			d.out = appendEchoReport(d.out, rep)
-		}
-	case spec.name == "client" && proxyClientCmd(cmd.Args):
-		d.appendClientCmd(cmd) // about the proxy's clients: cmd_client.go
+	case spec.sendDedicated != nil && spec.sendDedicated(d, cmd):
 	case spec.sessions && spec.routeOf(cmd.Args) == routeLocal:
 		d.out = appendEchoError(d.out, errArity(cmd.Args[0]))
 	case spec.plan != nil || spec.sessions:
@@ -232,6 +177,117 @@ func (d *dedicated) appendCommand(spec *cmdSpec, cmd redcon.Command) {
 	default:
 		d.out = append(d.out, cmd.Raw...)
 	}
+}
+
+// sendSessionsHelp answers SESSIONS.HELP in order with the replies before it.
+func (d *dedicated) sendSessionsHelp(redcon.Command) bool {
+	d.out = appendEcho(d.out, echoStatus, sessionsHelp...)
+	return true
+}
+
+// sendRepair runs SESSIONS.REINDEX/CHECK (drainFirst: after everything before it has run) and
+// sends its report as an echo.
+func (d *dedicated) sendRepair(cmd redcon.Command) bool {
+	rep, errReply := d.c.s.runRepair(d.db, cmd.Args)
+	if errReply != nil {
+		d.out = appendEchoError(d.out, errReply)
+	} else {
+		d.out = appendEchoReport(d.out, rep)
+	}
+	return true
+}
+
+// sendClient answers the CLIENT subcommands about the proxy's own clients (cmd_client.go).
+func (d *dedicated) sendClient(cmd redcon.Command) bool {
+	if !proxyClientCmd(cmd.Args) {
+		return false
+	}
+	d.appendClientCmd(cmd)
+	return true
+}
+
+// Trackers of the connection state commands change (cmdSpec.track).
+
+func (d *dedicated) trackQuit([][]byte) int64 {
+	d.quit.Store(true)
+	return 0
+}
+
+func (d *dedicated) trackSelect(args [][]byte) int64 {
+	if n, ok := parseInt(args[len(args)-1]); ok && len(args) == 2 && n >= 0 && n <= math.MaxInt32 {
+		if d.inMulti {
+			d.multiDB, d.hasDB = int(n), true
+		} else {
+			d.db = int(n)
+		}
+	}
+	return 0
+}
+
+func (d *dedicated) trackMulti([][]byte) int64 {
+	d.inMulti, d.hasDB = true, false
+	return 0
+}
+
+func (d *dedicated) trackExec([][]byte) int64 {
+	if d.inMulti && d.hasDB {
+		d.db = d.multiDB
+	}
+	return d.trackDiscard(nil)
+}
+
+func (d *dedicated) trackDiscard([][]byte) int64 {
+	d.inMulti, d.hasDB = false, false
+	return 0
+}
+
+// trackSubscribe: one confirmation per channel, and messages from then on.
+func (d *dedicated) trackSubscribe(args [][]byte) int64 {
+	d.pushes.Store(true)
+	return int64(max(len(args)-2, 0))
+}
+
+// trackUnsubscribe: one reply per channel named; without channels, one per channel subscribed
+// (or one if none), which the proxy cannot count.
+func (d *dedicated) trackUnsubscribe(args [][]byte) int64 {
+	if len(args) == 1 {
+		d.unpaired.Store(true)
+	}
+	return int64(max(len(args)-2, 0))
+}
+
+func (d *dedicated) trackPushes([][]byte) int64 {
+	d.pushes.Store(true)
+	return 0
+}
+
+// trackReplication: after SYNC/PSYNC the connection is a replication stream; set before the
+// write, since the relay checks it before each frame.
+func (d *dedicated) trackReplication([][]byte) int64 {
+	d.unpaired.Store(true)
+	d.raw.Store(true)
+	return 0
+}
+
+func (d *dedicated) trackClient(args [][]byte) int64 {
+	switch {
+	case len(args) > 1 && equalFold(args[1], "REPLY"):
+		d.unpaired.Store(true)
+	case len(args) > 1 && equalFold(args[1], "TRACKING"):
+		d.pushes.Store(true)
+	}
+	return 0
+}
+
+// trackReset: RESET logs the upstream connection out to the default user; a client of the
+// proxy must land on the proxy's configured user instead.
+func (d *dedicated) trackReset(args [][]byte) int64 {
+	d.db, d.inMulti, d.hasDB = 0, false, false
+	if id := d.c.s.defaultID; id.creds() && len(args) == 1 {
+		d.out = appendCommand(d.out, "AUTH", id.user, id.pass)
+		d.resetAuth.Add(1)
+	}
+	return 0
 }
 
 // relay copies replies from upstream to the client, coalescing whatever is already buffered
