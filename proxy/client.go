@@ -312,6 +312,7 @@ func (c *client) doShared(cmds []redcon.Command) (*sharedConn, error) {
 		} else if err != nil {
 			return nil, ErrUpstreamLost
 		}
+		req.fillLost()
 		return u, nil
 	}
 }
@@ -442,7 +443,7 @@ func (c *client) retryNoScript(u *sharedConn, call redcon.Command, i int) {
 	c.s.m.noScriptRetries.Inc()
 	load := &request{done: make(chan struct{}, 1), cmds: c.s.loadScriptCmds}
 	retry := &request{done: make(chan struct{}, 1), cmds: []redcon.Command{call}}
-	if u.do(load) != nil || u.do(retry) != nil {
+	if u.do(load) != nil || load.err != nil || u.do(retry) != nil || retry.err != nil {
 		return // the connection died; the NOSCRIPT error stands
 	}
 	req.replaceReply(i, retry.reply)

@@ -218,10 +218,13 @@ type request struct {
 	moved  bool // it was held and is to be sent elsewhere: nothing was sent
 	// handoff, if set, runs once the commands are written or queued in order (client.handedOff).
 	handoff func()
-	reply   []byte        // raw replies, in order, or error replies for the unanswered tail
-	ends    []int         // ends[i]: end of command i's reply in reply
-	done    chan struct{} // receives once the reply is complete
-	start   time.Time
+	// err: the connection failed before every reply was in; ends covers those that were.
+	// Turning the missing ones into error replies is the client side's (request.fillLost).
+	err   error
+	reply []byte        // raw replies, in order, or error replies for the unanswered tail
+	ends  []int         // ends[i]: end of command i's reply in reply
+	done  chan struct{} // receives once the reply is complete
+	start time.Time
 }
 
 // replaceReply puts reply in place of command i's.
@@ -294,7 +297,7 @@ var errNotSent = errors.New("upstream connection closed before send")
 // after sending). It returns errNotSent, with req untouched, if the connection was already dead
 // or retired, or req waited behind a long script call: then it is to be sent elsewhere.
 func (u *sharedConn) do(req *request) error {
-	req.reply, req.ends, req.moved = req.reply[:0], req.ends[:0], false
+	req.reply, req.ends, req.moved, req.err = req.reply[:0], req.ends[:0], false, nil
 	req.start = time.Now()
 	u.mu.Lock()
 	if u.err != nil || u.retired {
@@ -446,14 +449,14 @@ func (u *sharedConn) readLoop() {
 			u.fail(ErrUpstreamDesync)
 			return
 		}
-		for i := range req.cmds {
+		for range req.cmds {
 			start := len(req.reply)
 			for {
 				mark := len(req.reply)
 				var err error
 				if req.reply, err = resp.AppendReply(req.reply, u.br); err != nil {
-					req.reply = req.reply[:start]
-					failRequest(req, i, err)
+					req.reply, req.err = req.reply[:start], err
+					req.done <- struct{}{}
 					u.fail(err)
 					return
 				}
@@ -497,7 +500,8 @@ func (u *sharedConn) failLocked(err error) {
 		u.m.upstreamFailures.Inc()
 	}
 	for _, req := range u.queue[u.head:] {
-		failRequest(req, 0, err)
+		req.err = err
+		req.done <- struct{}{}
 	}
 	u.moveHeldLocked() // never sent: they go to another connection
 	u.queue, u.head = nil, 0
@@ -505,44 +509,3 @@ func (u *sharedConn) failLocked(err error) {
 }
 
 func (u *sharedConn) close() { u.fail(net.ErrClosed) }
-
-// failRequest appends an error reply for every command of req from index from on and completes it.
-func failRequest(req *request, from int, cause error) {
-	for range len(req.cmds) - from {
-		req.reply = appendLostReply(req.reply, cause)
-		req.ends = append(req.ends, len(req.reply))
-	}
-	req.done <- struct{}{}
-}
-
-// appendLostReplies appends n error replies for commands lost to cause.
-func appendLostReplies(dst []byte, n int, cause error) []byte {
-	for range n {
-		dst = appendLostReply(dst, cause)
-	}
-	return dst
-}
-
-// appendLostReply is the reply for a command whose fate is unknown because the upstream failed.
-func appendLostReply(dst []byte, cause error) []byte {
-	var re *replyError
-	if errors.As(cause, &re) {
-		return append(dst, re.raw...)
-	}
-	msg := ErrUpstreamLost.Error()
-	if cause != nil && !errors.Is(cause, ErrUpstreamLost) {
-		msg += ": " + cause.Error()
-	}
-	return redcon.AppendError(dst, "ERR "+sanitizeLine(msg))
-}
-
-// sanitizeLine keeps an error message on one RESP line.
-func sanitizeLine(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if c == '\r' || c == '\n' {
-			b[i] = ' '
-		}
-	}
-	return string(b)
-}
