@@ -295,21 +295,29 @@ func (c *client) sendChunk(up []redcon.Command, n int) bool {
 	return true
 }
 
+// maxMoves bounds how often one request follows a busy script's connection to its replacement.
+// Redis runs one script at a time and answers -BUSY to script calls meanwhile, so a second
+// move is already rare.
+const maxMoves = 8
+
 // doShared runs cmds as c.req over the client's shared connection; c.req holds the replies.
 func (c *client) doShared(cmds []redcon.Command) (*sharedConn, error) {
 	req := &c.req
 	req.cmds = cmds
 	defer func() { req.cmds, req.script = nil, false }()
-	for attempt := 0; ; attempt++ {
+	for attempt, moves := 0, 0; ; {
 		u, err := c.sharedConn()
 		if err != nil {
 			return nil, err
 		}
-		if err := u.do(req); err == errNotSent && attempt < 2 {
-			// The connection died while idle, or was given up behind a long script call:
-			// nothing was sent, so go again on a replacement.
+		switch err := u.do(req); {
+		case err == errMoved && moves < maxMoves:
+			moves++ // it waited behind a busy script: go on the replacement connection
 			continue
-		} else if err != nil {
+		case err == errNotSent && attempt == 0:
+			attempt++ // the connection died while idle; nothing was sent, so dial again
+			continue
+		case err != nil:
 			return nil, ErrUpstreamLost
 		}
 		req.fillLost()

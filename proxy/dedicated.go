@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"errors"
 	"math"
 	"net"
 	"sync/atomic"
@@ -47,10 +48,7 @@ type dedicated struct {
 	// resetAuth counts RESETs followed by a re-AUTH the proxy added; the reply after the
 	// matching +RESET belongs to the proxy and is not relayed.
 	resetAuth atomic.Int32
-	// skip counts replies to the proxy's own setup commands sent ahead of the client's first
-	// (CLIENT SETNAME on a spare connection): they are not relayed.
-	skip   atomic.Int32
-	closed atomic.Bool
+	closed    atomic.Bool
 }
 
 // toDedicated moves the client to a dedicated upstream connection and forwards cmds there.
@@ -60,8 +58,17 @@ func (c *client) toDedicated(cmds []redcon.Command) {
 	if p, err := c.s.pools.get(c.key()); err == nil {
 		nc, br = p.takeSpare()
 	}
-	spare := nc != nil
-	if !spare {
+	if nc != nil && c.name != "" {
+		// A spare has no name yet. Set it before the client's commands, and wait for the
+		// reply: SYNC refuses to start while a reply is pending. Refused (a busy script), the
+		// connection stays unnamed.
+		var re *replyError
+		if _, err := c.s.dialer.roundTrip(nc, br, appendCommand(nil, "CLIENT", "SETNAME", c.name), 1); err != nil && !errors.As(err, &re) {
+			nc.Close()
+			nc, br = nil, nil
+		}
+	}
+	if nc == nil {
 		c.s.m.upstreamDials.Inc()
 		var err error
 		if nc, br, err = c.s.dialer.dial(c.s.ctx, c.key(), c.name, false); err != nil {
@@ -77,10 +84,6 @@ func (c *client) toDedicated(cmds []redcon.Command) {
 		return
 	}
 	d := &dedicated{c: c, nc: nc, br: br, m: c.s.m, db: c.db}
-	if spare && c.name != "" { // a spare has no name yet: set it ahead of the client's commands
-		d.out = appendCommand(d.out, "CLIENT", "SETNAME", c.name)
-		d.skip.Store(1)
-	}
 	if rc, ok := c.nc.(*resp.Conn); ok {
 		rc.BeforeErrorReply = d.quiesce // a protocol error must follow the replies before it
 		// In a graceful shutdown the client's connection may be closed right after a batch was
@@ -303,7 +306,7 @@ func (d *dedicated) relay() {
 		for {
 			// Wait for the next frame's first byte before reading raw: a SYNC forwarded
 			// meanwhile turns everything from here on into a byte stream.
-			if _, err = d.br.Peek(1); err != nil || d.raw.Load() {
+			if _, err = d.br.Peek(1); err != nil || d.rawNow(swallowNext) {
 				break
 			}
 			mark := len(buf)
@@ -313,10 +316,6 @@ func (d *dedicated) relay() {
 			}
 			frame := buf[mark:]
 			switch {
-			case d.skip.Load() > 0:
-				d.skip.Add(-1)
-				buf = buf[:mark]
-				continue
 			case swallowNext:
 				buf, swallowNext = buf[:mark], false
 				continue
@@ -337,7 +336,7 @@ func (d *dedicated) relay() {
 			d.m.bytesOut.Add(float64(len(buf)))
 		}
 		d.relayed.Add(n)
-		if err == nil && d.raw.Load() {
+		if err == nil && d.rawNow(swallowNext) {
 			err = d.pipe(buf[:cap(buf)])
 		}
 		if err != nil {
@@ -345,6 +344,12 @@ func (d *dedicated) relay() {
 			return
 		}
 	}
+}
+
+// rawNow reports whether the relay copies bytes from here on: SYNC/PSYNC was forwarded and
+// the replies to the proxy's own setup commands before it have been dropped.
+func (d *dedicated) rawNow(swallowNext bool) bool {
+	return d.raw.Load() && !swallowNext && d.resetAuth.Load() == 0
 }
 
 // pipe copies the upstream's bytes to the client as they come (a replication stream) until

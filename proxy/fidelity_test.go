@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sessionproxy/sessionproxy/internal/redistest"
 )
 
@@ -230,5 +232,89 @@ func TestBusyMulti(t *testing.T) {
 		waitBusy(t, up)
 		out = append(out, b.do("MULTI"), b.do("INCR", "xx"), x.do("SCRIPT", "KILL"), string(a.replies(1)))
 		return append(out, b.do("INCR", "xx"), b.do("EXEC"), b.do("GET", "xx"), b.do("PING"))
+	})
+}
+
+// slowScript busy-loops for ms milliseconds of Redis' clock, then returns 1.
+func slowScript(ms int) string {
+	return fmt.Sprintf("local t=redis.call('TIME') while true do local n=redis.call('TIME') "+
+		"if (n[1]-t[1])*1000000+(n[2]-t[2]) > %d then break end end return 1", ms*1000)
+}
+
+// TestSlowScriptsHoldNotFail: scripts that run long but end before Redis' busy threshold make
+// the clients behind them wait, as on Redis; nothing is moved, failed or disconnected, also
+// with a read timeout shorter than the scripts (review of the busy-script change).
+func TestSlowScriptsHoldNotFail(t *testing.T) {
+	up := redistest.Start(t)
+	reg := prometheus.NewRegistry()
+	p := startProxy(t, up, func(o *Options) {
+		o.PoolSize, o.ReadTimeout, o.Registerer = 1, 300*time.Millisecond, reg
+	})
+	sideBySide(t, up, p, func() {}, func(addr string) []string {
+		a, b := dialRaw(t, addr), dialRaw(t, addr)
+		out := []string{a.do("SET", "k", "v"), b.do("PING")}
+		a.send(encode("EVAL", slowScript(800), "0"))
+		time.Sleep(100 * time.Millisecond)
+		out = append(out, b.do("GET", "k"), string(a.replies(1)))
+		return append(out, b.do("PING"))
+	})
+	// Several clients' slow scripts back to back on one pooled connection, a reader among them.
+	addr := p.Addr().String()
+	scripts := make([]*rawConn, 3)
+	for i := range scripts {
+		scripts[i] = dialRaw(t, addr)
+		scripts[i].send(encode("EVAL", slowScript(100), "0"))
+	}
+	b := dialRaw(t, addr)
+	for i := range 3 {
+		if r := b.do("GET", "k"); r != "$1\r\nv\r\n" {
+			t.Errorf("GET %d behind slow scripts: %q", i, r)
+		}
+	}
+	for i, c := range scripts {
+		if r := string(c.replies(1)); r != ":1\r\n" {
+			t.Errorf("script client %d: %q", i, r)
+		}
+	}
+	if got := ixCounter(t, reg, "sessionproxy_upstream_script_holds_total"); got != 0 {
+		t.Errorf("%v shared connections given up behind scripts that ended before the busy threshold", got)
+	}
+}
+
+// TestDeadSpare: a spare connection Redis closed while it idled (CLIENT KILL, an idle timeout)
+// is not handed out: the client going dedicated gets a live one (review of the spare change).
+func TestDeadSpare(t *testing.T) {
+	up := redistest.Start(t)
+	p := startProxy(t, up)
+	c := dialRaw(t, p.Addr().String())
+	if r := c.do("PING"); r != "+PONG\r\n" {
+		t.Fatal(r)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for { // the pool's spare is dialed in the background
+		r, _ := up.Do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+		if r == ":2" || r == ":3" || time.Now().After(deadline) { // the shared one and the spare (+ the readiness check)
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // the FINs arrive
+	got := []string{c.do("MULTI"), c.do("INCR", "x"), c.do("EXEC")}
+	if want := []string{"+OK\r\n", "+QUEUED\r\n", "*1\r\n:1\r\n"}; strings.Join(got, "") != strings.Join(want, "") {
+		t.Errorf("MULTI after the spare was killed: %q, want %q", got, want)
+	}
+}
+
+// TestSyncNamedSpare: a named client's SYNC on a spare connection gets the replication stream
+// only, not the reply to the proxy's own CLIENT SETNAME ahead of it.
+func TestSyncNamedSpare(t *testing.T) {
+	up := redistest.Start(t, "--repl-diskless-sync-delay", "0")
+	p := startProxy(t, up)
+	sideBySide(t, up, p, func() {}, func(addr string) []string {
+		a := dialRaw(t, addr)
+		out := []string{a.do("PING"), a.do("CLIENT", "SETNAME", "r1")}
+		time.Sleep(100 * time.Millisecond) // the pool's spare is ready
+		a.send(encode("SYNC"))
+		return append(out, string(readRDBBulk(t, a)[:9]))
 	})
 }

@@ -2,13 +2,19 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 )
+
+// transientBackoff is how long a dial that Redis refused only for now (-BUSY, -LOADING) is
+// remembered: clients meanwhile get the same answer without a connect each.
+const transientBackoff = 10 * time.Millisecond
 
 // redialBackoff is how long a failed dial is remembered: clients arriving meanwhile get the same
 // error at once instead of each waiting for its own dial timeout against a dead upstream.
@@ -27,7 +33,10 @@ type pools struct {
 	size int
 	m    *metrics
 	ctx  context.Context // bounds the spare connections' dials
-	wg   sync.WaitGroup  // spare dials in flight
+	wg   sync.WaitGroup  // spare dials in flight, watchBusy
+	// busy is Redis' busy-reply-threshold in ns (watchBusy): how long it lets a script run
+	// before it answers others -BUSY.
+	busy atomic.Int64
 
 	mu     sync.RWMutex
 	byKey  map[poolKey]*pool
@@ -35,7 +44,42 @@ type pools struct {
 }
 
 func newPools(ctx context.Context, d *dialer, size int, m *metrics) *pools {
-	return &pools{d: d, size: size, m: m, ctx: ctx, byKey: make(map[poolKey]*pool)}
+	ps := &pools{d: d, size: size, m: m, ctx: ctx, byKey: make(map[poolKey]*pool)}
+	ps.busy.Store(int64(defaultBusyThreshold))
+	return ps
+}
+
+// defaultBusyThreshold is Redis' default busy-reply-threshold, used until Redis says otherwise
+// (CONFIG may be denied: then it stays).
+const defaultBusyThreshold = 5 * time.Second
+
+// busyRefresh is how often watchBusy asks again (an admin may change the threshold).
+const busyRefresh = 30 * time.Second
+
+// watchBusy keeps ps.busy at Redis' busy-reply-threshold until ctx ends.
+func (ps *pools) watchBusy(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		reply, err := ps.d.oneShot(ctx, poolKey{id: ps.d.base}, appendCommand(nil, "CONFIG", "GET", "busy-reply-threshold"), 1, nil)
+		if err == nil {
+			if ms, ok := lastInt(reply); ok && ms >= 0 {
+				ps.busy.Store(int64(time.Duration(ms) * time.Millisecond))
+			}
+		}
+		t.Reset(busyRefresh)
+	}
+}
+
+// lastInt parses the last line of a raw reply as an integer (CONFIG GET's value).
+func lastInt(reply []byte) (int64, bool) {
+	lines := bytes.Split(bytes.TrimSuffix(reply, []byte("\r\n")), []byte("\r\n"))
+	return parseInt(lines[len(lines)-1])
 }
 
 // pool is the set of shared connections for one key; a client always uses the same slot.
@@ -52,6 +96,9 @@ type pool struct {
 
 	spare     atomic.Pointer[spareConn]
 	refilling atomic.Bool
+
+	retiredMu sync.Mutex
+	retired   []*sharedConn // replaced behind a busy script, still waiting for its reply
 }
 
 // spareConn is an idle upstream connection in its pool's state, not yet anyone's.
@@ -77,13 +124,17 @@ func (ps *pools) get(key poolKey) (*pool, error) {
 		return p, nil
 	}
 	ps.mu.Lock()
-	defer ps.mu.Unlock()
 	if ps.closed {
+		ps.mu.Unlock()
 		return nil, errShuttingDown
 	}
+	created := false
 	if p = ps.byKey[key]; p == nil {
-		p = &pool{key: key, p: ps, slots: make([]slot, ps.size)}
+		p, created = &pool{key: key, p: ps, slots: make([]slot, ps.size)}, true
 		ps.byKey[key] = p
+	}
+	ps.mu.Unlock()
+	if created {
 		p.refill()
 	}
 	return p, nil
@@ -96,13 +147,7 @@ func (p *pool) takeSpare() (net.Conn, *bufio.Reader) {
 	if sp == nil {
 		return nil, nil
 	}
-	// An idle connection has nothing to read: a read that does not time out at once found
-	// EOF (Redis' idle timeout, CLIENT KILL) or bytes nobody asked for.
-	_ = sp.nc.SetReadDeadline(time.Now().Add(-time.Second))
-	_, err := sp.br.Peek(1)
-	_ = sp.nc.SetReadDeadline(time.Time{})
-	var ne net.Error
-	if !errors.As(err, &ne) || !ne.Timeout() {
+	if !idleOpen(sp.nc) {
 		sp.nc.Close()
 		return nil, nil
 	}
@@ -115,7 +160,14 @@ func (p *pool) refill() {
 		return
 	}
 	ps := p.p
+	ps.mu.RLock() // closeAll sets closed under the write lock before it waits for wg
+	if ps.closed {
+		ps.mu.RUnlock()
+		p.refilling.Store(false)
+		return
+	}
 	ps.wg.Add(1)
+	ps.mu.RUnlock()
 	go func() {
 		defer ps.wg.Done()
 		defer p.refilling.Store(false)
@@ -168,25 +220,44 @@ func (p *pool) conn(ctx context.Context, n uint64) (*sharedConn, error) {
 	if sl.lastErr != nil && time.Since(sl.lastFail) < redialBackoff {
 		return nil, sl.lastErr
 	}
+	if u := sl.cur.Load(); u != nil && u.isRetired() {
+		p.keepRetired(u)
+	}
 	p.p.m.upstreamDials.Inc()
 	nc, br, err := p.p.d.dial(ctx, p.key, "", true)
 	if err != nil {
 		p.p.m.upstreamDialErrors.Inc()
-		if !transient(err) { // a busy script may be killed any moment: ask again next time
-			sl.lastErr, sl.lastFail = err, time.Now()
+		sl.lastErr, sl.lastFail = err, time.Now()
+		if transient(err) { // a busy script may be killed any moment: ask again soon
+			sl.lastFail = sl.lastFail.Add(transientBackoff - redialBackoff)
 		}
 		return nil, err
 	}
 	sl.lastErr = nil
-	u := newSharedConn(nc, br, p.p.m)
+	u := newSharedConn(nc, br, p.p.m, &p.p.busy)
 	sl.cur.Store(u)
 	return u, nil
+}
+
+// keepRetired remembers a retired connection until it closes itself, so that a shutdown
+// meanwhile closes it too.
+func (p *pool) keepRetired(u *sharedConn) {
+	p.retiredMu.Lock()
+	defer p.retiredMu.Unlock()
+	p.retired = slices.DeleteFunc(p.retired, func(r *sharedConn) bool { return r.isClosed() })
+	p.retired = append(p.retired, u)
 }
 
 func (p *pool) close() {
 	if sp := p.spare.Swap(nil); sp != nil {
 		sp.nc.Close()
 	}
+	p.retiredMu.Lock()
+	for _, u := range p.retired {
+		u.close()
+	}
+	p.retired = nil
+	p.retiredMu.Unlock()
 	for i := range p.slots {
 		if u := p.slots[i].cur.Load(); u != nil {
 			u.close()

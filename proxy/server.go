@@ -151,10 +151,14 @@ func (s *Server) Run(ctx context.Context) error {
 	srv := redcon.NewServerNetwork("tcp", s.opts.Listen, s.serveCommand, s.accept, s.closed)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(wl) }()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	s.pools.wg.Go(func() { s.pools.watchBusy(watchCtx) })
 	s.log.Info("listening", "addr", s.addr.String(), "upstream", s.opts.Upstream)
 
 	select {
 	case err := <-served:
+		stopWatch()
 		s.pools.closeAll()
 		return fmt.Errorf("proxy: serve: %w", err)
 	case <-ctx.Done():

@@ -267,35 +267,49 @@ type sharedConn struct {
 	queue       []*request // submitted; queue[head:] not yet taken by the reader; order = write order
 	head        int
 	err         error
-	// scripts counts the submitted requests with a client's script call not yet answered;
-	// while there are any, new requests wait in held instead of being written behind them.
-	scripts int
-	held    []*request
-	// retired: a request was held for scriptHold, so the script may run until killed (Redis
-	// then answers -BUSY to everyone else, but never to what waits on this connection). The
+	// scripts counts the submitted requests with a client's script call not yet answered,
+	// scriptSince is when the oldest of them was submitted. Once one has been outstanding for
+	// holdAfter, new requests wait in held instead of being written behind it.
+	scripts     int
+	scriptSince time.Time
+	held        []*request
+	// busy is how long Redis lets a script run before it answers others -BUSY
+	// (busy-reply-threshold, read by the pools).
+	busy *atomic.Int64
+	// retired: requests were held past the busy threshold, so the script may run until killed
+	// (Redis answers -BUSY to everyone else, but never to what waits on this connection). The
 	// pool replaces it; it closes once its outstanding replies are in.
 	retired bool
 }
 
-// scriptHold bounds how long a request waits behind another client's script call before
-// it is moved to a new connection. While a script runs, Redis serves nobody, so a request
-// moved earlier would not be answered sooner; past Redis' busy-reply-threshold (5 s by default)
-// it answers -BUSY, as it does to a direct client. Scripts that end sooner cost the requests
-// held behind them nothing but the wait for the script's reply.
-const scriptHold = 50 * time.Millisecond
+// holdAfter: a script call outstanding this long may be a long one, so no other client's
+// request is written behind it any more (a request already behind it waits for it, as direct
+// clients do until Redis answers them -BUSY). Scripts are usually answered in microseconds:
+// requests of other clients pipeline behind them as behind any command.
+const holdAfter = time.Millisecond
 
-func newSharedConn(nc net.Conn, br *bufio.Reader, m *metrics) *sharedConn {
-	u := &sharedConn{nc: nc, br: br, m: m}
+// busyMargin: held requests are moved to a new connection this long after the script passed
+// Redis' busy threshold, when Redis answers new connections (-BUSY); before that it answers
+// nobody, and a move would only wait for the new connection's setup instead.
+const busyMargin = 20 * time.Millisecond
+
+func newSharedConn(nc net.Conn, br *bufio.Reader, m *metrics, busy *atomic.Int64) *sharedConn {
+	u := &sharedConn{nc: nc, br: br, m: m, busy: busy}
 	go u.readLoop()
 	return u
 }
 
-// errNotSent means the connection was already dead: nothing was sent, so a retry is safe.
-var errNotSent = errors.New("upstream connection closed before send")
+var (
+	// errNotSent means the connection was already dead: nothing was sent, so a retry is safe.
+	errNotSent = errors.New("upstream connection closed before send")
+	// errMoved means the request waited behind a script that passed Redis' busy threshold and
+	// was not sent: it goes on the connection that replaces this one.
+	errMoved = errors.New("upstream connection held by a busy script")
+)
 
-// do sends req's commands and waits for their replies (or error replies if the connection fails
-// after sending). It returns errNotSent, with req untouched, if the connection was already dead
-// or retired, or req waited behind a long script call: then it is to be sent elsewhere.
+// do sends req's commands and waits for their replies (req.err if the connection fails after
+// sending). It returns errNotSent, with req untouched, if the connection was already dead or
+// retired, and errMoved if req waited behind a busy script: then it is to be sent elsewhere.
 func (u *sharedConn) do(req *request) error {
 	req.reply, req.ends, req.moved, req.err = req.reply[:0], req.ends[:0], false, nil
 	req.start = time.Now()
@@ -304,14 +318,15 @@ func (u *sharedConn) do(req *request) error {
 		u.mu.Unlock()
 		return errNotSent
 	}
-	if u.scripts > 0 {
+	if u.scripts > 0 && (len(u.held) > 0 || time.Since(u.scriptSince) >= holdAfter) {
 		u.held = append(u.held, req)
+		deadline := u.scriptSince.Add(time.Duration(u.busy.Load()) + busyMargin)
 		u.mu.Unlock()
 		if req.handoff != nil {
 			req.handoff()
 		}
-		if !u.waitHeld(req) {
-			return errNotSent
+		if !u.waitHeld(req, deadline) {
+			return errMoved
 		}
 	} else {
 		u.submitLocked(req)
@@ -336,15 +351,18 @@ func (u *sharedConn) submitLocked(req *request) {
 	u.unwritten++
 	u.queue = append(u.queue, req)
 	if req.script {
-		u.scripts++
+		if u.scripts++; u.scripts == 1 {
+			u.scriptSince = time.Now()
+		}
 	}
 }
 
 // waitHeld waits for a held request: it is released behind the script calls before it and
-// completes (true), or after scriptHold the connection is retired and every request still held
-// leaves it unsent (false; also when the connection fails meanwhile).
-func (u *sharedConn) waitHeld(req *request) bool {
-	t := time.NewTimer(scriptHold)
+// completes (true), or at deadline (the script is past Redis' busy threshold) the connection is
+// retired and every request still held leaves it unsent (false; also when the connection fails
+// meanwhile).
+func (u *sharedConn) waitHeld(req *request, deadline time.Time) bool {
+	t := time.NewTimer(max(time.Until(deadline), time.Millisecond))
 	defer t.Stop()
 	select {
 	case <-req.done:
@@ -389,6 +407,18 @@ func (u *sharedConn) releaseHeldLocked() {
 	rest := copy(u.held, u.held[n:])
 	clear(u.held[rest:])
 	u.held = u.held[:rest]
+}
+
+func (u *sharedConn) isRetired() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.retired
+}
+
+func (u *sharedConn) isClosed() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.err != nil
 }
 
 // errRetired ends a retired connection once it has nothing outstanding.
@@ -473,7 +503,10 @@ func (u *sharedConn) readLoop() {
 		u.mu.Lock()
 		u.outstanding--
 		if script {
-			if u.scripts--; u.scripts == 0 && len(u.held) > 0 {
+			u.scripts--
+			if u.scripts > 0 {
+				u.scriptSince = time.Now() // the next one's clock starts now at the latest
+			} else if len(u.held) > 0 {
 				u.releaseHeldLocked()
 			}
 		}

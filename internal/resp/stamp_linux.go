@@ -16,6 +16,12 @@ import (
 type stamper struct {
 	rc  syscall.RawConn
 	oob [64]byte
+	// One read's state, kept here so that the callback (made once) allocates nothing.
+	p       []byte
+	n       int
+	at      int64
+	rerr    error
+	recvmsg func(fd uintptr) bool
 }
 
 // newStamper enables receive timestamps on c; nil where c is not a TCP connection or the
@@ -35,33 +41,40 @@ func newStamper(c net.Conn) *stamper {
 	}); err != nil || serr != nil {
 		return nil
 	}
-	return &stamper{rc: rc}
+	s := &stamper{rc: rc}
+	s.recvmsg = s.recv
+	return s
 }
 
-// read reads into p like net.Conn.Read and returns the receive time (unix ns) of the first
-// byte read, 0 if the kernel gave none.
-func (s *stamper) read(p []byte) (n int, at int64, err error) {
-	var rerr error
-	err = s.rc.Read(func(fd uintptr) bool {
-		for {
-			var oobn int
-			n, oobn, _, _, rerr = syscall.Recvmsg(int(fd), p, s.oob[:], 0)
-			switch rerr {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false // wait for readiness (and the read deadline)
-			case nil:
-				at = parseStamp(s.oob[:oobn])
-			}
-			return true
+// recv is the RawConn callback: one recvmsg into s.p; false waits for readiness.
+func (s *stamper) recv(fd uintptr) bool {
+	for {
+		var oobn int
+		s.n, oobn, _, _, s.rerr = syscall.Recvmsg(int(fd), s.p, s.oob[:], 0)
+		switch s.rerr {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false // wait for readiness (and the read deadline)
+		case nil:
+			s.at = parseStamp(s.oob[:oobn])
 		}
-	})
+		return true
+	}
+}
+
+// read reads into p like net.Conn.Read and returns the kernel's receive time (unix ns) of what
+// it read (TCP reports the last segment's), 0 if the kernel gave none.
+func (s *stamper) read(p []byte) (n int, at int64, err error) {
+	s.p, s.n, s.at, s.rerr = p, 0, 0, nil
+	err = s.rc.Read(s.recvmsg)
+	s.p = nil
+	n, at = s.n, s.at
 	switch {
 	case err != nil: // e.g. the read deadline, after an EAGAIN
 		n = 0
-	case rerr != nil:
-		n, err = 0, &net.OpError{Op: "read", Net: "tcp", Err: rerr}
+	case s.rerr != nil:
+		n, err = 0, &net.OpError{Op: "read", Net: "tcp", Err: s.rerr}
 	case n == 0 && len(p) > 0:
 		err = io.EOF
 	}
