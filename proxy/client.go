@@ -45,10 +45,11 @@ type client struct {
 	refs    []rewrite.Ref // backing store of every pending write's refs
 	scripts []int         // batch positions of the client's own script calls
 	// Per shared run: the upstream commands and what each stands for.
-	up     []redcon.Command
-	spans  []span
-	arena  []byte // bytes of the script calls in up (Raw points here once it stops growing)
-	writes []rewrite.Writes
+	up      []redcon.Command
+	spans   []span
+	arena   []byte // bytes of the script calls in up (Raw points here once it stops growing)
+	writes  []rewrite.Writes
+	reqEnds []int // where each upstream request of the run ends in up (requestEnds)
 	// Replies of a shared run, gathered over its upstream requests.
 	acc     []byte
 	accEnds []int
@@ -238,35 +239,46 @@ func (c *client) sendShared(cmds []redcon.Command, base int) {
 		return
 	}
 	c.buildRun(cmds, base)
-	// An upstream request ends at the run's first script call: if the script cache was emptied
-	// behind the proxy's back (SCRIPT FLUSH), that call meets NOSCRIPT with nothing after it run
-	// yet, and is retried in its place. Once it has run, the scripts are there and the rest of
-	// the run goes up in one more write, unless the run itself sends a SCRIPT command: the next
-	// script call after it ends a request again. So a run is at most two round trips, one when
-	// its script calls come last (a run of session writes is merged into one call).
 	c.acc, c.accEnds = c.acc[:0], c.accEnds[:0]
-	from, probe := 0, true // probe: the next script call ends its request
-	for to := range c.up {
-		switch {
-		case c.spans[to].script && probe:
-			probe = false
-		case to == len(c.up)-1:
-		case len(c.up[to].Args) > 0 && equalFold(c.up[to].Args[0], "SCRIPT"):
-			probe = true
-			continue
-		default:
-			continue
-		}
-		if !c.sendChunk(c.up[from:to+1], len(cmds)) {
+	c.reqEnds = requestEnds(c.reqEnds[:0], c.up, c.spans)
+	from := 0
+	for _, to := range c.reqEnds {
+		if !c.sendChunk(c.up[from:to], len(cmds)) {
 			return
 		}
-		from = to + 1
+		from = to
 	}
 	clear(c.up)
 	c.writeReplies()
 	if cap(c.acc) > 1<<20 {
 		c.acc, c.req.reply = nil, nil // a huge reply once should not pin its buffers forever
 	}
+}
+
+// requestEnds splits a shared run (up, with what each command stands for in spans) into
+// upstream requests and appends where each ends (exclusive index into up) to dst. A request ends
+// at the run's first script call: if the script cache was emptied behind the proxy's back
+// (SCRIPT FLUSH), that call meets NOSCRIPT with nothing after it run yet, and is retried in its
+// place. Once it has run, the scripts are there and the rest of the run goes up in one more
+// request, unless the run itself sends a SCRIPT command: the next script call after it ends a
+// request again. So a run is at most two round trips, one when its script calls come last (a
+// run of session writes is merged into one call).
+func requestEnds(dst []int, up []redcon.Command, spans []span) []int {
+	probe := true // the next script call ends its request
+	for i := range up {
+		switch {
+		case spans[i].script && probe:
+			probe = false
+		case i == len(up)-1:
+		case len(up[i].Args) > 0 && equalFold(up[i].Args[0], "SCRIPT"):
+			probe = true
+			continue
+		default:
+			continue
+		}
+		dst = append(dst, i+1)
+	}
+	return dst
 }
 
 // sendChunk runs one upstream request and appends its replies to c.acc. On failure the
