@@ -99,7 +99,9 @@ func (d *dialer) dial(ctx context.Context, key poolKey, name string, shared bool
 	if key.resp3 {
 		add("HELLO", "3")
 	}
+	nameAt := -1
 	if name != "" {
+		nameAt = n // a busy script refuses it: the connection then stays unnamed
 		add("CLIENT", "SETNAME", name)
 	}
 	if n == 0 && !shared {
@@ -118,6 +120,7 @@ func (d *dialer) dial(ctx context.Context, key poolKey, name string, shared bool
 			case reply[0] != '-':
 			case i-1 == selectAt:
 				reselect = true
+			case i-1 == nameAt:
 			default:
 				return &replyError{raw: reply}
 			}

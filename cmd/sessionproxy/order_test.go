@@ -12,7 +12,7 @@ import (
 // Each sequence runs 30 times straight against Redis and through the binary with `ordering:
 // arrival`. Redis keeps the order every time. The proxy keeps it in most runs, not all: its
 // order gate (proxy/order.go) puts back the order Go's netpoller reverses, which measured
-// 28-30 of 30 per sequence on a 2-vCPU host (0-15 of 30 with the default `ordering: none`,
+// 27-30 of 30 per sequence on a 2-vCPU host (0-15 of 30 with the default `ordering: none`,
 // logged here too); a goroutine whose bytes the runtime has not polled yet when a later one is
 // ready cannot be waited for (README "What differs"). The test holds the gate to 2 runs in 3,
 // well above what the proxy does without it.
