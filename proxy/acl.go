@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sessionproxy/sessionproxy/internal/resp"
 	"github.com/sessionproxy/sessionproxy/rewrite"
 )
 
@@ -37,7 +38,7 @@ var aclAllowed = aclVerdict{shared: true, dedicated: true}
 func newACLCheck(cmds [][]string) *aclCheck {
 	a := &aclCheck{probeN: len(cmds), verdict: map[identity]aclVerdict{}}
 	for _, c := range cmds {
-		a.probe = appendCommand(a.probe, c...)
+		a.probe = resp.AppendCommand(a.probe, c...)
 	}
 	return a
 }

@@ -254,7 +254,7 @@ func (c *client) clientReply(args [][]byte) []byte {
 		// proxy's view stands.
 		var up map[string][]string
 		if c.ded.Load() != nil {
-			if r, err := c.askUpstream(appendCommand(nil, "CLIENT", "LIST")); err == nil && r[0][0] != '-' {
+			if r, err := c.askUpstream(resp.AppendCommand(nil, "CLIENT", "LIST")); err == nil && r[0][0] != '-' {
 				up = parseClientList(r[0])
 			}
 		}
@@ -284,7 +284,7 @@ const noClientID = "9223372036854775807"
 // as the client's user: that checks the user's right to list clients (NOPERM comes first, as
 // from Redis) and gives the entries of the dedicated connections.
 func (c *client) clientList(args [][]byte) []byte {
-	r, err := c.askUpstream(appendCommand(nil, "CLIENT", "LIST"))
+	r, err := c.askUpstream(resp.AppendCommand(nil, "CLIENT", "LIST"))
 	if err != nil {
 		return appendLostReplies(nil, 1, err)
 	}
@@ -302,7 +302,7 @@ func (c *client) clientList(args [][]byte) []byte {
 	case n > 3 && equalFold(args[2], "ID"):
 		ids := make([]uint64, 0, n-3)
 		for _, a := range args[3:] {
-			id, ok := parseInt(a)
+			id, ok := resp.ParseInt(a)
 			if !ok {
 				return []byte(errInvalidClientID)
 			}
@@ -327,7 +327,7 @@ func (c *client) clientList(args [][]byte) []byte {
 func (c *client) clientKill(args [][]byte) []byte {
 	var check []byte
 	if len(args) == 3 { // the old form: only the right to kill is checked
-		check = appendCommand(nil, "CLIENT", "KILL", "ID", noClientID)
+		check = resp.AppendCommand(nil, "CLIENT", "KILL", "ID", noClientID)
 	} else {
 		// An option without its value (an odd count) is refused before anything is killed.
 		paired := len(args)%2 == 0
@@ -344,7 +344,7 @@ func (c *client) clientKill(args [][]byte) []byte {
 			check = redcon.AppendBulkString(check, noClientID)
 		}
 	}
-	r, err := c.askUpstream(check, appendCommand(nil, "CLIENT", "LIST"))
+	r, err := c.askUpstream(check, resp.AppendCommand(nil, "CLIENT", "LIST"))
 	if err != nil {
 		return appendLostReplies(nil, 1, err)
 	}
@@ -364,7 +364,7 @@ func (c *client) clientKill(args [][]byte) []byte {
 			v := args[i+1]
 			switch opt := args[i]; {
 			case equalFold(opt, "ID"):
-				n, _ := parseInt(v)
+				n, _ := resp.ParseInt(v)
 				id = uint64(n)
 			case equalFold(opt, "TYPE"):
 				typ = clientTypeByName(v)
@@ -408,7 +408,7 @@ func (c *client) clientKill(args [][]byte) []byte {
 // client cannot be blocked, and the UNBLOCK then names an ID that matches nothing.
 func (c *client) clientUnblock(args [][]byte) []byte {
 	target := c.s.upstreamID(args[2])
-	fwd := appendCommand(nil, "CLIENT", "UNBLOCK", target)
+	fwd := resp.AppendCommand(nil, "CLIENT", "UNBLOCK", target)
 	if len(args) == 4 {
 		fwd = redcon.AppendArray(nil, 4)
 		fwd = redcon.AppendBulkString(fwd, "CLIENT")
@@ -427,7 +427,7 @@ func (c *client) clientUnblock(args [][]byte) []byte {
 // connection, found in Redis' CLIENT LIST by the connection's address. A client without one
 // gets an ID that matches nothing; what is not an integer stays as it is, for Redis to refuse.
 func (s *Server) upstreamID(id []byte) string {
-	n, ok := parseInt(id)
+	n, ok := resp.ParseInt(id)
 	if !ok {
 		return string(id)
 	}
@@ -456,7 +456,7 @@ func (s *Server) dedicatedOf(id uint64) *dedicated {
 // listAsProxy runs CLIENT LIST upstream as the proxy's own user: to find the ID Redis gave a
 // dedicated connection, whatever the asking client's user may list.
 func (s *Server) listAsProxy() ([]byte, error) {
-	return s.dialer.oneShot(s.ctx, poolKey{id: s.defaultID}, appendCommand(nil, "CLIENT", "LIST"), 1, nil)
+	return s.dialer.oneShot(s.ctx, poolKey{id: s.defaultID}, resp.AppendCommand(nil, "CLIENT", "LIST"), 1, nil)
 }
 
 // askUpstream runs cmds (one raw command each) over the client's shared upstream connection,

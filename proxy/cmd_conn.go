@@ -5,6 +5,8 @@ import (
 	"strconv"
 
 	"github.com/tidwall/redcon"
+
+	"github.com/sessionproxy/sessionproxy/internal/resp"
 )
 
 // Connection commands: the proxy keeps the client's DB, ACL identity and name itself, so the
@@ -66,7 +68,7 @@ func cmdAuth(c *client, args [][]byte) {
 // current DB go over the client's shared connection as one request, so nothing of another client
 // runs in between, and the first reply is the client's.
 func cmdSelect(c *client, args [][]byte) {
-	db, ok := parseInt(args[1])
+	db, ok := resp.ParseInt(args[1])
 	switch {
 	case !ok:
 		c.write([]byte(errNotInteger))
@@ -75,7 +77,7 @@ func cmdSelect(c *client, args [][]byte) {
 		c.write([]byte(errNotInt32))
 		return
 	}
-	r, err := c.askUpstream(appendCommand(nil, "SELECT", string(args[1])), appendCommand(nil, "SELECT", strconv.Itoa(c.db)))
+	r, err := c.askUpstream(resp.AppendCommand(nil, "SELECT", string(args[1])), resp.AppendCommand(nil, "SELECT", strconv.Itoa(c.db)))
 	if err != nil {
 		c.fail(1, err)
 		return
@@ -238,42 +240,4 @@ func appendBulk(dst []byte, s string) []byte {
 	dst = append(dst, '\r', '\n')
 	dst = append(dst, s...)
 	return append(dst, '\r', '\n')
-}
-
-// parseInt parses like Redis' string2ll: optional '-', no '+', no leading zeros or spaces.
-func parseInt(b []byte) (int64, bool) {
-	if len(b) == 0 || len(b) > 20 {
-		return 0, false
-	}
-	if len(b) == 1 && b[0] == '0' {
-		return 0, true
-	}
-	neg := b[0] == '-'
-	if neg {
-		b = b[1:]
-	}
-	if len(b) == 0 || b[0] < '1' || b[0] > '9' {
-		return 0, false
-	}
-	var n uint64
-	for _, ch := range b {
-		if ch < '0' || ch > '9' {
-			return 0, false
-		}
-		d := uint64(ch - '0')
-		if n > (math.MaxUint64-d)/10 {
-			return 0, false
-		}
-		n = n*10 + d
-	}
-	if neg {
-		if n > 1<<63 {
-			return 0, false
-		}
-		return -int64(n), true
-	}
-	if n > math.MaxInt64 {
-		return 0, false
-	}
-	return int64(n), true
 }

@@ -63,7 +63,7 @@ func (c *client) toDedicated(cmds []redcon.Command) {
 		// reply: SYNC refuses to start while a reply is pending. Refused (a busy script), the
 		// connection stays unnamed.
 		var re *replyError
-		if _, err := c.s.dialer.roundTrip(nc, br, appendCommand(nil, "CLIENT", "SETNAME", c.name), 1); err != nil && !errors.As(err, &re) {
+		if _, err := c.s.dialer.roundTrip(nc, br, resp.AppendCommand(nil, "CLIENT", "SETNAME", c.name), 1); err != nil && !errors.As(err, &re) {
 			nc.Close()
 			nc, br = nil, nil
 		}
@@ -217,7 +217,7 @@ func (d *dedicated) trackQuit([][]byte) int64 {
 }
 
 func (d *dedicated) trackSelect(args [][]byte) int64 {
-	if n, ok := parseInt(args[len(args)-1]); ok && len(args) == 2 && n >= 0 && n <= math.MaxInt32 {
+	if n, ok := resp.ParseInt(args[len(args)-1]); ok && len(args) == 2 && n >= 0 && n <= math.MaxInt32 {
 		if d.inMulti {
 			d.multiDB, d.hasDB = int(n), true
 		} else {
@@ -287,7 +287,7 @@ func (d *dedicated) trackClient(args [][]byte) int64 {
 func (d *dedicated) trackReset(args [][]byte) int64 {
 	d.db, d.inMulti, d.hasDB = 0, false, false
 	if id := d.c.s.defaultID; id.creds() && len(args) == 1 {
-		d.out = appendCommand(d.out, "AUTH", id.user, id.pass)
+		d.out = resp.AppendCommand(d.out, "AUTH", id.user, id.pass)
 		d.resetAuth.Add(1)
 	}
 	return 0

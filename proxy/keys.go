@@ -1,6 +1,10 @@
 package proxy
 
-import "bytes"
+import (
+	"bytes"
+
+	"github.com/sessionproxy/sessionproxy/internal/resp"
+)
 
 // keySpec says which arguments of a command are keys, as Redis' COMMAND reports them: a range
 // (first, last, step; last < 0 counts from the end), or for commands whose key positions move
@@ -248,7 +252,7 @@ func numkeys(at, from int) func([]int, [][]byte) []int {
 		if at >= len(args) {
 			return dst
 		}
-		n, ok := parseInt(args[at])
+		n, ok := resp.ParseInt(args[at])
 		if !ok || n <= 0 {
 			return dst
 		}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sessionproxy/sessionproxy/internal/resp"
 )
 
 // transientBackoff is how long a dial that Redis refused only for now (-BUSY, -LOADING) is
@@ -66,7 +68,7 @@ func (ps *pools) watchBusy(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		reply, err := ps.d.oneShot(ctx, poolKey{id: ps.d.base}, appendCommand(nil, "CONFIG", "GET", "busy-reply-threshold"), 1, nil)
+		reply, err := ps.d.oneShot(ctx, poolKey{id: ps.d.base}, resp.AppendCommand(nil, "CONFIG", "GET", "busy-reply-threshold"), 1, nil)
 		if err == nil {
 			if ms, ok := lastInt(reply); ok && ms >= 0 {
 				ps.busy.Store(int64(time.Duration(ms) * time.Millisecond))
@@ -79,7 +81,7 @@ func (ps *pools) watchBusy(ctx context.Context) {
 // lastInt parses the last line of a raw reply as an integer (CONFIG GET's value).
 func lastInt(reply []byte) (int64, bool) {
 	lines := bytes.Split(bytes.TrimSuffix(reply, []byte("\r\n")), []byte("\r\n"))
-	return parseInt(lines[len(lines)-1])
+	return resp.ParseInt(lines[len(lines)-1])
 }
 
 // pool is the set of shared connections for one key; a client always uses the same slot.

@@ -105,7 +105,7 @@ func New(opts Options) (*Server, error) {
 	var loadCmds []redcon.Command
 	for _, sc := range []*rewrite.Script{&scripts.Apply, &scripts.ApplyMany, &scripts.Sessions} {
 		start := len(load)
-		load = appendCommand(load, "SCRIPT", "LOAD", sc.Body)
+		load = resp.AppendCommand(load, "SCRIPT", "LOAD", sc.Body)
 		loadCmds = append(loadCmds, redcon.Command{Raw: load[start:len(load):len(load)]})
 	}
 	base := identity{user: opts.Username, pass: opts.Password, auth: opts.Username != "" || opts.Password != ""}
@@ -278,7 +278,7 @@ func (s *Server) serveCommand(rc redcon.Conn, cmd redcon.Command) {
 
 // CheckUpstream reports whether Redis answers PING within the read timeout: the readiness probe.
 func (s *Server) CheckUpstream(ctx context.Context) error {
-	reply, err := s.dialer.oneShot(ctx, poolKey{}, appendCommand(nil, "PING"), 1, nil)
+	reply, err := s.dialer.oneShot(ctx, poolKey{}, resp.AppendCommand(nil, "PING"), 1, nil)
 	if err != nil {
 		return err
 	}

@@ -74,7 +74,7 @@ func (d *dialer) dial(ctx context.Context, key poolKey, name string, shared bool
 	var setup []byte
 	n := 0
 	add := func(args ...string) {
-		setup = appendCommand(setup, args...)
+		setup = resp.AppendCommand(setup, args...)
 		n++
 	}
 	// A client may have chosen its DB before it logged in as a user that may not run SELECT
@@ -128,7 +128,7 @@ func (d *dialer) dial(ctx context.Context, key poolKey, name string, shared bool
 		})
 	}
 	if err == nil && reselect {
-		_, err = d.roundTrip(nc, br, appendCommand(nil, "SELECT", strconv.Itoa(db)), 1)
+		_, err = d.roundTrip(nc, br, resp.AppendCommand(nil, "SELECT", strconv.Itoa(db)), 1)
 	}
 	if err != nil {
 		nc.Close()
@@ -203,15 +203,6 @@ func (d *dialer) oneShot(ctx context.Context, key poolKey, raw []byte, n int, re
 type replyError struct{ raw []byte }
 
 func (e *replyError) Error() string { return string(e.raw[1 : len(e.raw)-2]) }
-
-// appendCommand encodes a command as a RESP multibulk.
-func appendCommand(dst []byte, args ...string) []byte {
-	dst = redcon.AppendArray(dst, len(args))
-	for _, a := range args {
-		dst = redcon.AppendBulkString(dst, a)
-	}
-	return dst
-}
 
 // request is one client's run of consecutive shared-route commands. A client has at most one
 // in flight, so each client reuses a single request (and its buffers and channel).

@@ -386,12 +386,12 @@ func (n *Normalizer) lineNum() (int64, bool) {
 	if l < 0 || l > maxNumLen {
 		return 0, false
 	}
-	return string2ll(n.num[:l])
+	return ParseInt(n.num[:l])
 }
 
-// string2ll is Redis' util.c string2ll: optional '-', no '+', no leading zeros except "0", no
-// spaces, fits int64, at most 20 bytes.
-func string2ll(s []byte) (int64, bool) {
+// ParseInt parses an integer as Redis' util.c string2ll does: optional '-', no '+', no leading
+// zeros except "0", no spaces, fits int64, at most 20 bytes.
+func ParseInt(s []byte) (int64, bool) {
 	if len(s) == 0 || len(s) > maxNumLen {
 		return 0, false
 	}

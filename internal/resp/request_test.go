@@ -318,9 +318,9 @@ func TestString2ll(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.in, func(t *testing.T) {
-			got, ok := string2ll([]byte(tc.in))
+			got, ok := ParseInt([]byte(tc.in))
 			if got != tc.want || ok != tc.ok {
-				t.Fatalf("string2ll(%q) = %d, %v; want %d, %v", tc.in, got, ok, tc.want, tc.ok)
+				t.Fatalf("ParseInt(%q) = %d, %v; want %d, %v", tc.in, got, ok, tc.want, tc.ok)
 			}
 		})
 	}
