@@ -34,7 +34,7 @@ type Config struct {
 	LogLevel        string   `yaml:"log_level"`        // debug|info|warn|error; default info
 	LogFormat       string   `yaml:"log_format"`       // text|json; default text
 	Procs           int      `yaml:"procs"`            // GOMAXPROCS; default 1
-	Ordering        string   `yaml:"ordering"`         // none|arrival; default none
+	Ordering        string   `yaml:"ordering"`         // auto|arrival|none; default auto
 	Upstream        Upstream `yaml:"upstream"`
 	Limits          Limits   `yaml:"limits"`
 	Index           Index    `yaml:"index"`
@@ -103,7 +103,7 @@ func Default() Config {
 		LogLevel:        "info",
 		LogFormat:       "text",
 		Procs:           1,
-		Ordering:        "none",
+		Ordering:        "auto",
 		Upstream: Upstream{
 			Addr:        "127.0.0.1:6379",
 			DialTimeout: Duration(2 * time.Second),
@@ -404,7 +404,7 @@ func (c Config) Validate() error {
 	check("log_level", oneOf(c.LogLevel, "debug", "info", "warn", "error"))
 	check("log_format", oneOf(c.LogFormat, "text", "json"))
 	check("procs", between(c.Procs, 1, 1024))
-	check("ordering", oneOf(c.Ordering, "none", "arrival"))
+	check("ordering", oneOf(c.Ordering, "auto", "arrival", "none"))
 	check("reaper.interval", positive(c.Reaper.Interval))
 	check("reaper.batch", between(c.Reaper.Batch, 1, 10000))
 	if c.Index.Prefix == "" {
@@ -536,7 +536,7 @@ var docs = map[string]string{
 	"reaper.interval":                   "How often the deadline ledger is swept.",
 	"reaper.batch":                      "Ledger entries cleaned per atomic step (bounds how long Redis is busy with one step).",
 	"reaper.notifications":              "Subscribe to expired/evicted keyevents, enabling them with CONFIG SET if needed; false runs on the sweep alone.",
-	"ordering":                          "arrival: commands of different clients reach Redis in the order their bytes reached the proxy, also when they come in microseconds apart (costs about a fifth more CPU per request under load, see README); none: each client's own order only, as most proxies keep it.",
+	"ordering":                          "Whether commands of different clients reach Redis in the order their bytes reached the proxy, also when they come in microseconds apart. arrival: always (about a fifth more CPU per request under load, see README); auto: while the proxy handles at most 2,000 batches a second (where the CPU is spare), not under load; none: each client's own order only, as most proxies keep it.",
 	"procs":                             "CPU cores the proxy's Go code may use at once (GOMAXPROCS). One is fastest when the proxy shares a small host with Redis and its clients (measured, see bench/README.md); raise it on a dedicated host with many clients.",
 	"upstream":                          "The Redis server to forward to.",
 	"upstream.addr":                     "Redis server, host:port.",

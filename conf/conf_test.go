@@ -126,7 +126,7 @@ func TestLoadBad(t *testing.T) {
 			"shutdown_timeout: must be > 0, got 0s",
 			`log_level: must be one of debug, info, warn, error, got "loud"`,
 			`log_format: must be one of text, json, got "xml"`,
-			`ordering: must be one of none, arrival, got "random"`,
+			`ordering: must be one of auto, arrival, none, got "random"`,
 			`upstream.addr: host missing in ":6379"`,
 			"upstream.read_timeout: must be > 0, got -1s",
 			"upstream.pool_size: must be >= 1, got 0",

@@ -45,3 +45,27 @@ func TestOrderGate(t *testing.T) {
 	next.handedOff()
 	stuck.handedOff()
 }
+
+// TestOrderAuto: OrderAuto keeps the gate on while batches come at most orderAutoRate a
+// second, off above it, and on again when the load goes.
+func TestOrderAuto(t *testing.T) {
+	var g orderGate
+	if !g.on(OrderAuto) {
+		t.Fatal("off on an idle proxy")
+	}
+	if g.on(OrderNone) || !g.on(OrderArrival) {
+		t.Fatal("OrderNone must be off and OrderArrival on, always")
+	}
+	for range 10 * orderAutoRate * int(orderWindow) / int(time.Second) { // ten times the rate
+		g.on(OrderAuto)
+	}
+	time.Sleep(orderWindow)
+	if g.on(OrderAuto) {
+		t.Error("still on after a window at ten times the rate")
+	}
+	time.Sleep(orderWindow + 10*time.Millisecond)
+	g.on(OrderAuto) // closes the quiet window
+	if !g.on(OrderAuto) {
+		t.Error("still off after a quiet window")
+	}
+}

@@ -32,11 +32,11 @@ type Options struct {
 	MaxClients      int
 	Limits          resp.Limits
 	ShutdownTimeout time.Duration
-	// ArrivalOrder keeps the order in which different clients' batches reached the proxy when
-	// handing them upstream (orderGate), at a CPU cost per batch.
-	ArrivalOrder bool
-	Logger       *slog.Logger
-	Registerer   prometheus.Registerer // nil: metrics are kept but not exported
+	// Ordering says when different clients' batches are handed upstream in the order they
+	// reached the proxy (orderGate), at a CPU cost per batch.
+	Ordering   Ordering
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer // nil: metrics are kept but not exported
 
 	// Schema says which keys are sessions and how they are indexed (required).
 	Schema *rewrite.Schema
@@ -125,6 +125,7 @@ func New(opts Options) (*Server, error) {
 		clients:   make(map[*client]struct{}),
 		listening: make(chan struct{}),
 	}
+	s.order.quiet.Store(true) // an idle proxy: OrderAuto's gate starts on
 	return s, nil
 }
 
@@ -142,12 +143,15 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("proxy: listen: %w", err)
 	}
-	if s.opts.ArrivalOrder {
+	if s.opts.Ordering != OrderNone {
 		resp.StampListener(ln)
 	}
 	s.addr = ln.Addr()
 	close(s.listening)
-	wl := &listener{Listener: ln, lim: s.opts.Limits, stamp: s.opts.ArrivalOrder, stop: make(chan struct{})}
+	wl := &listener{Listener: ln, lim: s.opts.Limits, stamp: s.opts.Ordering != OrderNone, stop: make(chan struct{})}
+	if s.opts.Ordering == OrderAuto {
+		wl.stampWhen = &s.order.quiet // under load the gate is off: plain reads, as without it
+	}
 	srv := redcon.NewServerNetwork("tcp", s.opts.Listen, s.serveCommand, s.accept, s.closed)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(wl) }()
@@ -255,7 +259,7 @@ func (s *Server) serveCommand(rc redcon.Conn, cmd redcon.Command) {
 	}
 	c.batch = append(c.batch[:0], cmd)
 	c.batch = append(c.batch, rc.ReadPipeline()...)
-	if s.opts.ArrivalOrder && c.conn != nil {
+	if s.order.on(s.opts.Ordering) && c.conn != nil {
 		if at := c.conn.Arrival(); at != 0 {
 			s.order.enter(c, at)
 		}
@@ -296,10 +300,11 @@ func (s *Server) CheckUpstream(ctx context.Context) error {
 // Accept until the drain is over: redcon closes every connection as soon as Accept fails.
 type listener struct {
 	net.Listener
-	lim     resp.Limits
-	stamp   bool // reads keep receive times (Options.ArrivalOrder)
-	closing atomic.Bool
-	stop    chan struct{}
+	lim       resp.Limits
+	stamp     bool         // reads keep receive times (Options.Ordering)
+	stampWhen *atomic.Bool // ... only while this is true (nil: always)
+	closing   atomic.Bool
+	stop      chan struct{}
 }
 
 func (l *listener) Accept() (net.Conn, error) {
@@ -309,6 +314,7 @@ func (l *listener) Accept() (net.Conn, error) {
 			rc := resp.NewConn(c, l.lim)
 			if l.stamp {
 				rc.Stamp()
+				rc.StampWhen(l.stampWhen)
 			}
 			return rc, nil
 		}

@@ -143,10 +143,21 @@ func proxyOptions(cfg conf.Config, logger *slog.Logger, reg prometheus.Registere
 			MaxInlineLen:    int(cfg.Limits.MaxInlineLen),
 		},
 		ShutdownTimeout: cfg.ShutdownTimeout.D(),
-		ArrivalOrder:    cfg.Ordering == "arrival",
+		Ordering:        ordering(cfg.Ordering),
 		Logger:          logger,
 		Registerer:      reg,
 	}, nil
+}
+
+// ordering maps the config's ordering (validated) to the proxy's.
+func ordering(s string) proxy.Ordering {
+	switch s {
+	case "arrival":
+		return proxy.OrderArrival
+	case "auto":
+		return proxy.OrderAuto
+	}
+	return proxy.OrderNone
 }
 
 func upstreamTLS(u conf.Upstream) (*tls.Config, error) {

@@ -631,15 +631,16 @@ type Conn struct {
 	wmu sync.Mutex // serializes writes to Conn
 
 	// Owned by the reader goroutine.
-	n       *Normalizer
-	raw     []byte // read buffer
-	out     []byte // normalized bytes not yet returned: out[off:]
-	off     int
-	perr    *ProtocolError // protocol error to report once out is drained (sticky)
-	rerr    error          // error of the underlying Read, reported once out is drained
-	replied bool
-	stamp   *stamper // nil: plain reads, no receive times
-	arrival int64    // receive time (unix ns) of the last read's bytes; 0: unknown
+	n         *Normalizer
+	raw       []byte // read buffer
+	out       []byte // normalized bytes not yet returned: out[off:]
+	off       int
+	perr      *ProtocolError // protocol error to report once out is drained (sticky)
+	rerr      error          // error of the underlying Read, reported once out is drained
+	replied   bool
+	stamp     *stamper     // nil: plain reads, no receive times
+	stampWhen *atomic.Bool // nil: always; else reads keep receive times only while it is true
+	arrival   int64        // receive time (unix ns) of the last read's bytes; 0: unknown
 
 	// BeforeErrorReply, if set, runs before the protocol error reply is written: a caller whose
 	// replies to earlier commands are written by another goroutine waits for them here, so
@@ -675,6 +676,10 @@ func NewConn(c net.Conn, lim Limits) *Conn {
 // platform gives it (Linux TCP). Call before the first Read.
 func (c *Conn) Stamp() { c.stamp = newStamper(c.Conn) }
 
+// StampWhen makes Stamp's receive times depend on on: while it is false, reads are plain reads
+// (their Arrival is 0). Call before the first Read.
+func (c *Conn) StampWhen(on *atomic.Bool) { c.stampWhen = on }
+
 // Arrival is when the kernel received the bytes of the last read (unix ns), 0 if unknown.
 // Called on the reader goroutine.
 func (c *Conn) Arrival() int64 { return c.arrival }
@@ -709,10 +714,11 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		var nr int
 		var err error
-		if c.stamp != nil {
+		if c.stamp != nil && (c.stampWhen == nil || c.stampWhen.Load()) {
 			nr, c.arrival, err = c.stamp.read(c.raw)
 		} else {
 			nr, err = c.Conn.Read(c.raw)
+			c.arrival = 0
 		}
 		out, ferr := c.n.Feed(c.out[:0], c.raw[:nr])
 		c.out, c.off = out, 0
