@@ -275,3 +275,18 @@ func TestClientTrackingRedirect(t *testing.T) {
 		t.Fatalf("tracking client: %v", l)
 	}
 }
+
+// TestHelloID: HELLO's reply gives the same id as CLIENT ID, the proxy's id of the client, in
+// RESP2 and RESP3.
+func TestHelloID(t *testing.T) {
+	up := redistest.Start(t)
+	p := startProxy(t, up)
+	for _, proto := range []string{"2", "3"} {
+		c := dialRaw(t, p.Addr().String())
+		hello := c.do("HELLO", proto)
+		id := strings.TrimSuffix(strings.TrimPrefix(c.do("CLIENT", "ID"), ":"), "\r\n")
+		if !strings.Contains(hello, "$2\r\nid\r\n:"+id+"\r\n") {
+			t.Errorf("HELLO %s: reply %q does not carry CLIENT ID's %s", proto, clip([]byte(hello)), id)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"math"
 	"strconv"
 
@@ -111,10 +112,11 @@ func cmdHello(c *client, args [][]byte) {
 	if !ok {
 		return
 	}
-	c.write(reply)
 	if len(reply) == 0 || (reply[0] != '%' && reply[0] != '*') {
+		c.write(reply)
 		return // an error: nothing changed
 	}
+	c.write(withClientID(reply, c.id))
 	if len(args) > 1 {
 		c.resp3 = string(args[1]) == "3"
 	}
@@ -122,6 +124,26 @@ func cmdHello(c *client, args [][]byte) {
 		c.setIdentity(*login, acl)
 	}
 	c.name, c.pool = name, nil
+}
+
+// helloID is where HELLO's reply gives the connection's id (RESP2 and RESP3 alike).
+var helloID = []byte("$2\r\nid\r\n:")
+
+// withClientID puts the proxy's id of the client in HELLO's reply, in place of the id of the
+// upstream connection that answered it: the one CLIENT ID, INFO and LIST give.
+func withClientID(reply []byte, id uint64) []byte {
+	i := bytes.Index(reply, helloID)
+	if i < 0 {
+		return reply
+	}
+	start := i + len(helloID)
+	end := bytes.Index(reply[start:], []byte("\r\n"))
+	if end < 0 {
+		return reply
+	}
+	out := append([]byte{}, reply[:start]...)
+	out = strconv.AppendUint(out, id, 10)
+	return append(out, reply[start+end:]...)
 }
 
 // askRedis sends the client's command as it is on a fresh upstream connection in state key
