@@ -5,19 +5,23 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sessionproxy/sessionproxy/internal/resp"
 )
 
 // orderGate hands client batches upstream in the order their bytes reached the host. Each
 // client has its own goroutine, and Go's netpoller wakes the goroutines of clients whose bytes
 // came in together in reverse order, so without the gate a command written to the proxy after
 // another client's would reach Redis first (measured: 20-25 of 30 runs of a blocking
-// XREADGROUP overtaken by a DEL sent after it). A batch enters with the kernel's receive time
-// of its bytes, yields once so the goroutines woken with it read theirs too, then waits until
-// no earlier batch is still on its way upstream; it leaves once its first command is handed
+// XREADGROUP overtaken by a DEL sent after it). A batch registers with the kernel's receive
+// time of its bytes as soon as its read completes (arrived), yields once so the goroutines
+// woken with it read theirs too, then waits until no earlier batch is still on its way
+// upstream and no other client's bytes that arrived just before its own are still unread (the
+// probe: a goroutine the runtime has not run yet). It leaves once its first command is handed
 // to an upstream connection (written, or queued in order behind what is outstanding there).
 // The wait is bounded by orderWait: a batch that takes long to reach upstream (a dial to a
-// dead Redis) holds nobody for longer. The yields and waits cost about a fifth more CPU per
-// request under load: Options.Ordering says when the gate is on.
+// dead Redis) holds nobody for longer. The yields and waits cost CPU per request under load:
+// Options.Ordering says when the gate is on.
 type orderGate struct {
 	// window and batches measure the batch rate for OrderAuto; quiet is whether it was at most
 	// orderAutoRate over the last full window (reads keep receive times only then).
@@ -25,9 +29,13 @@ type orderGate struct {
 	batches atomic.Int64 // batches in it
 	quiet   atomic.Bool
 
+	// probe sees client bytes that arrived but that no goroutine has read yet (nil: off).
+	probe *resp.Prober
+
 	mu      sync.Mutex
-	pending []gateEntry // batches entered and not yet handed upstream
-	waiting []chan struct{}
+	pending []gateEntry // batches read (or entered) and not yet handed upstream
+	waiting []chan struct{} // batches behind an earlier one: leave wakes them
+	probing []chan struct{} // batches behind unread bytes: arrived wakes them
 }
 
 type gateEntry struct {
@@ -90,28 +98,61 @@ const orderFresh = 250 * time.Microsecond
 // earlier one is usually runnable and hands off within a yield or two.
 const orderSpins = 4
 
-// enter waits until c's batch, received at at, is the earliest one not handed upstream yet.
-func (g *orderGate) enter(c *client, at int64) {
+// orderRecent is how far back a batch looks for other clients' bytes that arrived before its
+// own and are still unread: a goroutine woken with it but not run yet is microseconds behind,
+// one that has not read for longer is busy with an earlier batch of its own (or blocked), and
+// waiting for it would only add latency.
+const orderRecent = 2 * time.Millisecond
+
+// arrived registers c's batch, whose last bytes the kernel received at at, as soon as its read
+// completes: between the read and enter (the parse) a later batch must already see it.
+// Called on c's reader goroutine (resp.Conn.OnBatch).
+func (g *orderGate) arrived(c *client, at int64) {
+	if c.gated {
+		return
+	}
+	c.gated = true
 	g.mu.Lock()
 	g.pending = append(g.pending, gateEntry{at, c})
+	g.probing = wake(g.probing) // a new batch frees nobody, but answers a probe
 	g.mu.Unlock()
-	c.gated = true
-	if time.Now().UnixNano()-at < int64(orderFresh) {
+}
+
+// enter waits until c's batch, received at at, is the earliest one not handed upstream yet,
+// and no other client's bytes that arrived in the orderRecent before it are still unread.
+func (g *orderGate) enter(c *client, at int64) {
+	if !c.gated {
+		c.gated = true
+		g.mu.Lock()
+		g.pending = append(g.pending, gateEntry{at, c})
+		g.mu.Unlock()
+	}
+	fresh := time.Now().UnixNano()-at < int64(orderFresh)
+	if fresh {
 		runtime.Gosched()
 	}
 	var timer *time.Timer
 	for spins := 0; ; spins++ {
 		g.mu.Lock()
-		if g.earliest(at) {
-			g.mu.Unlock()
+		first := g.earliest(at)
+		g.mu.Unlock()
+		if first && !(fresh && g.probe.Earlier(c.conn, at-int64(orderRecent), at)) {
 			return
 		}
 		if spins < orderSpins {
-			g.mu.Unlock()
 			runtime.Gosched()
 			continue
 		}
-		g.waiting = append(g.waiting, c.gateCh)
+		g.mu.Lock()
+		if g.earliest(at) != first { // a batch came or left meanwhile: look again
+			g.mu.Unlock()
+			continue
+		}
+		if first {
+			g.probing = append(g.probing, c.gateCh)
+		} else {
+			g.waiting = append(g.waiting, c.gateCh)
+		}
 		g.mu.Unlock()
 		if timer == nil {
 			timer = time.NewTimer(orderWait)
@@ -147,15 +188,20 @@ func (g *orderGate) leave(c *client) {
 			break
 		}
 	}
-	for _, ch := range g.waiting {
+	g.waiting = wake(g.waiting)
+	g.mu.Unlock()
+}
+
+// wake makes every batch parked on chs look again and returns chs emptied. Called with g.mu held.
+func wake(chs []chan struct{}) []chan struct{} {
+	for _, ch := range chs {
 		select {
 		case ch <- struct{}{}:
 		default:
 		}
 	}
-	clear(g.waiting)
-	g.waiting = g.waiting[:0]
-	g.mu.Unlock()
+	clear(chs)
+	return chs[:0]
 }
 
 // handedOff is called once the batch's first command is on its way upstream (and at the end

@@ -145,10 +145,13 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if s.opts.Ordering != OrderNone {
 		resp.StampListener(ln)
+		s.order.probe = resp.NewProber()
+		defer s.order.probe.Close()
 	}
 	s.addr = ln.Addr()
 	close(s.listening)
-	wl := &listener{Listener: ln, lim: s.opts.Limits, stamp: s.opts.Ordering != OrderNone, stop: make(chan struct{})}
+	wl := &listener{Listener: ln, lim: s.opts.Limits, stamp: s.opts.Ordering != OrderNone, probe: s.order.probe,
+		stop: make(chan struct{})}
 	if s.opts.Ordering == OrderAuto {
 		wl.stampWhen = &s.order.quiet // under load the gate is off: plain reads, as without it
 	}
@@ -222,6 +225,9 @@ func (s *Server) accept(rc redcon.Conn) bool {
 	}
 	c := newClient(s, rc, s.nextID.Add(1))
 	c.initInfo()
+	if c.conn != nil && s.opts.Ordering != OrderNone {
+		c.conn.OnBatch = func(at int64) { s.order.arrived(c, at) }
+	}
 	rc.SetContext(c)
 	s.mu.Lock()
 	s.clients[c] = struct{}{}
@@ -241,6 +247,7 @@ func (s *Server) closed(rc redcon.Conn, err error) {
 		s.m.errors.WithLabelValues(errKindProtocol).Inc()
 		s.log.Debug("client protocol error", "client", c.id, "err", pe.Msg)
 	}
+	c.handedOff()
 	c.release()
 	s.mu.Lock()
 	delete(s.clients, c)
@@ -303,6 +310,7 @@ type listener struct {
 	lim       resp.Limits
 	stamp     bool         // reads keep receive times (Options.Ordering)
 	stampWhen *atomic.Bool // ... only while this is true (nil: always)
+	probe     *resp.Prober // watches stamped connections for the order gate
 	closing   atomic.Bool
 	stop      chan struct{}
 }
@@ -315,6 +323,7 @@ func (l *listener) Accept() (net.Conn, error) {
 			if l.stamp {
 				rc.Stamp()
 				rc.StampWhen(l.stampWhen)
+				l.probe.Add(rc)
 			}
 			return rc, nil
 		}

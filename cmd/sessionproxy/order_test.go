@@ -11,12 +11,13 @@ import (
 // to a dedicated connection (a blocking XREADGROUP; an UNSUBSCRIBE on a subscribed client).
 // Each sequence runs 30 times straight against Redis and through the binary with `ordering:
 // arrival`, and with the default `ordering: auto` (the gate is on while the proxy is lightly
-// loaded, as here). Redis keeps the order every time. The proxy keeps it in most runs, not all: its
-// order gate (proxy/order.go) puts back the order Go's netpoller reverses, which measured
-// 27-30 of 30 per sequence on a 2-vCPU host (0-15 of 30 with the default `ordering: none`,
-// logged here too); a goroutine whose bytes the runtime has not polled yet when a later one is
-// ready cannot be waited for (README "What differs"). The test holds the gate to 2 runs in 3,
-// well above what the proxy does without it.
+// loaded, as here). The proxy writes the commands upstream in their order (proxy/order.go); what
+// is left is Redis' own order across its connections: it reads a connection it served in its
+// last event-loop turn before one that became readable earlier, and B's command goes on the
+// shared connection that just carried the setup. bench/orderprobe measures that on Redis alone:
+// 0 of 3000 runs reordered with B on a connection of its own, 22-32 of 3000 with B on the one
+// that created the group (README "What differs"). So the test allows 3 of 30 here; `ordering:
+// none` (logged) keeps the order in 0-23 of 30.
 func TestOrderAcrossConnections(t *testing.T) {
 	up := redistest.Start(t)
 	p := startProxy(t, up.Addr(), "SESSIONPROXY_ORDERING=arrival")
@@ -78,7 +79,7 @@ func TestOrderAcrossConnections(t *testing.T) {
 					}
 				}
 				t.Logf("%s: %d of %d runs in order", side.name, runs-bad, runs)
-				if side.name == "direct" && bad > 0 || side.name != "ordering none" && bad > runs/3 {
+				if side.name == "direct" && bad > 0 || side.name != "ordering none" && bad > 3 {
 					t.Errorf("%s: %d of %d runs out of order, e.g. %q", side.name, bad, runs, last)
 				}
 			}

@@ -642,6 +642,11 @@ type Conn struct {
 	stampWhen *atomic.Bool // nil: always; else reads keep receive times only while it is true
 	arrival   int64        // receive time (unix ns) of the last read's bytes; 0: unknown
 
+	// OnBatch, if set, runs when a read with a receive time ends at a command boundary, with
+	// that time: the bytes read so far are whole commands, which the caller will handle next.
+	// Set before the first Read; called on the reader goroutine.
+	OnBatch func(at int64)
+
 	// BeforeErrorReply, if set, runs before the protocol error reply is written: a caller whose
 	// replies to earlier commands are written by another goroutine waits for them here, so
 	// the error comes last, as from Redis. Set and called on the reader goroutine.
@@ -724,6 +729,8 @@ func (c *Conn) Read(p []byte) (int, error) {
 		c.out, c.off = out, 0
 		if ferr != nil {
 			c.perr = ferr.(*ProtocolError)
+		} else if c.OnBatch != nil && c.arrival != 0 && len(out) > 0 && c.n.state == stStart {
+			c.OnBatch(c.arrival)
 		}
 		c.rerr = err
 	}

@@ -15,6 +15,7 @@ import (
 // goroutines of one wake-up back in reverse).
 type stamper struct {
 	rc  syscall.RawConn
+	fd  int32 // for Prober; the connection's own goroutine is the only reader
 	oob [64]byte
 	// One read's state, kept here so that the callback (made once) allocates nothing.
 	p       []byte
@@ -36,12 +37,14 @@ func newStamper(c net.Conn) *stamper {
 		return nil
 	}
 	var serr error
+	var sfd int32
 	if err := rc.Control(func(fd uintptr) {
+		sfd = int32(fd)
 		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
 	}); err != nil || serr != nil {
 		return nil
 	}
-	s := &stamper{rc: rc}
+	s := &stamper{rc: rc, fd: sfd}
 	s.recvmsg = s.recv
 	return s
 }

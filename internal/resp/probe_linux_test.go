@@ -1,0 +1,82 @@
+//go:build linux
+
+package resp
+
+import (
+	"net"
+	"testing"
+	"time"
+)
+
+// TestProber: a connection's unread bytes are seen with their receive time, a peek consumes
+// nothing, the caller's own connection is skipped, and OnBatch reports whole commands only.
+func TestProber(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	StampListener(ln)
+	p := NewProber()
+	if p == nil {
+		t.Fatal("no epoll")
+	}
+	defer p.Close()
+	accept := func() (*Conn, net.Conn) {
+		t.Helper()
+		cl, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := NewConn(sc, DefaultLimits())
+		c.Stamp()
+		p.Add(c)
+		t.Cleanup(func() { cl.Close(); sc.Close() })
+		return c, cl
+	}
+	a, acl := accept()
+	b, bcl := accept()
+	before := time.Now().UnixNano()
+	if _, err := acl.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for !p.Earlier(b, before, time.Now().UnixNano()+1) {
+		if time.Now().After(deadline) {
+			t.Fatal("a's unread bytes not seen")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if p.Earlier(a, before, time.Now().UnixNano()+1) {
+		t.Fatal("own connection reported")
+	}
+	if p.Earlier(b, 0, before) {
+		t.Fatal("bytes that arrived after the window reported")
+	}
+	// Nothing was consumed; a read reports the same bytes and OnBatch once, at the boundary.
+	var batches []int64
+	a.OnBatch = func(at int64) { batches = append(batches, at) }
+	_, _ = bcl.Write([]byte("*1\r\n$4\r\nPI"))
+	buf := make([]byte, 64)
+	n, err := a.Read(buf)
+	if err != nil || string(buf[:n]) != "*1\r\n$4\r\nPING\r\n" {
+		t.Fatalf("read %q %v", buf[:n], err)
+	}
+	if len(batches) != 1 || batches[0] < before {
+		t.Fatalf("OnBatch calls %v", batches)
+	}
+	b.OnBatch = func(at int64) { batches = append(batches, at) }
+	if _, err := b.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	if len(batches) != 1 {
+		t.Fatal("OnBatch ran for part of a command")
+	}
+	if p.Earlier(b, 0, time.Now().UnixNano()) {
+		t.Fatal("read bytes still reported")
+	}
+}
