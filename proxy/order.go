@@ -33,7 +33,7 @@ type orderGate struct {
 	probe *resp.Prober
 
 	mu      sync.Mutex
-	pending []gateEntry // batches read (or entered) and not yet handed upstream
+	pending []gateEntry     // batches read (or entered) and not yet handed upstream
 	waiting []chan struct{} // batches behind an earlier one: leave wakes them
 	probing []chan struct{} // batches behind unread bytes: arrived wakes them
 }
