@@ -66,13 +66,23 @@ type IndexRule struct {
 
 // Upstream is the Redis server the proxy forwards to.
 type Upstream struct {
-	Addr        string   `yaml:"addr"`         // host:port; default "127.0.0.1:6379"
+	Mode        string   `yaml:"mode"`  // standalone | sentinel | cluster; default standalone
+	Addr        string   `yaml:"addr"`  // host:port; default "127.0.0.1:6379" (standalone)
+	Addrs       []string `yaml:"addrs"` // sentinel: the sentinels; cluster: seed nodes
+	Sentinel    Sentinel `yaml:"sentinel"`
 	Username    string   `yaml:"username"`     // ACL user the proxy's own and unauthenticated clients' connections use; "" = default user
 	Password    string   `yaml:"password"`     // "" = no AUTH
 	DialTimeout Duration `yaml:"dial_timeout"` // default 2s
 	ReadTimeout Duration `yaml:"read_timeout"` // bound on the proxy's own round trips (health check, AUTH check, connection setup); default 5s
 	PoolSize    int      `yaml:"pool_size"`    // shared upstream connections per (db, user); default 2
 	TLS         TLS      `yaml:"tls"`
+}
+
+// Sentinel says which master the sentinels of upstream.addrs watch for the proxy.
+type Sentinel struct {
+	Master   string `yaml:"master"`   // monitored master name; default "mymaster"
+	Username string `yaml:"username"` // AUTH for the sentinels themselves; "" = default user
+	Password string `yaml:"password"` // "" = no AUTH
 }
 
 // TLS configures TLS to the upstream. File paths are used as given, so relative
@@ -105,7 +115,10 @@ func Default() Config {
 		Procs:           1,
 		Ordering:        "auto",
 		Upstream: Upstream{
+			Mode:        "standalone",
 			Addr:        "127.0.0.1:6379",
+			Addrs:       []string{},
+			Sentinel:    Sentinel{Master: "mymaster"},
 			DialTimeout: Duration(2 * time.Second),
 			ReadTimeout: Duration(5 * time.Second),
 			PoolSize:    2,
@@ -221,7 +234,11 @@ func walkLeaves(v reflect.Value, prefix string, fn func(path string, v reflect.V
 		switch fv := v.Field(i); fv.Kind() {
 		case reflect.Struct:
 			walkLeaves(fv, prefix+name+".", fn)
-		case reflect.Slice, reflect.Map:
+		case reflect.Slice:
+			if fv.Type().Elem().Kind() == reflect.String { // a list of strings: comma-separated
+				fn(prefix+name, fv)
+			}
+		case reflect.Map:
 		default:
 			fn(prefix+name, fv)
 		}
@@ -247,6 +264,14 @@ func setString(v reflect.Value, s string) error {
 		switch v.Kind() {
 		case reflect.String:
 			v.SetString(s)
+		case reflect.Slice: // []string, comma-separated; "" is the empty list
+			list := []string{}
+			for f := range strings.SplitSeq(s, ",") {
+				if f = strings.TrimSpace(f); f != "" {
+					list = append(list, f)
+				}
+			}
+			v.Set(reflect.ValueOf(list))
 		case reflect.Bool:
 			b, err := strconv.ParseBool(s)
 			if err != nil {
@@ -431,7 +456,30 @@ func (c Config) Validate() error {
 	}
 
 	u := c.Upstream
-	check("upstream.addr", hostPort(u.Addr, true))
+	check("upstream.mode", oneOf(u.Mode, "standalone", "sentinel", "cluster"))
+	switch u.Mode {
+	case "standalone":
+		check("upstream.addr", hostPort(u.Addr, true))
+	case "sentinel", "cluster":
+		if len(u.Addrs) == 0 {
+			check("upstream.addrs", fmt.Errorf("must list at least one host:port in %s mode", u.Mode))
+		}
+		for i, a := range u.Addrs {
+			check(fmt.Sprintf("upstream.addrs[%d]", i), hostPort(a, true))
+		}
+	}
+	if u.Mode == "sentinel" && u.Sentinel.Master == "" {
+		check("upstream.sentinel.master", errors.New("must name the master the sentinels monitor"))
+	}
+	if u.Mode == "sentinel" && u.TLS.Enabled && u.TLS.ServerName == "" && !u.TLS.InsecureSkipVerify {
+		// The master's address changes; the certificate name to verify must not.
+		check("upstream.tls.server_name", errors.New("required with TLS in sentinel mode: the name every node's certificate carries"))
+	}
+	if u.Mode == "cluster" {
+		// Routing by slot is not built yet (README "Upstream modes"): refuse rather than run a
+		// proxy that would send every key to one node.
+		check("upstream.mode", errors.New("cluster is not available yet in this version; use standalone or sentinel"))
+	}
 	check("upstream.dial_timeout", positive(u.DialTimeout))
 	check("upstream.read_timeout", positive(u.ReadTimeout))
 	check("upstream.pool_size", between(u.PoolSize, 1, 64))
@@ -539,8 +587,14 @@ var docs = map[string]string{
 	"ordering":                          "Whether commands of different clients reach Redis in the order their bytes reached the proxy, also when they come in microseconds apart. arrival: always (about a fifth more CPU per request under load, see README); auto: while the proxy handles at most 2,000 batches a second (where the CPU is spare), not under load; none: each client's own order only, as most proxies keep it.",
 	"procs":                             "CPU cores the proxy's Go code may use at once (GOMAXPROCS). One is fastest when the proxy shares a small host with Redis and its clients (measured, see bench/README.md); raise it on a dedicated host with many clients.",
 	"upstream":                          "The Redis server to forward to.",
-	"upstream.addr":                     "Redis server, host:port.",
-	"upstream.username":                 `ACL user for the proxy's own connections and clients that have not sent AUTH; "" is the default user.`,
+	"upstream.mode":                     "standalone (one Redis at upstream.addr), sentinel (the master the sentinels at upstream.addrs report for upstream.sentinel.master, followed across failovers) or cluster (not available yet: refused).",
+	"upstream.addr":                     "Redis server, host:port (standalone mode).",
+	"upstream.addrs":                    "Sentinel mode: the sentinels, host:port each; cluster mode: seed nodes. From the environment: comma-separated.",
+	"upstream.sentinel":                 "Sentinel mode: which master to follow, and the sentinels' own AUTH.",
+	"upstream.sentinel.master":          "Name of the master the sentinels monitor.",
+	"upstream.sentinel.username":        `ACL user for the sentinels; "" is the default user.`,
+	"upstream.sentinel.password":        `Password for the sentinels; "" sends no AUTH.`,
+	"upstream.username":                 `ACL user (on every data node) for the proxy's own connections and clients that have not sent AUTH; "" is the default user.`,
 	"upstream.password":                 `Password for upstream.username; "" sends no AUTH.`,
 	"upstream.dial_timeout":             "Bound on connecting to the upstream.",
 	"upstream.read_timeout":             "Bound on the proxy's own round trips: health check, AUTH check, connection setup.",

@@ -31,7 +31,10 @@ func fullConfig() Config {
 		Procs:           4,
 		Ordering:        "arrival",
 		Upstream: Upstream{
+			Mode:        "sentinel",
 			Addr:        "redis.internal:6390",
+			Addrs:       []string{"10.0.0.1:26379", "10.0.0.2:26379"},
+			Sentinel:    Sentinel{Master: "sessions", Username: "watcher", Password: "s3ntinel"},
 			Username:    "proxy",
 			Password:    "s3cret",
 			DialTimeout: Duration(150 * time.Millisecond),
@@ -171,6 +174,25 @@ func TestValidate(t *testing.T) {
 			"upstream.tls.cert_file: required when upstream.tls.key_file is set"},
 		{"tls file is a directory", func(c *Config) { c.Upstream.TLS.CAFile = "testdata" },
 			"upstream.tls.ca_file: testdata is a directory"},
+		{"unknown mode", func(c *Config) { c.Upstream.Mode = "replica" },
+			`upstream.mode: must be one of standalone, sentinel, cluster, got "replica"`},
+		{"sentinel", func(c *Config) {
+			c.Upstream.Mode, c.Upstream.Addrs, c.Upstream.Addr = "sentinel", []string{"127.0.0.1:26379"}, ""
+		}, ""},
+		{"sentinel without sentinels", func(c *Config) { c.Upstream.Mode = "sentinel" },
+			"upstream.addrs: must list at least one host:port in sentinel mode"},
+		{"sentinel with a bad address", func(c *Config) {
+			c.Upstream.Mode, c.Upstream.Addrs = "sentinel", []string{"127.0.0.1:26379", "sentinel-2"}
+		}, `upstream.addrs[1]: want host:port, got "sentinel-2"`},
+		{"sentinel without a master name", func(c *Config) {
+			c.Upstream.Mode, c.Upstream.Addrs, c.Upstream.Sentinel.Master = "sentinel", []string{"127.0.0.1:26379"}, ""
+		}, "upstream.sentinel.master: must name the master the sentinels monitor"},
+		{"sentinel with tls needs a server name", func(c *Config) {
+			c.Upstream.Mode, c.Upstream.Addrs, c.Upstream.TLS.Enabled = "sentinel", []string{"127.0.0.1:26379"}, true
+		}, "upstream.tls.server_name: required with TLS in sentinel mode"},
+		{"cluster is refused for now", func(c *Config) {
+			c.Upstream.Mode, c.Upstream.Addrs = "cluster", []string{"127.0.0.1:7000"}
+		}, "upstream.mode: cluster is not available yet"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -249,6 +271,10 @@ func TestEnvEveryLeaf(t *testing.T) {
 	want.Index.Rules = Default().Index.Rules // a list is not settable from the environment
 	vars := map[string]string{}
 	walkLeaves(reflect.ValueOf(&want).Elem(), "", func(path string, v reflect.Value) {
+		if l, ok := v.Interface().([]string); ok {
+			vars[envName(path)] = strings.Join(l, ",")
+			return
+		}
 		vars[envName(path)] = fmt.Sprint(v.Interface()) // String() for Duration and Size
 	})
 	for _, name := range []string{"SESSIONPROXY_LISTEN", "SESSIONPROXY_UPSTREAM_ADDR",
@@ -291,6 +317,9 @@ func TestEnvBad(t *testing.T) {
 		}},
 		{"valid env, invalid config", map[string]string{"SESSIONPROXY_UPSTREAM_POOL_SIZE": "0"},
 			[]string{"upstream.pool_size: must be >= 1, got 0"}},
+		{"sentinels from the environment", map[string]string{"SESSIONPROXY_UPSTREAM_MODE": "sentinel",
+			"SESSIONPROXY_UPSTREAM_ADDRS": "127.0.0.1:26379, nohost ,", "SESSIONPROXY_UPSTREAM_SENTINEL_MASTER": ""},
+			[]string{`upstream.addrs[1]: want host:port, got "nohost"`, "upstream.sentinel.master: must name"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -55,6 +55,7 @@ type dedicated struct {
 func (c *client) toDedicated(cmds []redcon.Command) {
 	var nc net.Conn
 	var br *bufio.Reader
+	gen := c.s.dialer.gen.Load()
 	if p, err := c.s.pools.get(c.key()); err == nil {
 		nc, br = p.takeSpare()
 	}
@@ -77,6 +78,12 @@ func (c *client) toDedicated(cmds []redcon.Command) {
 			return
 		}
 	}
+	if c.s.dialer.gen.Load() != gen { // the upstream changed during the dial (a failover)
+		nc.Close()
+		c.s.m.upstreamDialErrors.Inc()
+		c.fail(len(cmds), errUpstreamChanged)
+		return
+	}
 	// Replies already written in this batch must reach the client before the relay writes.
 	if err := redcon.BaseWriter(c.rc).Flush(); err != nil {
 		nc.Close()
@@ -95,6 +102,9 @@ func (c *client) toDedicated(cmds []redcon.Command) {
 		})
 	}
 	c.ded.Store(d)
+	if c.s.dialer.gen.Load() != gen {
+		nc.Close() // SetUpstream ran since the check above and may have missed d
+	}
 	c.s.m.dedicated.Inc()
 	go d.relay()
 	d.forwardCounted(cmds, true)

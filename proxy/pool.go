@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
 	"net"
 	"slices"
 	"sync"
@@ -105,8 +106,9 @@ type pool struct {
 
 // spareConn is an idle upstream connection in its pool's state, not yet anyone's.
 type spareConn struct {
-	nc net.Conn
-	br *bufio.Reader
+	nc  net.Conn
+	br  *bufio.Reader
+	gen uint64 // the dialer's gen when it was dialed
 }
 
 type slot struct {
@@ -149,7 +151,7 @@ func (p *pool) takeSpare() (net.Conn, *bufio.Reader) {
 	if sp == nil {
 		return nil, nil
 	}
-	if !idleOpen(sp.nc) {
+	if sp.gen != p.p.d.gen.Load() || !idleOpen(sp.nc) { // dialed to a former upstream, or dropped
 		sp.nc.Close()
 		return nil, nil
 	}
@@ -174,6 +176,7 @@ func (p *pool) refill() {
 		defer ps.wg.Done()
 		defer p.refilling.Store(false)
 		ps.m.upstreamDials.Inc()
+		gen := ps.d.gen.Load()
 		nc, br, err := ps.d.dial(ps.ctx, p.key, "", false)
 		if err != nil {
 			ps.m.upstreamDialErrors.Inc()
@@ -182,7 +185,7 @@ func (p *pool) refill() {
 		ps.mu.RLock()
 		live := !ps.closed && ps.byKey[p.key] == p
 		if live {
-			if old := p.spare.Swap(&spareConn{nc: nc, br: br}); old != nil {
+			if old := p.spare.Swap(&spareConn{nc: nc, br: br, gen: gen}); old != nil {
 				old.nc.Close()
 			}
 		}
@@ -191,6 +194,17 @@ func (p *pool) refill() {
 			nc.Close()
 		}
 	}()
+}
+
+// closeConns closes every upstream connection of every pool (shared, spare, retired); the pools
+// stay, and dial again on their next use.
+func (ps *pools) closeConns() {
+	ps.mu.RLock()
+	all := slices.Collect(maps.Values(ps.byKey))
+	ps.mu.RUnlock()
+	for _, p := range all {
+		p.close()
+	}
 }
 
 // closeAll closes every shared connection; later gets fail.
@@ -211,13 +225,17 @@ var errShuttingDown = errors.New("proxy is shutting down")
 // conn returns the live shared connection of slot n, dialing it if needed.
 func (p *pool) conn(ctx context.Context, n uint64) (*sharedConn, error) {
 	sl := &p.slots[n%uint64(len(p.slots))]
-	if u := sl.cur.Load(); u != nil && !u.dead.Load() {
+	gen := p.p.d.gen.Load()
+	if u := sl.cur.Load(); u != nil && !u.dead.Load() && u.gen == gen {
 		return u, nil
 	}
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
 	if u := sl.cur.Load(); u != nil && !u.dead.Load() {
-		return u, nil
+		if u.gen == gen {
+			return u, nil
+		}
+		u.close() // dialed to the former upstream (a failover): it gets nothing more
 	}
 	if sl.lastErr != nil && time.Since(sl.lastFail) < redialBackoff {
 		return nil, sl.lastErr
@@ -236,7 +254,7 @@ func (p *pool) conn(ctx context.Context, n uint64) (*sharedConn, error) {
 		return nil, err
 	}
 	sl.lastErr = nil
-	u := newSharedConn(nc, br, p.p.m, &p.p.busy)
+	u := newSharedConn(nc, br, p.p.m, &p.p.busy, gen)
 	sl.cur.Store(u)
 	return u, nil
 }

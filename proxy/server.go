@@ -112,8 +112,9 @@ func New(opts Options) (*Server, error) {
 	if base.user == "" {
 		base.user = "default"
 	}
-	d := &dialer{addr: opts.Upstream, base: base, tls: opts.TLS, dialTimeout: opts.DialTimeout, readTimeout: opts.ReadTimeout,
+	d := &dialer{base: base, tls: opts.TLS, dialTimeout: opts.DialTimeout, readTimeout: opts.ReadTimeout,
 		sharedSetup: load, sharedSetupN: len(loadCmds)}
+	d.addr.Store(&opts.Upstream)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		opts: opts, log: opts.Logger, m: m, table: table, dialer: d,
@@ -161,7 +162,7 @@ func (s *Server) Run(ctx context.Context) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	s.pools.wg.Go(func() { s.pools.watchBusy(watchCtx) })
-	s.log.Info("listening", "addr", s.addr.String(), "upstream", s.opts.Upstream)
+	s.log.Info("listening", "addr", s.addr.String(), "upstream", s.Upstream())
 
 	select {
 	case err := <-served:
@@ -285,6 +286,31 @@ func (s *Server) serveCommand(rc redcon.Conn, cmd redcon.Command) {
 	s.m.bytesIn.Add(float64(in))
 	s.m.bytesOut.Add(float64(c.written))
 	c.written = 0
+}
+
+// Upstream is the Redis address new upstream connections go to.
+func (s *Server) Upstream() string { return *s.dialer.addr.Load() }
+
+// SetUpstream points the proxy at another Redis: the new master after a Sentinel failover.
+// Every upstream connection open now is closed, so the former master, gone or demoted, gets
+// nothing more: commands in flight on shared connections are answered `-ERR upstream
+// connection lost`, clients on dedicated connections (MULTI, subscribers, blocking commands)
+// are disconnected as Redis disconnects them when it goes, and the pools dial addr on their
+// next use. Connections dialed meanwhile to the former address are dropped when next used.
+func (s *Server) SetUpstream(addr string) {
+	if old := s.dialer.addr.Swap(&addr); *old == addr {
+		return
+	}
+	s.dialer.gen.Add(1)
+	s.pools.closeConns()
+	s.mu.Lock()
+	for c := range s.clients {
+		if d := c.ded.Load(); d != nil {
+			d.nc.Close()
+		}
+	}
+	s.mu.Unlock()
+	s.log.Warn("upstream changed: closed every upstream connection", "upstream", addr)
 }
 
 // CheckUpstream reports whether Redis answers PING within the read timeout: the readiness probe.

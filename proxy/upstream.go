@@ -21,6 +21,8 @@ import (
 var (
 	// ErrUpstreamLost is the reply for commands whose upstream connection failed before they were answered.
 	ErrUpstreamLost = errors.New("upstream connection lost")
+	// errUpstreamChanged: a connection was dialed to an upstream the proxy has since left.
+	errUpstreamChanged = errors.New("upstream unavailable: the master changed (failover)")
 	// ErrUpstreamDesync means the upstream sent a reply nobody asked for.
 	ErrUpstreamDesync = errors.New("upstream sent an unexpected reply")
 )
@@ -38,7 +40,10 @@ func (id identity) creds() bool { return id.auth }
 
 // dialer opens upstream connections and brings them to a (identity, db) state.
 type dialer struct {
-	addr        string
+	// addr is where new connections go; gen counts its changes (SetUpstream), so that a
+	// connection dialed before a change is known as one to the old address.
+	addr        atomic.Pointer[string]
+	gen         atomic.Uint64
 	base        identity // the proxy's own user: a new connection's SELECT runs as it
 	tls         *tls.Config
 	dialTimeout time.Duration
@@ -55,7 +60,8 @@ type dialer struct {
 func (d *dialer) dial(ctx context.Context, key poolKey, name string, shared bool) (net.Conn, *bufio.Reader, error) {
 	id, db := key.id, key.db
 	nd := net.Dialer{Timeout: d.dialTimeout, KeepAlive: 15 * time.Second}
-	nc, err := nd.DialContext(ctx, "tcp", d.addr)
+	addr := *d.addr.Load()
+	nc, err := nd.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("upstream unavailable: %w", err)
 	}
@@ -251,6 +257,7 @@ type sharedConn struct {
 	br   *bufio.Reader
 	dead atomic.Bool
 	m    *metrics
+	gen  uint64 // the dialer's gen when it was dialed
 
 	mu          sync.Mutex
 	wbuf        []byte
@@ -287,8 +294,8 @@ const holdAfter = time.Millisecond
 // nobody, and a move would only wait for the new connection's setup instead.
 const busyMargin = 20 * time.Millisecond
 
-func newSharedConn(nc net.Conn, br *bufio.Reader, m *metrics, busy *atomic.Int64) *sharedConn {
-	u := &sharedConn{nc: nc, br: br, m: m, busy: busy}
+func newSharedConn(nc net.Conn, br *bufio.Reader, m *metrics, busy *atomic.Int64, gen uint64) *sharedConn {
+	u := &sharedConn{nc: nc, br: br, m: m, busy: busy, gen: gen}
 	go u.readLoop()
 	return u
 }

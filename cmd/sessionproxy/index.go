@@ -10,9 +10,11 @@ import (
 	"os"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sessionproxy/sessionproxy/conf"
+	"github.com/sessionproxy/sessionproxy/internal/sentinel"
 	"github.com/sessionproxy/sessionproxy/reaper"
 	"github.com/sessionproxy/sessionproxy/rewrite"
 )
@@ -27,21 +29,27 @@ func schema(cfg conf.Index) (*rewrite.Schema, error) {
 	return rewrite.NewSchema(cfg.Prefix, rules)
 }
 
-// upstreams hands out one go-redis client per DB for the proxy's own non-passthrough work.
+// upstreams hands out one go-redis client per DB for the proxy's own non-passthrough work. In
+// sentinel mode they are failover clients: they follow the master the sentinels name.
 type upstreams struct {
-	opts redis.Options
-	mu   sync.Mutex
-	byDB map[int]*redis.Client
+	opts     redis.Options
+	sentinel *conf.Upstream // nil: standalone
+	mu       sync.Mutex
+	byDB     map[int]*redis.Client
 }
 
 func newUpstreams(u conf.Upstream, tlsCfg *tls.Config) *upstreams {
-	return &upstreams{byDB: map[int]*redis.Client{}, opts: redis.Options{
+	ups := &upstreams{byDB: map[int]*redis.Client{}, opts: redis.Options{
 		Addr: u.Addr, Username: u.Username, Password: u.Password, TLSConfig: tlsCfg,
 		DialTimeout: u.DialTimeout.D(), ReadTimeout: u.ReadTimeout.D(), WriteTimeout: u.ReadTimeout.D(),
 		Protocol: 2, PoolSize: 4, DisableIdentity: true,
 		// The reaper retries on its next tick: fail fast instead of stacking dial retries.
 		MaxRetries: 1, DialerRetries: 1,
 	}}
+	if u.Mode == "sentinel" {
+		ups.sentinel = &u
+	}
+	return ups
 }
 
 func (u *upstreams) db(n int) *redis.Client {
@@ -51,10 +59,26 @@ func (u *upstreams) db(n int) *redis.Client {
 	if c == nil {
 		o := u.opts
 		o.DB = n
-		c = redis.NewClient(&o)
+		if s := u.sentinel; s != nil {
+			c = redis.NewFailoverClient(&redis.FailoverOptions{MasterName: s.Sentinel.Master,
+				SentinelAddrs: s.Addrs, SentinelUsername: s.Sentinel.Username, SentinelPassword: s.Sentinel.Password,
+				Username: o.Username, Password: o.Password, TLSConfig: o.TLSConfig, DB: n,
+				DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+				Protocol: 2, PoolSize: o.PoolSize, DisableIdentity: true, MaxRetries: o.MaxRetries, DialerRetries: 1})
+		} else {
+			c = redis.NewClient(&o)
+		}
 		u.byDB[n] = c
 	}
 	return c
+}
+
+// newWatcher builds the sentinel watcher of the data path; node holds the data nodes' options.
+func newWatcher(u conf.Upstream, node redis.Options, tlsCfg *tls.Config, logger *slog.Logger,
+	reg prometheus.Registerer, onSwitch func(addr string)) (*sentinel.Watcher, error) {
+	return sentinel.New(sentinel.Options{Addrs: u.Addrs, Master: u.Sentinel.Master,
+		Username: u.Sentinel.Username, Password: u.Sentinel.Password, Node: node, TLS: tlsCfg,
+		OnSwitch: onSwitch, Logger: logger, Registerer: reg})
 }
 
 func (u *upstreams) Close() {

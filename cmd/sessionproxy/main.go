@@ -28,6 +28,7 @@ import (
 
 	"github.com/sessionproxy/sessionproxy/conf"
 	"github.com/sessionproxy/sessionproxy/internal/resp"
+	"github.com/sessionproxy/sessionproxy/internal/sentinel"
 	"github.com/sessionproxy/sessionproxy/proxy"
 	"github.com/sessionproxy/sessionproxy/reaper"
 )
@@ -96,8 +97,23 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 	ups := newUpstreams(cfg.Upstream, opts.TLS)
 	defer ups.Close()
 	opts.Repair = repairFunc(reaper.NewRepairer(opts.Schema, reaper.DefaultBatch), ups)
-	srv, err := proxy.New(opts)
-	if err != nil {
+	var srv *proxy.Server
+	var watch *sentinel.Watcher
+	if cfg.Upstream.Mode == "sentinel" {
+		// The data path follows the master the sentinels name; the reaper's and repair's
+		// go-redis clients do so through go-redis' failover client (newUpstreams).
+		if watch, err = newWatcher(cfg.Upstream, ups.opts, opts.TLS, logger, reg, func(addr string) { srv.SetUpstream(addr) }); err != nil {
+			return err
+		}
+		defer watch.Close()
+		rctx, cancel := context.WithTimeout(context.Background(), cfg.Upstream.ReadTimeout.D())
+		opts.Upstream, err = watch.Resolve(rctx)
+		cancel()
+		if err != nil { // start anyway: clients get "upstream unavailable" until a master is found
+			logger.Error("no master yet; looking on", "err", err)
+		}
+	}
+	if srv, err = proxy.New(opts); err != nil {
 		return err
 	}
 	rp, err := reaper.New(reaper.Options{Schema: opts.Schema, DB: ups.db, Interval: cfg.Reaper.Interval.D(),
@@ -110,6 +126,9 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(ctx) })
 	g.Go(func() error { return rp.Run(ctx) })
+	if watch != nil {
+		g.Go(func() error { return watch.Run(ctx) })
+	}
 	if cfg.Metrics != "" {
 		g.Go(func() error { return serveHTTP(ctx, cfg.Metrics, reg, srv, cfg.Upstream.ReadTimeout.D()) })
 	}
@@ -202,10 +221,10 @@ func serveHTTP(ctx context.Context, addr string, reg *prometheus.Registry, srv *
 		pctx, cancel := context.WithTimeout(r.Context(), probeTimeout)
 		defer cancel()
 		if err := srv.CheckUpstream(pctx); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			http.Error(w, fmt.Sprintf("%v (upstream %s)", err, srv.Upstream()), http.StatusServiceUnavailable)
 			return
 		}
-		_, _ = io.WriteString(w, "ok\n")
+		_, _ = fmt.Fprintf(w, "ok\nupstream %s\n", srv.Upstream())
 	})
 	// Profiles on the (loopback by default) operations listener: how speed work is measured.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
