@@ -41,12 +41,7 @@ func Start(t testing.TB, extra ...string) *Server {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Skip("redis-server not installed")
 	}
-	s := &Server{t: t, Dir: t.TempDir(), Port: FreePort(t)}
-	s.args = append([]string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.Dir, "--logfile", "redis.log"}, extra...)
-	s.start()
-	t.Cleanup(s.Stop)
-	return s
+	return startOn(t, FreePort(t), extra...)
 }
 
 func (s *Server) start() {

@@ -1,0 +1,116 @@
+package redistest
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Cluster is a Redis Cluster of real redis-server processes on loopback.
+type Cluster struct {
+	Nodes []*Server // in the order given to redis-cli --cluster create: primaries first
+}
+
+// Addrs are the nodes' host:port.
+func (c *Cluster) Addrs() []string {
+	out := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		out[i] = n.Addr()
+	}
+	return out
+}
+
+// StartCluster runs primaries*(1+replicas) cluster-enabled nodes, joins them with `redis-cli
+// --cluster create --cluster-replicas replicas --cluster-yes`, waits until every node reports
+// the cluster ok, and stops them all when the test ends.
+func StartCluster(t testing.TB, primaries, replicas int, extra ...string) *Cluster {
+	t.Helper()
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		t.Skip("redis-cli not installed")
+	}
+	n := primaries * (1 + replicas)
+	c := &Cluster{}
+	for range n {
+		port := freeClusterPort(t)
+		args := append([]string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", "2000"}, extra...)
+		c.Nodes = append(c.Nodes, startOn(t, port, args...))
+	}
+	create := append([]string{"--cluster", "create"}, c.Addrs()...)
+	create = append(create, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
+	out, err := exec.Command("redis-cli", create...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("redistest: redis-cli --cluster create: %v\n%s", err, out)
+	}
+	if err := c.WaitOK(30 * time.Second); err != nil {
+		t.Fatalf("redistest: %v\n%s", err, out)
+	}
+	return c
+}
+
+// WaitOK waits until every live node reports cluster_state:ok, all 16384 slots ok, and knows
+// every node.
+func (c *Cluster) WaitOK(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, last := true, ""
+		for _, n := range c.Nodes {
+			if !n.running() {
+				continue // stopped by the test
+			}
+			info, err := n.DoText("CLUSTER", "INFO")
+			if err != nil || !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, "cluster_slots_ok:16384") {
+				ok, last = false, fmt.Sprintf("%s: %v %s", n.Addr(), err, info)
+				break
+			}
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cluster not ok after %v: %s", timeout, last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// startOn runs a redis-server on port (see Start).
+func startOn(t testing.TB, port int, extra ...string) *Server {
+	t.Helper()
+	s := &Server{t: t, Dir: t.TempDir(), Port: port}
+	s.args = append([]string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.Dir, "--logfile", "redis.log"}, extra...)
+	s.start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// freeClusterPort is a free port whose cluster bus port (+10000) is free too, below 55535.
+func freeClusterPort(t testing.TB) int {
+	t.Helper()
+	for range 200 {
+		p := FreePort(t)
+		if p+10000 >= 65536 {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+10000)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return p
+	}
+	t.Fatal("redistest: no free port pair for a cluster node")
+	return 0
+}
+
+// running reports whether the server process is up (not stopped by the test).
+func (s *Server) running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd != nil
+}
