@@ -23,7 +23,7 @@ func TestSlot(t *testing.T) {
 		{"{user1000}.following", 3443},
 		{"{user1000}.followers", 3443},
 		{"user1000", 3443},
-		{"foo{}{bar}", 8363},   // empty first tag: the whole key
+		{"foo{}{bar}", 8363},    // empty first tag: the whole key
 		{"foo{{bar}}zap", 4015}, // tag "{bar"
 		{"foo{bar}{zap}", 5061}, // first tag only: "bar"
 		{"{", 4092},
