@@ -475,11 +475,6 @@ func (c Config) Validate() error {
 		// The master's address changes; the certificate name to verify must not.
 		check("upstream.tls.server_name", errors.New("required with TLS in sentinel mode: the name every node's certificate carries"))
 	}
-	if u.Mode == "cluster" {
-		// Routing by slot is not built yet (README "Upstream modes"): refuse rather than run a
-		// proxy that would send every key to one node.
-		check("upstream.mode", errors.New("cluster is not available yet in this version; use standalone or sentinel"))
-	}
 	check("upstream.dial_timeout", positive(u.DialTimeout))
 	check("upstream.read_timeout", positive(u.ReadTimeout))
 	check("upstream.pool_size", between(u.PoolSize, 1, 64))
@@ -587,7 +582,7 @@ var docs = map[string]string{
 	"ordering":                          "Whether commands of different clients reach Redis in the order their bytes reached the proxy, also when they come in microseconds apart. arrival: always (about a fifth more CPU per request under load, see README); auto: while the proxy handles at most 2,000 batches a second (where the CPU is spare), not under load; none: each client's own order only, as most proxies keep it.",
 	"procs":                             "CPU cores the proxy's Go code may use at once (GOMAXPROCS). One is fastest when the proxy shares a small host with Redis and its clients (measured, see bench/README.md); raise it on a dedicated host with many clients.",
 	"upstream":                          "The Redis server to forward to.",
-	"upstream.mode":                     "standalone (one Redis at upstream.addr), sentinel (the master the sentinels at upstream.addrs report for upstream.sentinel.master, followed across failovers) or cluster (not available yet: refused).",
+	"upstream.mode":                     "standalone (one Redis at upstream.addr), sentinel (the master the sentinels at upstream.addrs report for upstream.sentinel.master, followed across failovers) or cluster (experimental: routing by slot across the primaries of a Redis Cluster; no session index yet, see README).",
 	"upstream.addr":                     "Redis server, host:port (standalone mode).",
 	"upstream.addrs":                    "Sentinel mode: the sentinels, host:port each; cluster mode: seed nodes. From the environment: comma-separated.",
 	"upstream.sentinel":                 "Sentinel mode: which master to follow, and the sentinels' own AUTH.",

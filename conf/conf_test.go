@@ -190,9 +190,11 @@ func TestValidate(t *testing.T) {
 		{"sentinel with tls needs a server name", func(c *Config) {
 			c.Upstream.Mode, c.Upstream.Addrs, c.Upstream.TLS.Enabled = "sentinel", []string{"127.0.0.1:26379"}, true
 		}, "upstream.tls.server_name: required with TLS in sentinel mode"},
-		{"cluster is refused for now", func(c *Config) {
-			c.Upstream.Mode, c.Upstream.Addrs = "cluster", []string{"127.0.0.1:7000"}
-		}, "upstream.mode: cluster is not available yet"},
+		{"cluster", func(c *Config) {
+			c.Upstream.Mode, c.Upstream.Addrs = "cluster", []string{"127.0.0.1:7000", "127.0.0.1:7001"}
+		}, ""},
+		{"cluster without seeds", func(c *Config) { c.Upstream.Mode = "cluster" },
+			"upstream.addrs: must list at least one host:port in cluster mode"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -26,6 +26,9 @@ type client struct {
 	resp3 bool // the client switched to RESP3 with HELLO 3
 	name  string
 	pool  *pool // cached pool for (ident, db); nil after either changes
+	// centries, cparts: a cluster-mode batch's plan (cluster.go), reused across batches.
+	centries []centry
+	cparts   []cpart
 	// acl: where the client's ACL user may run the index scripts (aclCheck); elsewhere its
 	// session writes pass plain and unindexed.
 	acl aclVerdict
@@ -91,6 +94,10 @@ func newClient(s *Server, rc redcon.Conn, id uint64) *client {
 func (c *client) run(cmds []redcon.Command) {
 	if d := c.ded.Load(); d != nil {
 		d.forward(cmds)
+		return
+	}
+	if c.s.cluster != nil {
+		c.runCluster(cmds)
 		return
 	}
 	c.pending, c.refs, c.scripts = c.pending[:0], c.refs[:0], c.scripts[:0]
@@ -512,7 +519,7 @@ func (c *client) close() {
 }
 
 // key is the upstream connection state the client's commands need.
-func (c *client) key() poolKey { return poolKey{c.ident, c.db, c.resp3} }
+func (c *client) key() poolKey { return poolKey{id: c.ident, db: c.db, resp3: c.resp3} }
 
 // setIdentity switches the ACL user the client's commands run as, with what it may do.
 func (c *client) setIdentity(id identity, acl aclVerdict) {

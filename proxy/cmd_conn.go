@@ -108,7 +108,7 @@ func cmdHello(c *client, args [][]byte) {
 			i++
 		}
 	}
-	reply, acl, ok := c.askRedis(poolKey{c.ident, 0, c.resp3}, args, login)
+	reply, acl, ok := c.askRedis(poolKey{id: c.ident, resp3: c.resp3}, args, login)
 	if !ok {
 		return
 	}

@@ -42,7 +42,7 @@ func subcommand(r route, subs ...string) func([][]byte) route {
 // once, not behind the busy script on a shared connection (or another client's). A SHUTDOWN
 // that succeeds ends the connection without a reply, and so does the proxy.
 func cmdAtOnce(c *client, args [][]byte) {
-	reply, err := c.askFresh(poolKey{c.ident, 0, c.resp3}, args)
+	reply, err := c.askFresh(poolKey{id: c.ident, resp3: c.resp3}, args)
 	switch {
 	case err == nil:
 		c.write(reply)

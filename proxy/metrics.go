@@ -23,6 +23,8 @@ type metrics struct {
 	rewrites           *prometheus.CounterVec
 	unindexed          prometheus.Counter
 	noScriptRetries    prometheus.Counter
+	redirects          *prometheus.CounterVec // cluster mode: -MOVED / -ASK followed
+	slotMaps           prometheus.Counter     // cluster mode: slot maps read
 }
 
 func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
@@ -60,6 +62,12 @@ func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
 		Name: "unindexed_writes_total", Help: "Session writes the proxy passed on without indexing (non-numeric user id under global-zset, too many arguments)."})
 	m.noScriptRetries = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "index",
 		Name: "noscript_retries_total", Help: "Batches whose script calls met an emptied script cache and were retried after reloading."})
+	m.redirects = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "cluster",
+		Name: "redirects_total", Help: "Cluster mode: -MOVED and -ASK replies the proxy followed, by kind."}, []string{"kind"})
+	m.slotMaps = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "cluster",
+		Name: "slot_map_reads_total", Help: "Cluster mode: slot maps read (CLUSTER SLOTS), at start, periodically and after -MOVED."})
+	m.redirects.WithLabelValues("moved")
+	m.redirects.WithLabelValues("ask")
 	m.rewrites.WithLabelValues("apply")
 	m.rewrites.WithLabelValues("sessions")
 	cmds := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
@@ -74,7 +82,7 @@ func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.clients, m.clientsTotal, m.rejected, cmds, m.errors, m.bytesIn, m.bytesOut,
 			m.upstreamRTT, m.upstreamDials, m.upstreamDialErrors, m.upstreamFailures, m.scriptHolds, m.dedicated,
-			m.rewrites, m.unindexed, m.noScriptRetries)
+			m.rewrites, m.unindexed, m.noScriptRetries, m.redirects, m.slotMaps)
 	}
 	return m
 }

@@ -27,7 +27,8 @@ const redialBackoff = 100 * time.Millisecond
 type poolKey struct {
 	id    identity
 	db    int
-	resp3 bool // HELLO 3: replies in RESP3
+	resp3 bool   // HELLO 3: replies in RESP3
+	node  string // cluster mode: the node (host:port); "" is the dialer's address
 }
 
 // pools holds the shared connections, a small fixed number per (identity, db).
@@ -138,7 +139,7 @@ func (ps *pools) get(key poolKey) (*pool, error) {
 		ps.byKey[key] = p
 	}
 	ps.mu.Unlock()
-	if created {
+	if created && key.node == "" { // cluster nodes' pools serve the shared path only (for now)
 		p.refill()
 	}
 	return p, nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -40,6 +41,9 @@ type Options struct {
 
 	// Schema says which keys are sessions and how they are indexed (required).
 	Schema *rewrite.Schema
+	// Cluster, if set, puts the proxy in front of a Redis Cluster (Upstream is then unused).
+	Cluster *ClusterOptions
+
 	// Repair runs SESSIONS.REINDEX (fix) and SESSIONS.CHECK over one rule of one DB; nil
 	// answers them with an error. cmd wires the reaper's implementation in.
 	Repair func(ctx context.Context, db, rule int, fix bool) (rewrite.Report, error)
@@ -53,6 +57,7 @@ type Server struct {
 	table     *commandTable
 	dialer    *dialer
 	pools     *pools
+	cluster   *clusterState // nil: one Redis (standalone, sentinel)
 	defaultID identity
 	schema    *rewrite.Schema
 	scripts   *rewrite.Scripts
@@ -114,6 +119,12 @@ func New(opts Options) (*Server, error) {
 	}
 	d := &dialer{base: base, tls: opts.TLS, dialTimeout: opts.DialTimeout, readTimeout: opts.ReadTimeout,
 		sharedSetup: load, sharedSetupN: len(loadCmds)}
+	if opts.Cluster != nil {
+		if len(opts.Cluster.Seeds) == 0 || opts.Cluster.Fetch == nil {
+			return nil, errors.New("proxy: invalid options: cluster mode without seeds")
+		}
+		opts.Upstream = opts.Cluster.Seeds[0] // the proxy's own one-off questions (AUTH checks...)
+	}
 	d.addr.Store(&opts.Upstream)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
@@ -127,6 +138,9 @@ func New(opts Options) (*Server, error) {
 		listening: make(chan struct{}),
 	}
 	s.order.quiet.Store(true) // an idle proxy: OrderAuto's gate starts on
+	if opts.Cluster != nil {
+		s.cluster = &clusterState{opts: *opts.Cluster, reads: m.slotMaps, addr: &d.addr}
+	}
 	return s, nil
 }
 
@@ -162,6 +176,12 @@ func (s *Server) Run(ctx context.Context) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	s.pools.wg.Go(func() { s.pools.watchBusy(watchCtx) })
+	if s.cluster != nil {
+		if err := s.cluster.refresh(watchCtx, ""); err != nil {
+			s.log.Error("cluster: no slot map yet; looking on", "err", err)
+		}
+		s.pools.wg.Go(func() { s.cluster.watch(watchCtx) })
+	}
 	s.log.Info("listening", "addr", s.addr.String(), "upstream", s.Upstream())
 
 	select {
@@ -288,8 +308,16 @@ func (s *Server) serveCommand(rc redcon.Conn, cmd redcon.Command) {
 	c.written = 0
 }
 
-// Upstream is the Redis address new upstream connections go to.
-func (s *Server) Upstream() string { return *s.dialer.addr.Load() }
+// Upstream is the Redis address new upstream connections go to; in cluster mode, the primaries.
+func (s *Server) Upstream() string {
+	if s.cluster != nil {
+		if m := s.cluster.m.Load(); m != nil {
+			return "cluster " + strings.Join(m.Primaries(), ",")
+		}
+		return "cluster (no slot map yet)"
+	}
+	return *s.dialer.addr.Load()
+}
 
 // SetUpstream points the proxy at another Redis: the new master after a Sentinel failover.
 // Every upstream connection open now is closed, so the former master, gone or demoted, gets
@@ -315,7 +343,18 @@ func (s *Server) SetUpstream(addr string) {
 
 // CheckUpstream reports whether Redis answers PING within the read timeout: the readiness probe.
 func (s *Server) CheckUpstream(ctx context.Context) error {
-	reply, err := s.dialer.oneShot(ctx, poolKey{}, resp.AppendCommand(nil, "PING"), 1, nil)
+	key := poolKey{}
+	if s.cluster != nil { // ready: every slot has a primary, and one of them answers
+		m := s.cluster.m.Load()
+		switch {
+		case m == nil:
+			return errors.New("cluster: no slot map yet")
+		case !m.Covered():
+			return errors.New("cluster: not every slot has a primary")
+		}
+		key.node = m.Primaries()[0]
+	}
+	reply, err := s.dialer.oneShot(ctx, key, resp.AppendCommand(nil, "PING"), 1, nil)
 	if err != nil {
 		return err
 	}

@@ -60,7 +60,10 @@ type dialer struct {
 func (d *dialer) dial(ctx context.Context, key poolKey, name string, shared bool) (net.Conn, *bufio.Reader, error) {
 	id, db := key.id, key.db
 	nd := net.Dialer{Timeout: d.dialTimeout, KeepAlive: 15 * time.Second}
-	addr := *d.addr.Load()
+	addr := key.node
+	if addr == "" {
+		addr = *d.addr.Load()
+	}
 	nc, err := nd.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("upstream unavailable: %w", err)

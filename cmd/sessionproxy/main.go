@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sessionproxy/sessionproxy/conf"
+	"github.com/sessionproxy/sessionproxy/internal/cluster"
 	"github.com/sessionproxy/sessionproxy/internal/resp"
 	"github.com/sessionproxy/sessionproxy/internal/sentinel"
 	"github.com/sessionproxy/sessionproxy/proxy"
@@ -113,6 +114,14 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 			logger.Error("no master yet; looking on", "err", err)
 		}
 	}
+	clustered := cfg.Upstream.Mode == "cluster"
+	if clustered {
+		node := ups.opts
+		opts.Cluster = &proxy.ClusterOptions{Seeds: cfg.Upstream.Addrs,
+			Fetch: func(ctx context.Context, addr string) ([]cluster.Range, error) { return cluster.Fetch(ctx, addr, node) }}
+		opts.Repair = nil
+		logger.Warn("cluster mode is experimental: commands are routed by slot, but the session index and the reaper are off")
+	}
 	if srv, err = proxy.New(opts); err != nil {
 		return err
 	}
@@ -125,7 +134,9 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 	defer stop()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(ctx) })
-	g.Go(func() error { return rp.Run(ctx) })
+	if !clustered { // the reaper's keys would span slots: cluster-wide reaping is not built yet
+		g.Go(func() error { return rp.Run(ctx) })
+	}
 	if watch != nil {
 		g.Go(func() error { return watch.Run(ctx) })
 	}

@@ -19,19 +19,9 @@ import (
 func TestMapOnRealCluster(t *testing.T) {
 	cl := redistest.StartCluster(t, 3, 1)
 	ctx := context.Background()
-	c := redis.NewClient(&redis.Options{Addr: cl.Nodes[0].Addr(), Protocol: 2, DisableIdentity: true})
-	defer c.Close()
-	slots, err := c.ClusterSlots(ctx).Result()
+	ranges, err := Fetch(ctx, cl.Nodes[0].Addr(), redis.Options{})
 	if err != nil {
 		t.Fatal(err)
-	}
-	var ranges []Range
-	for _, s := range slots {
-		r := Range{Start: s.Start, End: s.End, Primary: s.Nodes[0].Addr}
-		for _, n := range s.Nodes[1:] {
-			r.Replicas = append(r.Replicas, n.Addr)
-		}
-		ranges = append(ranges, r)
 	}
 	m, err := NewMap(ranges)
 	if err != nil {

@@ -109,3 +109,31 @@ func refFrame(b []byte, depth int) (int, bool) {
 	}
 	return 0, false
 }
+
+// FuzzReplyLen: the slice scanner agrees with the stream reader on every input, and
+// SplitArray's elements put together are the array's body.
+func FuzzReplyLen(f *testing.F) {
+	for _, s := range []string{"+OK\r\n", "$3\r\nfoo\r\n", "*2\r\n$1\r\na\r\n:1\r\n", "*-1\r\n", "%1\r\n+a\r\n+b\r\n",
+		"|1\r\n+k\r\n+v\r\n:3\r\n", "$-1\r\n", "*1\r\n*1\r\n$0\r\n\r\n", "$5\r\nab\r\n", "*3\r\n:1\r\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		want, rerr := AppendReply(nil, bufio.NewReader(bytes.NewReader(b)))
+		n, err := ReplyLen(b)
+		if (err == nil) != (rerr == nil) {
+			// the stream reader may fail for a reason the slice scanner reports the same way
+			t.Fatalf("ReplyLen(%q) = %d, %v; AppendReply: %v", b, n, err, rerr)
+		}
+		if err == nil && string(b[:n]) != string(want) {
+			t.Fatalf("ReplyLen(%q) = %d, AppendReply read %q", b, n, want)
+		}
+		if err == nil {
+			if elems, ok := SplitArray(nil, b[:n]); ok {
+				hdr := bytes.IndexByte(b, '\n') + 1
+				if got := bytes.Join(elems, nil); string(got) != string(b[hdr:n]) {
+					t.Fatalf("SplitArray(%q) = %q", b[:n], elems)
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,95 @@
+package resp
+
+import "fmt"
+
+// ReplyLen is the length of the one complete reply (RESP2 or RESP3) at the start of b, the
+// same grammar AppendReply reads from a stream; an error if b holds no complete, well-formed
+// reply.
+func ReplyLen(b []byte) (int, error) {
+	i, need := 0, 1
+	for need > 0 {
+		j := lineEnd(b, i)
+		if j < 0 {
+			return 0, fmt.Errorf("%w: incomplete reply", ErrBadReply)
+		}
+		line := b[i:j]
+		i = j + 2
+		if len(line) == 0 {
+			return 0, fmt.Errorf("%w: empty line", ErrBadReply)
+		}
+		switch line[0] {
+		case '+', '-', ':', '_', '#', ',', '(':
+			need--
+		case '$', '!', '=':
+			n, ok := parseLen(line[1:])
+			if !ok {
+				return 0, fmt.Errorf("%w: bad bulk length %q", ErrBadReply, line)
+			}
+			need--
+			if n < 0 {
+				continue
+			}
+			if n > int64(len(b)-i-2) { // the two bytes after the data are skipped, as AppendReply does
+				return 0, fmt.Errorf("%w: bulk of %d bytes incomplete", ErrBadReply, n)
+			}
+			i += int(n) + 2
+		case '*', '~', '>', '%', '|':
+			n, ok := parseLen(line[1:])
+			if !ok || n > int64(len(b)) {
+				return 0, fmt.Errorf("%w: bad aggregate length %q", ErrBadReply, line)
+			}
+			switch {
+			case n < 0:
+				need--
+			case line[0] == '%':
+				need += 2*int(n) - 1
+			case line[0] == '|':
+				need += 2 * int(n)
+			default:
+				need += int(n) - 1
+			}
+		default:
+			return 0, fmt.Errorf("%w: unexpected type byte %q", ErrBadReply, line[0])
+		}
+	}
+	return i, nil
+}
+
+// lineEnd is the index of the CRLF ending the line that starts at i, -1 if none.
+func lineEnd(b []byte, i int) int {
+	for j := i; j+1 < len(b); j++ {
+		if b[j] == '\r' && b[j+1] == '\n' {
+			return j
+		}
+		if b[j] == '\n' {
+			return -1
+		}
+	}
+	return -1
+}
+
+// SplitArray splits a complete array reply ('*' or RESP3 '~'/'>') into its elements' raw
+// bytes, appended to dst. ok is false for anything else (an error, a null array...).
+func SplitArray(dst [][]byte, b []byte) ([][]byte, bool) {
+	if len(b) == 0 || (b[0] != '*' && b[0] != '~' && b[0] != '>') {
+		return dst, false
+	}
+	j := lineEnd(b, 0)
+	if j < 0 {
+		return dst, false
+	}
+	n, ok := parseLen(b[1:j])
+	if !ok || n < 0 {
+		return dst, false
+	}
+	i := j + 2
+	for range n {
+		l, err := ReplyLen(b[i:])
+		if err != nil {
+			return dst, false
+		}
+		dst = append(dst, b[i:i+l])
+		i += l
+	}
+	return dst, i == len(b)
+}

@@ -1,0 +1,571 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tidwall/redcon"
+
+	"github.com/sessionproxy/sessionproxy/internal/cluster"
+	"github.com/sessionproxy/sessionproxy/internal/resp"
+)
+
+// ClusterOptions put the proxy in front of a Redis Cluster (experimental: see README "Cluster").
+type ClusterOptions struct {
+	Seeds []string // nodes to read the slot map from at first, host:port
+	// Fetch reads the slot ranges from the node at addr (CLUSTER SLOTS).
+	Fetch func(ctx context.Context, addr string) ([]cluster.Range, error)
+}
+
+// clusterRefresh is how often the slot map is read again without a redirect asking for it;
+// clusterRefreshGap is the least time between two reads (a burst of -MOVED reads it once).
+const (
+	clusterRefresh    = 5 * time.Second
+	clusterRefreshGap = 100 * time.Millisecond
+	clusterRedirects  = 5 // -MOVED/-ASK followed per command before its reply is relayed as is
+)
+
+// clusterState is the slot map and its refreshing.
+type clusterState struct {
+	opts  ClusterOptions
+	m     atomic.Pointer[cluster.Map]
+	reads prometheus.Counter // slot maps read
+	// addr is the dialer's address: the proxy's own one-off questions (AUTH, HELLO, SELECT
+	// checks, readiness) go to the first primary of the current map.
+	addr *atomic.Pointer[string]
+
+	mu   sync.Mutex // one read of the map at a time
+	last time.Time
+}
+
+// refresh reads the slot map from hint (a node a redirect named), the known primaries, or the
+// seeds, the first that answers with a map. Reads closer together than clusterRefreshGap are
+// skipped: the one just made serves.
+func (cs *clusterState) refresh(ctx context.Context, hint string) error {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if time.Since(cs.last) < clusterRefreshGap {
+		return nil
+	}
+	cands := []string{}
+	if hint != "" {
+		cands = append(cands, hint)
+	}
+	if m := cs.m.Load(); m != nil {
+		cands = append(cands, m.Primaries()...)
+	}
+	cands = append(cands, cs.opts.Seeds...)
+	var errs []error
+	for _, a := range cands {
+		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		ranges, err := cs.opts.Fetch(fctx, a)
+		cancel()
+		if err == nil {
+			var m *cluster.Map
+			if m, err = cluster.NewMap(ranges); err == nil {
+				cs.m.Store(m)
+				cs.reads.Inc()
+				first := m.Primaries()[0]
+				cs.addr.Store(&first)
+				cs.last = time.Now()
+				return nil
+			}
+		}
+		errs = append(errs, err)
+	}
+	cs.last = time.Now()
+	return fmt.Errorf("cluster: no slot map: %w", errors.Join(errs...))
+}
+
+// watch reads the map every clusterRefresh until ctx ends.
+func (cs *clusterState) watch(ctx context.Context) {
+	t := time.NewTicker(clusterRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_ = cs.refresh(ctx, "")
+		}
+	}
+}
+
+// mergeOp says how the replies of a command's parts make the client's one reply.
+type mergeOp uint8
+
+const (
+	opOne        mergeOp = iota // one part: its reply as it is
+	opSum                       // integers added (DEL, EXISTS, DBSIZE...)
+	opAllOK                     // +OK unless a part failed (MSET, FLUSHDB)
+	opPick                      // array elements picked back into key order (MGET)
+	opConcat                    // arrays joined (KEYS)
+	opSame                      // the first part's reply unless one failed (SCRIPT LOAD)
+	opAnd                       // arrays of 0/1 ANDed element-wise (SCRIPT EXISTS)
+	opFirstValue                // the first reply that is not a null (RANDOMKEY)
+	opScan                      // a SCAN on one node: its cursor re-encoded with the node
+)
+
+// centry is one client command of a cluster batch: answered by the proxy (reply, or local),
+// or sent as parts[first:first+n] whose replies op merges.
+type centry struct {
+	reply       []byte
+	local       *cmdSpec
+	args        [][]byte
+	op          mergeOp
+	first, n    int
+	picks       []cpick // opPick: where each key's element is
+	scanNode    int     // opScan: the primary's index
+	scanNodes   int     // opScan: how many primaries the cursor counts
+	isLocal     bool
+	hasReply    bool
+}
+
+// cpick: element elem of part part's array reply.
+type cpick struct{ part, elem int }
+
+// cpart is a command for one node.
+type cpart struct {
+	node string
+	raw  []byte
+}
+
+// errClusterUnsupported is the reply for a command the cluster mode does not carry yet.
+func errClusterUnsupported(name []byte) []byte {
+	return redcon.AppendError(nil, "ERR "+strings.ToUpper(string(name))+
+		" is not available through sessionproxy in cluster mode yet")
+}
+
+// Redis Cluster's own replies.
+const (
+	errCrossSlot   = "-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+	errClusterDown = "-CLUSTERDOWN Hash slot not served\r\n"
+)
+
+// splitOps: multi-key commands split by slot when their keys span slots, and how their
+// replies merge. Every other multi-key command gets -CROSSSLOT then, as from Redis Cluster.
+var splitOps = map[string]mergeOp{"mget": opPick, "mset": opAllOK, "del": opSum, "unlink": opSum,
+	"exists": opSum, "touch": opSum}
+
+// fanOps: keyless commands that concern the whole keyspace, sent to every primary.
+var fanOps = map[string]mergeOp{"dbsize": opSum, "keys": opConcat, "flushdb": opAllOK,
+	"flushall": opAllOK, "randomkey": opFirstValue}
+
+// fanSubOps: the same for subcommands (SCRIPT LOAD...), keyed "command subcommand".
+var fanSubOps = map[string]mergeOp{"script load": opSame, "script flush": opAllOK, "script exists": opAnd,
+	"function load": opSame, "function flush": opAllOK, "function delete": opAllOK,
+	"function restore": opAllOK}
+
+// clusterPlan plans one client command for the cluster: it appends its entry (and parts) to
+// es (ps). Pure: it reads the command table and the slot map only.
+func clusterPlan(es []centry, ps []cpart, spec *cmdSpec, args [][]byte, raw []byte, m *cluster.Map) ([]centry, []cpart) {
+	switch r := spec.routeOf(args); {
+	case spec.sessions || spec.name == "sessions.reindex" || spec.name == "sessions.check":
+		return append(es, centry{hasReply: true, reply: redcon.AppendError(nil,
+			"ERR SESSIONS commands are not available in cluster mode yet")}), ps
+	case r == routeLocal:
+		return append(es, centry{isLocal: true, local: spec, args: args}), ps
+	case r == routeDedicated:
+		return append(es, centry{hasReply: true, reply: errClusterUnsupported(args[0])}), ps
+	}
+	primaries := m.Primaries()
+	var keys [16]int
+	pos := spec.keyPositions(keys[:0], args)
+	if len(pos) == 0 {
+		op, fan := fanOps[spec.name]
+		if len(args) > 1 {
+			if sop, ok := fanSubOps[spec.name+" "+strings.ToLower(string(args[1]))]; ok {
+				op, fan = sop, true
+			}
+		}
+		switch {
+		case spec.name == "scan":
+			return planScan(es, ps, args, raw, primaries)
+		case fan:
+			e := centry{op: op, first: len(ps), n: len(primaries)}
+			for _, a := range primaries {
+				ps = append(ps, cpart{node: a, raw: raw})
+			}
+			return append(es, e), ps
+		}
+		// Anything else keyless (PING, INFO, CLUSTER ..., PUBLISH...) goes to one node.
+		return append(es, centry{op: opOne, first: len(ps), n: 1}), append(ps, cpart{node: primaries[0], raw: raw})
+	}
+	slot, cross := cluster.Slot(args[pos[0]]), false
+	for _, p := range pos[1:] {
+		if cluster.Slot(args[p]) != slot {
+			cross = true
+			break
+		}
+	}
+	if !cross {
+		node := m.Node(slot)
+		if node == "" {
+			return append(es, centry{hasReply: true, reply: []byte(errClusterDown)}), ps
+		}
+		return append(es, centry{op: opOne, first: len(ps), n: 1}), append(ps, cpart{node: node, raw: raw})
+	}
+	op, ok := splitOps[spec.name]
+	if !ok {
+		return append(es, centry{hasReply: true, reply: []byte(errCrossSlot)}), ps
+	}
+	return planSplit(es, ps, op, args, pos, m)
+}
+
+// planSplit splits a multi-key command by slot: one command per slot with its keys (and their
+// values, for MSET) in the client's order.
+func planSplit(es []centry, ps []cpart, op mergeOp, args [][]byte, pos []int, m *cluster.Map) ([]centry, []cpart) {
+	step := 1
+	if op == opAllOK { // MSET: key value pairs
+		step = 2
+	}
+	e := centry{op: op, first: len(ps)}
+	type group struct {
+		slot int
+		args [][]byte
+	}
+	var groups []group
+	for _, p := range pos {
+		s := cluster.Slot(args[p])
+		g := -1
+		for i := range groups {
+			if groups[i].slot == s {
+				g = i
+				break
+			}
+		}
+		if g < 0 {
+			if m.Node(s) == "" {
+				return append(es, centry{hasReply: true, reply: []byte(errClusterDown)}), ps
+			}
+			g = len(groups)
+			groups = append(groups, group{slot: s, args: [][]byte{args[0]}})
+		}
+		if op == opPick {
+			e.picks = append(e.picks, cpick{part: e.first + g, elem: len(groups[g].args) - 1})
+		}
+		groups[g].args = append(groups[g].args, args[p:p+step]...)
+	}
+	for _, g := range groups {
+		ps = append(ps, cpart{node: m.Node(g.slot), raw: appendArgs(nil, g.args)})
+	}
+	e.n = len(groups)
+	return append(es, e), ps
+}
+
+// planScan sends a SCAN to the primary its cursor names: the proxy's cursor is the node's
+// cursor times the number of primaries, plus the primary's index.
+func planScan(es []centry, ps []cpart, args [][]byte, raw []byte, primaries []string) ([]centry, []cpart) {
+	n := uint64(len(primaries))
+	cur, err := strconv.ParseUint(string(args[min(1, len(args)-1)]), 10, 64)
+	if len(args) < 2 || err != nil {
+		// Redis answers the arity or cursor error itself.
+		return append(es, centry{op: opOne, first: len(ps), n: 1}), append(ps, cpart{node: primaries[0], raw: raw})
+	}
+	node := int(cur % n)
+	sub := append([][]byte{args[0], []byte(strconv.FormatUint(cur/n, 10))}, args[2:]...)
+	return append(es, centry{op: opScan, first: len(ps), n: 1, scanNode: node, scanNodes: len(primaries)}),
+		append(ps, cpart{node: primaries[node], raw: appendArgs(nil, sub)})
+}
+
+// appendArgs encodes args as one RESP command.
+func appendArgs(dst []byte, args [][]byte) []byte {
+	dst = redcon.AppendArray(dst, len(args))
+	for _, a := range args {
+		dst = redcon.AppendBulk(dst, a)
+	}
+	return dst
+}
+
+// runCluster carries out one batch in cluster mode: each command goes to the primary of its
+// keys' slot (split by slot, or to every primary, where the command asks for it), one request
+// per node for the batch, and the replies go back in the client's order.
+func (c *client) runCluster(cmds []redcon.Command) {
+	cs := c.s.cluster
+	m := cs.m.Load()
+	if m == nil {
+		if err := cs.refresh(c.s.ctx, ""); err != nil || cs.m.Load() == nil {
+			c.fail(len(cmds), fmt.Errorf("upstream unavailable: %w", err))
+			return
+		}
+		m = cs.m.Load()
+	}
+	es, ps := c.centries[:0], c.cparts[:0]
+	for i := range cmds {
+		spec := c.s.table.lookup(cmds[i].Args[0])
+		c.s.m.commands[spec.idx].Inc()
+		es, ps = clusterPlan(es, ps, spec, cmds[i].Args, cmds[i].Raw, m)
+		if es[len(es)-1].isLocal {
+			c.execCluster(es[:len(es)-1], ps)
+			if c.closing {
+				return
+			}
+			e := es[len(es)-1]
+			e.local.local(c, e.args)
+			if c.closing {
+				return
+			}
+			es, ps = es[:0], ps[:0]
+		}
+	}
+	c.execCluster(es, ps)
+	clear(es)
+	clear(ps)
+	c.centries, c.cparts = es[:0], ps[:0]
+}
+
+// execCluster sends the parts, follows redirects, merges and writes the entries' replies.
+func (c *client) execCluster(es []centry, ps []cpart) {
+	if len(es) == 0 {
+		return
+	}
+	c.handedOff() // requests to several nodes keep no order with other clients' (README)
+	replies := make([][]byte, len(ps))
+	byNode := map[string][]int{}
+	var nodes []string
+	for i, p := range ps {
+		if _, ok := byNode[p.node]; !ok {
+			nodes = append(nodes, p.node)
+		}
+		byNode[p.node] = append(byNode[p.node], i)
+	}
+	send := func(node string) {
+		idx := byNode[node]
+		req := &request{done: make(chan struct{}, 1), cmds: make([]redcon.Command, len(idx))}
+		for j, i := range idx {
+			req.cmds[j] = redcon.Command{Raw: ps[i].raw}
+		}
+		err := c.doNode(node, req)
+		if err != nil {
+			req.err = err
+			req.reply, req.ends = req.reply[:0], req.ends[:0]
+		}
+		req.fillLost()
+		for j, i := range idx {
+			replies[i] = req.reply[req.replyStart(j):req.ends[j]]
+		}
+	}
+	if len(nodes) == 1 {
+		send(nodes[0])
+	} else {
+		var wg sync.WaitGroup
+		for _, n := range nodes {
+			wg.Go(func() { send(n) })
+		}
+		wg.Wait()
+	}
+	for i := range ps {
+		replies[i] = c.followRedirects(ps[i], replies[i])
+	}
+	for _, e := range es {
+		if e.hasReply {
+			c.write(e.reply)
+			continue
+		}
+		c.write(mergeReplies(nil, e, replies[e.first:e.first+e.n], e.first))
+	}
+}
+
+// doNode runs req over the client's shared connection to node.
+func (c *client) doNode(node string, req *request) error {
+	p, err := c.s.pools.get(poolKey{id: c.ident, resp3: c.resp3, node: node})
+	if err != nil {
+		return err
+	}
+	for attempt, moves := 0, 0; ; {
+		u, err := p.conn(c.s.ctx, c.id)
+		if err != nil {
+			_ = c.s.cluster.refresh(c.s.ctx, "") // a node down: its slots may have moved
+			return err
+		}
+		switch err := u.do(req); {
+		case err == errMoved && moves < maxMoves:
+			moves++
+		case err == errNotSent && attempt == 0:
+			attempt++
+		case err != nil:
+			return ErrUpstreamLost
+		default:
+			return nil
+		}
+	}
+}
+
+// followRedirects resends a part that Redis answered -MOVED (the slot has a new owner: read the
+// map again) or -ASK (the slot is migrating: ASKING, then the command, at the target), up to
+// clusterRedirects times, and returns the final reply.
+func (c *client) followRedirects(p cpart, reply []byte) []byte {
+	for range clusterRedirects {
+		var ask bool
+		switch {
+		case bytes.HasPrefix(reply, []byte("-MOVED ")):
+		case bytes.HasPrefix(reply, []byte("-ASK ")):
+			ask = true
+		default:
+			return reply
+		}
+		f := strings.Fields(string(reply[1:]))
+		if len(f) != 3 {
+			return reply
+		}
+		target := f[2]
+		if ask {
+			c.s.m.redirects.WithLabelValues("ask").Inc()
+		} else {
+			c.s.m.redirects.WithLabelValues("moved").Inc()
+			_ = c.s.cluster.refresh(c.s.ctx, target)
+		}
+		req := &request{done: make(chan struct{}, 1)}
+		if ask {
+			req.cmds = []redcon.Command{{Raw: resp.AppendCommand(nil, "ASKING")}, {Raw: p.raw}}
+		} else {
+			req.cmds = []redcon.Command{{Raw: p.raw}}
+		}
+		if err := c.doNode(target, req); err != nil {
+			return appendLostReply(nil, err)
+		}
+		req.fillLost()
+		last := len(req.cmds) - 1
+		reply = req.reply[req.replyStart(last):req.ends[last]]
+	}
+	return reply
+}
+
+// mergeReplies appends the client's reply for e, made from its parts' replies, to dst. A part
+// that failed makes the whole reply its error (the first such one), as when one Redis fails a
+// command.
+func mergeReplies(dst []byte, e centry, parts [][]byte, first int) []byte {
+	if e.op == opOne {
+		return append(dst, parts[0]...)
+	}
+	for _, p := range parts {
+		if len(p) > 0 && p[0] == '-' && e.op != opFirstValue {
+			return append(dst, p...)
+		}
+	}
+	switch e.op {
+	case opSum:
+		var sum int64
+		for _, p := range parts {
+			n, ok := replyInt(p)
+			if !ok {
+				return append(dst, p...)
+			}
+			sum += n
+		}
+		return redcon.AppendInt(dst, sum)
+	case opAllOK, opSame:
+		return append(dst, parts[0]...)
+	case opPick:
+		elems := make([][][]byte, len(parts))
+		for i, p := range parts {
+			var ok bool
+			if elems[i], ok = resp.SplitArray(nil, p); !ok {
+				return append(dst, p...)
+			}
+		}
+		dst = redcon.AppendArray(dst, len(e.picks))
+		for _, pk := range e.picks {
+			el := elems[pk.part-first]
+			if pk.elem >= len(el) {
+				return redcon.AppendError(dst[:0], "ERR upstream sent an unexpected reply")
+			}
+			dst = append(dst, el[pk.elem]...)
+		}
+		return dst
+	case opConcat:
+		var all [][]byte
+		for _, p := range parts {
+			var ok bool
+			if all, ok = resp.SplitArray(all, p); !ok {
+				return append(dst, p...)
+			}
+		}
+		dst = redcon.AppendArray(dst, len(all))
+		for _, el := range all {
+			dst = append(dst, el...)
+		}
+		return dst
+	case opAnd:
+		var acc [][]byte
+		for i, p := range parts {
+			el, ok := resp.SplitArray(nil, p)
+			if !ok || (i > 0 && len(el) != len(acc)) {
+				return append(dst, p...)
+			}
+			if i == 0 {
+				acc = el
+				continue
+			}
+			for j := range acc {
+				if string(el[j]) == ":0\r\n" {
+					acc[j] = el[j]
+				}
+			}
+		}
+		dst = redcon.AppendArray(dst, len(acc))
+		for _, el := range acc {
+			dst = append(dst, el...)
+		}
+		return dst
+	case opFirstValue:
+		off := rand.IntN(len(parts))
+		for i := range parts {
+			p := parts[(off+i)%len(parts)]
+			if len(p) > 0 && p[0] != '-' && string(p) != replyNilBulk && string(p) != replyNull {
+				return append(dst, p...)
+			}
+		}
+		return append(dst, parts[off]...)
+	case opScan:
+		el, ok := resp.SplitArray(nil, parts[0])
+		if !ok || len(el) != 2 {
+			return append(dst, parts[0]...)
+		}
+		nodeCur, err := strconv.ParseUint(string(bulkBody(el[0])), 10, 64)
+		if err != nil {
+			return append(dst, parts[0]...)
+		}
+		var cur uint64 // 0 once the last primary is done
+		switch n := uint64(e.scanNodes); {
+		case nodeCur > (math.MaxUint64-uint64(e.scanNode))/n:
+			return redcon.AppendError(dst, "ERR the node's SCAN cursor is too large for the proxy to carry")
+		case nodeCur != 0:
+			cur = nodeCur*n + uint64(e.scanNode)
+		case e.scanNode+1 < e.scanNodes:
+			cur = uint64(e.scanNode + 1) // the next primary, from its start
+		}
+		dst = redcon.AppendArray(dst, 2)
+		dst = redcon.AppendBulkString(dst, strconv.FormatUint(cur, 10))
+		return append(dst, el[1]...)
+	}
+	return append(dst, parts[0]...)
+}
+
+// replyInt parses an integer reply (":n\r\n").
+func replyInt(b []byte) (int64, bool) {
+	if len(b) < 4 || b[0] != ':' {
+		return 0, false
+	}
+	return resp.ParseInt(b[1 : len(b)-2])
+}
+
+// bulkBody is the data of a bulk string reply ("$n\r\n<data>\r\n"), or b itself.
+func bulkBody(b []byte) []byte {
+	if len(b) > 0 && b[0] == '$' {
+		if i := bytes.IndexByte(b, '\n'); i > 0 && len(b) >= i+3 {
+			return b[i+1 : len(b)-2]
+		}
+	}
+	return b
+}
