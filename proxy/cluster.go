@@ -119,16 +119,16 @@ const (
 // centry is one client command of a cluster batch: answered by the proxy (reply, or local),
 // or sent as parts[first:first+n] whose replies op merges.
 type centry struct {
-	reply       []byte
-	local       *cmdSpec
-	args        [][]byte
-	op          mergeOp
-	first, n    int
-	picks       []cpick // opPick: where each key's element is
-	scanNode    int     // opScan: the primary's index
-	scanNodes   int     // opScan: how many primaries the cursor counts
-	isLocal     bool
-	hasReply    bool
+	reply     []byte
+	local     *cmdSpec
+	args      [][]byte
+	op        mergeOp
+	first, n  int
+	picks     []cpick // opPick: where each key's element is
+	scanNode  int     // opScan: the primary's index
+	scanNodes int     // opScan: how many primaries the cursor counts
+	isLocal   bool
+	hasReply  bool
 }
 
 // cpick: element elem of part part's array reply.
