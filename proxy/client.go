@@ -29,6 +29,7 @@ type client struct {
 	// centries, cparts: a cluster-mode batch's plan (cluster.go), reused across batches.
 	centries []centry
 	cparts   []cpart
+	tx       *clusterTx // cluster mode: a MULTI being queued by the proxy
 	// acl: where the client's ACL user may run the index scripts (aclCheck); elsewhere its
 	// session writes pass plain and unindexed.
 	acl aclVerdict

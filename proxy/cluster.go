@@ -134,10 +134,12 @@ type centry struct {
 // cpick: element elem of part part's array reply.
 type cpick struct{ part, elem int }
 
-// cpart is a command for one node.
+// cpart is a command for one node: raw holds 1+extra commands (a queued transaction: MULTI,
+// its commands, EXEC), whose last reply is the part's.
 type cpart struct {
-	node string
-	raw  []byte
+	node  string
+	raw   []byte
+	extra int
 }
 
 // errClusterUnsupported is the reply for a command the cluster mode does not carry yet.
@@ -304,6 +306,15 @@ func (c *client) runCluster(cmds []redcon.Command) {
 	for i := range cmds {
 		spec := c.s.table.lookup(cmds[i].Args[0])
 		c.s.m.commands[spec.idx].Inc()
+		if e, handled := c.clusterTxStep(spec, cmds[i].Args, cmds[i].Raw); handled {
+			es = append(es, e)
+			continue
+		}
+		if spec.name == "exec" && c.tx != nil {
+			es, ps = c.tx.plan(es, ps, m)
+			c.tx = nil
+			continue
+		}
 		es, ps = clusterPlan(es, ps, spec, cmds[i].Args, cmds[i].Raw, m)
 		if es[len(es)-1].isLocal {
 			c.execCluster(es[:len(es)-1], ps)
@@ -341,9 +352,12 @@ func (c *client) execCluster(es []centry, ps []cpart) {
 	}
 	send := func(node string) {
 		idx := byNode[node]
-		req := &request{done: make(chan struct{}, 1), cmds: make([]redcon.Command, len(idx))}
-		for j, i := range idx {
-			req.cmds[j] = redcon.Command{Raw: ps[i].raw}
+		req := &request{done: make(chan struct{}, 1)}
+		for _, i := range idx {
+			req.cmds = append(req.cmds, redcon.Command{Raw: ps[i].raw})
+			for range ps[i].extra { // one more reply each; the bytes are all in the first Raw
+				req.cmds = append(req.cmds, redcon.Command{})
+			}
 		}
 		err := c.doNode(node, req)
 		if err != nil {
@@ -351,8 +365,21 @@ func (c *client) execCluster(es []centry, ps []cpart) {
 			req.reply, req.ends = req.reply[:0], req.ends[:0]
 		}
 		req.fillLost()
-		for j, i := range idx {
+		j := 0
+		for _, i := range idx {
+			if ps[i].extra > 0 {
+				// A transaction: EXEC's reply, unless its slot moved (the first queued command
+				// got -MOVED): then that, for followRedirects to send it all again.
+				first := req.reply[req.replyStart(j+1):req.ends[j+1]]
+				j += ps[i].extra
+				if bytes.HasPrefix(first, []byte("-MOVED ")) {
+					replies[i] = first
+					j++
+					continue
+				}
+			}
 			replies[i] = req.reply[req.replyStart(j):req.ends[j]]
+			j++
 		}
 	}
 	if len(nodes) == 1 {
@@ -419,6 +446,9 @@ func (c *client) followRedirects(p cpart, reply []byte) []byte {
 			return reply
 		}
 		target := f[2]
+		if ask && p.extra > 0 {
+			return reply // ASKING covers one command, not a transaction: the client sees -ASK
+		}
 		if ask {
 			c.s.m.redirects.WithLabelValues("ask").Inc()
 		} else {
@@ -430,6 +460,9 @@ func (c *client) followRedirects(p cpart, reply []byte) []byte {
 			req.cmds = []redcon.Command{{Raw: resp.AppendCommand(nil, "ASKING")}, {Raw: p.raw}}
 		} else {
 			req.cmds = []redcon.Command{{Raw: p.raw}}
+			for range p.extra {
+				req.cmds = append(req.cmds, redcon.Command{})
+			}
 		}
 		if err := c.doNode(target, req); err != nil {
 			return appendLostReply(nil, err)
@@ -437,6 +470,11 @@ func (c *client) followRedirects(p cpart, reply []byte) []byte {
 		req.fillLost()
 		last := len(req.cmds) - 1
 		reply = req.reply[req.replyStart(last):req.ends[last]]
+		if p.extra > 0 {
+			if first := req.reply[req.replyStart(1):req.ends[1]]; bytes.HasPrefix(first, []byte("-MOVED ")) {
+				reply = first
+			}
+		}
 	}
 	return reply
 }
@@ -568,4 +606,97 @@ func bulkBody(b []byte) []byte {
 		}
 	}
 	return b
+}
+
+// clusterTx is a transaction in cluster mode. Its commands cannot go to a node as they come:
+// the node is the one of its keys' slot, known once they are all in. The proxy answers MULTI
+// and queues the commands itself (+QUEUED, or the cluster's own -CROSSSLOT when a command's keys
+// are not in the slot of the ones before, which makes EXEC fail as Redis Cluster does); EXEC
+// sends MULTI, the commands and EXEC to the slot's primary in one write, so nothing of other
+// clients runs between them, and relays EXEC's reply.
+type clusterTx struct {
+	raw  []byte // the queued commands, copied
+	n    int
+	slot int  // -1 until a command with keys
+	bad  bool // a queuing error: EXEC answers EXECABORT
+}
+
+// Redis' replies around a transaction.
+const (
+	replyQueued    = "+QUEUED\r\n"
+	errNestedMulti = "-ERR MULTI calls can not be nested\r\n"
+	errWatchInTx   = "-ERR WATCH inside MULTI is not allowed\r\n"
+	errExecAbort   = "-EXECABORT Transaction discarded because of previous errors.\r\n"
+	errDiscardNoTx = "-ERR DISCARD without MULTI\r\n"
+)
+
+// clusterTxStep handles MULTI, DISCARD and the commands queued inside a transaction; handled
+// is false for everything else (EXEC included, which runCluster plans with the queue).
+func (c *client) clusterTxStep(spec *cmdSpec, args [][]byte, raw []byte) (e centry, handled bool) {
+	reply := func(s string) (centry, bool) { return centry{hasReply: true, reply: []byte(s)}, true }
+	tx := c.tx
+	switch {
+	case spec.name == "multi" && len(args) == 1:
+		if tx != nil {
+			return reply(errNestedMulti)
+		}
+		c.tx = &clusterTx{slot: -1}
+		return reply(replyOK)
+	case tx == nil:
+		if spec.name == "discard" && len(args) == 1 {
+			return reply(errDiscardNoTx)
+		}
+		return centry{}, false
+	case spec.name == "exec":
+		return centry{}, false
+	case spec.name == "discard" && len(args) == 1:
+		c.tx = nil
+		return reply(replyOK)
+	case spec.name == "watch":
+		return reply(errWatchInTx)
+	case spec.name == "quit" || spec.name == "reset":
+		return centry{}, false // they end the connection's state, the transaction with it
+	}
+	r := spec.routeOf(args)
+	if r == routeLocal || spec.sessions || (r == routeDedicated && !spec.keys.any()) {
+		// The proxy's own state (AUTH, SELECT, CLIENT...) or a connection mode (SUBSCRIBE...)
+		// cannot be queued on a shared connection.
+		tx.bad = true
+		return centry{hasReply: true, reply: redcon.AppendError(nil, "ERR "+strings.ToUpper(string(args[0]))+
+			" inside MULTI is not available through sessionproxy in cluster mode")}, true
+	}
+	var keys [16]int
+	for _, p := range spec.keyPositions(keys[:0], args) {
+		s := cluster.Slot(args[p])
+		if tx.slot < 0 {
+			tx.slot = s
+		}
+		if s != tx.slot {
+			tx.bad = true
+			return reply(errCrossSlot)
+		}
+	}
+	tx.raw = append(tx.raw, raw...)
+	tx.n++
+	return reply(replyQueued)
+}
+
+// plan appends EXEC's entry: the whole transaction as one part for its slot's primary.
+func (tx *clusterTx) plan(es []centry, ps []cpart, m *cluster.Map) ([]centry, []cpart) {
+	switch {
+	case tx.bad:
+		return append(es, centry{hasReply: true, reply: []byte(errExecAbort)}), ps
+	case tx.n == 0:
+		return append(es, centry{hasReply: true, reply: []byte("*0\r\n")}), ps
+	}
+	node := m.Primaries()[0]
+	if tx.slot >= 0 {
+		if node = m.Node(tx.slot); node == "" {
+			return append(es, centry{hasReply: true, reply: []byte(errClusterDown)}), ps
+		}
+	}
+	raw := resp.AppendCommand(nil, "MULTI")
+	raw = append(raw, tx.raw...)
+	raw = resp.AppendCommand(raw, "EXEC")
+	return append(es, centry{op: opOne, first: len(ps), n: 1}), append(ps, cpart{node: node, raw: raw, extra: tx.n + 1})
 }

@@ -40,7 +40,8 @@ func TestClusterPlan(t *testing.T) {
 		{cmd: []string{"SCAN", "14"}, parts: []string{"c:1 SCAN 4"}}, // 14 = 4*3 + 2
 		{cmd: []string{"EVAL", "return 1", "1", "foo"}, parts: []string{"c:1 EVAL return 1 1 foo"}},
 		{cmd: []string{"EVAL", "return 1", "2", "foo", "bar"}, reply: errCrossSlot},
-		{cmd: []string{"MULTI"}, reply: "-ERR MULTI is not available through sessionproxy in cluster mode yet\r\n"},
+		{cmd: []string{"WATCH", "foo"}, reply: "-ERR WATCH is not available through sessionproxy in cluster mode yet\r\n"},
+		{cmd: []string{"SUBSCRIBE", "ch"}, reply: "-ERR SUBSCRIBE is not available through sessionproxy in cluster mode yet\r\n"},
 		{cmd: []string{"BLPOP", "foo", "0"}, reply: "-ERR BLPOP is not available through sessionproxy in cluster mode yet\r\n"},
 		{cmd: []string{"SESSIONS.LIST", "100"}, reply: "-ERR SESSIONS commands are not available in cluster mode yet\r\n"},
 		{cmd: []string{"SELECT", "1"}, local: true},

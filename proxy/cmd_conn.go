@@ -202,7 +202,7 @@ func cmdQuit(c *client, _ [][]byte) {
 // cmdReset returns the connection to its initial state: DB 0, the proxy's configured user, no name.
 func cmdReset(c *client, _ [][]byte) {
 	c.setIdentity(c.s.defaultID, aclAllowed)
-	c.db, c.name, c.resp3 = 0, "", false
+	c.db, c.name, c.resp3, c.tx = 0, "", false, nil
 	c.write([]byte(replyReset))
 }
 

@@ -384,3 +384,54 @@ func TestClusterPrimaryFailure(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterTransactions: MULTI/EXEC whose keys share a slot commits on that slot's primary
+// with the replies one Redis gives; a command of another slot gets -CROSSSLOT when queued and
+// EXEC -EXECABORT, as Redis Cluster answers; DISCARD and nesting as Redis.
+func TestClusterTransactions(t *testing.T) {
+	_, p := startClusterProxy(t)
+	ref := redistest.Start(t)
+	same := [][]string{{"MULTI"}, {"SET", "{u1}a", "1"}, {"INCR", "{u1}a"}, {"GET", "{u1}b"}, {"PING"},
+		{"LPUSH", "{u1}a", "x"}, {"EXEC"}, {"GET", "{u1}a"}, {"MULTI"}, {"MULTI"}, {"SET", "{u1}c", "v"}, {"DISCARD"},
+		{"GET", "{u1}c"}, {"DISCARD"}, {"MULTI"}, {"EXEC"}}
+	var batch []byte
+	for _, c := range same {
+		batch = append(batch, encode(c...)...)
+	}
+	got, want := pipeline(t, p.Addr, batch, len(same)), pipeline(t, ref.Addr(), batch, len(same))
+	for i := range same {
+		if got[i] != want[i] {
+			t.Errorf("%q: proxy %q, Redis %q", same[i], got[i], want[i])
+		}
+	}
+	c := dialRESP(t, p.Addr) // one command at a time, as redis-cli sends them
+	for _, step := range []struct {
+		cmd  []string
+		want string
+	}{
+		{[]string{"MULTI"}, "+OK\r\n"},
+		{[]string{"SET", "{u2}a", "1"}, "+QUEUED\r\n"},
+		{[]string{"SET", "{u3}a", "1"}, "-CROSSSLOT Keys in request don't hash to the same slot\r\n"},
+		{[]string{"EXEC"}, "-EXECABORT Transaction discarded because of previous errors.\r\n"},
+		{[]string{"EXISTS", "{u2}a"}, ":0\r\n"},
+		{[]string{"MULTI"}, "+OK\r\n"},
+		{[]string{"INCR", "{u2}n"}, "+QUEUED\r\n"},
+		{[]string{"INCR", "{u2}n"}, "+QUEUED\r\n"},
+		{[]string{"EXEC"}, "*2\r\n:1\r\n:2\r\n"},
+	} {
+		if got := c.do(step.cmd...); got != step.want {
+			t.Errorf("%q: %q, want %q", step.cmd, got, step.want)
+		}
+	}
+	ctx := context.Background()
+	gc := redis.NewClient(&redis.Options{Addr: p.Addr, Protocol: 2, DisableIdentity: true})
+	defer gc.Close()
+	cmds, err := gc.TxPipelined(ctx, func(pp redis.Pipeliner) error {
+		pp.Set(ctx, "{u4}k", "v", 0)
+		pp.Get(ctx, "{u4}k")
+		return nil
+	})
+	if err != nil || len(cmds) != 2 || cmds[1].(*redis.StringCmd).Val() != "v" {
+		t.Errorf("go-redis TxPipelined: %v %v", cmds, err)
+	}
+}
