@@ -30,6 +30,11 @@ type client struct {
 	centries []centry
 	cparts   []cpart
 	tx       *clusterTx // cluster mode: a MULTI being queued by the proxy
+	creplies [][]byte   // cluster mode: the parts' replies, and the batch by node (reused)
+	cnodes   []string
+	cbyNode  [][]int
+	creqs    []*request
+	merged   []byte
 	// acl: where the client's ACL user may run the index scripts (aclCheck); elsewhere its
 	// session writes pass plain and unindexed.
 	acl aclVerdict

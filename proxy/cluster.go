@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -185,7 +186,7 @@ func clusterPlan(es []centry, ps []cpart, spec *cmdSpec, args [][]byte, raw []by
 	pos := spec.keyPositions(keys[:0], args)
 	if len(pos) == 0 {
 		op, fan := fanOps[spec.name]
-		if len(args) > 1 {
+		if len(args) > 1 && (spec.name == "script" || spec.name == "function") {
 			if sop, ok := fanSubOps[spec.name+" "+strings.ToLower(string(args[1]))]; ok {
 				op, fan = sop, true
 			}
@@ -341,18 +342,33 @@ func (c *client) execCluster(es []centry, ps []cpart) {
 		return
 	}
 	c.handedOff() // requests to several nodes keep no order with other clients' (README)
-	replies := make([][]byte, len(ps))
-	byNode := map[string][]int{}
-	var nodes []string
-	for i, p := range ps {
-		if _, ok := byNode[p.node]; !ok {
-			nodes = append(nodes, p.node)
-		}
-		byNode[p.node] = append(byNode[p.node], i)
+	replies := c.creplies[:0]
+	for range ps {
+		replies = append(replies, nil)
 	}
-	send := func(node string) {
-		idx := byNode[node]
-		req := &request{done: make(chan struct{}, 1)}
+	// The parts by node, in order; most batches have one node.
+	nodes, byNode := c.cnodes[:0], c.cbyNode[:0]
+	for i, p := range ps {
+		k := slices.Index(nodes, p.node)
+		if k < 0 {
+			k = len(nodes)
+			nodes = append(nodes, p.node)
+			if k < len(c.cbyNode) {
+				byNode = append(byNode, c.cbyNode[k][:0])
+			} else {
+				byNode = append(byNode, nil)
+			}
+		}
+		byNode[k] = append(byNode[k], i)
+	}
+	c.cnodes, c.cbyNode = nodes, byNode
+	if len(nodes) > 0 {
+		c.nodeRequest(len(nodes) - 1) // all made here: send runs on several goroutines
+	}
+	send := func(k int) {
+		node, idx := nodes[k], byNode[k]
+		req := c.nodeRequest(k)
+		req.cmds = req.cmds[:0]
 		for _, i := range idx {
 			req.cmds = append(req.cmds, redcon.Command{Raw: ps[i].raw})
 			for range ps[i].extra { // one more reply each; the bytes are all in the first Raw
@@ -382,12 +398,14 @@ func (c *client) execCluster(es []centry, ps []cpart) {
 			j++
 		}
 	}
-	if len(nodes) == 1 {
-		send(nodes[0])
-	} else {
+	switch len(nodes) {
+	case 0:
+	case 1:
+		send(0)
+	default:
 		var wg sync.WaitGroup
-		for _, n := range nodes {
-			wg.Go(func() { send(n) })
+		for k := range nodes {
+			wg.Go(func() { send(k) })
 		}
 		wg.Wait()
 	}
@@ -395,12 +413,26 @@ func (c *client) execCluster(es []centry, ps []cpart) {
 		replies[i] = c.followRedirects(ps[i], replies[i])
 	}
 	for _, e := range es {
-		if e.hasReply {
+		switch {
+		case e.hasReply:
 			c.write(e.reply)
-			continue
+		case e.op == opOne:
+			c.write(replies[e.first])
+		default:
+			c.merged = mergeReplies(c.merged[:0], e, replies[e.first:e.first+e.n], e.first)
+			c.write(c.merged)
 		}
-		c.write(mergeReplies(nil, e, replies[e.first:e.first+e.n], e.first))
 	}
+	clear(replies)
+	c.creplies = replies[:0]
+}
+
+// nodeRequest is the client's reusable request for the k-th node of a batch.
+func (c *client) nodeRequest(k int) *request {
+	for len(c.creqs) <= k {
+		c.creqs = append(c.creqs, &request{done: make(chan struct{}, 1)})
+	}
+	return c.creqs[k]
 }
 
 // doNode runs req over the client's shared connection to node.

@@ -56,8 +56,9 @@ func (m *Map) Node(slot int) string {
 	return ""
 }
 
-// Primaries are the primaries serving at least one slot, in the order first met.
-func (m *Map) Primaries() []string { return slices.Clone(m.primaries) }
+// Primaries are the primaries serving at least one slot, in the order first met. The slice is
+// the map's own: read it, do not change it (a Map never changes once built).
+func (m *Map) Primaries() []string { return m.primaries }
 
 // Covered reports whether every slot has a primary.
 func (m *Map) Covered() bool {
