@@ -30,6 +30,7 @@ type client struct {
 	centries []centry
 	cparts   []cpart
 	tx       *clusterTx // cluster mode: a MULTI being queued by the proxy
+	node     string     // cluster mode: the node the client's dedicated connection goes to
 	creplies [][]byte   // cluster mode: the parts' replies, and the batch by node (reused)
 	cnodes   []string
 	cbyNode  [][]int
@@ -525,7 +526,7 @@ func (c *client) close() {
 }
 
 // key is the upstream connection state the client's commands need.
-func (c *client) key() poolKey { return poolKey{id: c.ident, db: c.db, resp3: c.resp3} }
+func (c *client) key() poolKey { return poolKey{id: c.ident, db: c.db, resp3: c.resp3, node: c.node} }
 
 // setIdentity switches the ACL user the client's commands run as, with what it may do.
 func (c *client) setIdentity(id identity, acl aclVerdict) {

@@ -130,6 +130,7 @@ type centry struct {
 	scanNodes int     // opScan: how many primaries the cursor counts
 	isLocal   bool
 	hasReply  bool
+	dedicated string // the client moves to its own connection to this node from here on
 }
 
 // cpick: element elem of part part's array reply.
@@ -179,7 +180,11 @@ func clusterPlan(es []centry, ps []cpart, spec *cmdSpec, args [][]byte, raw []by
 	case r == routeLocal:
 		return append(es, centry{isLocal: true, local: spec, args: args}), ps
 	case r == routeDedicated:
-		return append(es, centry{hasReply: true, reply: errClusterUnsupported(args[0])}), ps
+		node, reply := dedicatedNode(spec, args, m)
+		if reply != nil {
+			return append(es, centry{hasReply: true, reply: reply}), ps
+		}
+		return append(es, centry{dedicated: node}), ps
 	}
 	primaries := m.Primaries()
 	var keys [16]int
@@ -223,6 +228,41 @@ func clusterPlan(es []centry, ps []cpart, spec *cmdSpec, args [][]byte, raw []by
 		return append(es, centry{hasReply: true, reply: []byte(errCrossSlot)}), ps
 	}
 	return planSplit(es, ps, op, args, pos, m)
+}
+
+// dedicatedOn says which commands that need a connection of their own the cluster mode carries,
+// and to which node: "keys" the primary of their keys' slot (blocking commands, WATCH, the
+// shard channels of SSUBSCRIBE), "any" the first primary (SUBSCRIBE: every node receives
+// every PUBLISH of the cluster).
+var dedicatedOn = map[string]string{"blpop": "keys", "brpop": "keys", "brpoplpush": "keys", "blmove": "keys",
+	"blmpop": "keys", "bzpopmin": "keys", "bzpopmax": "keys", "bzmpop": "keys", "xread": "keys",
+	"xreadgroup": "keys", "watch": "keys", "ssubscribe": "keys", "sunsubscribe": "keys",
+	"subscribe": "any", "psubscribe": "any", "unsubscribe": "any", "punsubscribe": "any"}
+
+// dedicatedNode is the node a command moving the client to its own connection goes to, or the
+// reply when it cannot go anywhere (its keys span slots, or the mode does not carry it).
+func dedicatedNode(spec *cmdSpec, args [][]byte, m *cluster.Map) (string, []byte) {
+	switch dedicatedOn[spec.name] {
+	case "any":
+		return m.Primaries()[0], nil
+	case "keys":
+		var keys [16]int
+		pos := spec.keyPositions(keys[:0], args)
+		if len(pos) == 0 { // e.g. SUNSUBSCRIBE of everything, or an arity error Redis answers
+			return m.Primaries()[0], nil
+		}
+		slot := cluster.Slot(args[pos[0]])
+		for _, p := range pos[1:] {
+			if cluster.Slot(args[p]) != slot {
+				return "", []byte(errCrossSlot)
+			}
+		}
+		if node := m.Node(slot); node != "" {
+			return node, nil
+		}
+		return "", []byte(errClusterDown)
+	}
+	return "", errClusterUnsupported(args[0])
 }
 
 // planSplit splits a multi-key command by slot: one command per slot with its keys (and their
@@ -317,6 +357,14 @@ func (c *client) runCluster(cmds []redcon.Command) {
 			continue
 		}
 		es, ps = clusterPlan(es, ps, spec, cmds[i].Args, cmds[i].Raw, m)
+		if node := es[len(es)-1].dedicated; node != "" {
+			c.execCluster(es[:len(es)-1], ps)
+			if !c.closing {
+				c.node = node // its commands from here on go to node, on a connection of its own
+				c.toDedicated(cmds[i:])
+			}
+			return
+		}
 		if es[len(es)-1].isLocal {
 			c.execCluster(es[:len(es)-1], ps)
 			if c.closing {

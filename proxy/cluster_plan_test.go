@@ -24,6 +24,7 @@ func TestClusterPlan(t *testing.T) {
 		parts []string // "node cmd args..." per part
 		reply string   // the proxy's own answer, if any
 		local bool
+		node  string // the node of the client's dedicated connection from here on
 	}{
 		{cmd: []string{"GET", "foo"}, parts: []string{"c:1 GET foo"}},
 		{cmd: []string{"get", "bar"}, parts: []string{"a:1 get bar"}},
@@ -40,9 +41,13 @@ func TestClusterPlan(t *testing.T) {
 		{cmd: []string{"SCAN", "14"}, parts: []string{"c:1 SCAN 4"}}, // 14 = 4*3 + 2
 		{cmd: []string{"EVAL", "return 1", "1", "foo"}, parts: []string{"c:1 EVAL return 1 1 foo"}},
 		{cmd: []string{"EVAL", "return 1", "2", "foo", "bar"}, reply: errCrossSlot},
-		{cmd: []string{"WATCH", "foo"}, reply: "-ERR WATCH is not available through sessionproxy in cluster mode yet\r\n"},
-		{cmd: []string{"SUBSCRIBE", "ch"}, reply: "-ERR SUBSCRIBE is not available through sessionproxy in cluster mode yet\r\n"},
-		{cmd: []string{"BLPOP", "foo", "0"}, reply: "-ERR BLPOP is not available through sessionproxy in cluster mode yet\r\n"},
+		{cmd: []string{"MONITOR"}, reply: "-ERR MONITOR is not available through sessionproxy in cluster mode yet\r\n"},
+		{cmd: []string{"WAIT", "1", "0"}, reply: "-ERR WAIT is not available through sessionproxy in cluster mode yet\r\n"},
+		{cmd: []string{"BLPOP", "foo", "bar", "0"}, reply: errCrossSlot},
+		{cmd: []string{"BLPOP", "foo", "0"}, node: "c:1"},
+		{cmd: []string{"WATCH", "bar", "{user1000}.x"}, reply: errCrossSlot},
+		{cmd: []string{"WATCH", "bar"}, node: "a:1"},
+		{cmd: []string{"SUBSCRIBE", "ch"}, node: "a:1"},
 		{cmd: []string{"SESSIONS.LIST", "100"}, reply: "-ERR SESSIONS commands are not available in cluster mode yet\r\n"},
 		{cmd: []string{"SELECT", "1"}, local: true},
 		{cmd: []string{"AUTH", "pw"}, local: true},
@@ -57,6 +62,9 @@ func TestClusterPlan(t *testing.T) {
 			t.Fatalf("%q: %d entries", tc.cmd, len(es))
 		}
 		e := es[0]
+		if e.dedicated != tc.node {
+			t.Errorf("%q: dedicated to %q, want %q", tc.cmd, e.dedicated, tc.node)
+		}
 		if e.isLocal != tc.local || string(e.reply) != tc.reply || (tc.reply != "") != e.hasReply {
 			t.Errorf("%q: local %v reply %q, want local %v reply %q", tc.cmd, e.isLocal, e.reply, tc.local, tc.reply)
 		}

@@ -435,3 +435,69 @@ func TestClusterTransactions(t *testing.T) {
 		t.Errorf("go-redis TxPipelined: %v %v", cmds, err)
 	}
 }
+
+// TestClusterOwnConnections: commands that need a connection of their own go on one to the
+// right node: a blocking BLPOP is served by another client's LPUSH; SUBSCRIBE receives
+// PUBLISHes sent through the proxy and straight to another node; SSUBSCRIBE goes to its shard
+// channel's primary; WATCH/MULTI/EXEC on the key's node fail when the key changed meanwhile.
+func TestClusterOwnConnections(t *testing.T) {
+	cl, p := startClusterProxy(t)
+	a, b := dialRESP(t, p.Addr), dialRESP(t, p.Addr)
+	a.send(encode("BLPOP", "queue", "5"))
+	time.Sleep(100 * time.Millisecond)
+	if got := b.do("LPUSH", "queue", "job1"); got != ":1\r\n" {
+		t.Fatalf("LPUSH: %q", got)
+	}
+	if got, err := a.reply(3 * time.Second); err != nil || got != "*2\r\n$5\r\nqueue\r\n$4\r\njob1\r\n" {
+		t.Fatalf("BLPOP: %q %v", got, err)
+	}
+
+	sub := dialRESP(t, p.Addr)
+	if got := sub.do("SUBSCRIBE", "news"); got != "*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n" {
+		t.Fatalf("SUBSCRIBE: %q", got)
+	}
+	if got := b.do("PUBLISH", "news", "one"); got != ":1\r\n" {
+		t.Errorf("PUBLISH through the proxy: %q", got)
+	}
+	if _, err := cl.Nodes[2].DoText("PUBLISH", "news", "two"); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"one", "two"} {
+		if got, err := sub.reply(3 * time.Second); err != nil || got != "*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$3\r\n"+want+"\r\n" {
+			t.Errorf("message %s: %q %v", want, got, err)
+		}
+	}
+
+	ssub := dialRESP(t, p.Addr)
+	if got := ssub.do("SSUBSCRIBE", "orders"); got != "*3\r\n$10\r\nssubscribe\r\n$6\r\norders\r\n:1\r\n" {
+		t.Fatalf("SSUBSCRIBE: %q", got)
+	}
+	if got := b.do("SPUBLISH", "orders", "o1"); got != ":1\r\n" {
+		t.Errorf("SPUBLISH through the proxy: %q", got)
+	}
+	if got, err := ssub.reply(3 * time.Second); err != nil || got != "*3\r\n$8\r\nsmessage\r\n$6\r\norders\r\n$2\r\no1\r\n" {
+		t.Errorf("smessage: %q %v", got, err)
+	}
+
+	w := dialRESP(t, p.Addr)
+	for _, step := range []struct {
+		c    *respConn
+		cmd  []string
+		want string
+	}{
+		{w, []string{"SET", "{acct}balance", "10"}, "+OK\r\n"},
+		{w, []string{"WATCH", "{acct}balance"}, "+OK\r\n"},
+		{b, []string{"INCR", "{acct}balance"}, ":11\r\n"},
+		{w, []string{"MULTI"}, "+OK\r\n"},
+		{w, []string{"SET", "{acct}balance", "0"}, "+QUEUED\r\n"},
+		{w, []string{"EXEC"}, "*-1\r\n"},
+		{w, []string{"WATCH", "{acct}balance"}, "+OK\r\n"},
+		{w, []string{"MULTI"}, "+OK\r\n"},
+		{w, []string{"DECRBY", "{acct}balance", "5"}, "+QUEUED\r\n"},
+		{w, []string{"EXEC"}, "*1\r\n:6\r\n"},
+	} {
+		if got := step.c.do(step.cmd...); got != step.want {
+			t.Errorf("%q: %q, want %q", step.cmd, got, step.want)
+		}
+	}
+}
