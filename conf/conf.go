@@ -582,7 +582,7 @@ var docs = map[string]string{
 	"ordering":                          "Whether commands of different clients reach Redis in the order their bytes reached the proxy, also when they come in microseconds apart. arrival: always (about a fifth more CPU per request under load, see README); auto: while the proxy handles at most 2,000 batches a second (where the CPU is spare), not under load; none: each client's own order only, as most proxies keep it.",
 	"procs":                             "CPU cores the proxy's Go code may use at once (GOMAXPROCS). One is fastest when the proxy shares a small host with Redis and its clients (measured, see bench/README.md); raise it on a dedicated host with many clients.",
 	"upstream":                          "The Redis server to forward to.",
-	"upstream.mode":                     "standalone (one Redis at upstream.addr), sentinel (the master the sentinels at upstream.addrs report for upstream.sentinel.master, followed across failovers) or cluster (experimental: routing by slot across the primaries of a Redis Cluster; no session index yet, see README).",
+	"upstream.mode":                     "standalone (one Redis at upstream.addr), sentinel (the master the sentinels at upstream.addrs report for upstream.sentinel.master, followed across failovers) or cluster (routing by slot across the primaries of a Redis Cluster; no session index in this mode yet, see README).",
 	"upstream.addr":                     "Redis server, host:port (standalone mode).",
 	"upstream.addrs":                    "Sentinel mode: the sentinels, host:port each; cluster mode: seed nodes. From the environment: comma-separated.",
 	"upstream.sentinel":                 "Sentinel mode: which master to follow, and the sentinels' own AUTH.",

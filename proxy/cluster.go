@@ -21,7 +21,8 @@ import (
 	"github.com/sessionproxy/sessionproxy/internal/resp"
 )
 
-// ClusterOptions put the proxy in front of a Redis Cluster (experimental: see README "Cluster").
+// ClusterOptions put the proxy in front of a Redis Cluster (README "Cluster": routing only, no
+// session index in this mode yet).
 type ClusterOptions struct {
 	Seeds []string // nodes to read the slot map from at first, host:port
 	// Fetch reads the slot ranges from the node at addr (CLUSTER SLOTS).

@@ -38,7 +38,6 @@ var clusterDiffSkips = map[string]string{
 	"sessions.list": "no index in cluster mode", "sessions.count": "no index in cluster mode",
 	"sessions.revoke": "no index in cluster mode", "sessions.reindex": "no index in cluster mode",
 	"sessions.check": "no index in cluster mode", "sessions.help": "no index in cluster mode",
-	"watch": "own connection bound to one node",
 	"reset": "RESET leaves the transaction queue",
 }
 
@@ -119,13 +118,14 @@ func must[T any](v T, err error) T {
 // clusterSkip says why a case cannot be compared with one Redis in cluster mode, or "".
 func clusterSkip(t *testing.T, dc *diffCase, table *commandTable, m *cluster.Map) string {
 	t.Helper()
+	bound := map[string]string{} // connection -> the node its own connection goes to
+	inTx := map[string]bool{}    // connection -> in a MULTI the proxy queues
 	for _, st := range dc.steps {
 		if len(st.send) == 0 {
 			continue
 		}
 		n := resp.NewNormalizer(resp.DefaultLimits())
 		canon, _ := n.Feed(nil, st.send) // a protocol error: the commands before it
-
 		for _, args := range splitCommands(canon) {
 			spec := table.lookup(args[0])
 			if why, ok := clusterDiffSkips[spec.name]; ok {
@@ -138,12 +138,33 @@ func clusterSkip(t *testing.T, dc *diffCase, table *commandTable, m *cluster.Map
 					}
 				}
 			}
+			if node := bound[st.conn]; node != "" {
+				// On its own connection the client reaches one node: Redis answers -MOVED for
+				// another's keys, and MULTI is Redis' own there.
+				var keys [16]int
+				for _, p := range spec.keyPositions(keys[:0], args) {
+					if m.Node(cluster.Slot(args[p])) != node {
+						return "keys of another node on a connection bound to one"
+					}
+				}
+				continue
+			}
+			switch {
+			case spec.name == "multi":
+				inTx[st.conn] = true
+				continue
+			case spec.name == "exec" || spec.name == "discard":
+				inTx[st.conn] = false
+				continue
+			case inTx[st.conn] && spec == table.other:
+				return "an unknown command inside MULTI: the error shows at EXEC (README)"
+			}
 			es, _ := clusterPlan(nil, nil, spec, args, nil, m)
 			if es[0].hasReply {
 				return "refused or cross-slot in a cluster"
 			}
 			if es[0].dedicated != "" {
-				return "own connection bound to one node"
+				bound[st.conn] = es[0].dedicated
 			}
 		}
 	}

@@ -120,7 +120,7 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 		opts.Cluster = &proxy.ClusterOptions{Seeds: cfg.Upstream.Addrs,
 			Fetch: func(ctx context.Context, addr string) ([]cluster.Range, error) { return cluster.Fetch(ctx, addr, node) }}
 		opts.Repair = nil
-		logger.Warn("cluster mode is experimental: commands are routed by slot, but the session index and the reaper are off")
+		logger.Warn("cluster mode: commands are routed by slot, but the session index and the reaper are not kept in this mode yet (session writes pass through unindexed)")
 	}
 	if srv, err = proxy.New(opts); err != nil {
 		return err
