@@ -132,17 +132,22 @@ type centry struct {
 	isLocal   bool
 	hasReply  bool
 	dedicated string // the client moves to its own connection to this node from here on
+	// txCheck: the reply is Redis' verdict on queuing a command of this transaction; an error
+	// dooms it (EXEC answers EXECABORT), as Redis flags a transaction.
+	txCheck *clusterTx
 }
 
 // cpick: element elem of part part's array reply.
 type cpick struct{ part, elem int }
 
 // cpart is a command for one node: raw holds 1+extra commands (a queued transaction: MULTI,
-// its commands, EXEC), whose last reply is the part's.
+// its commands, EXEC; a queue-time check: MULTI, the command, DISCARD), of whose replies the
+// use-th is the part's.
 type cpart struct {
 	node  string
 	raw   []byte
 	extra int
+	use   int
 }
 
 // errClusterUnsupported is the reply for a command the cluster mode does not carry yet.
@@ -174,6 +179,9 @@ var fanSubOps = map[string]mergeOp{"script load": opSame, "script flush": opAllO
 // clusterPlan plans one client command for the cluster: it appends its entry (and parts) to
 // es (ps). Pure: it reads the command table and the slot map only.
 func clusterPlan(es []centry, ps []cpart, spec *cmdSpec, args [][]byte, raw []byte, m *cluster.Map) ([]centry, []cpart) {
+	if spec.name == "multi" && len(args) != 1 { // Redis answers the arity error
+		return append(es, centry{op: opOne, first: len(ps), n: 1}), append(ps, cpart{node: m.Primaries()[0], raw: raw})
+	}
 	switch r := spec.routeOf(args); {
 	case spec.sessions || spec.name == "sessions.reindex" || spec.name == "sessions.check":
 		return append(es, centry{hasReply: true, reply: redcon.AppendError(nil,
@@ -348,11 +356,18 @@ func (c *client) runCluster(cmds []redcon.Command) {
 	for i := range cmds {
 		spec := c.s.table.lookup(cmds[i].Args[0])
 		c.s.m.commands[spec.idx].Inc()
-		if e, handled := c.clusterTxStep(spec, cmds[i].Args, cmds[i].Raw); handled {
-			es = append(es, e)
+		var handled bool
+		if es, ps, handled = c.clusterTxStep(es, ps, spec, cmds[i].Args, cmds[i].Raw, m); handled {
 			continue
 		}
 		if spec.name == "exec" && c.tx != nil {
+			if len(ps) > 0 { // the verdicts on queuing come first: they may doom the transaction
+				c.execCluster(es, ps)
+				if c.closing {
+					return
+				}
+				es, ps = es[:0], ps[:0]
+			}
 			es, ps = c.tx.plan(es, ps, m)
 			c.tx = nil
 			continue
@@ -432,19 +447,8 @@ func (c *client) execCluster(es []centry, ps []cpart) {
 		req.fillLost()
 		j := 0
 		for _, i := range idx {
-			if ps[i].extra > 0 {
-				// A transaction: EXEC's reply, unless its slot moved (the first queued command
-				// got -MOVED): then that, for followRedirects to send it all again.
-				first := req.reply[req.replyStart(j+1):req.ends[j+1]]
-				j += ps[i].extra
-				if bytes.HasPrefix(first, []byte("-MOVED ")) {
-					replies[i] = first
-					j++
-					continue
-				}
-			}
-			replies[i] = req.reply[req.replyStart(j):req.ends[j]]
-			j++
+			replies[i] = partReply(req, j, ps[i])
+			j += 1 + ps[i].extra
 		}
 	}
 	switch len(nodes) {
@@ -466,6 +470,9 @@ func (c *client) execCluster(es []centry, ps []cpart) {
 		case e.hasReply:
 			c.write(e.reply)
 		case e.op == opOne:
+			if e.txCheck != nil && len(replies[e.first]) > 0 && replies[e.first][0] == '-' {
+				e.txCheck.bad = true
+			}
 			c.write(replies[e.first])
 		default:
 			c.merged = mergeReplies(c.merged[:0], e, replies[e.first:e.first+e.n], e.first)
@@ -549,15 +556,22 @@ func (c *client) followRedirects(p cpart, reply []byte) []byte {
 			return appendLostReply(nil, err)
 		}
 		req.fillLost()
-		last := len(req.cmds) - 1
-		reply = req.reply[req.replyStart(last):req.ends[last]]
-		if p.extra > 0 {
-			if first := req.reply[req.replyStart(1):req.ends[1]]; bytes.HasPrefix(first, []byte("-MOVED ")) {
-				reply = first
-			}
-		}
+		reply = partReply(req, len(req.cmds)-1-p.extra, p)
 	}
 	return reply
+}
+
+// partReply is part p's reply in req, whose commands from j on are p's: the use-th of its
+// replies; for a MULTI block, its first queued command's -MOVED if the slot moved (so that
+// followRedirects sends the whole block again).
+func partReply(req *request, j int, p cpart) []byte {
+	if p.extra > 0 {
+		if first := req.reply[req.replyStart(j+1):req.ends[j+1]]; bytes.HasPrefix(first, []byte("-MOVED ")) {
+			return first
+		}
+	}
+	k := j + p.use
+	return req.reply[req.replyStart(k):req.ends[k]]
 }
 
 // mergeReplies appends the client's reply for e, made from its parts' replies, to dst. A part
@@ -713,9 +727,11 @@ const (
 
 // clusterTxStep handles MULTI, DISCARD and the commands queued inside a transaction; handled
 // is false for everything else (EXEC included, which runCluster plans with the queue).
-func (c *client) clusterTxStep(spec *cmdSpec, args [][]byte, raw []byte) (e centry, handled bool) {
-	reply := func(s string) (centry, bool) { return centry{hasReply: true, reply: []byte(s)}, true }
+func (c *client) clusterTxStep(es []centry, ps []cpart, spec *cmdSpec, args [][]byte, raw []byte, m *cluster.Map) ([]centry, []cpart, bool) {
 	tx := c.tx
+	reply := func(s string) ([]centry, []cpart, bool) {
+		return append(es, centry{hasReply: true, reply: []byte(s)}), ps, true
+	}
 	switch {
 	case spec.name == "multi" && len(args) == 1:
 		if tx != nil {
@@ -727,24 +743,24 @@ func (c *client) clusterTxStep(spec *cmdSpec, args [][]byte, raw []byte) (e cent
 		if spec.name == "discard" && len(args) == 1 {
 			return reply(errDiscardNoTx)
 		}
-		return centry{}, false
+		return es, ps, false
 	case spec.name == "exec":
-		return centry{}, false
+		return es, ps, false
 	case spec.name == "discard" && len(args) == 1:
 		c.tx = nil
 		return reply(replyOK)
 	case spec.name == "watch":
 		return reply(errWatchInTx)
 	case spec.name == "quit" || spec.name == "reset":
-		return centry{}, false // they end the connection's state, the transaction with it
+		return es, ps, false // they end the connection's state, the transaction with it
 	}
 	r := spec.routeOf(args)
 	if r == routeLocal || spec.sessions || (r == routeDedicated && !spec.keys.any()) {
 		// The proxy's own state (AUTH, SELECT, CLIENT...) or a connection mode (SUBSCRIBE...)
 		// cannot be queued on a shared connection.
 		tx.bad = true
-		return centry{hasReply: true, reply: redcon.AppendError(nil, "ERR "+strings.ToUpper(string(args[0]))+
-			" inside MULTI is not available through sessionproxy in cluster mode")}, true
+		return append(es, centry{hasReply: true, reply: redcon.AppendError(nil, "ERR "+strings.ToUpper(string(args[0]))+
+			" inside MULTI is not available through sessionproxy in cluster mode")}), ps, true
 	}
 	var keys [16]int
 	for _, p := range spec.keyPositions(keys[:0], args) {
@@ -759,7 +775,21 @@ func (c *client) clusterTxStep(spec *cmdSpec, args [][]byte, raw []byte) (e cent
 	}
 	tx.raw = append(tx.raw, raw...)
 	tx.n++
-	return reply(replyQueued)
+	// Redis' own verdict on queuing it (+QUEUED, or the error an unknown command, a wrong arity,
+	// OOM... get): MULTI, the command, DISCARD on the node, in one write; a batch's queued
+	// commands to a node go in one request.
+	node := m.Primaries()[0]
+	if tx.slot >= 0 {
+		if node = m.Node(tx.slot); node == "" {
+			tx.bad = true
+			return reply(errClusterDown)
+		}
+	}
+	check := resp.AppendCommand(nil, "MULTI")
+	check = append(check, raw...)
+	check = resp.AppendCommand(check, "DISCARD")
+	return append(es, centry{op: opOne, first: len(ps), n: 1, txCheck: tx}),
+		append(ps, cpart{node: node, raw: check, extra: 2, use: 1}), true
 }
 
 // plan appends EXEC's entry: the whole transaction as one part for its slot's primary.
@@ -779,5 +809,6 @@ func (tx *clusterTx) plan(es []centry, ps []cpart, m *cluster.Map) ([]centry, []
 	raw := resp.AppendCommand(nil, "MULTI")
 	raw = append(raw, tx.raw...)
 	raw = resp.AppendCommand(raw, "EXEC")
-	return append(es, centry{op: opOne, first: len(ps), n: 1}), append(ps, cpart{node: node, raw: raw, extra: tx.n + 1})
+	return append(es, centry{op: opOne, first: len(ps), n: 1}),
+		append(ps, cpart{node: node, raw: raw, extra: tx.n + 1, use: tx.n + 1})
 }
