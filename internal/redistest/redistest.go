@@ -97,11 +97,21 @@ func (s *Server) Log() string {
 // Do sends one command on a fresh connection and returns the raw reply line(s) as text; it is a
 // small helper for test setup, not for checking reply bytes (use a real client for that).
 func (s *Server) Do(args ...string) (string, error) {
-	c, err := net.DialTimeout("tcp", s.Addr(), time.Second)
+	c, br, err := s.send(args)
 	if err != nil {
 		return "", err
 	}
 	defer c.Close()
+	line, err := br.ReadString('\n')
+	return strings.TrimRight(line, "\r\n"), err
+}
+
+// send writes one command on a fresh connection (deadline 5 s) for its reply to be read.
+func (s *Server) send(args []string) (net.Conn, *bufio.Reader, error) {
+	c, err := net.DialTimeout("tcp", s.Addr(), time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	var b strings.Builder
 	fmt.Fprintf(&b, "*%d\r\n", len(args))
@@ -109,10 +119,10 @@ func (s *Server) Do(args ...string) (string, error) {
 		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
 	}
 	if _, err := c.Write([]byte(b.String())); err != nil {
-		return "", err
+		c.Close()
+		return nil, nil, err
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return strings.TrimRight(line, "\r\n"), err
+	return c, bufio.NewReader(c), nil
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago. It is picked below the

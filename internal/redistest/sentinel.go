@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -74,21 +73,12 @@ func (s *Server) Info(section string) (string, error) {
 // simple string as it is, an integer in decimal, an array as its elements one per line, an
 // error as an error.
 func (s *Server) DoText(args ...string) (string, error) {
-	c, err := net.DialTimeout("tcp", s.Addr(), time.Second)
+	c, br, err := s.send(args)
 	if err != nil {
 		return "", err
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := c.Write([]byte(b.String())); err != nil {
-		return "", err
-	}
-	return readText(bufio.NewReader(c))
+	return readText(br)
 }
 
 func readText(br *bufio.Reader) (string, error) {

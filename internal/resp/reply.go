@@ -30,48 +30,56 @@ func AppendReply(dst []byte, r *bufio.Reader) ([]byte, error) {
 		if err != nil {
 			return dst, err
 		}
-		line := dst[start : len(dst)-2]
-		if len(line) == 0 {
-			return dst, fmt.Errorf("%w: empty line", ErrBadReply)
+		d, bulk, err := frame(dst[start : len(dst)-2])
+		if err != nil {
+			return dst, err
 		}
-		switch line[0] {
-		case '+', '-', ':', '_', '#', ',', '(':
-			need--
-		case '$', '!', '=':
-			n, ok := parseLen(line[1:])
-			if !ok {
-				return dst, fmt.Errorf("%w: bad bulk length %q", ErrBadReply, line)
-			}
-			need--
-			if n < 0 {
-				continue
-			}
-			if n > maxReplyBulk {
-				return dst, fmt.Errorf("%w: bulk length %d", ErrBadReply, n)
-			}
-			if dst, err = appendN(dst, r, int(n)+2); err != nil {
+		need += d
+		if bulk >= 0 {
+			if dst, err = appendN(dst, r, int(bulk)+2); err != nil {
 				return dst, err
 			}
-		case '*', '~', '>', '%', '|':
-			n, ok := parseLen(line[1:])
-			if !ok {
-				return dst, fmt.Errorf("%w: bad aggregate length %q", ErrBadReply, line)
-			}
-			switch {
-			case n < 0: // RESP2 null array
-				need--
-			case line[0] == '%':
-				need += 2*int(n) - 1
-			case line[0] == '|': // attribute: its pairs precede the reply it annotates
-				need += 2 * int(n)
-			default:
-				need += int(n) - 1
-			}
-		default:
-			return dst, fmt.Errorf("%w: unexpected type byte %q", ErrBadReply, line[0])
 		}
 	}
 	return dst, nil
+}
+
+// frame reads one reply header line (CRLF excluded): how the count of frames still to read
+// changes with it, and the length of the bulk data that follows it (-1: none). The grammar of
+// AppendReply and ReplyLen.
+func frame(line []byte) (need int, bulk int64, err error) {
+	if len(line) == 0 {
+		return 0, -1, fmt.Errorf("%w: empty line", ErrBadReply)
+	}
+	switch line[0] {
+	case '+', '-', ':', '_', '#', ',', '(':
+		return -1, -1, nil
+	case '$', '!', '=':
+		n, ok := parseLen(line[1:])
+		switch {
+		case !ok:
+			return 0, -1, fmt.Errorf("%w: bad bulk length %q", ErrBadReply, line)
+		case n > maxReplyBulk:
+			return 0, -1, fmt.Errorf("%w: bulk length %d", ErrBadReply, n)
+		case n < 0:
+			return -1, -1, nil
+		}
+		return -1, n, nil
+	case '*', '~', '>', '%', '|':
+		n, ok := parseLen(line[1:])
+		switch {
+		case !ok || n > maxReplyBulk: // far more elements than memory holds: corrupt
+			return 0, -1, fmt.Errorf("%w: bad aggregate length %q", ErrBadReply, line)
+		case n < 0: // RESP2 null array
+			return -1, -1, nil
+		case line[0] == '%':
+			return 2*int(n) - 1, -1, nil
+		case line[0] == '|': // attribute: its pairs precede the reply it annotates
+			return 2 * int(n), -1, nil
+		}
+		return int(n) - 1, -1, nil
+	}
+	return 0, -1, fmt.Errorf("%w: unexpected type byte %q", ErrBadReply, line[0])
 }
 
 // appendLine appends one CRLF-terminated line (terminator included) from r to dst.

@@ -12,44 +12,16 @@ func ReplyLen(b []byte) (int, error) {
 		if j < 0 {
 			return 0, fmt.Errorf("%w: incomplete reply", ErrBadReply)
 		}
-		line := b[i:j]
-		i = j + 2
-		if len(line) == 0 {
-			return 0, fmt.Errorf("%w: empty line", ErrBadReply)
+		d, bulk, err := frame(b[i:j])
+		if err != nil {
+			return 0, err
 		}
-		switch line[0] {
-		case '+', '-', ':', '_', '#', ',', '(':
-			need--
-		case '$', '!', '=':
-			n, ok := parseLen(line[1:])
-			if !ok {
-				return 0, fmt.Errorf("%w: bad bulk length %q", ErrBadReply, line)
+		i, need = j+2, need+d
+		if bulk >= 0 {
+			if bulk > int64(len(b)-i-2) { // the two bytes after the data are skipped, as AppendReply does
+				return 0, fmt.Errorf("%w: bulk of %d bytes incomplete", ErrBadReply, bulk)
 			}
-			need--
-			if n < 0 {
-				continue
-			}
-			if n > int64(len(b)-i-2) { // the two bytes after the data are skipped, as AppendReply does
-				return 0, fmt.Errorf("%w: bulk of %d bytes incomplete", ErrBadReply, n)
-			}
-			i += int(n) + 2
-		case '*', '~', '>', '%', '|':
-			n, ok := parseLen(line[1:])
-			if !ok || n > int64(len(b)) {
-				return 0, fmt.Errorf("%w: bad aggregate length %q", ErrBadReply, line)
-			}
-			switch {
-			case n < 0:
-				need--
-			case line[0] == '%':
-				need += 2*int(n) - 1
-			case line[0] == '|':
-				need += 2 * int(n)
-			default:
-				need += int(n) - 1
-			}
-		default:
-			return 0, fmt.Errorf("%w: unexpected type byte %q", ErrBadReply, line[0])
+			i += int(bulk) + 2
 		}
 	}
 	return i, nil
