@@ -55,3 +55,24 @@ func TestSlotMatchesRedis(t *testing.T) {
 		}
 	}
 }
+
+// TestSlotTag: every slot has a tag of at most 4 bytes whose key lands in it, and Redis agrees
+// (CLUSTER KEYSLOT of "{tag}session:1" for a spread of slots).
+func TestSlotTag(t *testing.T) {
+	for s := range Slots {
+		tag := SlotTag(s)
+		if len(tag) == 0 || len(tag) > 4 || Slot([]byte("{"+tag+"}session:1")) != s {
+			t.Fatalf("slot %d: tag %q", s, tag)
+		}
+	}
+	r := redistest.Start(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+	for s := 0; s < Slots; s += 97 {
+		got, err := r.DoText("CLUSTER", "KEYSLOT", "{"+SlotTag(s)+"}session:1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != strconv.Itoa(s) {
+			t.Errorf("slot %d: Redis puts {%s} in slot %s", s, SlotTag(s), got)
+		}
+	}
+}
