@@ -357,6 +357,9 @@ func (c *client) writeReplies() {
 	for i := range c.accEnds {
 		sp := c.spans[i]
 		reply := c.acc[c.accStart(i):c.accEnds[i]]
+		if reply[0] == '-' && bytes.HasPrefix(reply, readonlyPrefix) {
+			c.s.upstreamReadonly()
+		}
 		switch {
 		case !sp.merged:
 			c.write(reply)

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -317,4 +318,34 @@ func TestSyncNamedSpare(t *testing.T) {
 		a.send(encode("SYNC"))
 		return append(out, string(readRDBBulk(t, a)[:9]))
 	})
+}
+
+// TestReadonlyHook: when Redis answers a shared-path command -READONLY (the master was demoted
+// to a replica), the reply is relayed as it is and Options.OnReadonly runs, at most every
+// 100 ms: sentinel mode then looks the master up at once.
+func TestReadonlyHook(t *testing.T) {
+	up, other := redistest.Start(t), redistest.Start(t)
+	var calls atomic.Int32
+	p := startProxy(t, up, func(o *Options) { o.OnReadonly = func() { calls.Add(1) } })
+	c := dialRaw(t, p.Addr().String())
+	if got := c.do("SET", "k", "v"); got != "+OK\r\n" {
+		t.Fatalf("SET: %q", got)
+	}
+	if _, err := up.Do("REPLICAOF", "127.0.0.1", strconv.Itoa(other.Port)); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if got := c.do("SET", "k", "w"); got != "-READONLY You can't write against a read only replica.\r\n" {
+			t.Fatalf("SET on a replica: %q", got)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("OnReadonly ran %d times for three -READONLY within 100 ms, want 1", n)
+	}
+	if got := c.do("GET", "k"); got != "$1\r\nv\r\n" && got != "$-1\r\n" {
+		t.Errorf("GET on the replica: %q", got)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("OnReadonly ran for a read: %d calls", n)
+	}
 }

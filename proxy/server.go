@@ -41,6 +41,11 @@ type Options struct {
 
 	// Schema says which keys are sessions and how they are indexed (required).
 	Schema *rewrite.Schema
+	// OnReadonly, if set, runs (at most every 100 ms) when Redis answers a command on a shared
+	// connection -READONLY: the master has become a replica, so in sentinel mode the master is
+	// looked up again at once rather than at the next poll.
+	OnReadonly func()
+
 	// Cluster, if set, puts the proxy in front of a Redis Cluster (Upstream is then unused).
 	Cluster *ClusterOptions
 
@@ -74,6 +79,7 @@ type Server struct {
 	forcing  atomic.Bool // the drain timed out: close without waiting
 	// lastUnindexedLog (unix ns) keeps a stream of unindexed writes to a log line a second.
 	lastUnindexedLog atomic.Int64
+	lastReadonly     atomic.Int64 // unix ns of the last OnReadonly call
 
 	mu      sync.Mutex
 	clients map[*client]struct{}
@@ -306,6 +312,20 @@ func (s *Server) serveCommand(rc redcon.Conn, cmd redcon.Command) {
 	s.m.bytesIn.Add(float64(in))
 	s.m.bytesOut.Add(float64(c.written))
 	c.written = 0
+}
+
+// readonlyPrefix starts the error a replica answers writes with.
+var readonlyPrefix = []byte("-READONLY ")
+
+// upstreamReadonly reports a -READONLY reply to Options.OnReadonly, at most every 100 ms.
+func (s *Server) upstreamReadonly() {
+	if s.opts.OnReadonly == nil {
+		return
+	}
+	now, last := time.Now().UnixNano(), s.lastReadonly.Load()
+	if now-last >= int64(100*time.Millisecond) && s.lastReadonly.CompareAndSwap(last, now) {
+		s.opts.OnReadonly()
+	}
 }
 
 // Upstream is the Redis address new upstream connections go to; in cluster mode, the primaries.

@@ -107,6 +107,7 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 			return err
 		}
 		defer watch.Close()
+		opts.OnReadonly = watch.Kick
 		rctx, cancel := context.WithTimeout(context.Background(), cfg.Upstream.ReadTimeout.D())
 		opts.Upstream, err = watch.Resolve(rctx)
 		cancel()

@@ -88,6 +88,15 @@ func (w *Watcher) Addr() string {
 	return ""
 }
 
+// Kick makes Run look up the master at once (e.g. the master answered -READONLY: it has been
+// demoted, and the message saying so may not have come).
+func (w *Watcher) Kick() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
 // Close closes the connections to the sentinels.
 func (w *Watcher) Close() {
 	for _, sc := range w.sentinel {
@@ -226,10 +235,7 @@ func (w *Watcher) listen(ctx context.Context, addr string, sc *redis.SentinelCli
 			// "<master name> <old ip> <old port> <new ip> <new port>"
 			if name, _, _ := strings.Cut(m.Payload, " "); name == w.o.Master {
 				w.log.Info("sentinel: +switch-master", "sentinel", addr, "msg", m.Payload)
-				select {
-				case w.kick <- struct{}{}:
-				default:
-				}
+				w.Kick()
 			}
 		}
 	}
