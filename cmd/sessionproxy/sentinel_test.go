@@ -18,18 +18,38 @@ import (
 type sentinelSet struct {
 	master, replica *redistest.Server
 	sentinels       []*redistest.Server
+	auth            bool // passwords on the nodes and on the sentinels
 }
 
 const sentinelMaster = "mymaster"
 
-func startSentinelSet(t *testing.T) *sentinelSet {
+// Passwords of the authenticated set: the data nodes', and the sentinels' own.
+const (
+	nodePass     = "n0de-pw"
+	sentinelPass = "s3ntinel-pw"
+)
+
+func startSentinelSet(t *testing.T, auth bool) *sentinelSet {
 	t.Helper()
-	m := redistest.Start(t)
-	r := redistest.StartReplica(t, m)
-	set := &sentinelSet{master: m, replica: r}
+	var extra []string
 	tm := redistest.SentinelTiming{DownAfter: time.Second, FailoverTimeout: 3 * time.Second}
+	if auth {
+		extra = []string{"--requirepass", nodePass, "--masterauth", nodePass}
+		tm.Conf = []string{"requirepass " + sentinelPass, "sentinel sentinel-pass " + sentinelPass,
+			"sentinel auth-pass " + sentinelMaster + " " + nodePass}
+	}
+	m := redistest.Start(t, extra...)
+	if auth {
+		m.Auth = []string{nodePass}
+	}
+	r := redistest.StartReplica(t, m, extra...)
+	set := &sentinelSet{master: m, replica: r, auth: auth}
 	for range 3 {
-		set.sentinels = append(set.sentinels, redistest.StartSentinel(t, sentinelMaster, m, 2, tm))
+		s := redistest.StartSentinel(t, sentinelMaster, m, 2, tm)
+		if auth {
+			s.Auth = []string{sentinelPass}
+		}
+		set.sentinels = append(set.sentinels, s)
 	}
 	// Ready once every sentinel knows the replica and the other two sentinels.
 	if !waitFor(20*time.Second, func() bool {
@@ -52,8 +72,12 @@ func (s *sentinelSet) env() []string {
 	for i, x := range s.sentinels {
 		addrs[i] = x.Addr()
 	}
-	return []string{"SESSIONPROXY_UPSTREAM_MODE=sentinel", "SESSIONPROXY_UPSTREAM_ADDRS=" + strings.Join(addrs, ","),
+	env := []string{"SESSIONPROXY_UPSTREAM_MODE=sentinel", "SESSIONPROXY_UPSTREAM_ADDRS=" + strings.Join(addrs, ","),
 		"SESSIONPROXY_UPSTREAM_SENTINEL_MASTER=" + sentinelMaster}
+	if s.auth {
+		env = append(env, "SESSIONPROXY_UPSTREAM_PASSWORD="+nodePass, "SESSIONPROXY_UPSTREAM_SENTINEL_PASSWORD="+sentinelPass)
+	}
+	return env
 }
 
 // masterNamed is what the first live sentinel names as the master.
@@ -75,7 +99,7 @@ func (s *sentinelSet) masterNamed() string {
 // dedicated connections are disconnected, /readyz and the metrics name the new master, and the
 // reaper works on the new master (a session expiring after the failover leaves the index).
 func TestSentinelFailover(t *testing.T) {
-	set := startSentinelSet(t)
+	set := startSentinelSet(t, false)
 	p := startProxy(t, set.master.Addr(), append(set.env(), "SESSIONPROXY_REAPER_INTERVAL=200ms")...)
 	ctx := context.Background()
 	if _, body, _ := httpGet(p.HTTP, "/readyz"); !strings.Contains(body, "upstream "+set.master.Addr()) {
@@ -219,9 +243,10 @@ func TestSentinelFailover(t *testing.T) {
 // TestSentinelSwitchover: a failover with the old master alive (SENTINEL FAILOVER): it is
 // demoted to a replica and answers -READONLY. Once the proxy has seen the switch (its failover
 // metric), every write goes to the new master and succeeds; the subscriber's dedicated
-// connection to the old master was closed.
+// connection to the old master was closed. The nodes and the sentinels require passwords here
+// (upstream.password, upstream.sentinel.password).
 func TestSentinelSwitchover(t *testing.T) {
-	set := startSentinelSet(t)
+	set := startSentinelSet(t, true)
 	p := startProxy(t, set.master.Addr(), set.env()...)
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: p.Addr, MaxRetries: -1, Protocol: 2, DisableIdentity: true})

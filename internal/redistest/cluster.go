@@ -34,6 +34,12 @@ func StartCluster(t testing.TB, primaries, replicas int, extra ...string) *Clust
 	}
 	n := primaries * (1 + replicas)
 	c := &Cluster{}
+	var pass string // --requirepass among extra: the nodes and redis-cli need it
+	for i, a := range extra {
+		if a == "--requirepass" && i+1 < len(extra) {
+			pass = extra[i+1]
+		}
+	}
 	for range n {
 		port := freeClusterPort(t)
 		// A replica takes over however long it was cut off: with Redis 7.0's default validity
@@ -41,9 +47,16 @@ func StartCluster(t testing.TB, primaries, replicas int, extra ...string) *Clust
 		// master for longer than allowed") 10 s after the kill.
 		args := append([]string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", "2000", "--cluster-replica-validity-factor", "0"}, extra...)
-		c.Nodes = append(c.Nodes, startOn(t, port, args...))
+		node := startOn(t, port, args...)
+		if pass != "" {
+			node.Auth = []string{pass}
+		}
+		c.Nodes = append(c.Nodes, node)
 	}
 	create := append([]string{"--cluster", "create"}, c.Addrs()...)
+	if pass != "" {
+		create = append(create, "-a", pass, "--no-auth-warning")
+	}
 	create = append(create, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
 	out, err := exec.Command("redis-cli", create...).CombinedOutput()
 	if err != nil {

@@ -23,6 +23,8 @@ import (
 type Server struct {
 	Port int
 	Dir  string // working directory (dump/aof files live here)
+	// Auth, if set, is sent as AUTH's arguments before each of Do's and DoText's commands.
+	Auth []string
 
 	t    testing.TB
 	args []string
@@ -114,15 +116,28 @@ func (s *Server) send(args []string) (net.Conn, *bufio.Reader, error) {
 	}
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	cmds := [][]string{args}
+	if s.Auth != nil {
+		cmds = [][]string{append([]string{"AUTH"}, s.Auth...), args}
+	}
+	for _, cmd := range cmds {
+		fmt.Fprintf(&b, "*%d\r\n", len(cmd))
+		for _, a := range cmd {
+			fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+		}
 	}
 	if _, err := c.Write([]byte(b.String())); err != nil {
 		c.Close()
 		return nil, nil, err
 	}
-	return c, bufio.NewReader(c), nil
+	br := bufio.NewReader(c)
+	if s.Auth != nil {
+		if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "+OK") {
+			c.Close()
+			return nil, nil, fmt.Errorf("redistest: AUTH: %q %v", line, err)
+		}
+	}
+	return c, br, nil
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago. It is picked below the
@@ -176,7 +191,7 @@ func waitReady(addr string, timeout time.Duration) error {
 			_, _ = c.Write([]byte("PING\r\n"))
 			line, rerr := bufio.NewReader(c).ReadString('\n')
 			c.Close()
-			if rerr == nil && (strings.HasPrefix(line, "+PONG") || strings.HasPrefix(line, "-NOAUTH")) {
+			if rerr == nil && (strings.HasPrefix(line, "+PONG") || strings.HasPrefix(line, "-NOAUTH") || strings.HasPrefix(line, "-AUTH")) {
 				return nil
 			}
 		}

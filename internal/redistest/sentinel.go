@@ -17,6 +17,7 @@ import (
 func StartReplica(t testing.TB, master *Server, extra ...string) *Server {
 	t.Helper()
 	r := Start(t, append([]string{"--replicaof", "127.0.0.1", strconv.Itoa(master.Port)}, extra...)...)
+	r.Auth = master.Auth // a replica is set up like its master
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		info, _ := r.Info("replication")
@@ -31,9 +32,11 @@ func StartReplica(t testing.TB, master *Server, extra ...string) *Server {
 }
 
 // SentinelTiming is how quickly sentinels act: a master unreachable for DownAfter is down, and
-// a failover that has not finished within FailoverTimeout is tried again.
+// a failover that has not finished within FailoverTimeout is tried again. Conf holds more
+// sentinel.conf lines (e.g. "requirepass x", "sentinel auth-pass mymaster y").
 type SentinelTiming struct {
 	DownAfter, FailoverTimeout time.Duration
+	Conf                       []string
 }
 
 // StartSentinel runs a redis-server in sentinel mode monitoring master under name, with the
@@ -54,6 +57,9 @@ sentinel down-after-milliseconds %s %d
 sentinel failover-timeout %s %d
 sentinel parallel-syncs %s 1
 `, s.Port, s.Dir, name, master.Port, quorum, name, tm.DownAfter.Milliseconds(), name, tm.FailoverTimeout.Milliseconds(), name)
+	for _, l := range tm.Conf {
+		conf += l + "\n"
+	}
 	path := filepath.Join(s.Dir, "sentinel.conf") // sentinel rewrites it: it must be writable
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatalf("redistest: %v", err)
