@@ -72,10 +72,11 @@ start_redis() {
   wait_port "$REDIS_PORT"
 }
 
-# start_proxy [VAR=value env...] -> PROXY_PORT, METRICS_PORT, PROXY_PID (needs REDIS_PORT)
+# start_proxy [VAR=value env...] -> PROXY_PORT, METRICS_PORT, ADMIN_PORT (/debug/pprof), PROXY_PID
+# (needs REDIS_PORT)
 start_proxy() {
-  PROXY_PORT=$(free_port); METRICS_PORT=$(free_port)
-  env SESSIONPROXY_PROCS="$PROCS" SESSIONPROXY_LOG_LEVEL=warn "$@" \
+  PROXY_PORT=$(free_port); METRICS_PORT=$(free_port); ADMIN_PORT=$(free_port)
+  env SESSIONPROXY_PROCS="$PROCS" SESSIONPROXY_LOG_LEVEL=warn SESSIONPROXY_ADMIN="$HOST:$ADMIN_PORT" "$@" \
     "$PROXY_BIN" -listen "$HOST:$PROXY_PORT" -upstream "$HOST:$REDIS_PORT" -metrics "$HOST:$METRICS_PORT" \
     2>>"$WORK/proxy.log" &
   PROXY_PID=$!; PIDS+=("$PROXY_PID")
@@ -85,10 +86,10 @@ start_proxy() {
 # start_proxy_b -> B_PORT, B_PID: a second sessionproxy, the binary $PROXY_B (for an A/B of two
 # builds), in front of the same redis; PROXY_PORT, PROXY_PID, METRICS_PORT keep naming the first.
 start_proxy_b() {
-  local port=$PROXY_PORT pid=$PROXY_PID bin=$PROXY_BIN metrics=$METRICS_PORT
+  local port=$PROXY_PORT pid=$PROXY_PID bin=$PROXY_BIN metrics=$METRICS_PORT admin=$ADMIN_PORT
   PROXY_BIN=$PROXY_B start_proxy
   B_PORT=$PROXY_PORT B_PID=$PROXY_PID
-  PROXY_PORT=$port PROXY_PID=$pid PROXY_BIN=$bin METRICS_PORT=$metrics
+  PROXY_PORT=$port PROXY_PID=$pid PROXY_BIN=$bin METRICS_PORT=$metrics ADMIN_PORT=$admin
 }
 
 # start_minrelay -> MINRELAY_PORT, MINRELAY_PID: bench/minrelay (built here) in front of the same redis.

@@ -26,7 +26,7 @@ n=$(awk -v r="$probe" -v s="$SECS" 'BEGIN{printf "%d", r*(s+2)}')
 LOAD=$!; PIDS+=("$LOAD")
 sleep 1
 c0=$(cpu_ticks "$PROXY_PID"); r0=$(cpu_ticks "$REDIS_PID"); t0=$(now_s)
-curl -s -o "$OUT/cpu.pprof" "http://$HOST:$METRICS_PORT/debug/pprof/profile?seconds=$SECS"
+curl -s -o "$OUT/cpu.pprof" "http://$HOST:$ADMIN_PORT/debug/pprof/profile?seconds=$SECS"
 c1=$(cpu_ticks "$PROXY_PID"); r1=$(cpu_ticks "$REDIS_PID"); t1=$(now_s)
 wait "$LOAD"
 "$RCLI" -h $HOST -p "$REDIS_PORT" info commandstats | grep -v '^#' | tr -d '\r' | grep . >"$OUT/commandstats.txt"

@@ -142,7 +142,7 @@ for mode in $MODES; do
   write_batch B
   c0=$(cpu_ticks "$PROXY_PID"); rc0=$(cpu_ticks "$REDIS_PID"); t0=$(now_s)
   if [ -n "${PROFILE:-}" ]; then
-    curl -s -o "$OUT/$mode-B-cpu.pprof" "http://$HOST:$METRICS_PORT/debug/pprof/profile?seconds=10" &
+    curl -s -o "$OUT/$mode-B-cpu.pprof" "http://$HOST:$ADMIN_PORT/debug/pprof/profile?seconds=10" &
     PROF_PID=$!
   fi
   wait_reaped $((base + SESSIONS))

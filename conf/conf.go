@@ -30,6 +30,7 @@ const envPrefix = "SESSIONPROXY_"
 type Config struct {
 	Listen          string   `yaml:"listen"`           // client listener; default "127.0.0.1:6380"
 	Metrics         string   `yaml:"metrics"`          // HTTP listener for /metrics /healthz /readyz; "" disables; default "127.0.0.1:9380"
+	Admin           string   `yaml:"admin"`            // HTTP listener for /debug/pprof; "" (default) disables
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"` // drain bound on SIGINT/SIGTERM; default 10s
 	LogLevel        string   `yaml:"log_level"`        // debug|info|warn|error; default info
 	LogFormat       string   `yaml:"log_format"`       // text|json; default text
@@ -425,6 +426,9 @@ func (c Config) Validate() error {
 	if c.Metrics != "" {
 		check("metrics", hostPort(c.Metrics, false))
 	}
+	if c.Admin != "" {
+		check("admin", hostPort(c.Admin, false))
+	}
 	check("shutdown_timeout", positive(c.ShutdownTimeout))
 	check("log_level", oneOf(c.LogLevel, "debug", "info", "warn", "error"))
 	check("log_format", oneOf(c.LogFormat, "text", "json"))
@@ -563,6 +567,7 @@ func fileExists(path string) error {
 var docs = map[string]string{
 	"listen":                            "Client listener, host:port; port 0 picks a free port.",
 	"metrics":                           `HTTP listener for /metrics, /healthz and /readyz, host:port; "" disables it.`,
+	"admin":                             `HTTP listener for /debug/pprof (CPU, heap, goroutine profiles), host:port; "" (the default) disables it. Profiles show memory contents and command arguments: bind it to loopback or a private address only.`,
 	"shutdown_timeout":                  "On SIGINT/SIGTERM, how long in-flight requests may drain before connections close.",
 	"log_level":                         "debug, info, warn or error.",
 	"log_format":                        "text or json.",

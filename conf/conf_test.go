@@ -25,6 +25,7 @@ func fullConfig() Config {
 	return Config{
 		Listen:          "0.0.0.0:7000",
 		Metrics:         "",
+		Admin:           "127.0.0.1:9381",
 		ShutdownTimeout: Duration(90 * time.Second),
 		LogLevel:        "debug",
 		LogFormat:       "json",

@@ -142,7 +142,10 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 		g.Go(func() error { return watch.Run(ctx) })
 	}
 	if cfg.Metrics != "" {
-		g.Go(func() error { return serveHTTP(ctx, cfg.Metrics, reg, srv, cfg.Upstream.ReadTimeout.D()) })
+		g.Go(func() error { return serveHTTP(ctx, "metrics", cfg.Metrics, metricsMux(reg, srv, cfg.Upstream.ReadTimeout.D())) })
+	}
+	if cfg.Admin != "" {
+		g.Go(func() error { return serveHTTP(ctx, "admin", cfg.Admin, adminMux()) })
 	}
 	return g.Wait()
 }
@@ -223,9 +226,8 @@ func upstreamTLS(u conf.Upstream) (*tls.Config, error) {
 	return c, nil
 }
 
-// serveHTTP serves /metrics, /healthz (the process is up), /readyz (Redis answers) and
-// /debug/pprof.
-func serveHTTP(ctx context.Context, addr string, reg *prometheus.Registry, srv *proxy.Server, probeTimeout time.Duration) error {
+// metricsMux serves /metrics, /healthz (the process is up) and /readyz (Redis answers).
+func metricsMux(reg *prometheus.Registry, srv *proxy.Server, probeTimeout time.Duration) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
@@ -238,14 +240,25 @@ func serveHTTP(ctx context.Context, addr string, reg *prometheus.Registry, srv *
 		}
 		_, _ = fmt.Fprintf(w, "ok\nupstream %s\n", srv.Upstream())
 	})
-	// Profiles on the (loopback by default) operations listener: how speed work is measured.
+	return mux
+}
+
+// adminMux serves the profiles (how speed work is measured) on the admin listener only: they
+// show memory and command contents, so they are never on the metrics listener.
+func adminMux() *http.ServeMux {
+	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// serveHTTP serves mux on addr until ctx ends; name ("metrics", "admin") labels its errors.
+func serveHTTP(ctx context.Context, name, addr string, mux *http.ServeMux) error {
 	hs := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("metrics listen: %w", err)
+		return fmt.Errorf("%s listen: %w", name, err)
 	}
 	go func() {
 		<-ctx.Done()
@@ -254,7 +267,7 @@ func serveHTTP(ctx context.Context, addr string, reg *prometheus.Registry, srv *
 		_ = hs.Shutdown(sctx)
 	}()
 	if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("metrics: %w", err)
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil
 }

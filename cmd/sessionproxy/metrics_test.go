@@ -2,6 +2,9 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -116,5 +119,23 @@ func TestMetrics(t *testing.T) {
 	const upstreamErrs = `sessionproxy_client_errors_total{kind="upstream"}`
 	if got := scrapeMetrics(t, p.HTTP)[upstreamErrs]; got != 0 {
 		t.Errorf("%s = %v after clients left, one with QUIT; want 0", upstreamErrs, got)
+	}
+}
+
+// TestProfilesOnAdminOnly: /debug/pprof is not on the metrics listener, and served by the admin
+// listener only when one is configured.
+func TestProfilesOnAdminOnly(t *testing.T) {
+	up := redistest.Start(t)
+	p := startProxy(t, up.Addr())
+	if code, _, err := httpGet(p.HTTP, "/debug/pprof/"); err != nil || code != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ on the metrics listener: %d %v, want 404", code, err)
+	}
+	admin := net.JoinHostPort("127.0.0.1", strconv.Itoa(redistest.FreePort(t)))
+	q := startProxy(t, up.Addr(), "SESSIONPROXY_ADMIN="+admin)
+	if code, body, err := httpGet(admin, "/debug/pprof/"); err != nil || code != http.StatusOK || !strings.Contains(body, "goroutine") {
+		t.Errorf("/debug/pprof/ on the admin listener: %d %v", code, err)
+	}
+	if code, _, _ := httpGet(q.HTTP, "/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ on the metrics listener with an admin one: %d, want 404", code)
 	}
 }
