@@ -142,7 +142,9 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 		g.Go(func() error { return watch.Run(ctx) })
 	}
 	if cfg.Metrics != "" {
-		g.Go(func() error { return serveHTTP(ctx, "metrics", cfg.Metrics, metricsMux(reg, srv, cfg.Upstream.ReadTimeout.D())) })
+		g.Go(func() error {
+			return serveHTTP(ctx, "metrics", cfg.Metrics, metricsMux(reg, srv, cfg.Upstream.ReadTimeout.D()))
+		})
 	}
 	if cfg.Admin != "" {
 		g.Go(func() error { return serveHTTP(ctx, "admin", cfg.Admin, adminMux()) })
