@@ -55,6 +55,26 @@ type dialer struct {
 	sharedSetupN int
 }
 
+// unavailable is the error for a connection to Redis that could not be made or used. Clients
+// see its text: it says why (refused, timed out, reset) without the addresses (README).
+func unavailable(err error) error { return fmt.Errorf("upstream unavailable: %w", hideAddrs(err)) }
+
+// addrFree is an error whose text leaves out the addresses of the net.OpError it wraps.
+type addrFree struct{ err error }
+
+func (e addrFree) Error() string {
+	var op *net.OpError
+	if errors.As(e.err, &op) && op.Err != nil {
+		return op.Op + ": " + op.Err.Error() // e.g. "dial: connect: connection refused"
+	}
+	return e.err.Error()
+}
+
+func (e addrFree) Unwrap() error { return e.err }
+
+// hideAddrs wraps err so that its text names no address.
+func hideAddrs(err error) error { return addrFree{err} }
+
 // dial connects and runs the setup commands for id and db, checking each reply. An error reply
 // from Redis during setup comes back as *replyError so callers can relay it byte for byte.
 func (d *dialer) dial(ctx context.Context, key poolKey, name string, shared bool) (net.Conn, *bufio.Reader, error) {
@@ -66,7 +86,7 @@ func (d *dialer) dial(ctx context.Context, key poolKey, name string, shared bool
 	}
 	nc, err := nd.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("upstream unavailable: %w", err)
+		return nil, nil, unavailable(err)
 	}
 	if d.tls != nil {
 		tc := tls.Client(nc, d.tls)
@@ -75,7 +95,7 @@ func (d *dialer) dial(ctx context.Context, key poolKey, name string, shared bool
 		cancel()
 		if err != nil {
 			nc.Close()
-			return nil, nil, fmt.Errorf("upstream unavailable: tls: %w", err)
+			return nil, nil, fmt.Errorf("upstream unavailable: tls: %w", hideAddrs(err))
 		}
 		nc = tc
 	}
@@ -172,13 +192,13 @@ func (d *dialer) exchange(nc net.Conn, br *bufio.Reader, cmds []byte, n int, eac
 	_ = nc.SetDeadline(time.Now().Add(d.readTimeout))
 	defer nc.SetDeadline(time.Time{})
 	if _, err := nc.Write(cmds); err != nil {
-		return fmt.Errorf("upstream unavailable: %w", err)
+		return unavailable(err)
 	}
 	var buf []byte
 	for range n {
 		var err error
 		if buf, err = resp.AppendReply(buf[:0], br); err != nil {
-			return fmt.Errorf("upstream unavailable: %w", err)
+			return unavailable(err)
 		}
 		if err := each(buf); err != nil {
 			return err
