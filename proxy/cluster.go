@@ -236,6 +236,10 @@ func clusterPlan(es []centry, ps []cpart, spec *cmdSpec, args [][]byte, raw []by
 	if !ok {
 		return append(es, centry{hasReply: true, reply: []byte(errCrossSlot)}), ps
 	}
+	if op == opAllOK && len(args)%2 == 0 { // MSET without a value for its last key
+		// Not split: the node of its first key answers as a cluster node does (-CROSSSLOT).
+		return append(es, centry{op: opOne, first: len(ps), n: 1}), append(ps, cpart{node: m.Node(slot), raw: raw})
+	}
 	return planSplit(es, ps, op, args, pos, m)
 }
 
@@ -346,11 +350,14 @@ func (c *client) runCluster(cmds []redcon.Command) {
 	cs := c.s.cluster
 	m := cs.m.Load()
 	if m == nil {
-		if err := cs.refresh(c.s.ctx, ""); err != nil || cs.m.Load() == nil {
+		err := cs.refresh(c.s.ctx, "")
+		if m = cs.m.Load(); m == nil {
+			if err == nil { // a read just failed; it is not tried again within clusterRefreshGap
+				err = errors.New("no slot map yet")
+			}
 			c.fail(len(cmds), fmt.Errorf("upstream unavailable: %w", err))
 			return
 		}
-		m = cs.m.Load()
 	}
 	es, ps := c.centries[:0], c.cparts[:0]
 	for i := range cmds {
@@ -562,12 +569,12 @@ func (c *client) followRedirects(p cpart, reply []byte) []byte {
 }
 
 // partReply is part p's reply in req, whose commands from j on are p's: the use-th of its
-// replies; for a MULTI block, its first queued command's -MOVED if the slot moved (so that
+// replies; for a MULTI block, a queued command's -MOVED if the slot moved (so that
 // followRedirects sends the whole block again).
 func partReply(req *request, j int, p cpart) []byte {
-	if p.extra > 0 {
-		if first := req.reply[req.replyStart(j+1):req.ends[j+1]]; bytes.HasPrefix(first, []byte("-MOVED ")) {
-			return first
+	for k := j + 1; k < j+p.extra; k++ { // a MULTI block's queued commands
+		if r := req.reply[req.replyStart(k):req.ends[k]]; bytes.HasPrefix(r, []byte("-MOVED ")) {
+			return r
 		}
 	}
 	k := j + p.use

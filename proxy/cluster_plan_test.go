@@ -33,6 +33,9 @@ func TestClusterPlan(t *testing.T) {
 		{cmd: []string{"MGET", "{t}a", "{t}b"}, parts: []string{"c:1 MGET {t}a {t}b"}},
 		{cmd: []string{"MSET", "foo", "1", "bar", "2", "foo", "3"}, parts: []string{"c:1 MSET foo 1 foo 3", "a:1 MSET bar 2"}},
 		{cmd: []string{"DEL", "foo", "bar"}, parts: []string{"c:1 DEL foo", "a:1 DEL bar"}},
+		// Without a value for its last key: whole to a node, which answers as a cluster node
+		// does (a split once sliced past the arguments and took the process down).
+		{cmd: []string{"MSET", "foo", "1", "bar"}, parts: []string{"c:1 MSET foo 1 bar"}},
 		{cmd: []string{"SUNION", "foo", "bar"}, reply: errCrossSlot},
 		{cmd: []string{"DBSIZE"}, parts: []string{"a:1 DBSIZE", "b:1 DBSIZE", "c:1 DBSIZE"}},
 		{cmd: []string{"SCRIPT", "LOAD", "return 1"}, parts: []string{"a:1 SCRIPT LOAD return 1", "b:1 SCRIPT LOAD return 1", "c:1 SCRIPT LOAD return 1"}},
@@ -120,5 +123,26 @@ func TestClusterMerge(t *testing.T) {
 		if got := string(mergeReplies(nil, tc.e, parts, 0)); got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestClusterPartReply: a transaction's -MOVED is found whichever queued command got it, so the
+// whole block goes to the slot's new owner.
+func TestClusterPartReply(t *testing.T) {
+	req := &request{}
+	for _, r := range []string{"+OK\r\n", "+QUEUED\r\n", "-MOVED 42 n:1\r\n", "-EXECABORT x\r\n"} {
+		req.reply = append(req.reply, r...)
+		req.ends = append(req.ends, len(req.reply))
+	}
+	if got := string(partReply(req, 0, cpart{extra: 3, use: 3})); got != "-MOVED 42 n:1\r\n" {
+		t.Errorf("transaction reply %q, want the -MOVED", got)
+	}
+	req.reply, req.ends = req.reply[:0], req.ends[:0]
+	for _, r := range []string{"+OK\r\n", "+QUEUED\r\n", "+QUEUED\r\n", "*2\r\n:1\r\n:2\r\n"} {
+		req.reply = append(req.reply, r...)
+		req.ends = append(req.ends, len(req.reply))
+	}
+	if got := string(partReply(req, 0, cpart{extra: 3, use: 3})); got != "*2\r\n:1\r\n:2\r\n" {
+		t.Errorf("transaction reply %q, want EXEC's", got)
 	}
 }

@@ -75,7 +75,7 @@ func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
 	for _, s := range table.specs {
 		m.commands = append(m.commands, cmds.WithLabelValues(s.name))
 	}
-	for _, kind := range []string{errKindProtocol, errKindUpstream} {
+	for _, kind := range []string{errKindProtocol, errKindUpstream, errKindInternal} {
 		m.errors.WithLabelValues(kind)
 	}
 	m.rejected.WithLabelValues(rejectMaxClients)
@@ -91,5 +91,6 @@ func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
 const (
 	errKindProtocol  = "protocol"
 	errKindUpstream  = "upstream"
+	errKindInternal  = "internal" // a bug: a panic caught while handling a client
 	rejectMaxClients = "max_clients"
 )

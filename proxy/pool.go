@@ -246,6 +246,17 @@ func (p *pool) conn(ctx context.Context, n uint64) (*sharedConn, error) {
 	}
 	p.p.m.upstreamDials.Inc()
 	nc, br, err := p.p.d.dial(ctx, p.key, "", true)
+	if err == nil && p.p.d.gen.Load() != gen {
+		// SetUpstream ran during the dial, which may have gone to the former address: once
+		// more, to the new one.
+		nc.Close()
+		gen = p.p.d.gen.Load()
+		p.p.m.upstreamDials.Inc()
+		if nc, br, err = p.p.d.dial(ctx, p.key, "", true); err == nil && p.p.d.gen.Load() != gen {
+			nc.Close()
+			err = errUpstreamChanged
+		}
+	}
 	if err != nil {
 		p.p.m.upstreamDialErrors.Inc()
 		sl.lastErr, sl.lastFail = err, time.Now()

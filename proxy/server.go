@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -291,6 +292,7 @@ func (s *Server) serveCommand(rc redcon.Conn, cmd redcon.Command) {
 	if c.closing {
 		return
 	}
+	defer s.survive(c)
 	c.batch = append(c.batch[:0], cmd)
 	c.batch = append(c.batch, rc.ReadPipeline()...)
 	if s.order.on(s.opts.Ordering) && c.conn != nil {
@@ -359,6 +361,19 @@ func (s *Server) SetUpstream(addr string) {
 	}
 	s.mu.Unlock()
 	s.log.Warn("upstream changed: closed every upstream connection", "upstream", addr)
+}
+
+// survive turns a panic while handling a client's batch (a bug) into that client's
+// disconnection, logged with its stack: one client's input never takes the process and every
+// other client down.
+func (s *Server) survive(c *client) {
+	if r := recover(); r != nil {
+		s.m.errors.WithLabelValues(errKindInternal).Inc()
+		s.log.Error("internal error handling a client's commands; client disconnected", "client", c.id,
+			"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		c.handedOff()
+		c.close()
+	}
 }
 
 // CheckUpstream reports whether Redis answers PING within the read timeout: the readiness probe.

@@ -68,6 +68,11 @@ func TestClusterLikeOneRedis(t *testing.T) {
 		{[]string{"RENAME", "a", "b"}, "-CROSSSLOT Keys in request don't hash to the same slot\r\n"},
 		{[]string{"SELECT", "1"}, "-ERR SELECT is not allowed in cluster mode\r\n"},
 		{[]string{"SELECT", "0"}, "+OK\r\n"},
+		// Keys in two slots but no value for the last: what a cluster node answers (this once
+		// crashed the proxy); in one slot, the arity error.
+		{[]string{"MSET", "foo", "1", "bar"}, "-CROSSSLOT Keys in request don't hash to the same slot\r\n"},
+		{[]string{"MSET", "{t}a", "1", "{t}b"}, "-ERR wrong number of arguments for 'mset' command\r\n"},
+		{[]string{"PING"}, "+PONG\r\n"},
 	} {
 		if got := c.do(tc.cmd...); got != tc.want {
 			t.Errorf("%q: %q, want %q", tc.cmd, got, tc.want)

@@ -104,9 +104,10 @@ func appendLine(dst []byte, r *bufio.Reader) ([]byte, error) {
 	return dst, nil
 }
 
-// parseLen parses a RESP length: optional '-' and decimal digits.
+// parseLen parses a RESP length: optional '-' and decimal digits, at most 18 of them (no
+// length near int64's limit is real, and 19 digits could overflow).
 func parseLen(b []byte) (int64, bool) {
-	if len(b) == 0 || len(b) > 19 {
+	if len(b) == 0 || len(b) > 19 || len(b) == 19 && b[0] != '-' {
 		return 0, false
 	}
 	neg := b[0] == '-'

@@ -95,3 +95,19 @@ func BenchmarkAppendReply(b *testing.B) {
 		}
 	}
 }
+
+// TestReplyLengthOverflow: a length of 19 digits would overflow int64 (to a negative length,
+// read as a null): both readers refuse it as a malformed reply.
+func TestReplyLengthOverflow(t *testing.T) {
+	for _, in := range []string{"$9999999999999999999\r\n", "*9999999999999999999\r\n", "%9223372036854775807\r\n"} {
+		if _, err := AppendReply(nil, bufio.NewReader(strings.NewReader(in))); !errors.Is(err, ErrBadReply) {
+			t.Errorf("AppendReply(%q): %v, want ErrBadReply", in, err)
+		}
+		if _, err := ReplyLen([]byte(in)); !errors.Is(err, ErrBadReply) {
+			t.Errorf("ReplyLen(%q): %v, want ErrBadReply", in, err)
+		}
+	}
+	if n, err := ReplyLen([]byte("*-1\r\n")); err != nil || n != 5 {
+		t.Errorf("null array: %d %v", n, err)
+	}
+}

@@ -121,7 +121,8 @@ func (w *Watcher) Resolve(ctx context.Context) (string, error) {
 	}
 }
 
-// lookup asks each sentinel in turn; the first answer that names a master (per ROLE) wins.
+// lookup asks each sentinel in turn; the first answer that names a node that is a master now
+// (per ROLE) wins.
 func (w *Watcher) lookup(ctx context.Context) (string, error) {
 	var errs []error
 	for i, sc := range w.sentinel {
@@ -133,9 +134,8 @@ func (w *Watcher) lookup(ctx context.Context) (string, error) {
 			continue
 		}
 		addr := net.JoinHostPort(hp[0], hp[1])
-		if addr == w.Addr() {
-			return addr, nil // no change: no need to check the role again
-		}
+		// The current master too: a sentinel that has not heard of a failover yet (or is cut
+		// off from the others) still names the demoted one, and the next sentinel may know.
 		if err := w.isMaster(ctx, addr); err != nil {
 			errs = append(errs, fmt.Errorf("sentinel %s names %s: %w", w.o.Addrs[i], addr, err))
 			continue
