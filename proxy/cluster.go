@@ -144,10 +144,11 @@ type cpick struct{ part, elem int }
 // its commands, EXEC; a queue-time check: MULTI, the command, DISCARD), of whose replies the
 // use-th is the part's.
 type cpart struct {
-	node  string
-	raw   []byte
-	extra int
-	use   int
+	node   string
+	raw    []byte
+	extra  int
+	use    int
+	script bool // a client's script call: others must not wait behind it (request.script)
 }
 
 // errClusterUnsupported is the reply for a command the cluster mode does not carry yet.
@@ -215,8 +216,10 @@ func clusterPlan(es []centry, ps []cpart, spec *cmdSpec, args [][]byte, raw []by
 			}
 			return append(es, e), ps
 		}
-		// Anything else keyless (PING, INFO, CLUSTER ..., PUBLISH...) goes to one node.
-		return append(es, centry{op: opOne, first: len(ps), n: 1}), append(ps, cpart{node: primaries[0], raw: raw})
+		// Anything else keyless (PING, INFO, CLUSTER ..., PUBLISH, EVAL without keys...) goes to
+		// one node.
+		return append(es, centry{op: opOne, first: len(ps), n: 1}),
+			append(ps, cpart{node: primaries[0], raw: raw, script: spec.script})
 	}
 	slot, cross := cluster.Slot(args[pos[0]]), false
 	for _, p := range pos[1:] {
@@ -230,7 +233,7 @@ func clusterPlan(es []centry, ps []cpart, spec *cmdSpec, args [][]byte, raw []by
 		if node == "" {
 			return append(es, centry{hasReply: true, reply: []byte(errClusterDown)}), ps
 		}
-		return append(es, centry{op: opOne, first: len(ps), n: 1}), append(ps, cpart{node: node, raw: raw})
+		return append(es, centry{op: opOne, first: len(ps), n: 1}), append(ps, cpart{node: node, raw: raw, script: spec.script})
 	}
 	op, ok := splitOps[spec.name]
 	if !ok {
@@ -439,8 +442,9 @@ func (c *client) execCluster(es []centry, ps []cpart) {
 	send := func(k int) {
 		node, idx := nodes[k], byNode[k]
 		req := c.nodeRequest(k)
-		req.cmds = req.cmds[:0]
+		req.cmds, req.script = req.cmds[:0], false
 		for _, i := range idx {
+			req.script = req.script || ps[i].script
 			req.cmds = append(req.cmds, redcon.Command{Raw: ps[i].raw})
 			for range ps[i].extra { // one more reply each; the bytes are all in the first Raw
 				req.cmds = append(req.cmds, redcon.Command{})

@@ -42,6 +42,10 @@ func subcommand(r route, subs ...string) func([][]byte) route {
 // once, not behind the busy script on a shared connection (or another client's). A SHUTDOWN
 // that succeeds ends the connection without a reply, and so does the proxy.
 func cmdAtOnce(c *client, args [][]byte) {
+	if c.s.cluster != nil && (equalFold(args[0], "SCRIPT") || equalFold(args[0], "FUNCTION")) && equalFold(args[1], "KILL") {
+		c.killOnEveryPrimary(args)
+		return
+	}
 	reply, err := c.askFresh(poolKey{id: c.ident, resp3: c.resp3}, args)
 	switch {
 	case err == nil:
@@ -51,4 +55,34 @@ func cmdAtOnce(c *client, args [][]byte) {
 	default:
 		c.fail(1, err)
 	}
+}
+
+// killOnEveryPrimary is SCRIPT KILL / FUNCTION KILL in cluster mode: the script may run on any
+// primary, so each is asked on a fresh connection; the reply is the first +OK, else the first
+// primary's (-NOTBUSY ...), else an error.
+func (c *client) killOnEveryPrimary(args [][]byte) {
+	m := c.s.cluster.m.Load()
+	if m == nil {
+		c.fail(1, errors.New("upstream unavailable: no slot map yet"))
+		return
+	}
+	var first []byte
+	var firstErr error
+	for _, node := range m.Primaries() {
+		reply, err := c.askFresh(poolKey{id: c.ident, resp3: c.resp3, node: node}, args)
+		switch {
+		case err == nil && string(reply) == replyOK:
+			c.write(reply)
+			return
+		case err == nil && first == nil:
+			first = reply
+		case err != nil && firstErr == nil:
+			firstErr = err
+		}
+	}
+	if first != nil {
+		c.write(first)
+		return
+	}
+	c.fail(1, firstErr)
 }

@@ -531,3 +531,52 @@ func TestClusterAuth(t *testing.T) {
 		t.Errorf("DEL after AUTH: %q", got)
 	}
 }
+
+// TestClusterBusyScript: a script that loops on one node does not hold other clients' commands
+// for that node behind it: past Redis' busy threshold they get Redis' -BUSY, as direct clients
+// do, and SCRIPT KILL through the proxy (asked of every primary) ends it.
+func TestClusterBusyScript(t *testing.T) {
+	// The threshold is set before the proxy starts: it reads it at start (and every 30 s).
+	cl := redistest.StartCluster(t, 3, 1, "--busy-reply-threshold", "100")
+	p := startProxy(t, cl.Nodes[0].Addr(), "SESSIONPROXY_UPSTREAM_MODE=cluster",
+		"SESSIONPROXY_UPSTREAM_ADDRS="+cl.Nodes[0].Addr())
+	m, err := cluster.NewMap(mustRanges(t, cl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := m.Primaries()[1] // not the first primary, the proxy's default node
+	var keys []string // keys on the second primary
+	for i := 0; len(keys) < 2; i++ {
+		if k := fmt.Sprintf("busy%d", i); m.Node(cluster.Slot([]byte(k))) == second {
+			keys = append(keys, k)
+		}
+	}
+	var clients []*respConn
+	for range 10 {
+		clients = append(clients, dialRESP(t, p.Addr))
+	}
+	looper := clients[0]
+	looper.send(encode("EVAL", "while true do end", "1", keys[0]))
+	time.Sleep(300 * time.Millisecond)
+	for i, c := range clients[1:] {
+		c.send(encode("GET", keys[1]))
+		if got, err := c.reply(3 * time.Second); err != nil || !strings.HasPrefix(got, "-BUSY") {
+			t.Fatalf("client %d: GET behind a busy script: %q %v", i+1, got, err)
+		}
+	}
+	if got := dialRESP(t, p.Addr).do("SCRIPT", "KILL"); got != "+OK\r\n" {
+		t.Fatalf("SCRIPT KILL: %q", got)
+	}
+	if got, err := looper.reply(3 * time.Second); err != nil || !strings.Contains(got, "killed") {
+		t.Errorf("the killed script's reply: %q %v", got, err)
+	}
+}
+
+func mustRanges(t *testing.T, cl *redistest.Cluster) []cluster.Range {
+	t.Helper()
+	ranges, err := cluster.Fetch(context.Background(), cl.Nodes[0].Addr(), redis.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ranges
+}
