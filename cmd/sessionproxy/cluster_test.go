@@ -545,7 +545,7 @@ func TestClusterBusyScript(t *testing.T) {
 		t.Fatal(err)
 	}
 	second := m.Primaries()[1] // not the first primary, the proxy's default node
-	var keys []string // keys on the second primary
+	var keys []string          // keys on the second primary
 	for i := 0; len(keys) < 2; i++ {
 		if k := fmt.Sprintf("busy%d", i); m.Node(cluster.Slot([]byte(k))) == second {
 			keys = append(keys, k)
