@@ -28,6 +28,7 @@ import (
 
 	"github.com/sessionproxy/sessionproxy/conf"
 	"github.com/sessionproxy/sessionproxy/internal/cluster"
+	"github.com/sessionproxy/sessionproxy/internal/nodes"
 	"github.com/sessionproxy/sessionproxy/internal/resp"
 	"github.com/sessionproxy/sessionproxy/internal/sentinel"
 	"github.com/sessionproxy/sessionproxy/proxy"
@@ -117,9 +118,12 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 	}
 	clustered := cfg.Upstream.Mode == "cluster"
 	if clustered {
-		node := ups.opts
+		nodeClients := nodes.New(ups.opts) // CLUSTER SLOTS every 5 s: one connection per node, kept
+		defer nodeClients.Close()
 		opts.Cluster = &proxy.ClusterOptions{Seeds: cfg.Upstream.Addrs,
-			Fetch: func(ctx context.Context, addr string) ([]cluster.Range, error) { return cluster.Fetch(ctx, addr, node) }}
+			Fetch: func(ctx context.Context, addr string) ([]cluster.Range, error) {
+				return cluster.FetchWith(ctx, nodeClients.Get(addr))
+			}}
 		opts.Repair = nil
 		logger.Warn("cluster mode: commands are routed by slot, but the session index and the reaper are not kept in this mode yet (session writes pass through unindexed)")
 	}

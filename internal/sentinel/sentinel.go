@@ -14,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sessionproxy/sessionproxy/internal/nodes"
 )
 
 // Options configure a Watcher.
@@ -45,8 +47,9 @@ type Watcher struct {
 
 	master    *prometheus.GaugeVec
 	failovers prometheus.Counter
-	mu        sync.Mutex // guards shown
-	shown     string     // the master label set to 1
+	mu        sync.Mutex     // guards shown
+	shown     string         // the master label set to 1
+	nodes     *nodes.Clients // asked for their ROLE, every poll
 }
 
 // New builds a watcher; Resolve finds the master, Run follows it.
@@ -57,7 +60,7 @@ func New(o Options) (*Watcher, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	w := &Watcher{o: o, log: o.Logger, kick: make(chan struct{}, 1),
+	w := &Watcher{o: o, log: o.Logger, kick: make(chan struct{}, 1), nodes: nodes.New(o.Node),
 		master: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sessionproxy_upstream_master",
 			Help: "1 for the master the proxy forwards to (sentinel mode), by address."}, []string{"addr"}),
 		failovers: prometheus.NewCounter(prometheus.CounterOpts{Name: "sessionproxy_upstream_failovers_total",
@@ -102,6 +105,7 @@ func (w *Watcher) Close() {
 	for _, sc := range w.sentinel {
 		_ = sc.Close()
 	}
+	w.nodes.Close()
 }
 
 // Resolve asks the sentinels for the master until one names a node that is a master, trying
@@ -154,13 +158,9 @@ func cmpErr(err error, msg string) error {
 
 // isMaster asks the node at addr for its ROLE.
 func (w *Watcher) isMaster(ctx context.Context, addr string) error {
-	o := w.o.Node
-	o.Addr, o.DB, o.Protocol, o.DisableIdentity, o.PoolSize, o.MaxRetries = addr, 0, 2, true, 1, -1
-	c := redis.NewClient(&o)
-	defer c.Close()
-	qctx, cancel := context.WithTimeout(ctx, o.ReadTimeout)
+	qctx, cancel := context.WithTimeout(ctx, w.o.Node.ReadTimeout)
 	defer cancel()
-	role, err := c.Do(qctx, "ROLE").Slice()
+	role, err := w.nodes.Get(addr).Do(qctx, "ROLE").Slice()
 	if err != nil {
 		return err
 	}
