@@ -129,7 +129,6 @@ type centry struct {
 	picks     []cpick // opPick: where each key's element is
 	scanNode  int     // opScan: the primary's index
 	scanNodes int     // opScan: how many primaries the cursor counts
-	isLocal   bool
 	hasReply  bool
 	dedicated string // the client moves to its own connection to this node from here on
 	// txCheck: the reply is Redis' verdict on queuing a command of this transaction; an error
@@ -188,7 +187,7 @@ func clusterPlan(es []centry, ps []cpart, spec *cmdSpec, args [][]byte, raw []by
 		return append(es, centry{hasReply: true, reply: redcon.AppendError(nil,
 			"ERR SESSIONS commands are not available in cluster mode yet")}), ps
 	case r == routeLocal:
-		return append(es, centry{isLocal: true, local: spec, args: args}), ps
+		return append(es, centry{local: spec, args: args}), ps
 	case r == routeDedicated:
 		node, reply := dedicatedNode(spec, args, m)
 		if reply != nil {
@@ -397,7 +396,7 @@ func (c *client) runCluster(cmds []redcon.Command) {
 			}
 			return
 		}
-		if es[len(es)-1].isLocal {
+		if es[len(es)-1].local != nil {
 			c.execCluster(es[:len(es)-1], ps)
 			if c.closing {
 				return

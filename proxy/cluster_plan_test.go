@@ -68,8 +68,8 @@ func TestClusterPlan(t *testing.T) {
 		if e.dedicated != tc.node {
 			t.Errorf("%q: dedicated to %q, want %q", tc.cmd, e.dedicated, tc.node)
 		}
-		if e.isLocal != tc.local || string(e.reply) != tc.reply || (tc.reply != "") != e.hasReply {
-			t.Errorf("%q: local %v reply %q, want local %v reply %q", tc.cmd, e.isLocal, e.reply, tc.local, tc.reply)
+		if (e.local != nil) != tc.local || string(e.reply) != tc.reply || (tc.reply != "") != e.hasReply {
+			t.Errorf("%q: local %v reply %q, want local %v reply %q", tc.cmd, e.local != nil, e.reply, tc.local, tc.reply)
 		}
 		var got []string
 		for _, p := range ps[e.first : e.first+e.n] {
