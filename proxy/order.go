@@ -121,12 +121,7 @@ func (g *orderGate) arrived(c *client, at int64) {
 // enter waits until c's batch, received at at, is the earliest one not handed upstream yet,
 // and no other client's bytes that arrived in the orderRecent before it are still unread.
 func (g *orderGate) enter(c *client, at int64) {
-	if !c.gated {
-		c.gated = true
-		g.mu.Lock()
-		g.pending = append(g.pending, gateEntry{at, c})
-		g.mu.Unlock()
-	}
+	g.arrived(c, at) // if its read did not register it (bytes left over from an earlier read)
 	fresh := time.Now().UnixNano()-at < int64(orderFresh)
 	if fresh {
 		runtime.Gosched()
