@@ -40,6 +40,21 @@ func TestProber(t *testing.T) {
 	}
 	a, acl := accept()
 	b, bcl := accept()
+	// The kernel turns receive timestamps on host-wide some time after the first socket asks
+	// (deferred work); segments received before carry none. Wait until a read has one.
+	buf := make([]byte, 64)
+	for deadline := time.Now().Add(5 * time.Second); a.Arrival() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("no receive timestamps on this host after 5 s")
+		}
+		if _, err := acl.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
 	before := time.Now().UnixNano()
 	if _, err := acl.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
 		t.Fatal(err)
@@ -61,7 +76,6 @@ func TestProber(t *testing.T) {
 	var batches []int64
 	a.OnBatch = func(at int64) { batches = append(batches, at) }
 	_, _ = bcl.Write([]byte("*1\r\n$4\r\nPI"))
-	buf := make([]byte, 64)
 	n, err := a.Read(buf)
 	if err != nil || string(buf[:n]) != "*1\r\n$4\r\nPING\r\n" {
 		t.Fatalf("read %q %v", buf[:n], err)
