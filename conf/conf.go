@@ -53,6 +53,9 @@ type Reaper struct {
 type Index struct {
 	Prefix string      `yaml:"prefix"` // bookkeeping keys (owner map, deadline ledger); default "sessionproxy:"
 	Rules  []IndexRule `yaml:"rules"`  // first matching rule owns a key; default: the seed layout
+	// Cluster keeps the index on a Redis Cluster (upstream.mode cluster); off, session writes
+	// pass unindexed there. Experimental: README "Guarantees on Redis Cluster".
+	Cluster bool `yaml:"cluster"`
 }
 
 // IndexRule is one kind of session key. The rewrite package checks it in full.
@@ -573,6 +576,7 @@ var docs = map[string]string{
 	"log_format":                        "text or json.",
 	"index":                             "The user -> sessions index: which keys are sessions, where their owner is, how the index is laid out.",
 	"index.prefix":                      "Prefix of the proxy's bookkeeping keys in each DB (owner map, deadline ledger).",
+	"index.cluster":                     "Cluster mode only: keep the session index across the cluster's slots (experimental, see README \"Guarantees on Redis Cluster\"); false: session writes pass unindexed there and SESSIONS.* are refused.",
 	"index.rules":                       "Session key rules; the first whose pattern matches a key owns it. Not settable from the environment.",
 	"index.rules[].name":                "Rule name, for SESSIONS.* [rule].",
 	"index.rules[].pattern":             "Session keys: a glob with exactly one '*', which matches the session id.",
@@ -587,7 +591,7 @@ var docs = map[string]string{
 	"ordering":                          "Whether commands of different clients reach Redis in the order their bytes reached the proxy, also when they come in microseconds apart. arrival: always (about a fifth more CPU per request under load, see README); auto: while the proxy handles at most 2,000 batches a second (where the CPU is spare), not under load; none: each client's own order only, as most proxies keep it.",
 	"procs":                             "CPU cores the proxy's Go code may use at once (GOMAXPROCS). One is fastest when the proxy shares a small host with Redis and its clients (measured, see bench/README.md); raise it on a dedicated host with many clients.",
 	"upstream":                          "The Redis server to forward to.",
-	"upstream.mode":                     "standalone (one Redis at upstream.addr), sentinel (the master the sentinels at upstream.addrs report for upstream.sentinel.master, followed across failovers) or cluster (routing by slot across the primaries of a Redis Cluster; no session index in this mode yet, see README).",
+	"upstream.mode":                     "standalone (one Redis at upstream.addr), sentinel (the master the sentinels at upstream.addrs report for upstream.sentinel.master, followed across failovers) or cluster (routing by slot across the primaries of a Redis Cluster; the session index there needs index.cluster, see README).",
 	"upstream.addr":                     "Redis server, host:port (standalone mode).",
 	"upstream.addrs":                    "Sentinel mode: the sentinels, host:port each; cluster mode: seed nodes. From the environment: comma-separated.",
 	"upstream.sentinel":                 "Sentinel mode: which master to follow, and the sentinels' own AUTH.",

@@ -21,12 +21,24 @@ import (
 	"github.com/sessionproxy/sessionproxy/internal/resp"
 )
 
-// ClusterOptions put the proxy in front of a Redis Cluster (README "Cluster": routing only, no
-// session index in this mode yet).
+// ClusterOptions put the proxy in front of a Redis Cluster (README "Cluster").
 type ClusterOptions struct {
 	Seeds []string // nodes to read the slot map from at first, host:port
 	// Fetch reads the slot ranges from the node at addr (CLUSTER SLOTS).
 	Fetch func(ctx context.Context, addr string) ([]cluster.Range, error)
+	// Index, when set, keeps the session index across the cluster (README "Guarantees on Redis
+	// Cluster"); nil: session writes pass unindexed and SESSIONS.* are refused.
+	Index ClusterIndex
+}
+
+// ClusterIndex is the other half of the session index on a cluster (reaper.Cluster): the proxy
+// runs each session write with its slot's bookkeeping in one script, and the index applies the
+// index changes that script queued.
+type ClusterIndex interface {
+	// Dirty says a session write just ran in slot: its outbox has changes to apply.
+	Dirty(slot int)
+	// Sessions answers SESSIONS.LIST/COUNT/REVOKE (mode list|count|revoke) for uid under rule r.
+	Sessions(ctx context.Context, mode string, r int, uid string) ([]string, int64, error)
 }
 
 // clusterRefresh is how often the slot map is read again without a redirect asking for it;
@@ -148,6 +160,12 @@ type cpart struct {
 	extra  int
 	use    int
 	script bool // a client's script call: others must not wait behind it (request.script)
+	// args: a split command's part, its own arguments (planSplit); nil: the client's.
+	args [][]byte
+	// session: raw is a session write rewritten to the cluster apply script (by SHA unless
+	// extra > 0) with the bookkeeping of slot; its outbox has changes once it ran.
+	session bool
+	slot    int
 }
 
 // errClusterUnsupported is the reply for a command the cluster mode does not carry yet.
@@ -183,9 +201,12 @@ func clusterPlan(es []centry, ps []cpart, spec *cmdSpec, args [][]byte, raw []by
 		return append(es, centry{op: opOne, first: len(ps), n: 1}), append(ps, cpart{node: m.Primaries()[0], raw: raw})
 	}
 	switch r := spec.routeOf(args); {
-	case spec.sessions || spec.name == "sessions.reindex" || spec.name == "sessions.check":
+	case spec.sessions:
 		return append(es, centry{hasReply: true, reply: redcon.AppendError(nil,
-			"ERR SESSIONS commands are not available in cluster mode yet")}), ps
+			"ERR SESSIONS commands need the cluster index in cluster mode (index.cluster: true)")}), ps
+	case spec.name == "sessions.reindex" || spec.name == "sessions.check":
+		return append(es, centry{hasReply: true, reply: redcon.AppendError(nil,
+			"ERR SESSIONS.REINDEX and SESSIONS.CHECK are not available in cluster mode yet")}), ps
 	case r == routeLocal:
 		return append(es, centry{local: spec, args: args}), ps
 	case r == routeDedicated:
@@ -315,7 +336,7 @@ func planSplit(es []centry, ps []cpart, op mergeOp, args [][]byte, pos []int, m 
 		groups[g].args = append(groups[g].args, args[p:p+step]...)
 	}
 	for _, g := range groups {
-		ps = append(ps, cpart{node: m.Node(g.slot), raw: appendArgs(nil, g.args)})
+		ps = append(ps, cpart{node: m.Node(g.slot), raw: appendArgs(nil, g.args), args: g.args})
 	}
 	e.n = len(groups)
 	return append(es, e), ps
@@ -381,13 +402,29 @@ func (c *client) runCluster(cmds []redcon.Command) {
 			c.tx = nil
 			continue
 		}
-		if spec.plan != nil {
-			// No index in cluster mode yet: a session write passes plain, and is counted.
+		index := cs.opts.Index
+		if index != nil && spec.sessions && classifySessions(cmds[i].Args) == routeShared {
+			c.execCluster(es, ps) // what comes before it in the pipeline is in the index first
+			if c.closing {
+				return
+			}
+			es, ps = es[:0], ps[:0]
+			c.write(c.clusterSessions(spec, cmds[i].Args))
+			continue
+		}
+		if spec.plan != nil && index == nil {
+			// A session write passes plain, and is counted.
 			if c.refs = spec.plan(c.refs[:0], cmds[i].Args); len(c.refs) > 0 {
-				c.s.unindexed("session write passed unindexed: cluster mode keeps no session index yet", "cmd", spec.name)
+				c.s.unindexed("session write passed unindexed: the cluster index is off (index.cluster)", "cmd", spec.name)
 			}
 		}
+		before := len(ps)
 		es, ps = clusterPlan(es, ps, spec, cmds[i].Args, cmds[i].Raw, m)
+		if index != nil && spec.plan != nil {
+			for k := before; k < len(ps); k++ {
+				ps[k] = c.clusterRewrite(ps[k], spec, cmds[i].Args, cmds[i].Raw)
+			}
+		}
 		if node := es[len(es)-1].dedicated; node != "" {
 			c.execCluster(es[:len(es)-1], ps)
 			if !c.closing {
@@ -480,6 +517,10 @@ func (c *client) execCluster(es []centry, ps []cpart) {
 	}
 	for i := range ps {
 		replies[i] = c.followRedirects(ps[i], replies[i])
+		if ps[i].session {
+			replies[i] = c.retryClusterNoScript(ps[i], replies[i])
+			c.s.cluster.opts.Index.Dirty(ps[i].slot)
+		}
 	}
 	for _, e := range es {
 		switch {
@@ -730,6 +771,9 @@ type clusterTx struct {
 	n    int
 	slot int  // -1 until a command with keys
 	bad  bool // a queuing error: EXEC answers EXECABORT
+	// session: a queued command is a session write (rewritten): EXEC's part marks the slot's
+	// outbox for applying.
+	session bool
 }
 
 // Redis' replies around a transaction.
@@ -789,6 +833,13 @@ func (c *client) clusterTxStep(es []centry, ps []cpart, spec *cmdSpec, args [][]
 			return reply(errCrossSlot)
 		}
 	}
+	if c.s.cluster.opts.Index != nil && spec.plan != nil {
+		p := c.clusterRewrite(cpart{raw: raw, extra: 1}, spec, args, raw) // extra: by body, inside MULTI
+		raw = p.raw
+		if p.session {
+			tx.session = true
+		}
+	}
 	tx.raw = append(tx.raw, raw...)
 	tx.n++
 	// Redis' own verdict on queuing it (+QUEUED, or the error an unknown command, a wrong arity,
@@ -826,5 +877,5 @@ func (tx *clusterTx) plan(es []centry, ps []cpart, m *cluster.Map) ([]centry, []
 	raw = append(raw, tx.raw...)
 	raw = resp.AppendCommand(raw, "EXEC")
 	return append(es, centry{op: opOne, first: len(ps), n: 1}),
-		append(ps, cpart{node: node, raw: raw, extra: tx.n + 1, use: tx.n + 1})
+		append(ps, cpart{node: node, raw: raw, extra: tx.n + 1, use: tx.n + 1, session: tx.session, slot: tx.slot})
 }

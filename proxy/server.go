@@ -115,7 +115,11 @@ func New(opts Options) (*Server, error) {
 	scripts := opts.Schema.Scripts()
 	var load []byte
 	var loadCmds []redcon.Command
-	for _, sc := range []*rewrite.Script{&scripts.Apply, &scripts.ApplyMany, &scripts.Sessions} {
+	loaded := []*rewrite.Script{&scripts.Apply, &scripts.ApplyMany, &scripts.Sessions}
+	if opts.Cluster != nil && opts.Cluster.Index != nil {
+		loaded = []*rewrite.Script{&scripts.Cluster.Apply}
+	}
+	for _, sc := range loaded {
 		start := len(load)
 		load = resp.AppendCommand(load, "SCRIPT", "LOAD", sc.Body)
 		loadCmds = append(loadCmds, redcon.Command{Raw: load[start:len(load):len(load)]})

@@ -43,3 +43,45 @@ func newReaperMetrics(reg prometheus.Registerer) *reaperMetrics {
 	}
 	return m
 }
+
+type clusterMetrics struct {
+	cleanups *prometheus.CounterVec
+	reapLag  *prometheus.HistogramVec
+	scripts  *prometheus.CounterVec
+	changes  *prometheus.CounterVec
+	lag      prometheus.Histogram
+	leases   prometheus.Gauge
+}
+
+// newClusterMetrics: the cleanups and lag families are the standalone reaper's (one of the two
+// runs in a process), so dashboards and alerts read both modes alike.
+func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
+	const ns = "sessionproxy"
+	m := &clusterMetrics{
+		cleanups: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "reaper",
+			Name: "cleanups_total", Help: "Expired or evicted sessions removed from the index, by path (event, sweep)."}, []string{"path"}),
+		reapLag: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: "reaper",
+			Name: "lag_seconds", Help: "Time from a session's deadline to its removal from the index, by path.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"path"}),
+		scripts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "reaper",
+			Name: "cluster_scripts_total", Help: "Cleanup scripts this proxy ran on a Redis Cluster, by path (event, sweep): one per slot and batch."}, []string{"path"}),
+		changes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "index",
+			Name: "cluster_changes_total", Help: "Outbox entries applied to index keys on a Redis Cluster, by result (made, skipped: a newer change was made already)."}, []string{"result"}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: "index",
+			Name: "cluster_apply_lag_seconds", Help: "Time from a session write on a Redis Cluster to its index change being made (by Redis' clock at the write).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		leases: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "reaper",
+			Name: "cluster_leases", Help: "Primaries whose reaping (sweep, events, leftover outboxes) this proxy holds."}),
+	}
+	for _, p := range []string{pathEvent, pathSweep} {
+		m.cleanups.WithLabelValues(p)
+		m.reapLag.WithLabelValues(p)
+		m.scripts.WithLabelValues(p)
+	}
+	m.changes.WithLabelValues("made")
+	m.changes.WithLabelValues("skipped")
+	if reg != nil {
+		reg.MustRegister(m.cleanups, m.reapLag, m.scripts, m.changes, m.lag, m.leases)
+	}
+	return m
+}

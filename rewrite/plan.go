@@ -310,8 +310,20 @@ func dbIndex(b []byte) (int, bool) {
 // command at the end of ARGV. Per ref, ARGV carries a descriptor "<rule>[@<db>][k]" and an
 // owner hint ("=<uid>" or "").
 func (s *Schema) AppendApply(dst []byte, sc *Script, byBody bool, refs []Ref, args [][]byte) []byte {
+	return s.appendApply(dst, sc, byBody, refs, nil, args)
+}
+
+// AppendClusterApply is AppendApply for a Redis Cluster: sc is Scripts.Cluster.Apply, every ref
+// is in the current DB and in one slot, whose tag is tag; the slot's bookkeeping keys follow
+// the refs in KEYS.
+func (s *Schema) AppendClusterApply(dst []byte, sc *Script, byBody bool, refs []Ref, tag string, args [][]byte) []byte {
+	book := s.SlotKeys(tag)
+	return s.appendApply(dst, sc, byBody, refs, book[:], args)
+}
+
+func (s *Schema) appendApply(dst []byte, sc *Script, byBody bool, refs []Ref, extra []string, args [][]byte) []byte {
 	n := len(refs)
-	dst = appendHeader(dst, '*', 3+n+1+2*n+len(args))
+	dst = appendHeader(dst, '*', 3+n+len(extra)+1+2*n+len(args))
 	if byBody {
 		dst = appendBulk(dst, []byte("EVAL"))
 		dst = appendBulkString(dst, sc.Body)
@@ -319,9 +331,12 @@ func (s *Schema) AppendApply(dst []byte, sc *Script, byBody bool, refs []Ref, ar
 		dst = appendBulk(dst, []byte("EVALSHA"))
 		dst = appendBulkString(dst, sc.SHA)
 	}
-	dst = appendBulkInt(dst, n)
+	dst = appendBulkInt(dst, n+len(extra))
 	for _, r := range refs {
 		dst = appendBulk(dst, r.Key)
+	}
+	for _, k := range extra {
+		dst = appendBulkString(dst, k)
 	}
 	dst = appendBulkInt(dst, n)
 	dst = appendRefs(dst, refs)

@@ -755,16 +755,16 @@ func TestLuaHeaderGolden(t *testing.T) {
 	)
 	var b strings.Builder
 	b.WriteString("-- test schema\n")
-	b.WriteString(testSchema(t).luaHeader())
+	b.WriteString(testSchema(t).luaHeader(false))
 	b.WriteString("-- names that need escaping\n")
-	b.WriteString(odd.luaHeader())
+	b.WriteString(odd.luaHeader(false))
 	golden(t, "header.golden", b.String())
 }
 
 func TestScripts(t *testing.T) {
 	s := testSchema(t)
 	sc := s.Scripts()
-	header := s.luaHeader()
+	header := s.luaHeader(false)
 	common := mustRead("common.lua")
 	seen := map[string]string{}
 	for _, x := range sc.All() {

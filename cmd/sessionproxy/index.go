@@ -73,6 +73,15 @@ func (u *upstreams) db(n int) *redis.Client {
 	return c
 }
 
+// cluster is a go-redis cluster client for the proxy's own work on a Redis Cluster (the index
+// keeper): it routes by slot and follows redirects and failovers.
+func (u *upstreams) cluster(seeds []string) *redis.ClusterClient {
+	o := u.opts
+	return redis.NewClusterClient(&redis.ClusterOptions{Addrs: seeds, Username: o.Username, Password: o.Password,
+		TLSConfig: o.TLSConfig, DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+		Protocol: 2, PoolSize: o.PoolSize, DisableIdentity: true, MaxRedirects: 5})
+}
+
 // newWatcher builds the sentinel watcher of the data path; node holds the data nodes' options.
 func newWatcher(u conf.Upstream, node redis.Options, tlsCfg *tls.Config, logger *slog.Logger,
 	reg prometheus.Registerer, onSwitch func(addr string)) (*sentinel.Watcher, error) {

@@ -116,8 +116,8 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 			logger.Error("no master yet; looking on", "err", err)
 		}
 	}
-	clustered := cfg.Upstream.Mode == "cluster"
-	if clustered {
+	var keeper interface{ Run(context.Context) error } // the reaper, or the cluster's index keeper
+	if cfg.Upstream.Mode == "cluster" {
 		nodeClients := nodes.New(ups.opts) // CLUSTER SLOTS every 5 s: one connection per node, kept
 		defer nodeClients.Close()
 		opts.Cluster = &proxy.ClusterOptions{Seeds: cfg.Upstream.Addrs,
@@ -125,22 +125,36 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 				return cluster.FetchWith(ctx, nodeClients.Get(addr))
 			}}
 		opts.Repair = nil
-		logger.Warn("cluster mode: commands are routed by slot, but the session index and the reaper are not kept in this mode yet (session writes pass through unindexed)")
+		if cfg.Index.Cluster {
+			cc := ups.cluster(cfg.Upstream.Addrs)
+			defer cc.Close()
+			idx, err := reaper.NewCluster(reaper.ClusterOptions{Schema: opts.Schema, Client: cc, Interval: cfg.Reaper.Interval.D(),
+				Batch: cfg.Reaper.Batch, Notifications: cfg.Reaper.Notifications, Logger: logger, Registerer: reg})
+			if err != nil {
+				return err
+			}
+			opts.Cluster.Index, keeper = idx, idx
+			logger.Warn("cluster mode: the cluster session index is experimental (README \"Guarantees on Redis Cluster\"); SESSIONS.REINDEX/CHECK are not available in this mode yet")
+		} else {
+			logger.Warn("cluster mode: commands are routed by slot; the session index is off (index.cluster: false): session writes pass through unindexed")
+		}
+	} else {
+		rp, err := reaper.New(reaper.Options{Schema: opts.Schema, DB: ups.db, Interval: cfg.Reaper.Interval.D(),
+			Batch: cfg.Reaper.Batch, Notifications: cfg.Reaper.Notifications, Logger: logger, Registerer: reg})
+		if err != nil {
+			return err
+		}
+		keeper = rp
 	}
 	if srv, err = proxy.New(opts); err != nil {
-		return err
-	}
-	rp, err := reaper.New(reaper.Options{Schema: opts.Schema, DB: ups.db, Interval: cfg.Reaper.Interval.D(),
-		Batch: cfg.Reaper.Batch, Notifications: cfg.Reaper.Notifications, Logger: logger, Registerer: reg})
-	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(ctx) })
-	if !clustered { // the reaper's keys would span slots: cluster-wide reaping is not built yet
-		g.Go(func() error { return rp.Run(ctx) })
+	if keeper != nil {
+		g.Go(func() error { return keeper.Run(ctx) })
 	}
 	if watch != nil {
 		g.Go(func() error { return watch.Run(ctx) })

@@ -1,5 +1,6 @@
 -- common.lua: shared by every sessionproxy script. The generated header before it defines
--- OWNERS (hash: session key -> owner), LEDGER (zset: session key -> deadline ms) and RULES.
+-- OWNERS (hash: session key -> owner), LEDGER (zset: session key -> deadline ms) and RULES;
+-- CLUSTER, and on a Redis Cluster the slot's OUTBOX (list of index changes) and SEQ (string).
 
 -- numeric: a decimal integer that a sorted-set score (a double) holds exactly, |n| < 2^53,
 -- written canonically; the same test as rewrite.NumericUID.
@@ -59,10 +60,37 @@ local function session_key(rule, m)
   return rule.kpre .. m .. rule.ksuf
 end
 
+-- emit (Redis Cluster only) queues an index change in the slot's outbox instead of making it:
+-- the index key lives in another slot, usually on another node. An entry is
+-- "<seq> <a|r><rule> <score|-> <#uid> <uid><session key>"; seq orders the changes of the slot
+-- (and so of each session) and only grows: the larger of the last one + 1 and Redis' clock in
+-- microseconds, so that it grows on across a failover that lost the last ones.
+local seq
+local function emit(kind, rule, uid, k, deadline)
+  if not seq then
+    local t = redis.call('TIME')
+    seq = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    local last = tonumber(redis.call('GET', SEQ) or '0')
+    if seq <= last then seq = last + 1 end
+    redis.call('SET', SEQ, string.format('%d', seq))
+  end
+  local r = 1
+  while RULES[r] ~= rule do r = r + 1 end
+  local score = '-'
+  if kind == 'a' then
+    if rule.layout == 'zset' then score = deadline or '+inf'
+    elseif rule.layout == 'global-zset' then score = uid end
+  end
+  if type(score) == 'number' then score = string.format('%d', score) end
+  redis.call('RPUSH', OUTBOX, string.format('%d %s%d %s %d ', seq, kind, r, score, #uid) .. uid .. k)
+  return 1
+end
+
 -- index_add returns 1 when the entry was new. Index operations use pcall: an index key that
 -- holds another type (an app's own key named like one) must not fail the client's write after
 -- it ran; the entry is then missing, for SESSIONS.CHECK to report.
 local function index_add(rule, uid, k, deadline)
+  if CLUSTER then return emit('a', rule, uid, k, deadline) end
   local n
   if rule.layout == 'set' then
     n = redis.pcall('SADD', index_key(rule, uid), member(rule, k))
@@ -76,6 +104,7 @@ local function index_add(rule, uid, k, deadline)
 end
 
 local function index_rem(rule, uid, k)
+  if CLUSTER then return emit('r', rule, uid, k) end
   local n
   if rule.layout == 'set' then
     n = redis.pcall('SREM', index_key(rule, uid), member(rule, k))

@@ -1,0 +1,589 @@
+package reaper
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sessionproxy/sessionproxy/internal/cluster"
+	"github.com/sessionproxy/sessionproxy/rewrite"
+)
+
+// ClusterOptions configure the index keeper of a Redis Cluster.
+type ClusterOptions struct {
+	Schema *rewrite.Schema
+	// Client routes by slot and follows redirects; it runs as the proxy's own user.
+	Client        *redis.ClusterClient
+	Interval      time.Duration // between passes over the primaries (default 1s)
+	Batch         int           // outbox entries or ledger entries per slot and step (default DefaultBatch)
+	Notifications bool          // subscribe to expired/evicted keyevents on the primaries
+	Logger        *slog.Logger
+	Registerer    prometheus.Registerer
+}
+
+// Cluster keeps the session index on a Redis Cluster (README "Guarantees on Redis Cluster").
+// A session write changes the session and its slot's bookkeeping in one script on the session's
+// node and queues the index changes in the slot's outbox (rewrite.ClusterScripts). Cluster
+// applies outboxes to the index keys' nodes: at once for the slots the proxy wrote to (Dirty),
+// and for every slot with entries left, found on each pass over the primaries (a proxy that
+// died between the two steps). Each primary's pass is done by the proxy holding that node's
+// lease: it also sweeps the node's per-slot ledgers and handles its expired/evicted events.
+//
+// Index changes carry a sequence number that only grows per slot, and the index side skips a
+// change older than the last one made for the session, so applying an entry twice, or two
+// proxies applying the same outbox at once, cannot reorder a session's changes.
+type Cluster struct {
+	o       ClusterOptions
+	log     *slog.Logger
+	sc      rewrite.ClusterScripts
+	apply   *redis.Script
+	reap    *redis.Script
+	index   *redis.Script
+	ack     *redis.Script
+	node    *redis.Script
+	token   string
+	leaseMS int64
+	m       *clusterMetrics
+
+	queued [cluster.Slots]atomic.Bool // slot is in dirty
+	dirty  chan int
+
+	mu   sync.Mutex                    // subs
+	subs map[string]context.CancelFunc // node address -> its keyevent subscription
+}
+
+// NewCluster checks options and builds the keeper; Run starts it.
+func NewCluster(o ClusterOptions) (*Cluster, error) {
+	if o.Schema == nil || o.Client == nil {
+		return nil, errors.New("reaper: cluster: schema and client are required")
+	}
+	if o.Interval <= 0 {
+		o.Interval = time.Second
+	}
+	if o.Batch <= 0 {
+		o.Batch = DefaultBatch
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	sc := o.Schema.Scripts().Cluster
+	var tok [8]byte
+	_, _ = rand.Read(tok[:])
+	return &Cluster{o: o, log: o.Logger, sc: sc, apply: redis.NewScript(sc.Apply.Body), reap: redis.NewScript(sc.Reap.Body),
+		index: redis.NewScript(sc.Index.Body), ack: redis.NewScript(sc.Ack.Body), node: redis.NewScript(sc.Node.Body),
+		token: hex.EncodeToString(tok[:]), leaseMS: max(3*o.Interval.Milliseconds(), 2000),
+		m: newClusterMetrics(o.Registerer), dirty: make(chan int, cluster.Slots), subs: map[string]context.CancelFunc{}}, nil
+}
+
+// Dirty says that slot's outbox may have entries: a session write there just ran. It never
+// blocks; each slot waits in the queue at most once.
+func (c *Cluster) Dirty(slot int) {
+	if slot < 0 || slot >= cluster.Slots || c.queued[slot].Swap(true) {
+		return
+	}
+	c.dirty <- slot // cap Slots: room for every slot once
+}
+
+// Run applies outboxes and makes the passes over the primaries until ctx ends.
+func (c *Cluster) Run(ctx context.Context) error {
+	events := make(chan string, eventQueue)
+	var wg sync.WaitGroup
+	wg.Go(func() { c.applyLoop(ctx) })
+	wg.Go(func() { c.eventLoop(ctx, events) })
+	t := time.NewTicker(c.o.Interval)
+	defer t.Stop()
+	for {
+		c.pass(ctx, events)
+		select {
+		case <-ctx.Done():
+			c.mu.Lock()
+			for _, cancel := range c.subs {
+				cancel()
+			}
+			c.mu.Unlock()
+			wg.Wait()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// applyLoop applies the outboxes of dirty slots, up to 256 slots a step.
+func (c *Cluster) applyLoop(ctx context.Context) {
+	var slots []int
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case s := <-c.dirty:
+			slots = append(slots[:0], s)
+		}
+	more:
+		for len(slots) < 256 {
+			select {
+			case s := <-c.dirty:
+				slots = append(slots, s)
+			default:
+				break more
+			}
+		}
+		for _, s := range slots {
+			c.queued[s].Store(false) // a write from here on queues the slot again
+		}
+		if err := c.drain(ctx, slots); err != nil && ctx.Err() == nil {
+			c.log.Debug("cluster index: applying outboxes", "slots", len(slots), "err", err)
+		}
+	}
+}
+
+// entry is one outbox entry: "<seq> <a|r><rule> <score|-> <#uid> <uid><session key>".
+type entry struct {
+	seq        int64
+	kind       string // "a" or "r"
+	rule       int    // 1-based, as in Lua
+	score, uid string
+	key        string
+	raw        string
+}
+
+func parseEntry(s string) (entry, error) {
+	e := entry{raw: s}
+	f := strings.SplitN(s, " ", 5)
+	if len(f) != 5 || len(f[1]) < 2 {
+		return e, fmt.Errorf("reaper: outbox entry %q: bad shape", s)
+	}
+	var err1, err2, err3 error
+	e.seq, err1 = strconv.ParseInt(f[0], 10, 64)
+	e.kind = f[1][:1]
+	e.rule, err2 = strconv.Atoi(f[1][1:])
+	e.score = f[2]
+	n, err3 := strconv.Atoi(f[3])
+	if err := errors.Join(err1, err2, err3); err != nil || n < 0 || n > len(f[4]) || (e.kind != "a" && e.kind != "r") {
+		return e, fmt.Errorf("reaper: outbox entry %q: bad fields", s)
+	}
+	e.uid, e.key = f[4][:n], f[4][n:]
+	return e, nil
+}
+
+// staleAfter is how old read entries may be when they are applied: cindex.lua keeps a removed
+// session's record 10 minutes, and a late duplicate must come before that.
+const staleAfter = time.Minute
+
+// drain applies the outboxes of slots: read their heads, make each change on its index key's
+// node, drop what was made. A slot whose changes did not all go through keeps its entries (the
+// next pass finds them); a slot with a full batch is queued again.
+func (c *Cluster) drain(ctx context.Context, slots []int) error {
+	sch := c.o.Schema
+	read := time.Now()
+	pipe := c.o.Client.Pipeline()
+	heads := make([]*redis.StringSliceCmd, len(slots))
+	for i, s := range slots {
+		heads[i] = pipe.LRange(ctx, sch.SlotKeys(cluster.SlotTag(s))[2], 0, int64(c.o.Batch-1))
+	}
+	_, err := pipe.Exec(ctx)
+	type change struct {
+		slot int
+		e    entry
+	}
+	var changes []change
+	for i, h := range heads {
+		for _, raw := range h.Val() {
+			e, perr := parseEntry(raw)
+			if perr != nil || e.rule < 1 || e.rule > len(sch.Rules) {
+				c.log.Warn("cluster index: dropping a malformed outbox entry", "slot", slots[i], "entry", raw)
+				e.kind = "" // acked, not applied
+			}
+			changes = append(changes, change{slots[i], e})
+		}
+	}
+	if len(changes) == 0 {
+		return err
+	}
+	if time.Since(read) > staleAfter {
+		return errors.New("reaper: outbox entries read too long ago; left for the next pass")
+	}
+	calls := make([]call, 0, len(changes))
+	idx := make([]int, 0, len(changes))
+	for i, ch := range changes {
+		if ch.e.kind == "" {
+			continue
+		}
+		ikey := sch.IndexKey(ch.e.rule-1, ch.e.uid)
+		book := sch.IndexSlotKeys(cluster.SlotTag(cluster.Slot([]byte(ikey))))
+		calls = append(calls, call{c.index, []string{book[0], book[1], ikey},
+			[]any{ch.e.seq, ch.e.kind, ch.e.rule, ch.e.score, ch.e.uid, ch.e.key}})
+		idx = append(idx, i)
+	}
+	res := c.run(ctx, calls)
+	failed := map[int]bool{}
+	now := time.Now()
+	for k, r := range res {
+		ch := changes[idx[k]]
+		if r.err != nil {
+			failed[ch.slot] = true
+			if !failed[-1] {
+				c.log.Debug("cluster index: change not made", "slot", ch.slot, "err", r.err)
+				failed[-1] = true
+			}
+			continue
+		}
+		if n, _ := r.val.(int64); n == 1 {
+			c.m.changes.WithLabelValues("made").Inc()
+		} else {
+			c.m.changes.WithLabelValues("skipped").Inc()
+		}
+		c.m.lag.Observe(max(now.Sub(time.UnixMicro(ch.e.seq)).Seconds(), 0))
+	}
+	// Drop what was made, per slot up to its last entry read.
+	var acks []call
+	var full []int
+	for i, h := range heads {
+		s := slots[i]
+		if failed[s] || len(h.Val()) == 0 {
+			continue
+		}
+		last, _ := parseEntry(h.Val()[len(h.Val())-1])
+		acks = append(acks, call{c.ack, []string{sch.SlotKeys(cluster.SlotTag(s))[2]}, []any{last.seq}})
+		if len(h.Val()) == c.o.Batch {
+			full = append(full, s)
+		}
+	}
+	for _, r := range c.run(ctx, acks) {
+		if r.err != nil {
+			err = errors.Join(err, r.err)
+		}
+	}
+	for _, s := range full {
+		c.Dirty(s)
+	}
+	if len(failed) > 0 {
+		err = errors.Join(err, fmt.Errorf("reaper: index changes of %d slots not made", len(failed)-1))
+	}
+	return err
+}
+
+// call is one script call of a pipeline.
+type call struct {
+	sc   *redis.Script
+	keys []string
+	args []any
+}
+
+type result struct {
+	val any
+	err error
+}
+
+// run runs calls in one pipeline (go-redis sends each to its keys' node); a call that meets an
+// emptied script cache (NOSCRIPT) is run again on its own, loading the script.
+func (c *Cluster) run(ctx context.Context, calls []call) []result {
+	out := make([]result, len(calls))
+	if len(calls) == 0 {
+		return out
+	}
+	pipe := c.o.Client.Pipeline()
+	cmds := make([]*redis.Cmd, len(calls))
+	for i, k := range calls {
+		cmds[i] = k.sc.EvalSha(ctx, pipe, k.keys, k.args...)
+	}
+	_, _ = pipe.Exec(ctx)
+	for i, cmd := range cmds {
+		v, err := cmd.Result()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			v, err = calls[i].sc.Run(ctx, c.o.Client, calls[i].keys, calls[i].args...).Result()
+		}
+		if errors.Is(err, redis.Nil) {
+			err = nil
+		}
+		out[i] = result{v, err}
+	}
+	return out
+}
+
+// primary is one primary of the current slot map and the slots it serves.
+type primary struct {
+	addr  string
+	slots []int
+}
+
+// primaries reads the slot map (CLUSTER SLOTS through the client).
+func (c *Cluster) primaries(ctx context.Context) ([]primary, error) {
+	ranges, err := c.o.Client.ClusterSlots(ctx).Result()
+	if err != nil {
+		return nil, fmt.Errorf("reaper: cluster slots: %w", err)
+	}
+	var ps []primary
+	for _, r := range ranges {
+		if len(r.Nodes) == 0 {
+			continue
+		}
+		k := slices.IndexFunc(ps, func(p primary) bool { return p.addr == r.Nodes[0].Addr })
+		if k < 0 {
+			k = len(ps)
+			ps = append(ps, primary{addr: r.Nodes[0].Addr})
+		}
+		for s := int(r.Start); s <= int(r.End); s++ {
+			ps[k].slots = append(ps[k].slots, s)
+		}
+	}
+	for i := range ps {
+		slices.Sort(ps[i].slots)
+	}
+	return ps, nil
+}
+
+// nodeClient is the client of the node that serves slot.
+func (c *Cluster) nodeClient(ctx context.Context, slot int) (*redis.Client, error) {
+	return c.o.Client.MasterForKey(ctx, "{"+cluster.SlotTag(slot)+"}")
+}
+
+// pass goes over the primaries: for each whose lease this proxy holds (or takes), it keeps the
+// keyevent subscription, queues the slots with outbox entries left and sweeps due ledgers.
+func (c *Cluster) pass(ctx context.Context, events chan<- string) {
+	ps, err := c.primaries(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Debug("cluster index: no slot map", "err", err)
+		}
+		return
+	}
+	held := map[string]bool{}
+	for _, p := range ps {
+		if len(p.slots) == 0 || !c.holdLease(ctx, p.slots[0]) {
+			continue
+		}
+		held[p.addr] = true
+		nc, err := c.nodeClient(ctx, p.slots[0])
+		if err != nil {
+			continue
+		}
+		if c.o.Notifications {
+			c.subscribe(ctx, p.addr, nc, events)
+		}
+		pending, err := c.slotsWith(ctx, nc, "outbox", p.slots)
+		if err == nil {
+			for _, s := range pending {
+				c.Dirty(s)
+			}
+		}
+		c.sweep(ctx, nc, p.slots)
+	}
+	c.m.leases.Set(float64(len(held)))
+	c.mu.Lock()
+	for addr, cancel := range c.subs { // nodes no longer primaries, or whose lease went elsewhere
+		if !held[addr] {
+			cancel()
+			delete(c.subs, addr)
+		}
+	}
+	c.mu.Unlock()
+}
+
+// slotsWith asks node which of slots have work: "outbox" entries or "due" ledger entries.
+func (c *Cluster) slotsWith(ctx context.Context, node *redis.Client, mode string, slots []int) ([]int, error) {
+	args := make([]any, 0, 2+len(slots))
+	args = append(args, mode, "") // "": due by Redis' clock
+	which := 2                    // SlotKeys: the outbox
+	if mode == "due" {
+		which = 1 // the ledger
+	}
+	for _, s := range slots {
+		args = append(args, c.o.Schema.SlotKeys(cluster.SlotTag(s))[which])
+	}
+	pos, err := c.node.Run(ctx, node, nil, args...).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("reaper: slots with %s: %w", mode, err)
+	}
+	out := make([]int, 0, len(pos))
+	for _, p := range pos {
+		if p >= 1 && int(p) <= len(slots) {
+			out = append(out, slots[p-1])
+		}
+	}
+	return out, nil
+}
+
+// sweep cleans the due ledger entries of a node's slots, one reap script per due slot (batch
+// entries each), all in one pipeline; a slot whose batch was full goes again, within one
+// interval.
+func (c *Cluster) sweep(ctx context.Context, node *redis.Client, slots []int) {
+	until := time.Now().Add(c.o.Interval)
+	for ctx.Err() == nil && time.Now().Before(until) {
+		due, err := c.slotsWith(ctx, node, "due", slots)
+		if err != nil || len(due) == 0 {
+			return
+		}
+		calls := make([]call, len(due))
+		for i, s := range due {
+			book := c.o.Schema.SlotKeys(cluster.SlotTag(s))
+			calls[i] = call{c.reap, book[:], []any{"due", "", c.o.Batch}}
+		}
+		now := time.Now()
+		again := 0
+		for i, r := range c.run(ctx, calls) {
+			res, ok := int64s(r)
+			if !ok {
+				continue
+			}
+			c.m.scripts.WithLabelValues(pathSweep).Inc()
+			c.account(res, pathSweep, now)
+			if len(res) > 2 {
+				c.Dirty(due[i])
+			}
+			if res[0] == int64(c.o.Batch) && len(res) > 2 {
+				again++
+			}
+		}
+		if again == 0 {
+			return
+		}
+	}
+}
+
+func int64s(r result) ([]int64, bool) {
+	vs, ok := r.val.([]any)
+	if r.err != nil || !ok || len(vs) < 2 {
+		return nil, false
+	}
+	out := make([]int64, len(vs))
+	for i, v := range vs {
+		n, ok := v.(int64)
+		if !ok {
+			return nil, false
+		}
+		out[i] = n
+	}
+	return out, true
+}
+
+// account records a reap script's result: {looked at, re-scored, deadlines of removed...}.
+func (c *Cluster) account(res []int64, path string, now time.Time) {
+	for _, d := range res[2:] {
+		c.m.cleanups.WithLabelValues(path).Inc()
+		c.m.reapLag.WithLabelValues(path).Observe(max(now.Sub(time.UnixMilli(d)).Seconds(), 0))
+	}
+}
+
+// holdLease takes or renews the lease of the node serving first (its lowest slot): the key
+// lives in that slot, so it stays with the node's slots across a failover.
+func (c *Cluster) holdLease(ctx context.Context, first int) bool {
+	key := c.o.Schema.Prefix + "{" + cluster.SlotTag(first) + "}:reaper-lease"
+	ok, err := c.o.Client.SetNX(ctx, key, c.token, time.Duration(c.leaseMS)*time.Millisecond).Result()
+	if err == nil && !ok {
+		n, e := renewLease.Run(ctx, c.o.Client, []string{key}, c.token, c.leaseMS).Int()
+		ok, err = n == 1, e
+	}
+	return err == nil && ok
+}
+
+// subscribe keeps one keyevent subscription on a node whose lease this proxy holds.
+func (c *Cluster) subscribe(ctx context.Context, addr string, node *redis.Client, events chan<- string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.subs[addr]; ok {
+		return
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	c.subs[addr] = cancel
+	go c.listen(sctx, node, events)
+}
+
+// listen relays one node's expired and evicted session keys to events, and makes sure the node
+// publishes them (notify-keyspace-events) on every (re)subscription.
+func (c *Cluster) listen(ctx context.Context, node *redis.Client, events chan<- string) {
+	ps := node.Subscribe(ctx, "__keyevent@0__:expired", "__keyevent@0__:evicted")
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer stop()
+	defer ps.Close()
+	for {
+		msg, err := ps.Receive(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" && m.Count == 1 {
+				c.ensureNotifications(ctx, node)
+			}
+		case *redis.Message:
+			if c.o.Schema.Match([]byte(m.Payload)) >= 0 {
+				select {
+				case events <- m.Payload:
+				default: // a backlog: the sweep cleans it from the ledger
+				}
+			}
+		}
+	}
+}
+
+func (c *Cluster) ensureNotifications(ctx context.Context, node *redis.Client) {
+	cur, err := node.ConfigGet(ctx, "notify-keyspace-events").Result()
+	if err == nil {
+		flags := cur["notify-keyspace-events"]
+		if want := missingFlags(flags); want != "" {
+			err = node.ConfigSet(ctx, "notify-keyspace-events", flags+want).Err()
+		}
+	}
+	if err != nil {
+		c.log.Warn("cannot enable keyspace notifications on a primary; its expiry cleanup runs on the ledger sweep alone", "node", node.Options().Addr, "err", err)
+	}
+}
+
+// eventLoop cleans the sessions named by events in batches: one reap script per slot for what
+// arrived meanwhile, all in one pipeline.
+func (c *Cluster) eventLoop(ctx context.Context, events <-chan string) {
+	bySlot := map[int][]string{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case k := <-events:
+			bySlot[cluster.Slot([]byte(k))] = append(bySlot[cluster.Slot([]byte(k))], k)
+		}
+	more:
+		for n := 1; n < c.o.Batch; n++ {
+			select {
+			case k := <-events:
+				bySlot[cluster.Slot([]byte(k))] = append(bySlot[cluster.Slot([]byte(k))], k)
+			default:
+				break more
+			}
+		}
+		calls := make([]call, 0, len(bySlot))
+		slots := make([]int, 0, len(bySlot))
+		for s, ks := range bySlot {
+			book := c.o.Schema.SlotKeys(cluster.SlotTag(s))
+			calls = append(calls, call{c.reap, append(ks, book[:]...), []any{"keys"}})
+			slots = append(slots, s)
+			delete(bySlot, s)
+		}
+		now := time.Now()
+		for i, r := range c.run(ctx, calls) {
+			if res, ok := int64s(r); ok {
+				c.m.scripts.WithLabelValues(pathEvent).Inc()
+				c.account(res, pathEvent, now)
+				if len(res) > 2 {
+					c.Dirty(slots[i])
+				}
+			} else if r.err != nil {
+				c.log.Debug("cluster reaper event", "slot", slots[i], "err", r.err)
+			}
+		}
+	}
+}
