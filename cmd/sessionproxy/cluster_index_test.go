@@ -2,13 +2,18 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"slices"
+	"strconv"
+	"sync"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sessionproxy/sessionproxy/internal/cluster"
 	"github.com/sessionproxy/sessionproxy/internal/redistest"
 )
 
@@ -94,4 +99,208 @@ func TestClusterIndexBasics(t *testing.T) {
 	if out := p.stderr.String(); strings.Contains(out, "level=ERROR") {
 		t.Fatalf("errors logged:\n%s", out)
 	}
+}
+
+// TestClusterIndexModel is the randomized model test of the index on a cluster: concurrent
+// clients write sessions through the proxy (pipelines, MULTI on one slot, owner changes, renames
+// within a slot, deletes across slots, short TTLs); once the TTLs have run out, the index keys
+// read from every primary hold exactly the sessions read from every primary, and SESSIONS.LIST
+// agrees for every user.
+func TestClusterIndexModel(t *testing.T) {
+	cl, p := startClusterIndexProxy(t)
+	ctx := context.Background()
+	const clients, opsEach, users = 6, 400, 12
+	sid := func(r *rand.Rand) string {
+		if r.IntN(3) == 0 { // a few hash-tag groups: renames and transactions within a slot
+			return fmt.Sprintf("{g%d}%d", r.IntN(4), r.IntN(6))
+		}
+		return strconv.Itoa(r.IntN(150))
+	}
+	uid := func(r *rand.Rand) string { return strconv.Itoa(r.IntN(users)) }
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for w := range clients {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(w), 42))
+			c := redis.NewClient(&redis.Options{Addr: p.Addr, MaxRetries: -1})
+			defer c.Close()
+			for i := 0; i < opsEach; {
+				pipe := c.Pipeline()
+				if r.IntN(5) == 0 {
+					pipe = c.TxPipeline()
+				}
+				tag := fmt.Sprintf("{g%d}", r.IntN(4))
+				n := 1 + r.IntN(4)
+				for range n {
+					k := "session:" + sid(r)
+					if r.IntN(2) == 0 {
+						k = "session:" + tag + strconv.Itoa(r.IntN(6)) // one slot: a transaction stays valid
+					}
+					switch r.IntN(10) {
+					case 0, 1, 2:
+						pipe.HSet(ctx, k, "userid", uid(r), "name", "x")
+					case 3:
+						pipe.HSet(ctx, k, "name", "y")
+					case 4:
+						pipe.Del(ctx, k, "session:"+sid(r))
+					case 5:
+						pipe.PExpire(ctx, k, time.Duration(50+r.IntN(400))*time.Millisecond)
+					case 6:
+						pipe.Expire(ctx, k, time.Hour)
+					case 7:
+						pipe.Persist(ctx, k)
+					case 8:
+						pipe.Rename(ctx, "session:"+tag+strconv.Itoa(r.IntN(6)), "session:"+tag+strconv.Itoa(r.IntN(6)))
+					case 9:
+						pipe.HDel(ctx, k, "userid")
+					}
+				}
+				_, err := pipe.Exec(ctx)
+				if err != nil && !isModelErr(err) {
+					errs <- fmt.Errorf("client %d: %w", w, err)
+					return
+				}
+				i += n
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // every short TTL has run out: the index must follow
+	// Converged: the index read from every primary is exactly what the sessions say.
+	direct := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()})
+	defer direct.Close()
+	var missing, stale []string
+	ok := waitFor(5*time.Second, func() bool {
+		want, got := clusterSessions(t, direct), clusterIndex(t, direct)
+		missing, stale = diffIndex(want, got)
+		return len(missing) == 0 && len(stale) == 0
+	})
+	if !ok {
+		t.Fatalf("index drift after convergence: missing %q, stale %q", missing, stale)
+	}
+	c := redis.NewClient(&redis.Options{Addr: p.Addr})
+	defer c.Close()
+	want := clusterSessions(t, direct)
+	total := 0
+	for u := range users {
+		got, err := c.Do(ctx, "SESSIONS.LIST", strconv.Itoa(u)).StringSlice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := want[strconv.Itoa(u)]
+		slices.Sort(w)
+		if !slices.Equal(got, w) && !(len(got) == 0 && len(w) == 0) {
+			t.Errorf("SESSIONS.LIST %d: %q, want %q", u, got, w)
+			for _, id := range w {
+				k := "session:" + id
+				book := "sessionproxy:{" + cluster.SlotTag(cluster.Slot([]byte(k))) + "}:owners"
+				t.Logf("%s: owner map %q, key %v, ttl %v", k, direct.HGet(ctx, book, k).Val(), direct.HGetAll(ctx, k).Val(), direct.PTTL(ctx, k).Val())
+			}
+		}
+		total += len(w)
+	}
+	t.Logf("%d live sessions of %d users after %d operations", total, users, clients*opsEach)
+}
+
+// isModelErr: errors the model's commands may get as Redis would give them (RENAME of a missing
+// key, a transaction whose keys were not in one slot, a wrong type).
+func isModelErr(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "no such key") || strings.Contains(s, "CROSSSLOT") || strings.Contains(s, "EXECABORT") ||
+		strings.Contains(s, "WRONGTYPE")
+}
+
+// clusterSessions reads every primary's session hashes: uid -> session ids.
+func clusterSessions(t *testing.T, c *redis.ClusterClient) map[string][]string {
+	out := map[string][]string{}
+	var mu sync.Mutex
+	err := c.ForEachMaster(context.Background(), func(ctx context.Context, n *redis.Client) error {
+		keys, err := scanAll(ctx, n, "session:*")
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			u, err := n.HGet(ctx, k, "userid").Result()
+			if err == redis.Nil || (err != nil && strings.Contains(err.Error(), "WRONGTYPE")) || u == "" {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			out[u] = append(out[u], strings.TrimPrefix(k, "session:"))
+			mu.Unlock()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// clusterIndex reads every primary's index keys: uid -> session ids.
+func clusterIndex(t *testing.T, c *redis.ClusterClient) map[string][]string {
+	out := map[string][]string{}
+	var mu sync.Mutex
+	err := c.ForEachMaster(context.Background(), func(ctx context.Context, n *redis.Client) error {
+		keys, err := scanAll(ctx, n, "user:*")
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			m, err := n.SMembers(ctx, k).Result()
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			out[strings.TrimPrefix(k, "user:")] = append(out[strings.TrimPrefix(k, "user:")], m...)
+			mu.Unlock()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func scanAll(ctx context.Context, n *redis.Client, match string) ([]string, error) {
+	var out []string
+	it := n.Scan(ctx, 0, match, 1000).Iterator()
+	for it.Next(ctx) {
+		out = append(out, it.Val())
+	}
+	return out, it.Err()
+}
+
+// diffIndex lists "uid/sid" entries the index lacks (missing) and has in excess (stale).
+func diffIndex(want, got map[string][]string) (missing, stale []string) {
+	set := func(m map[string][]string) map[string]bool {
+		s := map[string]bool{}
+		for u, ids := range m {
+			for _, id := range ids {
+				s[u+"/"+id] = true
+			}
+		}
+		return s
+	}
+	w, g := set(want), set(got)
+	for e := range w {
+		if !g[e] {
+			missing = append(missing, e)
+		}
+	}
+	for e := range g {
+		if !w[e] {
+			stale = append(stale, e)
+		}
+	}
+	slices.Sort(missing)
+	slices.Sort(stale)
+	return missing, stale
 }
