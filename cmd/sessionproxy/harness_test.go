@@ -181,6 +181,14 @@ func (p *proxyProc) stop() (int, time.Duration) {
 	return p.code, p.elapsed
 }
 
+// kill ends the process with SIGKILL, a crash; the test's cleanup expects nothing more of it.
+func (p *proxyProc) kill() {
+	p.stopOnce.Do(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	})
+}
+
 // alive reports whether the process is still running.
 func (p *proxyProc) alive() bool {
 	select {
