@@ -459,11 +459,18 @@ func int64s(r result) ([]int64, bool) {
 	}
 	out := make([]int64, len(vs))
 	for i, v := range vs {
-		n, ok := v.(int64)
-		if !ok {
+		switch v := v.(type) {
+		case int64:
+			out[i] = v
+		case string: // a deadline, as ZSCORE gave it
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return nil, false
+			}
+			out[i] = int64(f)
+		default:
 			return nil, false
 		}
-		out[i] = n
 	}
 	return out, true
 }

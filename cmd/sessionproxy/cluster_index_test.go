@@ -398,3 +398,91 @@ func outboxEntries(t *testing.T, c *redis.ClusterClient) int {
 	}
 	return n
 }
+
+// TestClusterIndexReapers: three proxies on one cluster, 10,000 sessions of 200 users with
+// TTLs of 1-5 s, one primary publishing no keyevents (the sweep alone there): 3 s after the
+// last deadline no index entry is left; each primary's reaping is held by one proxy (leases),
+// and each session is cleaned once, not once per proxy.
+func TestClusterIndexReapers(t *testing.T) {
+	cl := redistest.StartCluster(t, 3, 1)
+	env := []string{"SESSIONPROXY_UPSTREAM_MODE=cluster", "SESSIONPROXY_UPSTREAM_ADDRS=" + cl.Nodes[0].Addr(),
+		"SESSIONPROXY_INDEX_CLUSTER=true"}
+	ps := []*proxyProc{startProxy(t, cl.Nodes[0].Addr(), env...), startProxy(t, cl.Nodes[1].Addr(), env...),
+		startProxy(t, cl.Nodes[2].Addr(), env...)}
+	ctx := context.Background()
+	direct := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()})
+	defer direct.Close()
+	sum := func(name string) float64 {
+		total := 0.0
+		for _, p := range ps {
+			total += scrapeMetrics(t, p.HTTP)[name]
+		}
+		return total
+	}
+	// Every primary's lease is taken (and its keyevents subscribed) before the test turns one
+	// primary's notifications off: a subscription switches them on.
+	if !waitFor(5*time.Second, func() bool { return sum("sessionproxy_reaper_cluster_leases") == 3 }) {
+		t.Fatalf("leases held: %v, want 3", sum("sessionproxy_reaper_cluster_leases"))
+	}
+	time.Sleep(300 * time.Millisecond)
+	silent := cl.Nodes[0]
+	if err := redis.NewClient(&redis.Options{Addr: silent.Addr()}).ConfigSet(ctx, "notify-keyspace-events", "").Err(); err != nil {
+		t.Fatal(err)
+	}
+	const sessions, users = 10000, 200
+	var last time.Time
+	for i := 0; i < sessions; i += 500 {
+		c := redis.NewClient(&redis.Options{Addr: ps[i/500%3].Addr})
+		pipe := c.Pipeline()
+		for j := i; j < i+500; j++ {
+			k := "session:" + strconv.Itoa(j)
+			pipe.HSet(ctx, k, "userid", strconv.Itoa(j%users))
+			pipe.PExpire(ctx, k, time.Duration(1000+j%4000)*time.Millisecond)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		last = time.Now().Add(5 * time.Second)
+		c.Close()
+	}
+	if n := len(clusterIndex(t, direct)); n != users {
+		t.Fatalf("index keys after the writes: %d, want %d", n, users)
+	}
+	time.Sleep(time.Until(last.Add(3 * time.Second)))
+	if idx := clusterIndex(t, direct); len(idx) != 0 {
+		n := 0
+		for _, ids := range idx {
+			n += len(ids)
+		}
+		t.Fatalf("%d index entries of %d users left 3 s after the last deadline", n, len(idx))
+	}
+	cleanups := sum(`sessionproxy_reaper_cleanups_total{path="event"}`) + sum(`sessionproxy_reaper_cleanups_total{path="sweep"}`)
+	scripts := sum(`sessionproxy_reaper_cluster_scripts_total{path="event"}`) + sum(`sessionproxy_reaper_cluster_scripts_total{path="sweep"}`)
+	t.Logf("cleanups: event %v, sweep %v; cleanup scripts run: %v (event %v, sweep %v); leases %v",
+		sum(`sessionproxy_reaper_cleanups_total{path="event"}`), sum(`sessionproxy_reaper_cleanups_total{path="sweep"}`),
+		scripts, sum(`sessionproxy_reaper_cluster_scripts_total{path="event"}`), sum(`sessionproxy_reaper_cluster_scripts_total{path="sweep"}`),
+		sum("sessionproxy_reaper_cluster_leases"))
+	if cleanups != sessions {
+		t.Errorf("sessions cleaned %v times in all, want %d: each once", cleanups, sessions)
+	}
+	if sweep := sum(`sessionproxy_reaper_cleanups_total{path="sweep"}`); sweep < sessions/6 {
+		t.Errorf("the sweep cleaned %v sessions; the primary without keyevents holds about a third of %d", sweep, sessions)
+	}
+	// One script per slot and batch: about one per session here (10,000 sessions over 16,384
+	// slots), whatever the number of proxies; three proxies each reaping everything would run
+	// three times as many.
+	if scripts > 1.5*sessions {
+		t.Errorf("%v cleanup scripts for %d sessions: more than one proxy reaps a primary", scripts, sessions)
+	}
+	// Each primary's keyevents reach one proxy.
+	err := direct.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+		subs, err := n.PubSubNumSub(ctx, "__keyevent@0__:expired").Result()
+		if err == nil && subs["__keyevent@0__:expired"] != 1 {
+			err = fmt.Errorf("%s: %d subscribers to its expired keyevents, want 1", n.Options().Addr, subs["__keyevent@0__:expired"])
+		}
+		return err
+	})
+	if err != nil {
+		t.Error(err)
+	}
+}
