@@ -30,6 +30,7 @@ type client struct {
 	centries []centry
 	cparts   []cpart
 	tx       *clusterTx // cluster mode: a MULTI being queued by the proxy
+	wrote    []string   // cluster mode: nodes sent commands since the last WAIT
 	node     string     // cluster mode: the node the client's dedicated connection goes to
 	creplies [][]byte   // cluster mode: the parts' replies, and the batch by node (reused)
 	cnodes   []string

@@ -47,6 +47,9 @@ const (
 	clusterRefresh    = 5 * time.Second
 	clusterRefreshGap = 100 * time.Millisecond
 	clusterRedirects  = 5 // -MOVED/-ASK followed per command before its reply is relayed as is
+	// clusterTryAgain, clusterTryAgainFor: a session write's -TRYAGAIN (followRedirects).
+	clusterTryAgain    = 10 * time.Millisecond
+	clusterTryAgainFor = 2 * time.Second
 )
 
 // clusterState is the slot map and its refreshing.
@@ -128,6 +131,7 @@ const (
 	opAnd                       // arrays of 0/1 ANDed element-wise (SCRIPT EXISTS)
 	opFirstValue                // the first reply that is not a null (RANDOMKEY)
 	opScan                      // a SCAN on one node: its cursor re-encoded with the node
+	opMin                       // the least integer (WAIT: replicas that have every write)
 )
 
 // centry is one client command of a cluster batch: answered by the proxy (reply, or local),
@@ -204,9 +208,6 @@ func clusterPlan(es []centry, ps []cpart, spec *cmdSpec, args [][]byte, raw []by
 	case spec.sessions:
 		return append(es, centry{hasReply: true, reply: redcon.AppendError(nil,
 			"ERR SESSIONS commands need the cluster index in cluster mode (index.cluster: true)")}), ps
-	case spec.name == "sessions.reindex" || spec.name == "sessions.check":
-		return append(es, centry{hasReply: true, reply: redcon.AppendError(nil,
-			"ERR SESSIONS.REINDEX and SESSIONS.CHECK are not available in cluster mode yet")}), ps
 	case r == routeLocal:
 		return append(es, centry{local: spec, args: args}), ps
 	case r == routeDedicated:
@@ -264,6 +265,29 @@ func clusterPlan(es []centry, ps []cpart, spec *cmdSpec, args [][]byte, raw []by
 		return append(es, centry{op: opOne, first: len(ps), n: 1}), append(ps, cpart{node: m.Node(slot), raw: raw})
 	}
 	return planSplit(es, ps, op, args, pos, m)
+}
+
+// planWait plans WAIT: it goes to every node the client has sent commands to since its last
+// WAIT (or the first primary), on the client's shared connection to each, which carried them:
+// a connection's WAIT waits for its latest write, so for the client's too. The reply is the
+// least count. As a script call, it does not hold up the clients behind it on that connection
+// for longer than the busy threshold (request.script).
+func (c *client) planWait(es []centry, ps []cpart, raw []byte, m *cluster.Map) ([]centry, []cpart) {
+	nodes := slices.Clone(c.wrote)
+	for _, p := range ps { // the batch's commands before it, not sent yet
+		if !slices.Contains(nodes, p.node) {
+			nodes = append(nodes, p.node)
+		}
+	}
+	if len(nodes) == 0 {
+		nodes = m.Primaries()[:1]
+	}
+	e := centry{op: opMin, first: len(ps), n: len(nodes)}
+	for _, n := range nodes {
+		ps = append(ps, cpart{node: n, raw: raw, script: true})
+	}
+	c.wrote = c.wrote[:0]
+	return append(es, e), ps
 }
 
 // dedicatedOn says which commands that need a connection of their own the cluster mode carries,
@@ -402,6 +426,10 @@ func (c *client) runCluster(cmds []redcon.Command) {
 			c.tx = nil
 			continue
 		}
+		if spec.name == "wait" && c.tx == nil && len(cmds[i].Args) == 3 {
+			es, ps = c.planWait(es, ps, cmds[i].Raw, m)
+			continue
+		}
 		index := cs.opts.Index
 		if index != nil && spec.sessions && classifySessions(cmds[i].Args) == routeShared {
 			c.execCluster(es, ps) // what comes before it in the pipeline is in the index first
@@ -478,6 +506,11 @@ func (c *client) execCluster(es []centry, ps []cpart) {
 		byNode[k] = append(byNode[k], i)
 	}
 	c.cnodes, c.cbyNode = nodes, byNode
+	for _, n := range nodes {
+		if !slices.Contains(c.wrote, n) {
+			c.wrote = append(c.wrote, n)
+		}
+	}
 	if len(nodes) > 0 {
 		c.nodeRequest(len(nodes) - 1) // all made here: send runs on several goroutines
 	}
@@ -576,27 +609,47 @@ func (c *client) doNode(node string, req *request) error {
 // followRedirects resends a part that Redis answered -MOVED (the slot has a new owner: read the
 // map again) or -ASK (the slot is migrating: ASKING, then the command, at the target), up to
 // clusterRedirects times, and returns the final reply.
+//
+// A session write rewritten to the cluster apply script names several keys of its slot (the
+// session and the slot's bookkeeping), so while the slot migrates Redis may answer -TRYAGAIN
+// (some of them moved already), which the plain one-key command never gets: it is sent again,
+// where it last went, every clusterTryAgain for up to clusterTryAgainFor.
 func (c *client) followRedirects(p cpart, reply []byte) []byte {
-	for range clusterRedirects {
-		var ask bool
+	node, asking, waited := p.node, false, time.Duration(0)
+	for redirects := 0; redirects < clusterRedirects; {
+		var ask, again bool
+		var target string
 		switch {
+		case p.session && p.extra == 0 && bytes.HasPrefix(reply, []byte("-TRYAGAIN")) && waited < clusterTryAgainFor:
+			time.Sleep(clusterTryAgain)
+			waited += clusterTryAgain
+			target, ask, again = node, asking, true
 		case bytes.HasPrefix(reply, []byte("-MOVED ")):
 		case bytes.HasPrefix(reply, []byte("-ASK ")):
 			ask = true
 		default:
 			return reply
 		}
-		f := strings.Fields(string(reply[1:]))
-		if len(f) != 3 {
-			return reply
+		if target == "" {
+			redirects++
+			f := strings.Fields(string(reply[1:]))
+			if len(f) != 3 {
+				return reply
+			}
+			target = f[2]
 		}
-		target := f[2]
-		if ask && p.extra > 0 {
+		node, asking = target, ask
+		if !slices.Contains(c.wrote, target) {
+			c.wrote = append(c.wrote, target)
+		}
+		switch {
+		case ask && p.extra > 0:
 			return reply // ASKING covers one command, not a transaction: the client sees -ASK
-		}
-		if ask {
+		case again:
+			c.s.m.redirects.WithLabelValues("tryagain").Inc()
+		case ask:
 			c.s.m.redirects.WithLabelValues("ask").Inc()
-		} else {
+		default:
 			c.s.m.redirects.WithLabelValues("moved").Inc()
 			_ = c.s.cluster.refresh(c.s.ctx, target)
 		}
@@ -644,14 +697,19 @@ func mergeReplies(dst []byte, e centry, parts [][]byte, first int) []byte {
 		}
 	}
 	switch e.op {
-	case opSum:
+	case opSum, opMin:
 		var sum int64
-		for _, p := range parts {
+		for i, p := range parts {
 			n, ok := replyInt(p)
 			if !ok {
 				return append(dst, p...)
 			}
-			sum += n
+			switch {
+			case e.op == opSum:
+				sum += n
+			case i == 0 || n < sum:
+				sum = n
+			}
 		}
 		return redcon.AppendInt(dst, sum)
 	case opAllOK, opSame:

@@ -52,7 +52,6 @@ func TestClusterPlan(t *testing.T) {
 		{cmd: []string{"WATCH", "bar"}, node: "a:1"},
 		{cmd: []string{"SUBSCRIBE", "ch"}, node: "a:1"},
 		{cmd: []string{"SESSIONS.LIST", "100"}, reply: "-ERR SESSIONS commands need the cluster index in cluster mode (index.cluster: true)\r\n"},
-		{cmd: []string{"SESSIONS.CHECK"}, reply: "-ERR SESSIONS.REINDEX and SESSIONS.CHECK are not available in cluster mode yet\r\n"},
 		{cmd: []string{"SELECT", "1"}, local: true},
 		{cmd: []string{"AUTH", "pw"}, local: true},
 	} {

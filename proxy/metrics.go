@@ -63,11 +63,12 @@ func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
 	m.noScriptRetries = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "index",
 		Name: "noscript_retries_total", Help: "Batches whose script calls met an emptied script cache and were retried after reloading."})
 	m.redirects = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "cluster",
-		Name: "redirects_total", Help: "Cluster mode: -MOVED and -ASK replies the proxy followed, by kind."}, []string{"kind"})
+		Name: "redirects_total", Help: "Cluster mode: -MOVED and -ASK replies the proxy followed, and -TRYAGAIN replies to session writes it sent again, by kind (moved, ask, tryagain)."}, []string{"kind"})
 	m.slotMaps = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "cluster",
 		Name: "slot_map_reads_total", Help: "Cluster mode: slot maps read (CLUSTER SLOTS), at start, periodically and after -MOVED."})
 	m.redirects.WithLabelValues("moved")
 	m.redirects.WithLabelValues("ask")
+	m.redirects.WithLabelValues("tryagain")
 	m.rewrites.WithLabelValues("apply")
 	m.rewrites.WithLabelValues("sessions")
 	cmds := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",

@@ -45,17 +45,19 @@ type ClusterOptions struct {
 // change older than the last one made for the session, so applying an entry twice, or two
 // proxies applying the same outbox at once, cannot reorder a session's changes.
 type Cluster struct {
-	o       ClusterOptions
-	log     *slog.Logger
-	sc      rewrite.ClusterScripts
-	apply   *redis.Script
-	reap    *redis.Script
-	index   *redis.Script
-	ack     *redis.Script
-	node    *redis.Script
-	token   string
-	leaseMS int64
-	m       *clusterMetrics
+	o        ClusterOptions
+	log      *slog.Logger
+	sc       rewrite.ClusterScripts
+	apply    *redis.Script
+	reap     *redis.Script
+	index    *redis.Script
+	ack      *redis.Script
+	node     *redis.Script
+	state    *redis.Script
+	resyncSc *redis.Script
+	token    string
+	leaseMS  int64
+	m        *clusterMetrics
 
 	queued [cluster.Slots]atomic.Bool // slot is in dirty
 	dirty  chan int
@@ -83,6 +85,7 @@ func NewCluster(o ClusterOptions) (*Cluster, error) {
 	_, _ = rand.Read(tok[:])
 	return &Cluster{o: o, log: o.Logger, sc: sc, apply: redis.NewScript(sc.Apply.Body), reap: redis.NewScript(sc.Reap.Body),
 		index: redis.NewScript(sc.Index.Body), ack: redis.NewScript(sc.Ack.Body), node: redis.NewScript(sc.Node.Body),
+		state: redis.NewScript(sc.State.Body), resyncSc: redis.NewScript(sc.Resync.Body),
 		token: hex.EncodeToString(tok[:]), leaseMS: max(3*o.Interval.Milliseconds(), 2000),
 		m: newClusterMetrics(o.Registerer), dirty: make(chan int, cluster.Slots), subs: map[string]context.CancelFunc{}}, nil
 }

@@ -40,6 +40,10 @@ type ClusterScripts struct {
 	Index Script // one outbox entry made on the index key's node
 	Ack   Script // drop applied entries from an outbox
 	Node  Script // which slots of a node have outbox entries or due deadlines
+	State Script // read the state of session keys of one slot (check)
+	// Resync reconciles session keys of one slot and can queue their index entries again
+	// (reindex, the catch-up after a failover).
+	Resync Script
 }
 
 // All lists the scripts, for loading them on a connection.
@@ -60,7 +64,8 @@ func (s *Schema) Scripts() *Scripts {
 	return &Scripts{Apply: gen("apply"), ApplyMany: gen("apply_many"), Sessions: gen("sessions"), Reconcile: gen("reconcile"),
 		Prune: gen("prune"), Check: gen("check"), Reap: gen("reap"),
 		Cluster: ClusterScripts{Apply: slot("apply"), Reap: slot("reap"), Index: gen("cindex"),
-			Ack: mk("cack", mustRead("cack.lua")), Node: mk("cnode", mustRead("cnode.lua"))}}
+			Ack: mk("cack", mustRead("cack.lua")), Node: mk("cnode", mustRead("cnode.lua")),
+			State: slot("state"), Resync: slot("resync")}}
 }
 
 // SlotKeys are the bookkeeping keys of the cluster slot whose tag is tag (a string that hashes

@@ -6,8 +6,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
-	"sync"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -96,9 +96,48 @@ func TestClusterIndexBasics(t *testing.T) {
 		t.Fatal(err)
 	}
 	converge("300", "{t}1", "{t}3")
+	if rep := checkReport(t, c, "SESSIONS.CHECK"); rep["missing"]+rep["stale"]+rep["orphans"] != 0 {
+		t.Fatalf("SESSIONS.CHECK after the writes: %v", rep)
+	}
+	// Drift made behind the proxy's back: sessions written straight to the cluster, an index
+	// entry removed, one added for a session that does not exist, an owner map entry left over.
+	for _, sid := range []string{"x1", "x2", "x3"} {
+		direct.HSet(ctx, "session:"+sid, "userid", "400")
+	}
+	direct.SRem(ctx, "user:300", "{t}1")
+	direct.SAdd(ctx, "user:300", "ghost")
+	direct.Del(ctx, "session:{t}3")
+	rep := checkReport(t, c, "SESSIONS.CHECK")
+	if rep["missing"] != 4 || rep["stale"] != 2 || rep["orphans"] != 1 {
+		t.Fatalf("SESSIONS.CHECK of the drift: %v, want missing 4, stale 2, orphans 1", rep)
+	}
+	if rep := checkReport(t, c, "SESSIONS.REINDEX"); rep["fixed"] == 0 {
+		t.Fatalf("SESSIONS.REINDEX fixed nothing: %v", rep)
+	}
+	converge("300", "{t}1")
+	converge("400", "x1", "x2", "x3")
+	if rep := checkReport(t, c, "SESSIONS.CHECK"); rep["missing"]+rep["stale"]+rep["orphans"] != 0 {
+		t.Fatalf("SESSIONS.CHECK after SESSIONS.REINDEX: %v", rep)
+	}
 	if out := p.stderr.String(); strings.Contains(out, "level=ERROR") {
 		t.Fatalf("errors logged:\n%s", out)
 	}
+}
+
+// checkReport runs SESSIONS.CHECK or SESSIONS.REINDEX and returns its numbers by name.
+func checkReport(t *testing.T, c *redis.Client, cmd string) map[string]int64 {
+	t.Helper()
+	vs, err := c.Do(context.Background(), cmd).Slice()
+	if err != nil {
+		t.Fatalf("%s: %v", cmd, err)
+	}
+	out := map[string]int64{}
+	for i := 0; i+1 < len(vs); i += 2 {
+		if n, ok := vs[i+1].(int64); ok {
+			out[fmt.Sprint(vs[i])] = n
+		}
+	}
+	return out
 }
 
 // TestClusterIndexModel is the randomized model test of the index on a cluster: concurrent
@@ -184,6 +223,9 @@ func TestClusterIndexModel(t *testing.T) {
 	}
 	c := redis.NewClient(&redis.Options{Addr: p.Addr})
 	defer c.Close()
+	if rep := checkReport(t, c, "SESSIONS.CHECK"); rep["missing"]+rep["stale"]+rep["orphans"] != 0 {
+		t.Errorf("SESSIONS.CHECK after convergence: %v", rep)
+	}
 	want := clusterSessions(t, direct)
 	total := 0
 	for u := range users {

@@ -33,6 +33,7 @@ import (
 	"github.com/sessionproxy/sessionproxy/internal/sentinel"
 	"github.com/sessionproxy/sessionproxy/proxy"
 	"github.com/sessionproxy/sessionproxy/reaper"
+	"github.com/sessionproxy/sessionproxy/rewrite"
 )
 
 func main() {
@@ -124,7 +125,9 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 			Fetch: func(ctx context.Context, addr string) ([]cluster.Range, error) {
 				return cluster.FetchWith(ctx, nodeClients.Get(addr))
 			}}
-		opts.Repair = nil
+		opts.Repair = func(context.Context, int, int, bool) (rewrite.Report, error) {
+			return rewrite.Report{}, errors.New("the cluster index is off (index.cluster: false)")
+		}
 		if cfg.Index.Cluster {
 			cc := ups.cluster(cfg.Upstream.Addrs)
 			defer cc.Close()
@@ -134,7 +137,10 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 				return err
 			}
 			opts.Cluster.Index, keeper = idx, idx
-			logger.Warn("cluster mode: the cluster session index is experimental (README \"Guarantees on Redis Cluster\"); SESSIONS.REINDEX/CHECK are not available in this mode yet")
+			opts.Repair = func(ctx context.Context, _, rule int, fix bool) (rewrite.Report, error) {
+				return idx.Repair(ctx, rule, fix)
+			}
+			logger.Warn("cluster mode: the cluster session index is experimental (README \"Guarantees on Redis Cluster\")")
 		} else {
 			logger.Warn("cluster mode: commands are routed by slot; the session index is off (index.cluster: false): session writes pass through unindexed")
 		}
