@@ -273,7 +273,15 @@ func clusterPlan(es []centry, ps []cpart, spec *cmdSpec, args [][]byte, raw []by
 // least count. As a script call, it does not hold up the clients behind it on that connection
 // for longer than the busy threshold (request.script).
 func (c *client) planWait(es []centry, ps []cpart, raw []byte, m *cluster.Map) ([]centry, []cpart) {
-	nodes := slices.Clone(c.wrote)
+	var nodes []string
+	primaries := m.Primaries()
+	for _, n := range c.wrote {
+		// A node that is no longer a primary (failed over) cannot be waited on; its slots'
+		// writes are on the new primary now, or lost, as for a direct client.
+		if slices.Contains(primaries, n) {
+			nodes = append(nodes, n)
+		}
+	}
 	for _, p := range ps { // the batch's commands before it, not sent yet
 		if !slices.Contains(nodes, p.node) {
 			nodes = append(nodes, p.node)

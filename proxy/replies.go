@@ -38,7 +38,7 @@ func appendLostReply(dst []byte, cause error) []byte {
 	}
 	msg := ErrUpstreamLost.Error()
 	if cause != nil && !errors.Is(cause, ErrUpstreamLost) {
-		msg += ": " + cause.Error()
+		msg += ": " + hideAddrs(cause).Error() // clients see why, not where (README)
 	}
 	return redcon.AppendError(dst, "ERR "+sanitizeLine(msg))
 }

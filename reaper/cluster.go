@@ -64,6 +64,9 @@ type Cluster struct {
 
 	mu   sync.Mutex                    // subs
 	subs map[string]context.CancelFunc // node address -> its keyevent subscription
+
+	owners     map[int]string // slot -> primary, as of the last pass (Run's goroutine)
+	catchingUp atomic.Bool
 }
 
 // NewCluster checks options and builds the keeper; Run starts it.
@@ -355,6 +358,9 @@ func (c *Cluster) nodeClient(ctx context.Context, slot int) (*redis.Client, erro
 // pass goes over the primaries: for each whose lease this proxy holds (or takes), it keeps the
 // keyevent subscription, queues the slots with outbox entries left and sweeps due ledgers.
 func (c *Cluster) pass(ctx context.Context, events chan<- string) {
+	// go-redis reads the slot map again on -MOVED, or when its copy is 10 s old: a failover
+	// (the dead primary's slots now served by its replica) is learned within an interval.
+	c.o.Client.ReloadState(ctx)
 	ps, err := c.primaries(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -362,12 +368,16 @@ func (c *Cluster) pass(ctx context.Context, events chan<- string) {
 		}
 		return
 	}
+	promoted := c.failovers(ps)
 	held := map[string]bool{}
 	for _, p := range ps {
 		if len(p.slots) == 0 || !c.holdLease(ctx, p.slots[0]) {
 			continue
 		}
 		held[p.addr] = true
+		if promoted[p.addr] && c.catchingUp.CompareAndSwap(false, true) {
+			go c.catchUp(ctx, p.addr)
+		}
 		nc, err := c.nodeClient(ctx, p.slots[0])
 		if err != nil {
 			continue
@@ -392,6 +402,45 @@ func (c *Cluster) pass(ctx context.Context, events chan<- string) {
 		}
 	}
 	c.mu.Unlock()
+}
+
+// failovers compares the slot map with the last pass's: it returns the primaries that took
+// over slots from a node that is no longer a primary (a failover, not a reshard, which moves
+// the slots' keys, bookkeeping included).
+func (c *Cluster) failovers(ps []primary) map[string]bool {
+	now := map[int]string{}
+	isPrimary := map[string]bool{}
+	for _, p := range ps {
+		isPrimary[p.addr] = true
+		for _, s := range p.slots {
+			now[s] = p.addr
+		}
+	}
+	promoted := map[string]bool{}
+	for s, was := range c.owners {
+		if by, ok := now[s]; ok && by != was && !isPrimary[was] {
+			promoted[by] = true
+		}
+	}
+	c.owners = now
+	return promoted
+}
+
+// catchUp runs after a failover: the index changes the lost primary had made but not yet
+// replicated are gone with it, and so are its sessions' last writes, whose index changes may
+// have been made elsewhere. A rebuild of every rule (Repair) queues every session's entry
+// again and removes entries of sessions that no longer exist.
+func (c *Cluster) catchUp(ctx context.Context, node string) {
+	defer c.catchingUp.Store(false)
+	c.m.catchUps.Inc()
+	for r := range c.o.Schema.Rules {
+		rep, err := c.Repair(ctx, r, true)
+		if err != nil {
+			c.log.Warn("cluster index: catch-up after a failover failed; the next failover or SESSIONS.REINDEX repairs", "node", node, "err", err)
+			return
+		}
+		c.log.Info("cluster index: catch-up after a failover", append([]any{"node", node}, rep.Fields()...)...)
+	}
 }
 
 // slotsWith asks node which of slots have work: "outbox" entries or "due" ledger entries.

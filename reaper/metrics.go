@@ -51,6 +51,7 @@ type clusterMetrics struct {
 	changes  *prometheus.CounterVec
 	lag      prometheus.Histogram
 	leases   prometheus.Gauge
+	catchUps prometheus.Counter
 }
 
 // newClusterMetrics: the cleanups and lag families are the standalone reaper's (one of the two
@@ -72,6 +73,8 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 		leases: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "reaper",
 			Name: "cluster_leases", Help: "Primaries whose reaping (sweep, events, leftover outboxes) this proxy holds."}),
+		catchUps: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "reaper",
+			Name: "cluster_catchups_total", Help: "Index rebuilds run after a primary failover (its unreplicated index changes may be lost)."}),
 	}
 	for _, p := range []string{pathEvent, pathSweep} {
 		m.cleanups.WithLabelValues(p)
@@ -81,7 +84,7 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 	m.changes.WithLabelValues("made")
 	m.changes.WithLabelValues("skipped")
 	if reg != nil {
-		reg.MustRegister(m.cleanups, m.reapLag, m.scripts, m.changes, m.lag, m.leases)
+		reg.MustRegister(m.cleanups, m.reapLag, m.scripts, m.changes, m.lag, m.leases, m.catchUps)
 	}
 	return m
 }

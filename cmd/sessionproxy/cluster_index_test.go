@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -258,6 +259,25 @@ func isModelErr(err error) bool {
 
 // clusterSessions reads every primary's session hashes: uid -> session ids.
 func clusterSessions(t *testing.T, c *redis.ClusterClient) map[string][]string {
+	t.Helper()
+	out, err := readSessions(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// clusterIndex reads every primary's index keys: uid -> session ids.
+func clusterIndex(t *testing.T, c *redis.ClusterClient) map[string][]string {
+	t.Helper()
+	out, err := readIndex(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func readSessions(c *redis.ClusterClient) (map[string][]string, error) {
 	out := map[string][]string{}
 	var mu sync.Mutex
 	err := c.ForEachMaster(context.Background(), func(ctx context.Context, n *redis.Client) error {
@@ -279,14 +299,10 @@ func clusterSessions(t *testing.T, c *redis.ClusterClient) map[string][]string {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return out, err
 }
 
-// clusterIndex reads every primary's index keys: uid -> session ids.
-func clusterIndex(t *testing.T, c *redis.ClusterClient) map[string][]string {
+func readIndex(c *redis.ClusterClient) (map[string][]string, error) {
 	out := map[string][]string{}
 	var mu sync.Mutex
 	err := c.ForEachMaster(context.Background(), func(ctx context.Context, n *redis.Client) error {
@@ -305,10 +321,7 @@ func clusterIndex(t *testing.T, c *redis.ClusterClient) map[string][]string {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return out, err
 }
 
 func scanAll(ctx context.Context, n *redis.Client, match string) ([]string, error) {
@@ -527,4 +540,210 @@ func TestClusterIndexReapers(t *testing.T) {
 	if err != nil {
 		t.Error(err)
 	}
+}
+
+// sessionTraffic writes sessions through the proxy at addr from 4 clients until stop closes:
+// owner changes, short TTLs and deletes, each pipeline followed by WAIT 1 500. Each client has
+// keys of its own, so the state a key was left in by its last acknowledged pipeline is known,
+// unless a later pipeline failed (then it is unknown: acked has no entry for it).
+type sessionTraffic struct {
+	mu     sync.Mutex
+	acked  map[string]string // session key -> owner it was left with, WAIT-acknowledged, no TTL
+	writes int
+	errs   map[string]int // failures by first word
+	first  []string       // the first failure of each kind
+	wg     sync.WaitGroup
+}
+
+func startSessionTraffic(addr string, stop <-chan struct{}) *sessionTraffic {
+	tr := &sessionTraffic{acked: map[string]string{}, errs: map[string]int{}}
+	ctx := context.Background()
+	for w := range 4 {
+		tr.wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(w), 7))
+			c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DisableIdentity: true})
+			defer c.Close()
+			for i := 0; i < 100000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				pipe := c.Pipeline()
+				state := map[string]string{}
+				for range 10 {
+					k := fmt.Sprintf("session:w%d-%d", w, r.IntN(200))
+					switch r.IntN(8) {
+					case 0:
+						pipe.Del(ctx, k)
+						state[k] = ""
+					case 1:
+						pipe.HSet(ctx, k, "userid", strconv.Itoa(r.IntN(30)))
+						pipe.PExpire(ctx, k, time.Duration(300+r.IntN(1200))*time.Millisecond)
+						state[k] = "" // gone soon: not counted as a lasting write
+					default:
+						u := strconv.Itoa(r.IntN(30))
+						pipe.HSet(ctx, k, "userid", u)
+						pipe.Persist(ctx, k)
+						state[k] = u
+					}
+				}
+				wait := pipe.Do(ctx, "WAIT", 1, 500)
+				_, err := pipe.Exec(ctx)
+				n, _ := wait.Int()
+				tr.mu.Lock()
+				tr.writes += len(state)
+				for k, u := range state {
+					if err == nil && n >= 1 && u != "" {
+						tr.acked[k] = u
+					} else {
+						delete(tr.acked, k) // deleted, expiring, or unknown
+					}
+				}
+				if err != nil {
+					kind := strings.Fields(err.Error())[0]
+					if tr.errs[kind]++; tr.errs[kind] == 1 {
+						tr.first = append(tr.first, err.Error())
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				tr.mu.Unlock()
+			}
+		})
+	}
+	return tr
+}
+
+// check waits for the index to converge (no drift) and finds every acknowledged session write
+// in the sessions and in the index.
+func (tr *sessionTraffic) check(t *testing.T, direct *redis.ClusterClient, within time.Duration) {
+	t.Helper()
+	tr.wg.Wait()
+	time.Sleep(1600 * time.Millisecond) // the short TTLs run out
+	var missing, stale []string
+	var err error
+	start := time.Now()
+	if !waitFor(within, func() bool {
+		var want, got map[string][]string
+		if want, err = readSessions(direct); err == nil {
+			got, err = readIndex(direct)
+		}
+		missing, stale = diffIndex(want, got)
+		return err == nil && len(missing) == 0 && len(stale) == 0
+	}) {
+		t.Fatalf("index drift %v after the traffic: missing %q, stale %q (last read error: %v)", within, missing, stale, err)
+	}
+	idx := clusterIndex(t, direct)
+	lost := 0
+	for k, u := range tr.acked {
+		sid := strings.TrimPrefix(k, "session:")
+		if got := direct.HGet(context.Background(), k, "userid").Val(); got != u || !slices.Contains(idx[u], sid) {
+			lost++
+			if lost <= 5 {
+				t.Errorf("acknowledged write lost: %s owned by %q, now %q, in its index: %v", k, u, got, slices.Contains(idx[u], sid))
+			}
+		}
+	}
+	if len(tr.acked) < 100 {
+		t.Errorf("only %d acknowledged lasting states to check: too little traffic got through", len(tr.acked))
+	}
+	t.Logf("%d session writes, %d acknowledged lasting states checked, %d lost; errors meanwhile %v %q; converged %v after the traffic",
+		tr.writes, len(tr.acked), lost, tr.errs, tr.first, time.Since(start).Round(10*time.Millisecond))
+}
+
+// TestClusterIndexReshard: 300 slots move between primaries (redis-cli --cluster reshard)
+// during session-write and expiry traffic through the proxy: the bookkeeping moves with the
+// slots, no acknowledged write is lost, and the index converges with no drift.
+func TestClusterIndexReshard(t *testing.T) {
+	cl, p := startClusterIndexProxy(t)
+	direct := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()})
+	defer direct.Close()
+	id := func(s *redistest.Server) string {
+		out, err := s.DoText("CLUSTER", "MYID")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	stop := make(chan struct{})
+	tr := startSessionTraffic(p.Addr, stop)
+	time.Sleep(300 * time.Millisecond)
+	out, err := exec.Command("redis-cli", "--cluster", "reshard", cl.Nodes[0].Addr(), "--cluster-from", id(cl.Nodes[0]),
+		"--cluster-to", id(cl.Nodes[1]), "--cluster-slots", "300", "--cluster-yes").CombinedOutput()
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	if err != nil {
+		t.Fatalf("reshard: %v\n%s", err, out)
+	}
+	tr.check(t, direct, 5*time.Second)
+	m := scrapeMetrics(t, p.HTTP)
+	t.Logf("followed %v -MOVED, %v -ASK, %v -TRYAGAIN", m[`sessionproxy_cluster_redirects_total{kind="moved"}`],
+		m[`sessionproxy_cluster_redirects_total{kind="ask"}`], m[`sessionproxy_cluster_redirects_total{kind="tryagain"}`])
+}
+
+// TestClusterIndexFailover: kill -9 of a primary during session-write and expiry traffic; its
+// replica takes over. Writes acknowledged with WAIT 1 are all in the sessions and the index, and
+// after the catch-up the index has no drift.
+func TestClusterIndexFailover(t *testing.T) {
+	// Two replicas a primary: the promoted one still has one, so WAIT 1 acknowledges writes
+	// after the failover too.
+	cl := redistest.StartCluster(t, 3, 2)
+	p := startProxy(t, cl.Nodes[1].Addr(), "SESSIONPROXY_UPSTREAM_MODE=cluster",
+		"SESSIONPROXY_UPSTREAM_ADDRS="+cl.Nodes[1].Addr()+","+cl.Nodes[2].Addr(),
+		"SESSIONPROXY_INDEX_CLUSTER=true", "SESSIONPROXY_REAPER_INTERVAL=200ms")
+	// Sessions written once before the kill and acknowledged: they must all be there after it.
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: p.Addr})
+	defer c.Close()
+	pipe := c.Pipeline()
+	for i := range 300 {
+		pipe.HSet(ctx, fmt.Sprintf("session:pre-%d", i), "userid", strconv.Itoa(i%30))
+	}
+	wait := pipe.Do(ctx, "WAIT", 2, 2000)
+	if _, err := pipe.Exec(ctx); err != nil || wait.Val() != int64(2) {
+		t.Fatalf("writing the first sessions: %v, WAIT %v", err, wait.Val())
+	}
+	stop := make(chan struct{})
+	tr := startSessionTraffic(p.Addr, stop)
+	time.Sleep(500 * time.Millisecond)
+	cl.Nodes[0].Stop() // SIGKILL
+	if err := waitFailover(cl.Nodes[1], cl.Nodes[0].Addr(), 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	close(stop)
+	direct := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()[1:]}) // the map after the failover
+	defer direct.Close()
+	tr.wg.Wait()
+	for i := range 300 {
+		tr.acked[fmt.Sprintf("session:pre-%d", i)] = strconv.Itoa(i % 30)
+	}
+	tr.check(t, direct, 10*time.Second)
+	m := scrapeMetrics(t, p.HTTP)
+	if m["sessionproxy_reaper_cluster_catchups_total"] == 0 {
+		t.Error("no catch-up ran after the failover")
+	}
+}
+
+// waitFailover waits until node's slot map no longer names dead and the cluster is ok.
+func waitFailover(node *redistest.Server, dead string, within time.Duration) error {
+	c := redis.NewClient(&redis.Options{Addr: node.Addr()})
+	defer c.Close()
+	var info string
+	if waitFor(within, func() bool {
+		info, _ = node.DoText("CLUSTER", "INFO")
+		slots, err := c.ClusterSlots(context.Background()).Result()
+		if err != nil || !strings.Contains(info, "cluster_state:ok") {
+			return false
+		}
+		for _, s := range slots {
+			if s.Nodes[0].Addr == dead {
+				return false
+			}
+		}
+		return true
+	}) {
+		return nil
+	}
+	return fmt.Errorf("no failover of %s after %v:\n%s", dead, within, info)
 }

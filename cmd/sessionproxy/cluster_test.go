@@ -78,7 +78,7 @@ func TestClusterLikeOneRedis(t *testing.T) {
 			t.Errorf("%q: %q, want %q", tc.cmd, got, tc.want)
 		}
 	}
-	// Session writes pass plain (no index in cluster mode yet) and are counted as such.
+	// The cluster index is off here (index.cluster): session writes pass plain and are counted.
 	m := scrapeMetrics(t, p.HTTP)
 	if n := m["sessionproxy_index_unindexed_writes_total"]; n != 3 { // SET session:1, HSET session:2, GETDEL session:1
 		t.Errorf("unindexed session writes: %v, want 3", n)

@@ -45,8 +45,11 @@ func StartCluster(t testing.TB, primaries, replicas int, extra ...string) *Clust
 		// A replica takes over however long it was cut off: with Redis 7.0's default validity
 		// factor, replicas of a killed primary refused to fail over in tests ("Disconnected from
 		// master for longer than allowed") 10 s after the kill.
+		// Replicas sync at once, not after Redis' 5 s wait for more replicas to share a
+		// diskless transfer: tests WAIT for them.
 		args := append([]string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-			"--cluster-node-timeout", "2000", "--cluster-replica-validity-factor", "0"}, extra...)
+			"--cluster-node-timeout", "2000", "--cluster-replica-validity-factor", "0",
+			"--repl-diskless-sync-delay", "0"}, extra...)
 		node := startOn(t, port, args...)
 		if pass != "" {
 			node.Auth = []string{pass}
@@ -65,7 +68,27 @@ func StartCluster(t testing.TB, primaries, replicas int, extra ...string) *Clust
 	if err := c.WaitOK(30 * time.Second); err != nil {
 		t.Fatalf("redistest: %v\n%s", err, out)
 	}
+	for _, n := range c.Nodes[:primaries] {
+		if err := n.waitReplicas(replicas, 30*time.Second); err != nil {
+			t.Fatalf("redistest: %v", err)
+		}
+	}
 	return c
+}
+
+// waitReplicas waits until the server has n replicas in sync (state=online).
+func (s *Server) waitReplicas(n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		info, err := s.DoText("INFO", "replication")
+		if err == nil && strings.Count(info, "state=online") >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: %d replicas not in sync after %v: %v %s", s.Addr(), n, timeout, err, info)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // WaitOK waits until every live node reports cluster_state:ok, all 16384 slots ok, and knows
