@@ -10,26 +10,7 @@ TESTS=${TESTS:-"SET GET INCR HSET"}; MATRIX=${MATRIX:-"50/1 50/16"}
 log "expected duration: about $(( ROUNDS * $(echo $TESTS | wc -w) * $(echo $MATRIX | wc -w) * 2 * 3 / 2 + 40 )) s"
 OUT=$(results_dir cluster)
 
-# cluster nodes: a port and its bus port (+10000) both free
-NODES=()
-for i in $(seq 6); do
-  for _ in $(seq 50); do
-    p=$(free_port)
-    [ $((p + 10000)) -lt 65536 ] && ! ss -Htan "sport = :$((p + 10000))" | grep -q . && break
-  done
-  mkdir -p "$WORK/node-$p"
-  redis-server --port "$p" --bind $HOST --save '' --appendonly no --dir "$WORK/node-$p" --logfile redis.log \
-    --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 &
-  PIDS+=("$!"); NODES+=("$p")
-done
-for p in "${NODES[@]}"; do wait_port "$p"; done
-addrs=(); for p in "${NODES[@]}"; do addrs+=("$HOST:$p"); done
-"$RCLI" --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"$WORK/create.log" 2>&1 || die "cluster create failed"
-for _ in $(seq 200); do
-  ok=1; for p in "${NODES[@]}"; do "$RCLI" -p "$p" cluster info | grep -q cluster_state:ok || ok=0; done
-  [ $ok = 1 ] && break; sleep 0.1
-done
-[ $ok = 1 ] || die "cluster not ok"
+start_cluster
 build_proxy
 REDIS_PORT=${NODES[0]}
 start_proxy SESSIONPROXY_UPSTREAM_MODE=cluster SESSIONPROXY_UPSTREAM_ADDRS="$HOST:${NODES[0]},$HOST:${NODES[1]}"

@@ -102,6 +102,30 @@ start_minrelay() {
   wait_port "$MINRELAY_PORT"
 }
 
+# start_cluster -> NODES (ports, primaries first): a 3-primary, 3-replica Redis Cluster, each
+# node's port and its bus port (+10000) free.
+start_cluster() {
+  NODES=()
+  local i p addrs=() ok
+  for i in $(seq 6); do
+    for _ in $(seq 50); do
+      p=$(free_port)
+      [ $((p + 10000)) -lt 65536 ] && ! ss -Htan "sport = :$((p + 10000))" | grep -q . && break
+    done
+    mkdir -p "$WORK/node-$p"
+    redis-server --port "$p" --bind $HOST --save '' --appendonly no --dir "$WORK/node-$p" --logfile redis.log \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 --repl-diskless-sync-delay 0 &
+    PIDS+=("$!"); NODES+=("$p")
+  done
+  for p in "${NODES[@]}"; do wait_port "$p"; addrs+=("$HOST:$p"); done
+  "$RCLI" --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"$WORK/create.log" 2>&1 || die "cluster create failed"
+  for _ in $(seq 200); do
+    ok=1; for p in "${NODES[@]}"; do "$RCLI" -p "$p" cluster info | grep -q cluster_state:ok || ok=0; done
+    [ $ok = 1 ] && break; sleep 0.1
+  done
+  [ $ok = 1 ] || die "cluster not ok"
+}
+
 stop_pid() { # pid: stop one process this script started
   kill "$1" 2>/dev/null; wait "$1" 2>/dev/null
   local keep=() p; for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done; PIDS=("${keep[@]}")

@@ -71,6 +71,12 @@ func (c *client) clusterSessions(spec *cmdSpec, args [][]byte) []byte {
 	if errReply != nil {
 		return errReply
 	}
+	if c.ident != c.s.defaultID {
+		// The index keeper runs as the proxy's own user, not as the client's: a client that
+		// authenticated as another ACL user must not reach sessions through it.
+		return redcon.AppendError(nil, "NOPERM SESSIONS commands in cluster mode run as the proxy's own user; "+
+			"they are not available to a client authenticated as another user")
+	}
 	c.s.m.rewrites.WithLabelValues("sessions").Inc()
 	ctx, cancel := context.WithTimeout(c.s.ctx, c.s.opts.ReadTimeout)
 	defer cancel()

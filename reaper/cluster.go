@@ -62,8 +62,9 @@ type Cluster struct {
 	queued [cluster.Slots]atomic.Bool // slot is in dirty
 	dirty  chan int
 
-	mu   sync.Mutex                    // subs
+	mu   sync.Mutex                    // subs, held
 	subs map[string]context.CancelFunc // node address -> its keyevent subscription
+	held []primary                     // the primaries whose lease the last pass held
 
 	owners     map[int]string // slot -> primary, as of the last pass (Run's goroutine)
 	catchingUp atomic.Bool
@@ -108,6 +109,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { c.applyLoop(ctx) })
 	wg.Go(func() { c.eventLoop(ctx, events) })
+	wg.Go(func() { c.sweepLoop(ctx) })
 	t := time.NewTicker(c.o.Interval)
 	defer t.Stop()
 	for {
@@ -122,6 +124,33 @@ func (c *Cluster) Run(ctx context.Context) error {
 			wg.Wait()
 			return nil
 		case <-t.C:
+		}
+	}
+}
+
+// sweepEvery is how often the ledgers of the held primaries are swept: more often than the
+// passes (reaper.interval), since a sweep also makes Redis expire the due keys it touches, which
+// it otherwise does lazily (an expired session's keyevent can come seconds late). One sweep is
+// one script call per primary that asks which of its slots have due entries.
+const sweepEvery = 250 * time.Millisecond
+
+// sweepLoop sweeps the primaries whose lease the last pass held.
+func (c *Cluster) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(min(sweepEvery, c.o.Interval))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		held := c.held
+		c.mu.Unlock()
+		for _, p := range held {
+			if nc, err := c.nodeClient(ctx, p.slots[0]); err == nil {
+				c.sweep(ctx, nc, p.slots)
+			}
 		}
 	}
 }
@@ -370,6 +399,7 @@ func (c *Cluster) pass(ctx context.Context, events chan<- string) {
 	}
 	promoted := c.failovers(ps)
 	held := map[string]bool{}
+	var heldPs []primary
 	for _, p := range ps {
 		if len(p.slots) == 0 || !c.holdLease(ctx, p.slots[0]) {
 			continue
@@ -391,10 +421,11 @@ func (c *Cluster) pass(ctx context.Context, events chan<- string) {
 				c.Dirty(s)
 			}
 		}
-		c.sweep(ctx, nc, p.slots)
+		heldPs = append(heldPs, p)
 	}
 	c.m.leases.Set(float64(len(held)))
 	c.mu.Lock()
+	c.held = heldPs
 	for addr, cancel := range c.subs { // nodes no longer primaries, or whose lease went elsewhere
 		if !held[addr] {
 			cancel()

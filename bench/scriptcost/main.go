@@ -105,6 +105,12 @@ func main() {
 				raw(p, sch.AppendApply(nil, &sc.Apply, false, refs(k), args(k)))
 			}
 		}},
+		{"cluster apply (1 write/call, its slot's bookkeeping)", "evalsha", func(p redis.Pipeliner, base int) {
+			for j := range *run {
+				k := key(base + j)
+				raw(p, sch.AppendClusterApply(nil, &sc.Cluster.Apply, false, refs(k), "tag", args(k)))
+			}
+		}},
 		{"preamble only (header+common.lua, return 0)", "evalsha", func(p redis.Pipeliner, base int) {
 			for range *run {
 				p.EvalSha(ctx, sha(c, preamble), nil)
@@ -118,7 +124,7 @@ func main() {
 			p.EvalSha(ctx, sha(c, lean), ks)
 		}},
 	}
-	for _, s := range []*rewrite.Script{&sc.Apply, &sc.ApplyMany} {
+	for _, s := range []*rewrite.Script{&sc.Apply, &sc.ApplyMany, &sc.Cluster.Apply} {
 		must(c.ScriptLoad(ctx, s.Body).Err())
 	}
 	units := *n / *run

@@ -120,6 +120,17 @@ func TestClusterIndexBasics(t *testing.T) {
 	if rep := checkReport(t, c, "SESSIONS.CHECK"); rep["missing"]+rep["stale"]+rep["orphans"] != 0 {
 		t.Fatalf("SESSIONS.CHECK after SESSIONS.REINDEX: %v", rep)
 	}
+	// SESSIONS.* run as the proxy's own user: not for a client authenticated as another one.
+	for _, n := range cl.Nodes {
+		if _, err := n.DoText("ACL", "SETUSER", "app", "on", ">pw", "~*", "+@all"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	app := redis.NewClient(&redis.Options{Addr: p.Addr, Username: "app", Password: "pw"})
+	defer app.Close()
+	if err := app.Do(ctx, "SESSIONS.LIST", "300").Err(); err == nil || !strings.HasPrefix(err.Error(), "NOPERM") {
+		t.Fatalf("SESSIONS.LIST as another ACL user: %v, want NOPERM", err)
+	}
 	if out := p.stderr.String(); strings.Contains(out, "level=ERROR") {
 		t.Fatalf("errors logged:\n%s", out)
 	}
