@@ -120,8 +120,10 @@ func (c *Cluster) Run(ctx context.Context) error {
 			for _, cancel := range c.subs {
 				cancel()
 			}
+			held := c.held
 			c.mu.Unlock()
 			wg.Wait()
+			c.release(held)
 			return nil
 		case <-t.C:
 		}
@@ -289,8 +291,13 @@ func (c *Cluster) drain(ctx context.Context, slots []int) error {
 		if failed[s] || len(h.Val()) == 0 {
 			continue
 		}
-		last, _ := parseEntry(h.Val()[len(h.Val())-1])
-		acks = append(acks, call{c.ack, []string{sch.SlotKeys(cluster.SlotTag(s))[2]}, []any{last.seq}})
+		var last int64 // the highest seq read (a malformed entry has none)
+		for _, raw := range h.Val() {
+			if e, err := parseEntry(raw); err == nil {
+				last = max(last, e.seq)
+			}
+		}
+		acks = append(acks, call{c.ack, []string{sch.SlotKeys(cluster.SlotTag(s))[2]}, []any{last}})
 		if len(h.Val()) == c.o.Batch {
 			full = append(full, s)
 		}
@@ -569,13 +576,27 @@ func (c *Cluster) account(res []int64, path string, now time.Time) {
 // holdLease takes or renews the lease of the node serving first (its lowest slot): the key
 // lives in that slot, so it stays with the node's slots across a failover.
 func (c *Cluster) holdLease(ctx context.Context, first int) bool {
-	key := c.o.Schema.Prefix + "{" + cluster.SlotTag(first) + "}:reaper-lease"
+	key := c.leaseKey(first)
 	ok, err := c.o.Client.SetNX(ctx, key, c.token, time.Duration(c.leaseMS)*time.Millisecond).Result()
 	if err == nil && !ok {
 		n, e := renewLease.Run(ctx, c.o.Client, []string{key}, c.token, c.leaseMS).Int()
 		ok, err = n == 1, e
 	}
 	return err == nil && ok
+}
+
+// release gives up the leases of held on shutdown, so other proxies take those primaries over
+// at once instead of when the leases expire.
+func (c *Cluster) release(held []primary) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, p := range held {
+		_ = releaseLease.Run(ctx, c.o.Client, []string{c.leaseKey(p.slots[0])}, c.token).Err()
+	}
+}
+
+func (c *Cluster) leaseKey(first int) string {
+	return c.o.Schema.Prefix + "{" + cluster.SlotTag(first) + "}:reaper-lease"
 }
 
 // subscribe keeps one keyevent subscription on a node whose lease this proxy holds.

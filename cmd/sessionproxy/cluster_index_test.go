@@ -120,6 +120,20 @@ func TestClusterIndexBasics(t *testing.T) {
 	if rep := checkReport(t, c, "SESSIONS.CHECK"); rep["missing"]+rep["stale"]+rep["orphans"] != 0 {
 		t.Fatalf("SESSIONS.CHECK after SESSIONS.REINDEX: %v", rep)
 	}
+	// The command-line tools cover every primary too.
+	t.Setenv("SESSIONPROXY_UPSTREAM_MODE", "cluster")
+	t.Setenv("SESSIONPROXY_UPSTREAM_ADDRS", cl.Nodes[2].Addr())
+	t.Setenv("SESSIONPROXY_INDEX_CLUSTER", "true")
+	direct.SRem(ctx, "user:400", "x2")
+	if code, rep, out := modelRunCLI(t, "check"); code != 3 || rep.Missing != 1 || rep.Scanned != 5 { // c, {t}1, x1-x3
+		t.Fatalf("sessionproxy check: exit %d, %+v: %s", code, rep, out)
+	}
+	if code, rep, out := modelRunCLI(t, "reindex"); code != 0 || rep.Fixed == 0 {
+		t.Fatalf("sessionproxy reindex: exit %d, %+v: %s", code, rep, out)
+	}
+	if code, rep, out := modelRunCLI(t, "check"); code != 0 || rep.Missing+rep.Stale+rep.Orphans != 0 {
+		t.Fatalf("sessionproxy check after reindex: exit %d, %+v: %s", code, rep, out)
+	}
 	// SESSIONS.* run as the proxy's own user: not for a client authenticated as another one.
 	for _, n := range cl.Nodes {
 		if _, err := n.DoText("ACL", "SETUSER", "app", "on", ">pw", "~*", "+@all"); err != nil {
@@ -465,16 +479,24 @@ func outboxEntries(t *testing.T, c *redis.ClusterClient) int {
 	return n
 }
 
-// TestClusterIndexReapers: three proxies on one cluster, 10,000 sessions of 200 users with
+// TestClusterIndexReapers: two, then three proxies on one cluster, 10,000 sessions of 200 users with
 // TTLs of 1-5 s, one primary publishing no keyevents (the sweep alone there): 3 s after the
 // last deadline no index entry is left; each primary's reaping is held by one proxy (leases),
 // and each session is cleaned once, not once per proxy.
 func TestClusterIndexReapers(t *testing.T) {
+	for _, n := range []int{2, 3} {
+		t.Run(fmt.Sprintf("%d proxies", n), func(t *testing.T) { testClusterReapers(t, n) })
+	}
+}
+
+func testClusterReapers(t *testing.T, proxies int) {
 	cl := redistest.StartCluster(t, 3, 1)
 	env := []string{"SESSIONPROXY_UPSTREAM_MODE=cluster", "SESSIONPROXY_UPSTREAM_ADDRS=" + cl.Nodes[0].Addr(),
 		"SESSIONPROXY_INDEX_CLUSTER=true"}
-	ps := []*proxyProc{startProxy(t, cl.Nodes[0].Addr(), env...), startProxy(t, cl.Nodes[1].Addr(), env...),
-		startProxy(t, cl.Nodes[2].Addr(), env...)}
+	var ps []*proxyProc
+	for i := range proxies {
+		ps = append(ps, startProxy(t, cl.Nodes[i].Addr(), env...))
+	}
 	ctx := context.Background()
 	direct := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()})
 	defer direct.Close()
@@ -498,7 +520,7 @@ func TestClusterIndexReapers(t *testing.T) {
 	const sessions, users = 10000, 200
 	var last time.Time
 	for i := 0; i < sessions; i += 500 {
-		c := redis.NewClient(&redis.Options{Addr: ps[i/500%3].Addr})
+		c := redis.NewClient(&redis.Options{Addr: ps[i/500%proxies].Addr})
 		pipe := c.Pipeline()
 		for j := i; j < i+500; j++ {
 			k := "session:" + strconv.Itoa(j)
@@ -537,7 +559,7 @@ func TestClusterIndexReapers(t *testing.T) {
 	// One reaper per primary runs at most one sweep script per due slot and batch (each cleans
 	// at least one session) and one event script per slot and burst of keyevents (at most one
 	// event per session): at most two scripts per session, whatever the number of proxies.
-	// Three proxies each reaping everything would run up to three times that.
+	// N proxies each reaping everything would run up to N times that.
 	if scripts > 2*sessions {
 		t.Errorf("%v cleanup scripts for %d sessions: more than one proxy reaps a primary", scripts, sessions)
 	}

@@ -135,7 +135,23 @@ func runRepairCommand(name string, args []string, stdout, stderr io.Writer) int 
 	}
 	ups := newUpstreams(cfg.Upstream, tlsCfg)
 	defer ups.Close()
-	rp := reaper.NewRepairer(sch, *batch)
+	repair := func(ctx context.Context, r int, fix bool) (rewrite.Report, error) {
+		return reaper.NewRepairer(sch, *batch).Run(ctx, ups.db(*db), r, fix)
+	}
+	if cfg.Upstream.Mode == "cluster" {
+		if !cfg.Index.Cluster {
+			fmt.Fprintln(stderr, "cluster mode keeps no session index with index.cluster: false: nothing to "+name)
+			return 2
+		}
+		cc := ups.cluster(cfg.Upstream.Addrs)
+		defer cc.Close()
+		keeper, err := reaper.NewCluster(reaper.ClusterOptions{Schema: sch, Client: cc, Batch: *batch})
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 2
+		}
+		repair = keeper.Repair // every primary; -db does not apply (a cluster has DB 0 only)
+	}
 	rules := []int{}
 	if *rule != "" {
 		r, ok := sch.RuleByName(*rule)
@@ -151,7 +167,7 @@ func runRepairCommand(name string, args []string, stdout, stderr io.Writer) int 
 	}
 	code := 0
 	for _, r := range rules {
-		rep, err := rp.Run(context.Background(), ups.db(*db), r, name == "reindex")
+		rep, err := repair(context.Background(), r, name == "reindex")
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1

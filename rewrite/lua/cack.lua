@@ -4,7 +4,10 @@
 local upto, n = tonumber(ARGV[1]), 0
 while true do
   local e = redis.call('LINDEX', KEYS[1], 0)
-  if not e or tonumber(string.match(e, '^%d+')) > upto then return n end
+  if not e then return n end
+  local seq = tonumber(string.match(e, '^%d+') or '')
+  -- An entry without a seq was not written by the proxy: dropped, as the applier skips it.
+  if seq and seq > upto then return n end
   redis.call('LPOP', KEYS[1])
   n = n + 1
 end
