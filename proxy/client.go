@@ -225,6 +225,9 @@ func (s *Server) unindexed(msg string, args ...any) {
 // dedicated path: by body, one reply per command); dst comes back unchanged if the command
 // touches no session key. An error reply means the proxy answers the command instead.
 func (s *Server) rewrite(dst []byte, spec *cmdSpec, args [][]byte, c *client) ([]byte, []byte) {
+	if s.cluster != nil && s.cluster.opts.Index != nil {
+		return s.clusterRewriteDedicated(dst, spec, args, c)
+	}
 	if spec.sessions {
 		r, errReply := s.sessionsRule(args)
 		if errReply != nil {

@@ -170,6 +170,7 @@ type cpart struct {
 	// extra > 0) with the bookkeeping of slot; its outbox has changes once it ran.
 	session bool
 	slot    int
+	wait    bool // a WAIT: its node is not one the client sent commands to
 }
 
 // errClusterUnsupported is the reply for a command the cluster mode does not carry yet.
@@ -267,11 +268,11 @@ func clusterPlan(es []centry, ps []cpart, spec *cmdSpec, args [][]byte, raw []by
 	return planSplit(es, ps, op, args, pos, m)
 }
 
-// planWait plans WAIT: it goes to every node the client has sent commands to since its last
-// WAIT (or the first primary), on the client's shared connection to each, which carried them:
-// a connection's WAIT waits for its latest write, so for the client's too. The reply is the
-// least count. As a script call, it does not hold up the clients behind it on that connection
-// for longer than the busy threshold (request.script).
+// planWait plans WAIT, once everything before it has run: it goes to every node the client has
+// sent commands to since its last WAIT (or the first primary), on the client's shared connection
+// to each, which carried them: a connection's WAIT waits for its latest write, so for the
+// client's too. The reply is the least count. As a script call, it does not hold up the clients
+// behind it on that connection for longer than the busy threshold (request.script).
 func (c *client) planWait(es []centry, ps []cpart, raw []byte, m *cluster.Map) ([]centry, []cpart) {
 	var nodes []string
 	primaries := m.Primaries()
@@ -282,17 +283,12 @@ func (c *client) planWait(es []centry, ps []cpart, raw []byte, m *cluster.Map) (
 			nodes = append(nodes, n)
 		}
 	}
-	for _, p := range ps { // the batch's commands before it, not sent yet
-		if !slices.Contains(nodes, p.node) {
-			nodes = append(nodes, p.node)
-		}
-	}
 	if len(nodes) == 0 {
 		nodes = m.Primaries()[:1]
 	}
 	e := centry{op: opMin, first: len(ps), n: len(nodes)}
 	for _, n := range nodes {
-		ps = append(ps, cpart{node: n, raw: raw, script: true})
+		ps = append(ps, cpart{node: n, raw: raw, script: true, wait: true})
 	}
 	c.wrote = c.wrote[:0]
 	return append(es, e), ps
@@ -435,7 +431,17 @@ func (c *client) runCluster(cmds []redcon.Command) {
 			continue
 		}
 		if spec.name == "wait" && c.tx == nil && len(cmds[i].Args) == 3 {
-			es, ps = c.planWait(es, ps, cmds[i].Raw, m)
+			// Everything before it runs first, redirects and retries included.
+			c.execCluster(es, ps)
+			if c.closing {
+				return
+			}
+			es, ps = c.planWait(es[:0], ps[:0], cmds[i].Raw, m)
+			c.execCluster(es, ps)
+			if c.closing {
+				return
+			}
+			es, ps = es[:0], ps[:0]
 			continue
 		}
 		index := cs.opts.Index
@@ -514,9 +520,9 @@ func (c *client) execCluster(es []centry, ps []cpart) {
 		byNode[k] = append(byNode[k], i)
 	}
 	c.cnodes, c.cbyNode = nodes, byNode
-	for _, n := range nodes {
-		if !slices.Contains(c.wrote, n) {
-			c.wrote = append(c.wrote, n)
+	for _, p := range ps {
+		if !p.wait && !slices.Contains(c.wrote, p.node) {
+			c.wrote = append(c.wrote, p.node)
 		}
 	}
 	if len(nodes) > 0 {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"time"
 
 	"github.com/tidwall/redcon"
 
@@ -95,3 +96,29 @@ func (c *client) clusterSessions(spec *cmdSpec, args [][]byte) []byte {
 	}
 	return out
 }
+
+// clusterRewriteDedicated is Server.rewrite on a client's own connection in cluster mode (after
+// WATCH, a blocking command, SUBSCRIBE): a session write becomes the cluster apply script, by
+// body. Its outbox is marked for applying when it is sent and again a moment later, since the
+// reply is relayed without the proxy looking at it; what is still left is applied by the pass
+// of the node's lease holder (reaper.interval). SESSIONS.* are refused there: they answer from
+// several nodes, not from this connection's.
+func (s *Server) clusterRewriteDedicated(dst []byte, spec *cmdSpec, args [][]byte, c *client) ([]byte, []byte) {
+	if spec.sessions {
+		return dst, redcon.AppendError(nil, "ERR SESSIONS commands are not available on a connection of its own "+
+			"(after WATCH, SUBSCRIBE or a blocking command) in cluster mode")
+	}
+	raw := appendArgs(nil, args)
+	p := c.clusterRewrite(cpart{raw: raw, extra: 1}, spec, args, raw)
+	if !p.session {
+		return dst, nil
+	}
+	index := s.cluster.opts.Index
+	index.Dirty(p.slot)
+	time.AfterFunc(dedicatedDirtyAgain, func() { index.Dirty(p.slot) })
+	return append(dst, p.raw...), nil
+}
+
+// dedicatedDirtyAgain: when a session write sent on a client's own connection is looked for in
+// its outbox a second time.
+const dedicatedDirtyAgain = 100 * time.Millisecond

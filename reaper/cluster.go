@@ -48,13 +48,13 @@ type Cluster struct {
 	o        ClusterOptions
 	log      *slog.Logger
 	sc       rewrite.ClusterScripts
-	apply    *redis.Script
 	reap     *redis.Script
 	index    *redis.Script
 	ack      *redis.Script
 	node     *redis.Script
 	state    *redis.Script
 	resyncSc *redis.Script
+	revokeSc *redis.Script
 	token    string
 	leaseMS  int64
 	m        *clusterMetrics
@@ -66,8 +66,10 @@ type Cluster struct {
 	subs map[string]context.CancelFunc // node address -> its keyevent subscription
 	held []primary                     // the primaries whose lease the last pass held
 
-	owners     map[int]string // slot -> primary, as of the last pass (Run's goroutine)
+	owners     map[int]string  // slot -> primary, as of the last pass (Run's goroutine)
+	promoted   map[string]bool // primaries that took over slots in a failover, not caught up yet (Run's goroutine)
 	catchingUp atomic.Bool
+	bg         sync.WaitGroup // subscriptions and catch-ups, waited for when Run ends
 }
 
 // NewCluster checks options and builds the keeper; Run starts it.
@@ -87,9 +89,9 @@ func NewCluster(o ClusterOptions) (*Cluster, error) {
 	sc := o.Schema.Scripts().Cluster
 	var tok [8]byte
 	_, _ = rand.Read(tok[:])
-	return &Cluster{o: o, log: o.Logger, sc: sc, apply: redis.NewScript(sc.Apply.Body), reap: redis.NewScript(sc.Reap.Body),
+	return &Cluster{o: o, log: o.Logger, sc: sc, reap: redis.NewScript(sc.Reap.Body),
 		index: redis.NewScript(sc.Index.Body), ack: redis.NewScript(sc.Ack.Body), node: redis.NewScript(sc.Node.Body),
-		state: redis.NewScript(sc.State.Body), resyncSc: redis.NewScript(sc.Resync.Body),
+		state: redis.NewScript(sc.State.Body), resyncSc: redis.NewScript(sc.Resync.Body), revokeSc: redis.NewScript(sc.Revoke.Body),
 		token: hex.EncodeToString(tok[:]), leaseMS: max(3*o.Interval.Milliseconds(), 2000),
 		m: newClusterMetrics(o.Registerer), dirty: make(chan int, cluster.Slots), subs: map[string]context.CancelFunc{}}, nil
 }
@@ -123,6 +125,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 			held := c.held
 			c.mu.Unlock()
 			wg.Wait()
+			c.bg.Wait()
 			c.release(held)
 			return nil
 		case <-t.C:
@@ -179,8 +182,12 @@ func (c *Cluster) applyLoop(ctx context.Context) {
 		for _, s := range slots {
 			c.queued[s].Store(false) // a write from here on queues the slot again
 		}
-		if err := c.drain(ctx, slots); err != nil && ctx.Err() == nil {
+		full, err := c.drain(ctx, slots)
+		if err != nil && ctx.Err() == nil {
 			c.log.Debug("cluster index: applying outboxes", "slots", len(slots), "err", err)
+		}
+		for _, s := range full {
+			c.Dirty(s)
 		}
 	}
 }
@@ -214,14 +221,15 @@ func parseEntry(s string) (entry, error) {
 	return e, nil
 }
 
-// staleAfter is how old read entries may be when they are applied: cindex.lua keeps a removed
-// session's record 10 minutes, and a late duplicate must come before that.
+// staleAfter is how old read entries may be when they are sent to be applied: cindex.lua keeps
+// a removed session's record 10 minutes, and a late duplicate must come before that (the
+// sending itself is bounded by the client's read and write timeouts, seconds).
 const staleAfter = time.Minute
 
 // drain applies the outboxes of slots: read their heads, make each change on its index key's
 // node, drop what was made. A slot whose changes did not all go through keeps its entries (the
-// next pass finds them); a slot with a full batch is queued again.
-func (c *Cluster) drain(ctx context.Context, slots []int) error {
+// next pass finds them); the slots whose batch was full (more entries may wait) are returned.
+func (c *Cluster) drain(ctx context.Context, slots []int) ([]int, error) {
 	sch := c.o.Schema
 	read := time.Now()
 	pipe := c.o.Client.Pipeline()
@@ -246,10 +254,10 @@ func (c *Cluster) drain(ctx context.Context, slots []int) error {
 		}
 	}
 	if len(changes) == 0 {
-		return err
+		return nil, err
 	}
 	if time.Since(read) > staleAfter {
-		return errors.New("reaper: outbox entries read too long ago; left for the next pass")
+		return nil, errors.New("reaper: outbox entries read too long ago; left for the next pass")
 	}
 	calls := make([]call, 0, len(changes))
 	idx := make([]int, 0, len(changes))
@@ -307,13 +315,10 @@ func (c *Cluster) drain(ctx context.Context, slots []int) error {
 			err = errors.Join(err, r.err)
 		}
 	}
-	for _, s := range full {
-		c.Dirty(s)
-	}
 	if len(failed) > 0 {
 		err = errors.Join(err, fmt.Errorf("reaper: index changes of %d slots not made", len(failed)-1))
 	}
-	return err
+	return full, err
 }
 
 // call is one script call of a pipeline.
@@ -404,7 +409,17 @@ func (c *Cluster) pass(ctx context.Context, events chan<- string) {
 		}
 		return
 	}
-	promoted := c.failovers(ps)
+	if c.promoted == nil {
+		c.promoted = map[string]bool{}
+	}
+	for n := range c.failovers(ps) {
+		c.promoted[n] = true
+	}
+	for n := range c.promoted { // no longer a primary: nothing to catch up there
+		if !slices.ContainsFunc(ps, func(p primary) bool { return p.addr == n }) {
+			delete(c.promoted, n)
+		}
+	}
 	held := map[string]bool{}
 	var heldPs []primary
 	for _, p := range ps {
@@ -412,8 +427,10 @@ func (c *Cluster) pass(ctx context.Context, events chan<- string) {
 			continue
 		}
 		held[p.addr] = true
-		if promoted[p.addr] && c.catchingUp.CompareAndSwap(false, true) {
-			go c.catchUp(ctx, p.addr)
+		// One catch-up at a time; a failover seen meanwhile waits for the next pass.
+		if c.promoted[p.addr] && c.catchingUp.CompareAndSwap(false, true) {
+			delete(c.promoted, p.addr)
+			c.bg.Go(func() { c.catchUp(ctx, p.addr) })
 		}
 		nc, err := c.nodeClient(ctx, p.slots[0])
 		if err != nil {
@@ -608,7 +625,7 @@ func (c *Cluster) subscribe(ctx context.Context, addr string, node *redis.Client
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	c.subs[addr] = cancel
-	go c.listen(sctx, node, events)
+	c.bg.Go(func() { c.listen(sctx, node, events) })
 }
 
 // listen relays one node's expired and evicted session keys to events, and makes sure the node

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
 
 	"github.com/redis/go-redis/v9"
 
@@ -35,7 +34,7 @@ func (c *Cluster) Sessions(ctx context.Context, mode string, r int, uid string) 
 	case "count":
 		return nil, int64(len(live)), nil
 	case "revoke":
-		n, err := c.revoke(ctx, r, live)
+		n, err := c.revoke(ctx, r, uid, live)
 		return nil, n, err
 	}
 	sch := c.o.Schema
@@ -47,7 +46,9 @@ func (c *Cluster) Sessions(ctx context.Context, mode string, r int, uid string) 
 	return ids, int64(len(ids)), nil
 }
 
-// drainAll applies the outbox entries of every slot that has some, on every primary.
+// drainAll applies the outbox entries left on every primary when it starts: the slots that have
+// some then, each until its outbox is empty or was read 16 times (entries queued meanwhile by
+// writes still running need not be waited for).
 func (c *Cluster) drainAll(ctx context.Context) error {
 	ps, err := c.primaries(ctx)
 	if err != nil {
@@ -61,17 +62,26 @@ func (c *Cluster) drainAll(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("reaper: node %s: %w", p.addr, err)
 		}
-		for range 100 { // bounded: batches of Batch entries per slot
-			pending, err := c.slotsWith(ctx, node, "outbox", p.slots)
-			if err != nil {
-				return err
-			}
-			if len(pending) == 0 {
-				break
-			}
-			if err := c.drain(ctx, pending); err != nil {
-				return err
-			}
+		pending, err := c.slotsWith(ctx, node, "outbox", p.slots)
+		if err == nil {
+			err = c.drainFully(ctx, pending)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// drainFully drains slots until their outboxes are empty or were read 16 times.
+func (c *Cluster) drainFully(ctx context.Context, slots []int) error {
+	var err error
+	for range 16 {
+		if len(slots) == 0 {
+			return nil
+		}
+		if slots, err = c.drain(ctx, slots); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -135,24 +145,23 @@ func (c *Cluster) live(ctx context.Context, uid string, keys []string) ([]string
 	return out, nil
 }
 
-// revoke deletes keys (sessions of rule r) through the slot script and applies their index
-// changes; it returns how many it deleted.
-func (c *Cluster) revoke(ctx context.Context, r int, keys []string) (int64, error) {
-	calls := make([]call, len(keys))
-	slots := make([]int, len(keys))
-	for i, k := range keys {
-		slots[i] = cluster.Slot([]byte(k))
-		book := c.o.Schema.SlotKeys(cluster.SlotTag(slots[i]))
-		calls[i] = call{c.apply, append([]string{k}, book[:]...), []any{1, strconv.Itoa(r + 1), "", "DEL", k}}
+// revoke deletes keys (sessions of rule r) that are still uid's, one revoke.lua call per slot,
+// and applies their index changes; it returns how many it deleted.
+func (c *Cluster) revoke(ctx context.Context, r int, uid string, keys []string) (int64, error) {
+	groups := bySlot(keys)
+	calls := make([]call, len(groups))
+	slots := make([]int, len(groups))
+	for i, g := range groups {
+		calls[i] = c.slotCall(c.revokeSc, g, r, uid)
+		slots[i] = cluster.Slot([]byte(g[0]))
 	}
 	var n int64
 	for i, res := range c.run(ctx, calls) {
 		if res.err != nil {
-			return n, fmt.Errorf("reaper: revoking %s: %w", keys[i], res.err)
+			return n, fmt.Errorf("reaper: revoking in slot %d: %w", slots[i], res.err)
 		}
 		d, _ := res.val.(int64)
 		n += d
 	}
-	slices.Sort(slots)
-	return n, c.drain(ctx, slices.Compact(slots))
+	return n, c.drainFully(ctx, slots)
 }

@@ -44,6 +44,7 @@ type ClusterScripts struct {
 	// Resync reconciles session keys of one slot and can queue their index entries again
 	// (reindex, the catch-up after a failover).
 	Resync Script
+	Revoke Script // delete the sessions of one slot still recorded as a user's (SESSIONS.REVOKE)
 }
 
 // All lists the scripts, for loading them on a connection.
@@ -65,7 +66,7 @@ func (s *Schema) Scripts() *Scripts {
 		Prune: gen("prune"), Check: gen("check"), Reap: gen("reap"),
 		Cluster: ClusterScripts{Apply: slot("apply"), Reap: slot("reap"), Index: gen("cindex"),
 			Ack: mk("cack", mustRead("cack.lua")), Node: mk("cnode", mustRead("cnode.lua")),
-			State: slot("state"), Resync: slot("resync")}}
+			State: slot("state"), Resync: slot("resync"), Revoke: slot("revoke")}}
 }
 
 // SlotKeys are the bookkeeping keys of the cluster slot whose tag is tag (a string that hashes

@@ -97,6 +97,35 @@ func TestClusterIndexBasics(t *testing.T) {
 		t.Fatal(err)
 	}
 	converge("300", "{t}1", "{t}3")
+	// WATCH moves the client to a connection of its own (for good, as documented: a client of
+	// its own here): its session writes are indexed too.
+	watcher := redis.NewClient(&redis.Options{Addr: p.Addr, PoolSize: 1})
+	defer watcher.Close()
+	err := watcher.Watch(ctx, func(tx *redis.Tx) error {
+		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HSet(ctx, "session:w", "userid", "500")
+			return nil
+		})
+		return err
+	}, "session:w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	converge("500", "w")
+	// WAIT covers the writes before it, on every node they went to.
+	pipe := c.Pipeline()
+	for _, sid := range []string{"w1", "w2", "w3", "w4"} {
+		pipe.HSet(ctx, "session:"+sid, "userid", "600")
+	}
+	wait := pipe.Do(ctx, "WAIT", 1, 2000)
+	if _, err := pipe.Exec(ctx); err != nil || wait.Val() != int64(1) {
+		t.Fatalf("WAIT after writes to several nodes: %v %v, want 1", wait.Val(), err)
+	}
+	if err := c.Del(ctx, "session:w", "session:w1", "session:w2", "session:w3", "session:w4").Err(); err != nil {
+		t.Fatal(err)
+	}
+	converge("500")
+	converge("600")
 	if rep := checkReport(t, c, "SESSIONS.CHECK"); rep["missing"]+rep["stale"]+rep["orphans"] != 0 {
 		t.Fatalf("SESSIONS.CHECK after the writes: %v", rep)
 	}
@@ -159,8 +188,17 @@ func checkReport(t *testing.T, c *redis.Client, cmd string) map[string]int64 {
 	}
 	out := map[string]int64{}
 	for i := 0; i+1 < len(vs); i += 2 {
-		if n, ok := vs[i+1].(int64); ok {
-			out[fmt.Sprint(vs[i])] = n
+		switch v := vs[i+1].(type) {
+		case int64:
+			out[fmt.Sprint(vs[i])] = v
+		case string:
+		default:
+			t.Fatalf("%s: field %v is %T", cmd, vs[i], v)
+		}
+	}
+	for _, f := range []string{"scanned", "missing", "stale", "orphans", "fixed"} {
+		if _, ok := out[f]; !ok {
+			t.Fatalf("%s: no %s in %v", cmd, f, vs)
 		}
 	}
 	return out
@@ -172,7 +210,8 @@ func checkReport(t *testing.T, c *redis.Client, cmd string) map[string]int64 {
 // read from every primary hold exactly the sessions read from every primary, and SESSIONS.LIST
 // agrees for every user.
 func TestClusterIndexModel(t *testing.T) {
-	cl, p := startClusterIndexProxy(t)
+	// Small batches: outboxes, sweeps and repairs cross batch boundaries often.
+	cl, p := startClusterIndexProxy(t, "SESSIONPROXY_REAPER_BATCH=4")
 	ctx := context.Background()
 	const clients, opsEach, users = 6, 400, 12
 	sid := func(r *rand.Rand) string {
@@ -270,6 +309,9 @@ func TestClusterIndexModel(t *testing.T) {
 			}
 		}
 		total += len(w)
+	}
+	if total == 0 {
+		t.Fatal("no live session left: the model checked nothing")
 	}
 	t.Logf("%d live sessions of %d users after %d operations", total, users, clients*opsEach)
 }
@@ -589,7 +631,7 @@ type sessionTraffic struct {
 	wg     sync.WaitGroup
 }
 
-func startSessionTraffic(addr string, stop <-chan struct{}) *sessionTraffic {
+func startSessionTraffic(addr string, stop <-chan struct{}, slots int) *sessionTraffic {
 	tr := &sessionTraffic{acked: map[string]string{}, errs: map[string]int{}}
 	ctx := context.Background()
 	for w := range 4 {
@@ -606,7 +648,11 @@ func startSessionTraffic(addr string, stop <-chan struct{}) *sessionTraffic {
 				pipe := c.Pipeline()
 				state := map[string]string{}
 				for range 10 {
-					k := fmt.Sprintf("session:w%d-%d", w, r.IntN(200))
+					n := r.IntN(200)
+					k := fmt.Sprintf("session:w%d-%d", w, n)
+					if slots > 0 { // in the first slots only (those a reshard moves)
+						k = fmt.Sprintf("session:{%s}w%d-%d", cluster.SlotTag(n%slots), w, n)
+					}
 					switch r.IntN(8) {
 					case 0:
 						pipe.Del(ctx, k)
@@ -700,7 +746,7 @@ func TestClusterIndexReshard(t *testing.T) {
 		return out
 	}
 	stop := make(chan struct{})
-	tr := startSessionTraffic(p.Addr, stop)
+	tr := startSessionTraffic(p.Addr, stop, 300)
 	time.Sleep(300 * time.Millisecond)
 	out, err := exec.Command("redis-cli", "--cluster", "reshard", cl.Nodes[0].Addr(), "--cluster-from", id(cl.Nodes[0]),
 		"--cluster-to", id(cl.Nodes[1]), "--cluster-slots", "300", "--cluster-yes").CombinedOutput()
@@ -711,6 +757,9 @@ func TestClusterIndexReshard(t *testing.T) {
 	}
 	tr.check(t, direct, 5*time.Second)
 	m := scrapeMetrics(t, p.HTTP)
+	if m[`sessionproxy_cluster_redirects_total{kind="moved"}`] == 0 {
+		t.Error("no -MOVED followed: the session writes did not meet the moving slots")
+	}
 	t.Logf("followed %v -MOVED, %v -ASK, %v -TRYAGAIN", m[`sessionproxy_cluster_redirects_total{kind="moved"}`],
 		m[`sessionproxy_cluster_redirects_total{kind="ask"}`], m[`sessionproxy_cluster_redirects_total{kind="tryagain"}`])
 }
@@ -738,7 +787,7 @@ func TestClusterIndexFailover(t *testing.T) {
 		t.Fatalf("writing the first sessions: %v, WAIT %v", err, wait.Val())
 	}
 	stop := make(chan struct{})
-	tr := startSessionTraffic(p.Addr, stop)
+	tr := startSessionTraffic(p.Addr, stop, 0)
 	time.Sleep(500 * time.Millisecond)
 	cl.Nodes[0].Stop() // SIGKILL
 	if err := waitFailover(cl.Nodes[1], cl.Nodes[0].Addr(), 20*time.Second); err != nil {

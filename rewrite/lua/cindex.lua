@@ -4,7 +4,8 @@
 -- ARGV: seq, kind ('a' add / 'r' remove), rule, score, uid, session key.
 -- A change older than the last one made for the session is skipped: entries may be applied
 -- twice (a drainer and the writing proxy) and by several proxies at once, and an owner change
--- A -> B must never end with the session in A's index. Returns 1 if made, 0 if skipped.
+-- A -> B must never end with the session in A's index. Every entry has its own seq, so an equal
+-- one is the same entry again (made again: idempotent). Returns 1 if made, 0 if skipped.
 local applied, tomb = KEYS[1], KEYS[2]
 local seq, kind, r, uid, k = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[5], ARGV[6]
 local rule = RULES[r]

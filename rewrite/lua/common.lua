@@ -60,20 +60,30 @@ local function session_key(rule, m)
   return rule.kpre .. m .. rule.ksuf
 end
 
--- emit (Redis Cluster only) queues an index change in the slot's outbox instead of making it:
--- the index key lives in another slot, usually on another node. An entry is
--- "<seq> <a|r><rule> <score|-> <#uid> <uid><session key>"; seq orders the changes of the slot
--- (and so of each session) and only grows: the larger of the last one + 1 and Redis' clock in
--- microseconds, so that it grows on across a failover that lost the last ones.
+-- next_seq (Redis Cluster only) is the slot's next sequence number, recorded in SEQ: it orders
+-- the slot's index changes (and so each session's) and only grows: the larger of the last one
+-- + 1 and Redis' clock in microseconds, so that it grows on across a failover that lost the last
+-- ones. Each entry has its own: an applier that reads a batch acks up to its last seq, and an
+-- equal seq on the index side can only be the same entry applied again.
 local seq
-local function emit(kind, rule, uid, k, deadline)
-  if not seq then
+local function next_seq()
+  if seq then
+    seq = seq + 1
+  else
     local t = redis.call('TIME')
     seq = tonumber(t[1]) * 1000000 + tonumber(t[2])
     local last = tonumber(redis.call('GET', SEQ) or '0')
     if seq <= last then seq = last + 1 end
-    redis.call('SET', SEQ, string.format('%d', seq))
   end
+  redis.call('SET', SEQ, string.format('%d', seq))
+  return seq
+end
+
+-- emit (Redis Cluster only) queues an index change in the slot's outbox instead of making it:
+-- the index key lives in another slot, usually on another node. An entry is
+-- "<seq> <a|r><rule> <score|-> <#uid> <uid><session key>".
+local function emit(kind, rule, uid, k, deadline)
+  next_seq()
   local r = 1
   while RULES[r] ~= rule do r = r + 1 end
   local score = '-'
