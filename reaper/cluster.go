@@ -2,8 +2,6 @@ package reaper
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -77,22 +75,12 @@ func NewCluster(o ClusterOptions) (*Cluster, error) {
 	if o.Schema == nil || o.Client == nil {
 		return nil, errors.New("reaper: cluster: schema and client are required")
 	}
-	if o.Interval <= 0 {
-		o.Interval = time.Second
-	}
-	if o.Batch <= 0 {
-		o.Batch = DefaultBatch
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
+	withDefaults(&o.Interval, &o.Batch, &o.Logger)
 	sc := o.Schema.Scripts().Cluster
-	var tok [8]byte
-	_, _ = rand.Read(tok[:])
 	return &Cluster{o: o, log: o.Logger, sc: sc, reap: redis.NewScript(sc.Reap.Body),
 		index: redis.NewScript(sc.Index.Body), ack: redis.NewScript(sc.Ack.Body), node: redis.NewScript(sc.Node.Body),
 		state: redis.NewScript(sc.State.Body), resyncSc: redis.NewScript(sc.Resync.Body), revokeSc: redis.NewScript(sc.Revoke.Body),
-		token: hex.EncodeToString(tok[:]), leaseMS: max(3*o.Interval.Milliseconds(), 2000),
+		token: newToken(), leaseMS: leaseMS(o.Interval),
 		m: newClusterMetrics(o.Registerer), dirty: make(chan int, cluster.Slots), subs: map[string]context.CancelFunc{}}, nil
 }
 

@@ -356,13 +356,13 @@ func (c *Cluster) indexEntries(ctx context.Context, node *redis.Client, r int, e
 }
 
 // scanFields pages through a hash's fields (HSCAN) or a sorted set's members (ZSCAN).
-func scanFields(ctx context.Context, node *redis.Client, key string, zset bool, batch int, each func([]string) error) error {
+func scanFields(ctx context.Context, c redis.Cmdable, key string, zset bool, batch int, each func([]string) error) error {
 	if zset {
-		return scanMembers(ctx, node, key, true, batch, each)
+		return scanMembers(ctx, c, key, true, batch, each)
 	}
 	var cursor uint64
 	for {
-		kv, next, err := node.HScan(ctx, key, cursor, "", int64(batch)).Result()
+		kv, next, err := c.HScan(ctx, key, cursor, "", int64(batch)).Result()
 		if err != nil {
 			return err
 		}

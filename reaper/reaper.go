@@ -74,26 +74,39 @@ func New(o Options) (*Reaper, error) {
 	if o.Schema == nil || o.DB == nil {
 		return nil, errors.New("reaper: schema and DB are required")
 	}
-	if o.Interval <= 0 {
-		o.Interval = time.Second
-	}
-	if o.Batch <= 0 {
-		o.Batch = DefaultBatch
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
+	withDefaults(&o.Interval, &o.Batch, &o.Logger)
 	fakeClock := o.Now != nil
 	if !fakeClock {
 		o.Now = time.Now
 	}
-	var tok [8]byte
-	_, _ = rand.Read(tok[:])
 	return &Reaper{o: o, log: o.Logger, m: newReaperMetrics(o.Registerer),
 		reap:   redis.NewScript(o.Schema.Scripts().Reap.Body),
-		repair: NewRepairer(o.Schema, o.Batch), token: hex.EncodeToString(tok[:]),
-		leaseMS: max(3*o.Interval.Milliseconds(), 2000), fakeClock: fakeClock}, nil
+		repair: NewRepairer(o.Schema, o.Batch), token: newToken(),
+		leaseMS: leaseMS(o.Interval), fakeClock: fakeClock}, nil
 }
+
+// withDefaults fills in the options every keeper (Reaper, Cluster) shares.
+func withDefaults(interval *time.Duration, batch *int, logger **slog.Logger) {
+	if *interval <= 0 {
+		*interval = time.Second
+	}
+	if *batch <= 0 {
+		*batch = DefaultBatch
+	}
+	if *logger == nil {
+		*logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// newToken is a keeper's lease value: random, so each process holds its own.
+func newToken() string {
+	var tok [8]byte
+	_, _ = rand.Read(tok[:])
+	return hex.EncodeToString(tok[:])
+}
+
+// leaseMS is how long a lease lasts unless renewed: three intervals, at least 2 s.
+func leaseMS(interval time.Duration) int64 { return max(3*interval.Milliseconds(), 2000) }
 
 // leaseKey is the key whose holder does the reaping when several reapers share a Redis (in DB 0).
 func (r *Reaper) leaseKey() string { return r.o.Schema.Prefix + "reaper-lease" }

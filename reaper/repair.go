@@ -164,27 +164,12 @@ func (p *Repairer) indexEntries(ctx context.Context, c redis.Cmdable, r, batch i
 
 // ownerMap walks the owner map's session keys of rule r in batches.
 func (p *Repairer) ownerMap(ctx context.Context, c redis.Cmdable, r, batch int, each func(keys []string) error) error {
-	var cursor uint64
-	for {
-		kv, next, err := c.HScan(ctx, p.Schema.OwnersKey(), cursor, "", int64(batch)).Result()
-		if err != nil {
-			return err
+	return scanFields(ctx, c, p.Schema.OwnersKey(), false, batch, func(fields []string) error {
+		if keys := p.own(fields, r); len(keys) > 0 {
+			return each(keys)
 		}
-		var keys []string
-		for i := 0; i+1 < len(kv); i += 2 {
-			if p.Schema.Match([]byte(kv[i])) == r {
-				keys = append(keys, kv[i])
-			}
-		}
-		if len(keys) > 0 {
-			if err := each(keys); err != nil {
-				return err
-			}
-		}
-		if cursor = next; cursor == 0 {
-			return nil
-		}
-	}
+		return nil
+	})
 }
 
 // scanKeys runs SCAN MATCH pattern [TYPE typ] to the end, passing each non-empty page.
