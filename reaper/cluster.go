@@ -410,10 +410,7 @@ func (c *Cluster) pass(ctx context.Context, events chan<- string) {
 	}
 	held := map[string]bool{}
 	var heldPs []primary
-	for _, p := range ps {
-		if len(p.slots) == 0 || !c.holdLease(ctx, p.slots[0]) {
-			continue
-		}
+	for _, p := range c.leases(ctx, ps) {
 		held[p.addr] = true
 		// One catch-up at a time; a failover seen meanwhile waits for the next pass.
 		if c.promoted[p.addr] && c.catchingUp.CompareAndSwap(false, true) {
@@ -581,13 +578,72 @@ func (c *Cluster) account(res []int64, path string, now time.Time) {
 // holdLease takes or renews the lease of the node serving first (its lowest slot): the key
 // lives in that slot, so it stays with the node's slots across a failover.
 func (c *Cluster) holdLease(ctx context.Context, first int) bool {
-	key := c.leaseKey(first)
-	ok, err := c.o.Client.SetNX(ctx, key, c.token, time.Duration(c.leaseMS)*time.Millisecond).Result()
-	if err == nil && !ok {
-		n, e := renewLease.Run(ctx, c.o.Client, []string{key}, c.token, c.leaseMS).Int()
-		ok, err = n == 1, e
-	}
+	ok, err := c.o.Client.SetNX(ctx, c.leaseKey(first), c.token, time.Duration(c.leaseMS)*time.Millisecond).Result()
 	return err == nil && ok
+}
+
+// renewLease renews the lease of the node serving first if this proxy holds it.
+func (c *Cluster) renewLease(ctx context.Context, first int) bool {
+	n, err := renewLease.Run(ctx, c.o.Client, []string{c.leaseKey(first)}, c.token, c.leaseMS).Int()
+	return err == nil && n == 1
+}
+
+// leases returns the primaries whose lease this proxy holds for the next interval. The proxies
+// share the primaries: each records itself in a keepers hash (in slot 0) with an expiry, and
+// holds at most its share, ceil(primaries / live proxies): it renews what it holds, takes free
+// leases up to its share, and gives up leases beyond it (a proxy that joined takes them).
+func (c *Cluster) leases(ctx context.Context, ps []primary) []primary {
+	share := len(ps)
+	if n := c.keepers(ctx); n > 1 {
+		share = (len(ps) + n - 1) / n
+	}
+	var mine, free []primary
+	for _, p := range ps {
+		switch {
+		case len(p.slots) == 0:
+		case c.renewLease(ctx, p.slots[0]):
+			mine = append(mine, p)
+		default:
+			free = append(free, p)
+		}
+	}
+	for len(mine) > share {
+		p := mine[len(mine)-1]
+		mine = mine[:len(mine)-1]
+		_ = releaseLease.Run(ctx, c.o.Client, []string{c.leaseKey(p.slots[0])}, c.token).Err()
+	}
+	for _, p := range free {
+		if len(mine) < share && c.holdLease(ctx, p.slots[0]) {
+			mine = append(mine, p)
+		}
+	}
+	return mine
+}
+
+// keepers records this proxy among the live ones and returns how many there are (0 on error).
+func (c *Cluster) keepers(ctx context.Context) int {
+	now := time.Now().UnixMilli()
+	key := c.keepersKey()
+	pipe := c.o.Client.TxPipeline()
+	pipe.HSet(ctx, key, c.token, now+c.leaseMS)
+	all := pipe.HGetAll(ctx, key)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0
+	}
+	n := 0
+	for tok, v := range all.Val() {
+		switch until, _ := strconv.ParseInt(v, 10, 64); {
+		case until > now:
+			n++
+		case until < now-time.Minute.Milliseconds(): // long gone
+			c.o.Client.HDel(ctx, key, tok)
+		}
+	}
+	return n
+}
+
+func (c *Cluster) keepersKey() string {
+	return c.o.Schema.Prefix + "{" + cluster.SlotTag(0) + "}:keepers"
 }
 
 // release gives up the leases of held on shutdown, so other proxies take those primaries over
@@ -598,6 +654,7 @@ func (c *Cluster) release(held []primary) {
 	for _, p := range held {
 		_ = releaseLease.Run(ctx, c.o.Client, []string{c.leaseKey(p.slots[0])}, c.token).Err()
 	}
+	_ = c.o.Client.HDel(ctx, c.keepersKey(), c.token).Err()
 }
 
 func (c *Cluster) leaseKey(first int) string {
