@@ -11,5 +11,7 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/sessionproxy /sessionproxy
 USER 65532:65532
 EXPOSE 6380 9380
-# Listen on all interfaces inside the container; point -upstream at your Redis.
+# Listen on all interfaces inside the container; point -upstream at your Redis. Clients from
+# other hosts get -DENIED (protected mode) unless something asks them for a password: set
+# SESSIONPROXY_CLIENTS_PASSWORD, or use a Redis that requires one (clients AUTH with theirs).
 ENTRYPOINT ["/sessionproxy", "-listen", "0.0.0.0:6380", "-metrics", "0.0.0.0:9380"]

@@ -36,10 +36,17 @@ type Config struct {
 	LogFormat       string   `yaml:"log_format"`       // text|json; default text
 	Procs           int      `yaml:"procs"`            // GOMAXPROCS; default 1
 	Ordering        string   `yaml:"ordering"`         // auto|arrival|none; default auto
+	Clients         Clients  `yaml:"clients"`
 	Upstream        Upstream `yaml:"upstream"`
 	Limits          Limits   `yaml:"limits"`
 	Index           Index    `yaml:"index"`
 	Reaper          Reaper   `yaml:"reaper"`
+}
+
+// Clients says who may use the proxy (README "Client access").
+type Clients struct {
+	Password      string `yaml:"password"`       // requirepass for clients; default "" (none)
+	ProtectedMode string `yaml:"protected_mode"` // auto|yes|no; default auto
 }
 
 // Reaper configures the expiry cleanup that runs inside the proxy.
@@ -118,6 +125,7 @@ func Default() Config {
 		LogFormat:       "text",
 		Procs:           1,
 		Ordering:        "auto",
+		Clients:         Clients{ProtectedMode: "auto"},
 		Upstream: Upstream{
 			Mode:        "standalone",
 			Addr:        "127.0.0.1:6379",
@@ -437,6 +445,7 @@ func (c Config) Validate() error {
 	check("log_format", oneOf(c.LogFormat, "text", "json"))
 	check("procs", between(c.Procs, 1, 1024))
 	check("ordering", oneOf(c.Ordering, "auto", "arrival", "none"))
+	check("clients.protected_mode", oneOf(c.Clients.ProtectedMode, "auto", "yes", "no"))
 	check("reaper.interval", positive(c.Reaper.Interval))
 	check("reaper.batch", between(c.Reaper.Batch, 1, 10000))
 	if c.Index.Prefix == "" {
@@ -574,6 +583,9 @@ var docs = map[string]string{
 	"shutdown_timeout":                  "On SIGINT/SIGTERM, how long in-flight requests may drain before connections close.",
 	"log_level":                         "debug, info, warn or error.",
 	"log_format":                        "text or json.",
+	"clients":                           "Who may use the proxy.",
+	"clients.password":                  "If set, clients must AUTH with it (as with Redis' requirepass: AUTH <pw>, AUTH default <pw>, HELLO <n> AUTH default <pw>) and then run as the proxy's upstream user. Unset: a client runs as Redis' default user until it AUTHs, and Redis checks its AUTH; the proxy's upstream credentials are never lent to clients.",
+	"clients.protected_mode":            "yes: only 127.0.0.1 and ::1 may connect (others get -DENIED); no: anyone who can reach the listener; auto: yes while nothing asks clients for a password (no clients.password, and Redis answers an unauthenticated PING).",
 	"index":                             "The user -> sessions index: which keys are sessions, where their owner is, how the index is laid out.",
 	"index.prefix":                      "Prefix of the proxy's bookkeeping keys in each DB (owner map, deadline ledger).",
 	"index.cluster":                     "Cluster mode only: keep the session index across the cluster's slots (experimental, see README \"Guarantees on Redis Cluster\"); false: session writes pass unindexed there and SESSIONS.* are refused.",

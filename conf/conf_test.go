@@ -50,8 +50,9 @@ func fullConfig() Config {
 				InsecureSkipVerify: true,
 			},
 		},
-		Limits: Limits{MaxClients: 500, MaxBulkLen: 1e9, MaxMultibulkLen: 1024, MaxInlineLen: MiB},
-		Reaper: Reaper{Interval: Duration(250 * time.Millisecond), Batch: 50, Notifications: false},
+		Clients: Clients{ProtectedMode: "auto"},
+		Limits:  Limits{MaxClients: 500, MaxBulkLen: 1e9, MaxMultibulkLen: 1024, MaxInlineLen: MiB},
+		Reaper:  Reaper{Interval: Duration(250 * time.Millisecond), Batch: 50, Notifications: false},
 		Index: Index{Prefix: "sp:", Rules: []IndexRule{
 			{Name: "express", Pattern: "sess:*", JSONPath: "passport.user", Layout: "global-zset", IndexKey: "idx-session-uid"},
 			{Name: "legacy", Pattern: "session:*", Field: "uid", Layout: "zset", IndexKey: "sessions:{uid}"},

@@ -31,6 +31,7 @@ type client struct {
 	cparts   []cpart
 	tx       *clusterTx // cluster mode: a MULTI being queued by the proxy
 	wrote    []string   // cluster mode: nodes sent commands since the last WAIT
+	authed   bool       // gave Options.ClientPassword (or none is asked)
 	node     string     // cluster mode: the node the client's dedicated connection goes to
 	creplies [][]byte   // cluster mode: the parts' replies, and the batch by node (reused)
 	cnodes   []string
@@ -88,7 +89,8 @@ type span struct {
 }
 
 func newClient(s *Server, rc redcon.Conn, id uint64) *client {
-	c := &client{s: s, rc: rc, nc: rc.NetConn(), id: id, ident: s.defaultID, acl: aclAllowed,
+	c := &client{s: s, rc: rc, nc: rc.NetConn(), id: id, ident: s.anonID, acl: aclAllowed,
+		authed: s.opts.ClientPassword == "",
 		req: request{done: make(chan struct{}, 1)}, gateCh: make(chan struct{}, 1)}
 	c.conn, _ = c.nc.(*resp.Conn)
 	c.req.handoff = c.handedOff
@@ -100,6 +102,11 @@ func newClient(s *Server, rc redcon.Conn, id uint64) *client {
 // local command is answered in its place in the order; a command that needs connection state
 // moves the client, with the rest of the batch, to a dedicated upstream connection.
 func (c *client) run(cmds []redcon.Command) {
+	if !c.authed {
+		if cmds = c.authGate(cmds); len(cmds) == 0 {
+			return
+		}
+	}
 	if d := c.ded.Load(); d != nil {
 		d.forward(cmds)
 		return
@@ -173,6 +180,9 @@ func (c *client) planRewrite(i int, spec *cmdSpec, args [][]byte) []byte {
 		c.pending = append(c.pending, pendingRewrite{idx: i, sessions: true, rule: r})
 		return nil
 	}
+	if !c.mayRewrite() {
+		return nil
+	}
 	from := len(c.refs)
 	c.refs = spec.plan(c.refs, args)
 	if len(c.refs) == from {
@@ -235,6 +245,9 @@ func (s *Server) rewrite(dst []byte, spec *cmdSpec, args [][]byte, c *client) ([
 		}
 		s.m.rewrites.WithLabelValues("sessions").Inc()
 		return s.appendSessionsCall(dst, spec, args, r, true), nil
+	}
+	if !c.mayRewrite() {
+		return dst, nil
 	}
 	c.refs = spec.plan(c.refs[:0], args)
 	if len(c.refs) == 0 {

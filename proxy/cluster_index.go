@@ -24,6 +24,9 @@ func (c *client) clusterRewrite(p cpart, spec *cmdSpec, args [][]byte, raw []byt
 		}
 		a = args
 	}
+	if !c.mayRewrite() {
+		return p
+	}
 	if c.refs = spec.plan(c.refs[:0], a); len(c.refs) == 0 {
 		return p
 	}
@@ -72,11 +75,8 @@ func (c *client) clusterSessions(spec *cmdSpec, args [][]byte) []byte {
 	if errReply != nil {
 		return errReply
 	}
-	if c.ident != c.s.defaultID {
-		// The index keeper runs as the proxy's own user, not as the client's: a client that
-		// authenticated as another ACL user must not reach sessions through it.
-		return redcon.AppendError(nil, "NOPERM SESSIONS commands in cluster mode run as the proxy's own user; "+
-			"they are not available to a client authenticated as another user")
+	if errReply := c.ownUserOnly(); errReply != nil {
+		return errReply // the index keeper runs as the proxy's own user, not as the client's
 	}
 	c.s.m.rewrites.WithLabelValues("sessions").Inc()
 	ctx, cancel := context.WithTimeout(c.s.ctx, c.s.opts.ReadTimeout)

@@ -53,6 +53,14 @@ func cmdAuth(c *client, args [][]byte) {
 	if len(args) == 3 {
 		id = identity{user: string(args[1]), pass: string(args[2]), auth: true}
 	}
+	if handled, ok := c.proxyLogin(id.user, id.pass); handled {
+		if ok { // ClientPassword: the client runs as the proxy's user
+			c.write([]byte(replyOK))
+			c.setIdentity(c.s.defaultID, aclAllowed)
+			c.authed = true
+		}
+		return
+	}
 	// Ask with the client's own words: one-argument AUTH has its own errors (no password set).
 	reply, acl, ok := c.askRedis(poolKey{}, args, &id)
 	if !ok {
@@ -61,6 +69,7 @@ func cmdAuth(c *client, args [][]byte) {
 	c.write(reply)
 	if string(reply) == replyOK {
 		c.setIdentity(id, acl)
+		c.authed = true
 	}
 }
 
@@ -98,17 +107,26 @@ func cmdSelect(c *client, args [][]byte) {
 func cmdHello(c *client, args [][]byte) {
 	var login *identity
 	name := c.name
+	ask, asID, proxyAuthed := args, c.ident, false
 	for i := 2; i < len(args); i++ {
 		switch {
 		case equalFold(args[i], "AUTH") && i+2 < len(args):
 			login = &identity{user: string(args[i+1]), pass: string(args[i+2]), auth: true}
+			if handled, ok := c.proxyLogin(login.user, login.pass); handled {
+				if !ok {
+					return
+				}
+				// ClientPassword: Redis is asked the rest of HELLO as the proxy's user.
+				ask = append(append([][]byte{}, args[:i]...), args[i+3:]...)
+				login, asID, proxyAuthed = nil, c.s.defaultID, true
+			}
 			i += 2
 		case equalFold(args[i], "SETNAME") && i+1 < len(args):
 			name = string(args[i+1])
 			i++
 		}
 	}
-	reply, acl, ok := c.askRedis(poolKey{id: c.ident, resp3: c.resp3}, args, login)
+	reply, acl, ok := c.askRedis(poolKey{id: asID, resp3: c.resp3}, ask, login)
 	if !ok {
 		return
 	}
@@ -120,8 +138,13 @@ func cmdHello(c *client, args [][]byte) {
 	if len(args) > 1 {
 		c.resp3 = string(args[1]) == "3"
 	}
-	if login != nil {
+	switch {
+	case login != nil:
 		c.setIdentity(*login, acl)
+		c.authed = true
+	case proxyAuthed:
+		c.setIdentity(c.s.defaultID, aclAllowed)
+		c.authed = true
 	}
 	c.name, c.pool = name, nil
 }
@@ -199,9 +222,11 @@ func cmdQuit(c *client, _ [][]byte) {
 	c.close()
 }
 
-// cmdReset returns the connection to its initial state: DB 0, the proxy's configured user, no name.
+// cmdReset returns the connection to its initial state: DB 0, no name, and not authenticated
+// (Redis' default user; with ClientPassword, AUTH is asked again).
 func cmdReset(c *client, _ [][]byte) {
-	c.setIdentity(c.s.defaultID, aclAllowed)
+	c.setIdentity(c.s.anonID, aclAllowed)
+	c.authed = c.s.opts.ClientPassword == ""
 	c.db, c.name, c.resp3, c.tx = 0, "", false, nil
 	c.write([]byte(replyReset))
 }

@@ -77,6 +77,10 @@ func cmdSessionsHelp(c *client, _ [][]byte) {
 
 // cmdSessionsRepair runs SESSIONS.REINDEX / SESSIONS.CHECK over the client's DB.
 func cmdSessionsRepair(c *client, args [][]byte) {
+	if errReply := c.ownUserOnly(); errReply != nil {
+		c.write(errReply)
+		return
+	}
 	c.write(c.s.repairReply(c.db, args))
 }
 

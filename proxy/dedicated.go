@@ -201,6 +201,10 @@ func (d *dedicated) sendSessionsHelp(redcon.Command) bool {
 // sendRepair runs SESSIONS.REINDEX/CHECK (drainFirst: after everything before it has run) and
 // sends its report as an echo.
 func (d *dedicated) sendRepair(cmd redcon.Command) bool {
+	if errReply := d.c.ownUserOnly(); errReply != nil {
+		d.out = appendEchoError(d.out, errReply)
+		return true
+	}
 	rep, errReply := d.c.s.runRepair(d.db, cmd.Args)
 	if errReply != nil {
 		d.out = appendEchoError(d.out, errReply)
@@ -292,11 +296,12 @@ func (d *dedicated) trackClient(args [][]byte) int64 {
 	return 0
 }
 
-// trackReset: RESET logs the upstream connection out to the default user; a client of the
-// proxy must land on the proxy's configured user instead.
+// trackReset: RESET logs the upstream connection out to the default user, as the client is
+// now. With ClientPassword, the client must AUTH with the proxy again before anything reaches
+// this connection (authGate), and then runs as the proxy's user: the connection logs in as it.
 func (d *dedicated) trackReset(args [][]byte) int64 {
 	d.db, d.inMulti, d.hasDB = 0, false, false
-	if id := d.c.s.defaultID; id.creds() && len(args) == 1 {
+	if id := d.c.s.defaultID; id.creds() && d.c.s.opts.ClientPassword != "" && len(args) == 1 {
 		d.out = resp.AppendCommand(d.out, "AUTH", id.user, id.pass)
 		d.resetAuth.Add(1)
 	}

@@ -80,6 +80,7 @@ func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
 		m.errors.WithLabelValues(kind)
 	}
 	m.rejected.WithLabelValues(rejectMaxClients)
+	m.rejected.WithLabelValues(rejectProtected)
 	if reg != nil {
 		reg.MustRegister(m.clients, m.clientsTotal, m.rejected, cmds, m.errors, m.bytesIn, m.bytesOut,
 			m.upstreamRTT, m.upstreamDials, m.upstreamDialErrors, m.upstreamFailures, m.scriptHolds, m.dedicated,
@@ -94,4 +95,5 @@ const (
 	errKindUpstream  = "upstream"
 	errKindInternal  = "internal" // a bug: a panic caught while handling a client
 	rejectMaxClients = "max_clients"
+	rejectProtected  = "protected_mode"
 )

@@ -25,8 +25,16 @@ import (
 type Options struct {
 	Listen          string // client listener, host:port
 	Upstream        string // Redis host:port
-	Username        string // ACL user for the proxy's connections and unauthenticated clients
+	Username        string // ACL user of the proxy's own connections (never lent to clients)
 	Password        string
+	// ClientPassword, if set, is asked of clients as Redis' requirepass would: -NOAUTH until
+	// AUTH <pw> (or AUTH default <pw>, HELLO ... AUTH default <pw>), after which they run as the
+	// proxy's user. AUTH as another user is checked by Redis, as without it.
+	ClientPassword string
+	// Protected is the client listener's protected mode: yes (only 127.0.0.1 and ::1 may
+	// connect), no, or auto: yes while nothing asks clients for a password (no ClientPassword,
+	// and Redis answers an unauthenticated PING).
+	Protected string
 	TLS             *tls.Config // nil: plain TCP to Redis
 	DialTimeout     time.Duration
 	ReadTimeout     time.Duration // the proxy's own round trips (setup, AUTH check, readiness)
@@ -64,7 +72,12 @@ type Server struct {
 	dialer    *dialer
 	pools     *pools
 	cluster   *clusterState // nil: one Redis (standalone, sentinel)
-	defaultID identity
+	defaultID identity // the proxy's own user: its connections, and clients that gave ClientPassword
+	// anonID is a client before any AUTH: Redis' default user, with no password (Redis then
+	// judges it as it judges a direct client that never sent AUTH).
+	anonID    identity
+	protected atomic.Bool // protected mode is on now (Options.Protected)
+	anonOpen  atomic.Bool // Redis serves unauthenticated clients (watchAnon)
 	schema    *rewrite.Schema
 	scripts   *rewrite.Scripts
 	acl       *aclCheck
@@ -141,7 +154,7 @@ func New(opts Options) (*Server, error) {
 	s := &Server{
 		opts: opts, log: opts.Logger, m: m, table: table, dialer: d,
 		pools:     newPools(ctx, d, opts.PoolSize, m),
-		defaultID: base,
+		defaultID: base, anonID: identity{user: "default"},
 		schema:    opts.Schema, scripts: scripts, loadScriptCmds: loadCmds,
 		acl: newACLCheck(opts.Schema.ACLProbe(scripts)),
 		ctx: ctx, cancel: cancel,
@@ -149,6 +162,9 @@ func New(opts Options) (*Server, error) {
 		listening: make(chan struct{}),
 	}
 	s.order.quiet.Store(true) // an idle proxy: OrderAuto's gate starts on
+	// auto starts protected until Redis is seen asking for a password (watchProtected).
+	s.protected.Store(opts.Protected == "yes" || (opts.Protected != "no" && opts.ClientPassword == ""))
+	s.anonOpen.Store(!base.creds()) // the proxy's own user needs no password: Redis is likely open
 	if opts.Cluster != nil {
 		s.cluster = &clusterState{opts: *opts.Cluster, reads: m.slotMaps, addr: &d.addr}
 	}
@@ -187,6 +203,7 @@ func (s *Server) Run(ctx context.Context) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	s.pools.wg.Go(func() { s.pools.watchBusy(watchCtx) })
+	s.pools.wg.Go(func() { s.watchAnon(watchCtx) })
 	if s.cluster != nil {
 		if err := s.cluster.refresh(watchCtx, ""); err != nil {
 			s.log.Error("cluster: no slot map yet; looking on", "err", err)
@@ -247,6 +264,11 @@ func (s *Server) drain(timeout time.Duration) {
 
 func (s *Server) accept(rc redcon.Conn) bool {
 	if s.draining.Load() {
+		return false
+	}
+	if s.protected.Load() && !loopback(rc.NetConn().RemoteAddr()) {
+		s.m.rejected.WithLabelValues(rejectProtected).Inc()
+		rc.WriteError(errDenied)
 		return false
 	}
 	if s.nclients.Add(1) > int64(s.opts.MaxClients) {

@@ -512,25 +512,29 @@ func TestClusterOwnConnections(t *testing.T) {
 	}
 }
 
-// TestClusterAuth: nodes that require a password; the proxy reads the slot map and serves
-// clients with upstream.password, and a client's AUTH is judged by the nodes.
+// TestClusterAuth: nodes that require a password; the proxy reads the slot map with
+// upstream.password, which it does not lend to clients: a client's commands get the nodes'
+// -NOAUTH until it AUTHs, and its AUTH is judged by the nodes.
 func TestClusterAuth(t *testing.T) {
 	const pw = "clu5ter-pw"
 	cl := redistest.StartCluster(t, 3, 1, "--requirepass", pw, "--masterauth", pw)
 	p := startProxy(t, cl.Nodes[0].Addr(), "SESSIONPROXY_UPSTREAM_MODE=cluster",
 		"SESSIONPROXY_UPSTREAM_ADDRS="+cl.Nodes[0].Addr(), "SESSIONPROXY_UPSTREAM_PASSWORD="+pw)
 	c := dialRESP(t, p.Addr)
-	if got := c.do("MSET", "a", "1", "b", "2", "c", "3"); got != "+OK\r\n" {
-		t.Fatalf("MSET across slots: %q", got)
-	}
-	if got := c.do("MGET", "a", "b", "c"); got != "*3\r\n$1\r\n1\r\n$1\r\n2\r\n$1\r\n3\r\n" {
-		t.Errorf("MGET: %q", got)
+	if got := c.do("MGET", "a", "b", "c"); !strings.HasPrefix(got, "-NOAUTH") {
+		t.Errorf("MGET before AUTH: %q", got)
 	}
 	if got := c.do("AUTH", "wrong"); !strings.HasPrefix(got, "-WRONGPASS") {
 		t.Errorf("AUTH with a wrong password: %q", got)
 	}
 	if got := c.do("AUTH", pw); got != "+OK\r\n" {
 		t.Errorf("AUTH: %q", got)
+	}
+	if got := c.do("MSET", "a", "1", "b", "2", "c", "3"); got != "+OK\r\n" {
+		t.Fatalf("MSET across slots: %q", got)
+	}
+	if got := c.do("MGET", "a", "b", "c"); got != "*3\r\n$1\r\n1\r\n$1\r\n2\r\n$1\r\n3\r\n" {
+		t.Errorf("MGET: %q", got)
 	}
 	if got := c.do("DEL", "a", "b", "c"); got != ":3\r\n" {
 		t.Errorf("DEL after AUTH: %q", got)

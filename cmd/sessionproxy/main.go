@@ -187,16 +187,18 @@ func proxyOptions(cfg conf.Config, logger *slog.Logger, reg prometheus.Registere
 		return proxy.Options{}, err
 	}
 	return proxy.Options{
-		Schema:      sch,
-		Listen:      cfg.Listen,
-		Upstream:    cfg.Upstream.Addr,
-		Username:    cfg.Upstream.Username,
-		Password:    cfg.Upstream.Password,
-		TLS:         tlsCfg,
-		DialTimeout: cfg.Upstream.DialTimeout.D(),
-		ReadTimeout: cfg.Upstream.ReadTimeout.D(),
-		PoolSize:    cfg.Upstream.PoolSize,
-		MaxClients:  cfg.Limits.MaxClients,
+		Schema:         sch,
+		Listen:         cfg.Listen,
+		Upstream:       cfg.Upstream.Addr,
+		Username:       cfg.Upstream.Username,
+		Password:       cfg.Upstream.Password,
+		ClientPassword: cfg.Clients.Password,
+		Protected:      cfg.Clients.ProtectedMode,
+		TLS:            tlsCfg,
+		DialTimeout:    cfg.Upstream.DialTimeout.D(),
+		ReadTimeout:    cfg.Upstream.ReadTimeout.D(),
+		PoolSize:       cfg.Upstream.PoolSize,
+		MaxClients:     cfg.Limits.MaxClients,
 		Limits: resp.Limits{
 			MaxBulkLen:      int64(cfg.Limits.MaxBulkLen),
 			MaxMultibulkLen: int64(cfg.Limits.MaxMultibulkLen),

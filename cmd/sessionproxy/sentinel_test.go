@@ -249,12 +249,16 @@ func TestSentinelSwitchover(t *testing.T) {
 	set := startSentinelSet(t, true)
 	p := startProxy(t, set.master.Addr(), set.env()...)
 	ctx := context.Background()
-	c := redis.NewClient(&redis.Options{Addr: p.Addr, MaxRetries: -1, Protocol: 2, DisableIdentity: true})
+	// The clients AUTH with the nodes' password: the proxy's own (upstream.password) is not lent.
+	c := redis.NewClient(&redis.Options{Addr: p.Addr, MaxRetries: -1, Protocol: 2, DisableIdentity: true, Password: nodePass})
 	defer c.Close()
 	if err := c.Set(ctx, "k", "before", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	sub := dialRESP(t, p.Addr)
+	if got := sub.do("AUTH", nodePass); got != "+OK\r\n" {
+		t.Fatalf("AUTH: %q", got)
+	}
 	sub.do("SUBSCRIBE", "news")
 	if _, err := set.sentinels[0].DoText("SENTINEL", "FAILOVER", sentinelMaster); err != nil {
 		t.Fatal(err)

@@ -36,7 +36,8 @@ func TestUpstreamTLSAndUser(t *testing.T) {
 	if r := ctl.do("ACL", "SETUSER", "app", "on", ">apppw", "~*", "&*", "+@all"); r != "+OK\r\n" {
 		t.Fatalf("ACL SETUSER: %q", r)
 	}
-	p := startProxy(t, net.JoinHostPort("127.0.0.1", tlsPort),
+	// Clients give the proxy's client password and then run as its user, app.
+	p := startProxy(t, net.JoinHostPort("127.0.0.1", tlsPort), "SESSIONPROXY_CLIENTS_PASSWORD=cpw",
 		"SESSIONPROXY_UPSTREAM_USERNAME=app", "SESSIONPROXY_UPSTREAM_PASSWORD=apppw",
 		"SESSIONPROXY_UPSTREAM_TLS_ENABLED=true",
 		"SESSIONPROXY_UPSTREAM_TLS_CA_FILE="+filepath.Join(dir, "ca.pem"),
@@ -44,6 +45,7 @@ func TestUpstreamTLSAndUser(t *testing.T) {
 		"SESSIONPROXY_UPSTREAM_TLS_KEY_FILE="+filepath.Join(dir, "client.key"))
 	c := dialRESP(t, p.Addr)
 	for _, st := range []struct{ cmd, want string }{
+		{"AUTH cpw", "+OK\r\n"},
 		{"SET tls:k v", "+OK\r\n"},
 		{"GET tls:k", "$1\r\nv\r\n"},
 		{"ACL WHOAMI", "$3\r\napp\r\n"},
@@ -62,8 +64,10 @@ func TestUpstreamTLSAndUser(t *testing.T) {
 	list := ctl.do("CLIENT", "LIST")
 	proxied := 0
 	for _, line := range strings.Split(list, "\n") {
-		// cmd=NULL: a connection still being set up (its AUTH not run yet).
-		if strings.Contains(line, "laddr=127.0.0.1:"+tlsPort+" ") && !strings.Contains(line, " cmd=NULL ") {
+		// cmd=NULL: a connection still being set up (its AUTH not run yet); cmd=ping as
+		// default: the proxy asking whether Redis serves unauthenticated clients.
+		if strings.Contains(line, "laddr=127.0.0.1:"+tlsPort+" ") && !strings.Contains(line, " cmd=NULL ") &&
+			!(strings.Contains(line, " cmd=ping ") && strings.Contains(line, " user=default ")) {
 			proxied++
 			if !strings.Contains(line, " user=app ") {
 				t.Errorf("a proxy connection not as user app: %s", line)

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bufio"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sessionproxy/sessionproxy/internal/redistest"
+)
+
+// dialFrom is dialRESP from a given loopback source address: 127.0.0.2 is a client that is not
+// on Redis' loopback list (127.0.0.1, ::1), as a remote host would be.
+func dialFrom(t *testing.T, src, addr string) *respConn {
+	t.Helper()
+	d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", addr, src, err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return &respConn{t: t, nc: nc, br: bufio.NewReaderSize(nc, 64<<10)}
+}
+
+// TestClientsNeverBorrowTheProxysCredentials: with upstream.password set (Redis requires a
+// password) and no clients.password, a client that has not sent AUTH gets exactly what a direct
+// client of Redis gets before AUTH (-NOAUTH), not the proxy's access; wrong and right passwords
+// are Redis' to judge, as directly; the proxy's own commands that run as its user are refused to
+// it. Protected mode (auto) is off: Redis asks for a password.
+func TestClientsNeverBorrowTheProxysCredentials(t *testing.T) {
+	up := redistest.Start(t, "--requirepass", "redispw")
+	up.Auth = []string{"redispw"}
+	p := startProxy(t, up.Addr(), "SESSIONPROXY_UPSTREAM_PASSWORD=redispw")
+	steps := [][]string{
+		{"PING"}, {"CONFIG", "GET", "requirepass"}, {"GET", "k"}, {"HSET", "session:1", "userid", "7"},
+		{"HELLO", "3"}, {"AUTH", "wrong"}, {"AUTH", "default", "wrong"}, {"PING"},
+		{"AUTH", "redispw"}, {"PING"}, {"SET", "k", "v"}, {"GET", "k"}, {"CONFIG", "GET", "requirepass"},
+		{"RESET"}, {"GET", "k"},
+	}
+	direct, proxied := dialRESP(t, up.Addr()), dialRESP(t, p.Addr)
+	for _, st := range steps {
+		d, g := direct.do(st...), proxied.do(st...)
+		if d != g {
+			t.Errorf("%q: proxy %q, Redis %q", st, clip(g), clip(d))
+		}
+	}
+	if got := dialRESP(t, p.Addr).do("SESSIONS.REINDEX"); !strings.HasPrefix(got, "-NOPERM") {
+		t.Errorf("SESSIONS.REINDEX before AUTH: %q, want -NOPERM", got)
+	}
+	// Not protected: a client from another address gets Redis' own -NOAUTH, not -DENIED.
+	if !waitFor(5*time.Second, func() bool {
+		return dialFrom(t, "127.0.0.2", p.Addr).do("PING") == "-NOAUTH Authentication required.\r\n"
+	}) {
+		t.Errorf("from 127.0.0.2: %q", dialFrom(t, "127.0.0.2", p.Addr).do("PING"))
+	}
+}
+
+// TestClientPassword: clients.password is asked as Redis' requirepass: -NOAUTH for everything
+// but AUTH, HELLO ... AUTH and QUIT; -WRONGPASS for a wrong one; then the client runs as the
+// proxy's user; RESET asks again.
+func TestClientPassword(t *testing.T) {
+	up := redistest.Start(t, "--requirepass", "redispw")
+	up.Auth = []string{"redispw"}
+	p := startProxy(t, up.Addr(), "SESSIONPROXY_UPSTREAM_PASSWORD=redispw", "SESSIONPROXY_CLIENTS_PASSWORD=clientpw")
+	c := dialRESP(t, p.Addr)
+	for _, st := range []struct {
+		cmd  []string
+		want string
+	}{
+		{[]string{"PING"}, "-NOAUTH Authentication required.\r\n"},
+		{[]string{"CONFIG", "GET", "requirepass"}, "-NOAUTH Authentication required.\r\n"},
+		{[]string{"HELLO", "3"}, "-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n"},
+		{[]string{"AUTH", "redispw"}, "-WRONGPASS invalid username-password pair or user is disabled.\r\n"},
+		{[]string{"AUTH", "default", "nope"}, "-WRONGPASS invalid username-password pair or user is disabled.\r\n"},
+		{[]string{"AUTH"}, "-ERR wrong number of arguments for 'auth' command\r\n"},
+		{[]string{"GET", "k"}, "-NOAUTH Authentication required.\r\n"},
+		{[]string{"AUTH", "clientpw"}, "+OK\r\n"},
+		{[]string{"PING"}, "+PONG\r\n"},
+		{[]string{"SET", "k", "v"}, "+OK\r\n"},
+		{[]string{"GET", "k"}, "$1\r\nv\r\n"},
+		{[]string{"RESET"}, "+RESET\r\n"},
+		{[]string{"GET", "k"}, "-NOAUTH Authentication required.\r\n"},
+		{[]string{"AUTH", "default", "clientpw"}, "+OK\r\n"},
+		{[]string{"GET", "k"}, "$1\r\nv\r\n"},
+	} {
+		if got := c.do(st.cmd...); got != st.want {
+			t.Errorf("%q: %q, want %q", st.cmd, clip(got), st.want)
+		}
+	}
+	h := dialRESP(t, p.Addr)
+	if got := h.do("HELLO", "3", "AUTH", "default", "clientpw"); !strings.HasPrefix(got, "%7\r\n") {
+		t.Errorf("HELLO 3 AUTH default clientpw: %q", clip(got))
+	}
+	if got := h.do("GET", "k"); got != "$1\r\nv\r\n" {
+		t.Errorf("GET after HELLO AUTH: %q", got)
+	}
+	if got := dialRESP(t, p.Addr).do("HELLO", "3", "AUTH", "default", "bad"); got != "-WRONGPASS invalid username-password pair or user is disabled.\r\n" {
+		t.Errorf("HELLO with a wrong password: %q", got)
+	}
+	// A malformed HELLO ... AUTH gets Redis' own syntax error, as from Redis before AUTH.
+	if got, want := dialRESP(t, p.Addr).do("HELLO", "3", "AUTH", "default"), dialRESP(t, up.Addr()).do("HELLO", "3", "AUTH", "default"); got != want {
+		t.Errorf("HELLO 3 AUTH default: %q, Redis %q", got, want)
+	}
+	// A pipeline: AUTH first, the rest run.
+	q := dialRESP(t, p.Addr)
+	q.send(append(append(encode("AUTH", "clientpw"), encode("GET", "k")...), encode("PING")...))
+	for _, want := range []string{"+OK\r\n", "$1\r\nv\r\n", "+PONG\r\n"} {
+		if got, err := q.reply(2 * time.Second); err != nil || got != want {
+			t.Errorf("pipelined: %q %v, want %q", got, err, want)
+		}
+	}
+	// A password is asked: protected mode (auto) is off.
+	if got := dialFrom(t, "127.0.0.2", p.Addr).do("PING"); got != "-NOAUTH Authentication required.\r\n" {
+		t.Errorf("from 127.0.0.2: %q", got)
+	}
+}
+
+// TestProtectedMode: nothing asks clients for a password (no clients.password, Redis open):
+// only 127.0.0.1 and ::1 may connect, anyone else gets -DENIED and the connection closes, as
+// with Redis' protected mode; clients.protected_mode: no lets them in.
+func TestProtectedMode(t *testing.T) {
+	up := redistest.Start(t)
+	p := startProxy(t, up.Addr())
+	if got := dialRESP(t, p.Addr).do("PING"); got != "+PONG\r\n" {
+		t.Fatalf("from 127.0.0.1: %q", got)
+	}
+	c := dialFrom(t, "127.0.0.2", p.Addr)
+	got, err := c.reply(2 * time.Second)
+	if err != nil || !strings.HasPrefix(got, "-DENIED Redis is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface.") {
+		t.Fatalf("from 127.0.0.2: %q %v, want -DENIED", clip(got), err)
+	}
+	c.expectClosed(2 * time.Second)
+	m := scrapeMetrics(t, p.HTTP)
+	if n := m[`sessionproxy_client_rejected_total{reason="protected_mode"}`]; n != 1 {
+		t.Errorf("rejected for protected mode: %v, want 1", n)
+	}
+	open := startProxy(t, up.Addr(), "SESSIONPROXY_CLIENTS_PROTECTED_MODE=no")
+	if got := dialFrom(t, "127.0.0.2", open.Addr).do("PING"); got != "+PONG\r\n" {
+		t.Errorf("protected_mode no, from 127.0.0.2: %q", got)
+	}
+}

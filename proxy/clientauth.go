@@ -1,0 +1,138 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"net"
+	"time"
+
+	"github.com/tidwall/redcon"
+
+	"github.com/sessionproxy/sessionproxy/internal/resp"
+)
+
+// Client access (README "Client access"). Redis' own replies for it:
+const (
+	errNoAuth      = "-NOAUTH Authentication required.\r\n"
+	errNoAuthHello = "-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n"
+	errWrongPass   = "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+	// errDenied is Redis' protected-mode refusal; its first two sentences are Redis' own, the
+	// remedies the proxy's.
+	errDenied = "DENIED Redis is running in protected mode because protected mode is enabled and no password is set for the default user. " +
+		"In this mode connections are only accepted from the loopback interface. If you want to connect from external computers " +
+		"through sessionproxy you may adopt one of the following solutions: 1) set clients.password and have clients AUTH with it; " +
+		"2) have Redis require a password (requirepass or ACL users) and have clients AUTH with theirs; " +
+		"3) set clients.protected_mode to no, and MAKE SURE the proxy is not publicly accessible from the internet."
+)
+
+// loopback reports whether addr is 127.0.0.1 or ::1, the sources Redis' protected mode accepts.
+func loopback(addr net.Addr) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	return ok && (ta.IP.Equal(net.IPv4(127, 0, 0, 1)) || ta.IP.Equal(net.IPv6loopback))
+}
+
+// watchAnon asks Redis, at start and every 10 s, whether it serves a client that has not
+// authenticated (an unauthenticated PING: -NOAUTH or not). Protected mode "auto" follows it: off
+// while Redis asks for a password (clients must then AUTH, and Redis checks them); until Redis
+// answers, it stays on. Session writes of such a client are not rewritten while Redis refuses it
+// (mayRewrite).
+func (s *Server) watchAnon(ctx context.Context) {
+	auto := s.opts.Protected == "auto" && s.opts.ClientPassword == ""
+	for {
+		qctx, cancel := context.WithTimeout(ctx, s.opts.ReadTimeout)
+		reply, err := s.dialer.oneShot(qctx, poolKey{id: s.anonID}, resp.AppendCommand(nil, "PING"), 1, nil)
+		cancel()
+		if err == nil {
+			open := !bytes.HasPrefix(reply, []byte("-NOAUTH"))
+			s.anonOpen.Store(open)
+			if auto && s.protected.Swap(open) != open {
+				s.log.Info("protected mode", "on", open, "why", "Redis asks unauthenticated clients for a password: "+boolWord(!open))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Second):
+		}
+	}
+}
+
+func boolWord(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// authGate answers the commands of a client that has not given ClientPassword yet, as Redis
+// answers a client before AUTH when it requires a password: AUTH, HELLO with AUTH and QUIT run,
+// anything else gets -NOAUTH. It returns the commands left once the client is authenticated.
+func (c *client) authGate(cmds []redcon.Command) []redcon.Command {
+	for i, cmd := range cmds {
+		if c.authed || c.closing {
+			return cmds[i:]
+		}
+		args := cmd.Args
+		switch {
+		case equalFold(args[0], "AUTH") && (len(args) == 2 || len(args) == 3):
+			cmdAuth(c, args)
+		case equalFold(args[0], "AUTH"):
+			c.write(errArity(args[0]))
+		case equalFold(args[0], "HELLO"):
+			if !helloHasAuth(args) {
+				c.write([]byte(errNoAuthHello))
+				continue
+			}
+			cmdHello(c, args)
+		case equalFold(args[0], "QUIT"):
+			cmdQuit(c, args)
+		default:
+			c.write([]byte(errNoAuth))
+		}
+	}
+	return nil
+}
+
+// helloHasAuth reports whether a HELLO names AUTH after its protocol version: a login (or a
+// malformed one, which Redis answers with its syntax error).
+func helloHasAuth(args [][]byte) bool {
+	for i := 2; i < len(args); i++ {
+		if equalFold(args[i], "AUTH") {
+			return true
+		}
+	}
+	return false
+}
+
+// proxyLogin checks a login as the default user against ClientPassword, when one is set: true
+// if it was the proxy's to check (the reply is written when the password is wrong).
+func (c *client) proxyLogin(user, pass string) (handled, ok bool) {
+	pw := c.s.opts.ClientPassword
+	if pw == "" || user != "default" {
+		return false, false
+	}
+	if subtle.ConstantTimeCompare([]byte(pass), []byte(pw)) != 1 {
+		c.write([]byte(errWrongPass))
+		return true, false
+	}
+	return true, true
+}
+
+// ownUserOnly refuses, with the error to send, the proxy's commands that run as the proxy's own
+// Redis user (SESSIONS.REINDEX/CHECK; SESSIONS.* in cluster mode) to a client that runs as
+// another one: its credentials are for the proxy's own work. nil: allowed.
+func (c *client) ownUserOnly() []byte {
+	if c.ident == c.s.defaultID {
+		return nil
+	}
+	return redcon.AppendError(nil, "NOPERM this command runs as the proxy's own Redis user; "+
+		"it is not available to a client authenticated as another user, or not authenticated")
+}
+
+// mayRewrite reports whether the client's session writes may become script calls: not while it
+// is an unauthenticated client of a Redis that requires a password. Redis answers such a
+// client's commands -NOAUTH, but refuses a command of more than 10 arguments from it with a
+// protocol error that closes the connection, which a script call would be (and the connection
+// is shared).
+func (c *client) mayRewrite() bool { return c.ident != c.s.anonID || c.s.anonOpen.Load() }
