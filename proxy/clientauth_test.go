@@ -39,7 +39,7 @@ func TestHelloHasAuth(t *testing.T) {
 		{args("HELLO", "3", "AUTH", "default", "pw"), true},
 		{args("HELLO", "3", "SETNAME", "x", "auth", "u", "p"), true},
 		{args("HELLO", "3", "AUTH", "default"), true}, // malformed: Redis answers its syntax error
-		{args("HELLO", "AUTH", "u", "p"), false},       // AUTH in the protocol's place
+		{args("HELLO", "AUTH", "u", "p"), false},      // AUTH in the protocol's place
 	} {
 		if got := helloHasAuth(tc.args); got != tc.want {
 			t.Errorf("%q: %v, want %v", tc.args, got, tc.want)

@@ -23,10 +23,10 @@ import (
 
 // Options configure a Server; cmd/sessionproxy builds them from conf.Config.
 type Options struct {
-	Listen          string // client listener, host:port
-	Upstream        string // Redis host:port
-	Username        string // ACL user of the proxy's own connections (never lent to clients)
-	Password        string
+	Listen   string // client listener, host:port
+	Upstream string // Redis host:port
+	Username string // ACL user of the proxy's own connections (never lent to clients)
+	Password string
 	// ClientPassword, if set, is asked of clients as Redis' requirepass would: -NOAUTH until
 	// AUTH <pw> (or AUTH default <pw>, HELLO ... AUTH default <pw>), after which they run as the
 	// proxy's user. AUTH as another user is checked by Redis, as without it.
@@ -34,7 +34,7 @@ type Options struct {
 	// Protected is the client listener's protected mode: yes (only 127.0.0.1 and ::1 may
 	// connect), no, or auto: yes while nothing asks clients for a password (no ClientPassword,
 	// and Redis answers an unauthenticated PING).
-	Protected string
+	Protected       string
 	TLS             *tls.Config // nil: plain TCP to Redis
 	DialTimeout     time.Duration
 	ReadTimeout     time.Duration // the proxy's own round trips (setup, AUTH check, readiness)
@@ -72,7 +72,7 @@ type Server struct {
 	dialer    *dialer
 	pools     *pools
 	cluster   *clusterState // nil: one Redis (standalone, sentinel)
-	defaultID identity // the proxy's own user: its connections, and clients that gave ClientPassword
+	defaultID identity      // the proxy's own user: its connections, and clients that gave ClientPassword
 	// anonID is a client before any AUTH: Redis' default user, with no password (Redis then
 	// judges it as it judges a direct client that never sent AUTH).
 	anonID    identity
@@ -155,7 +155,7 @@ func New(opts Options) (*Server, error) {
 		opts: opts, log: opts.Logger, m: m, table: table, dialer: d,
 		pools:     newPools(ctx, d, opts.PoolSize, m),
 		defaultID: base, anonID: identity{user: "default"},
-		schema:    opts.Schema, scripts: scripts, loadScriptCmds: loadCmds,
+		schema: opts.Schema, scripts: scripts, loadScriptCmds: loadCmds,
 		acl: newACLCheck(opts.Schema.ACLProbe(scripts)),
 		ctx: ctx, cancel: cancel,
 		clients:   make(map[*client]struct{}),
