@@ -110,6 +110,7 @@ type TLS struct {
 // Limits bound what one client may send and how many may connect.
 type Limits struct {
 	MaxClients      int  `yaml:"max_clients"`       // default 10000
+	MaxDedicated    int  `yaml:"max_dedicated"`     // clients on upstream connections of their own; default 1000
 	MaxBulkLen      Size `yaml:"max_bulk_len"`      // default 512MiB, like Redis proto-max-bulk-len
 	MaxMultibulkLen int  `yaml:"max_multibulk_len"` // default 2147483647 (Redis 7 accepts up to INT_MAX)
 	MaxInlineLen    Size `yaml:"max_inline_len"`    // default 64KiB (Redis PROTO_INLINE_MAX_SIZE)
@@ -143,6 +144,7 @@ func Default() Config {
 		},
 		Limits: Limits{
 			MaxClients:      10000,
+			MaxDedicated:    1000,
 			MaxBulkLen:      512 * MiB,
 			MaxMultibulkLen: math.MaxInt32,
 			MaxInlineLen:    64 * KiB,
@@ -509,6 +511,7 @@ func (c Config) Validate() error {
 
 	l := c.Limits
 	check("limits.max_clients", between(l.MaxClients, 1, math.MaxInt))
+	check("limits.max_dedicated", between(l.MaxDedicated, 0, math.MaxInt))
 	check("limits.max_bulk_len", between(l.MaxBulkLen, 1, 4*GiB))
 	check("limits.max_multibulk_len", between(l.MaxMultibulkLen, 1, math.MaxInt32))
 	check("limits.max_inline_len", between(l.MaxInlineLen, KiB, math.MaxInt64))
@@ -624,6 +627,7 @@ var docs = map[string]string{
 	"upstream.tls.insecure_skip_verify": "Do not verify the server certificate. For testing only.",
 	"limits":                            "Limits on clients. Sizes take B, KiB, MiB, GiB (powers of 1024) or KB, MB, GB (powers of 1000).",
 	"limits.max_clients":                "Most client connections at once.",
+	"limits.max_dedicated":              "Most clients on upstream connections of their own at once (MULTI, WATCH, SUBSCRIBE, blocking commands...): each counts against Redis' maxclients. Beyond it the command gets an error and the client stays. 0: no bound.",
 	"limits.max_bulk_len":               "Largest bulk string a client may send, up to 4GiB (Redis proto-max-bulk-len).",
 	"limits.max_multibulk_len":          "Most arguments in one command, up to 2147483647.",
 	"limits.max_inline_len":             "Longest inline command, at least 1KiB (Redis PROTO_INLINE_MAX_SIZE).",

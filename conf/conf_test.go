@@ -51,7 +51,7 @@ func fullConfig() Config {
 			},
 		},
 		Clients: Clients{ProtectedMode: "auto"},
-		Limits:  Limits{MaxClients: 500, MaxBulkLen: 1e9, MaxMultibulkLen: 1024, MaxInlineLen: MiB},
+		Limits:  Limits{MaxClients: 500, MaxDedicated: 1000, MaxBulkLen: 1e9, MaxMultibulkLen: 1024, MaxInlineLen: MiB},
 		Reaper:  Reaper{Interval: Duration(250 * time.Millisecond), Batch: 50, Notifications: false},
 		Index: Index{Prefix: "sp:", Rules: []IndexRule{
 			{Name: "express", Pattern: "sess:*", JSONPath: "passport.user", Layout: "global-zset", IndexKey: "idx-session-uid"},

@@ -33,7 +33,7 @@ func loopback(addr net.Addr) bool {
 }
 
 // watchAnon asks Redis, at start and every 10 s, whether it serves a client that has not
-// authenticated (an unauthenticated PING: -NOAUTH or not). Protected mode "auto" follows it: off
+// authenticated (an unauthenticated PING: -NOAUTH or not), and its client-query-buffer-limit. Protected mode "auto" follows it: off
 // while Redis asks for a password (clients must then AUTH, and Redis checks them); until Redis
 // answers, it stays on. Session writes of such a client are not rewritten while Redis refuses it
 // (mayRewrite).
@@ -50,6 +50,7 @@ func (s *Server) watchAnon(ctx context.Context) {
 				s.log.Info("protected mode", "on", open, "why", "Redis asks unauthenticated clients for a password: "+boolWord(!open))
 			}
 		}
+		s.readQueryBufLimit(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -136,3 +137,23 @@ func (c *client) ownUserOnly() []byte {
 // protocol error that closes the connection, which a script call would be (and the connection
 // is shared).
 func (c *client) mayRewrite() bool { return c.ident != c.s.anonID || c.s.anonOpen.Load() }
+
+// readQueryBufLimit reads Redis' client-query-buffer-limit (CONFIG GET, as the proxy's user)
+// into s.queryBuf for the connections accepted from then on; refused or unreadable, the last
+// value stays.
+func (s *Server) readQueryBufLimit(ctx context.Context) {
+	qctx, cancel := context.WithTimeout(ctx, s.opts.ReadTimeout)
+	defer cancel()
+	reply, err := s.dialer.oneShot(qctx, poolKey{id: s.defaultID}, resp.AppendCommand(nil, "CONFIG", "GET", "client-query-buffer-limit"), 1, nil)
+	if err != nil {
+		return
+	}
+	// *2 $25 client-query-buffer-limit $<n> <value>: the last line is the value.
+	lines := bytes.Split(bytes.TrimSuffix(reply, []byte("\r\n")), []byte("\r\n"))
+	if len(lines) != 5 {
+		return
+	}
+	if v, ok := resp.ParseInt(lines[4]); ok && v > 0 {
+		s.queryBuf.Store(v)
+	}
+}

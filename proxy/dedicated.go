@@ -53,6 +53,23 @@ type dedicated struct {
 
 // toDedicated moves the client to a dedicated upstream connection and forwards cmds there.
 func (c *client) toDedicated(cmds []redcon.Command) {
+	// A connection of its own counts against Redis' maxclients: beyond limits.max_dedicated the
+	// client is answered with an error instead, and stays (the admin's and the proxy's own
+	// connections must still get in).
+	if max := int64(c.s.opts.MaxDedicated); max > 0 && c.s.ndedicated.Add(1) > max {
+		c.s.ndedicated.Add(-1)
+		c.s.m.dedicatedRefused.Inc()
+		for range cmds {
+			c.write([]byte(errMaxDedicated))
+		}
+		return
+	}
+	started := false
+	defer func() {
+		if !started {
+			c.s.ndedicated.Add(-1)
+		}
+	}()
 	var nc net.Conn
 	var br *bufio.Reader
 	gen := c.s.dialer.gen.Load()
@@ -106,9 +123,13 @@ func (c *client) toDedicated(cmds []redcon.Command) {
 		nc.Close() // SetUpstream ran since the check above and may have missed d
 	}
 	c.s.m.dedicated.Inc()
+	started = true // the relay gives the count back when the connection ends
 	go d.relay()
 	d.forwardCounted(cmds, true)
 }
+
+// errMaxDedicated answers a command that needs a connection of its own beyond max_dedicated.
+const errMaxDedicated = "-ERR max number of clients on their own upstream connections reached (limits.max_dedicated)\r\n"
 
 // forward sends a batch of a client that is already dedicated.
 func (d *dedicated) forward(cmds []redcon.Command) { d.forwardCounted(cmds, false) }
@@ -312,6 +333,7 @@ func (d *dedicated) trackReset(args [][]byte) int64 {
 // into one client write.
 func (d *dedicated) relay() {
 	defer d.m.dedicated.Dec()
+	defer d.c.s.ndedicated.Add(-1)
 	buf := make([]byte, 0, 16<<10)
 	swallowNext := false
 	for {

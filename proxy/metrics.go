@@ -20,6 +20,7 @@ type metrics struct {
 	upstreamFailures   prometheus.Counter
 	scriptHolds        prometheus.Counter
 	dedicated          prometheus.Gauge
+	dedicatedRefused   prometheus.Counter
 	rewrites           *prometheus.CounterVec
 	unindexed          prometheus.Counter
 	noScriptRetries    prometheus.Counter
@@ -55,6 +56,8 @@ func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
 			Name: "script_holds_total", Help: "Shared upstream connections replaced because other clients' commands waited behind a long script call."}),
 		dedicated: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "upstream",
 			Name: "dedicated_connections", Help: "Clients currently holding a dedicated upstream connection."}),
+		dedicatedRefused: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "upstream",
+			Name: "dedicated_refused_total", Help: "Commands refused a dedicated upstream connection: limits.max_dedicated clients held one."}),
 	}
 	m.rewrites = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "index",
 		Name: "rewrites_total", Help: "Commands rewritten into index scripts, by script (apply: session writes, sessions: SESSIONS.LIST/COUNT/REVOKE)."}, []string{"script"})
@@ -83,7 +86,7 @@ func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
 	m.rejected.WithLabelValues(rejectProtected)
 	if reg != nil {
 		reg.MustRegister(m.clients, m.clientsTotal, m.rejected, cmds, m.errors, m.bytesIn, m.bytesOut,
-			m.upstreamRTT, m.upstreamDials, m.upstreamDialErrors, m.upstreamFailures, m.scriptHolds, m.dedicated,
+			m.upstreamRTT, m.upstreamDials, m.upstreamDialErrors, m.upstreamFailures, m.scriptHolds, m.dedicated, m.dedicatedRefused,
 			m.rewrites, m.unindexed, m.noScriptRetries, m.redirects, m.slotMaps)
 	}
 	return m

@@ -40,6 +40,7 @@ type Options struct {
 	ReadTimeout     time.Duration // the proxy's own round trips (setup, AUTH check, readiness)
 	PoolSize        int           // shared upstream connections per (user, DB)
 	MaxClients      int
+	MaxDedicated    int // clients on upstream connections of their own at once; 0: no bound
 	Limits          resp.Limits
 	ShutdownTimeout time.Duration
 	// Ordering says when different clients' batches are handed upstream in the order they
@@ -78,10 +79,16 @@ type Server struct {
 	anonID    identity
 	protected atomic.Bool // protected mode is on now (Options.Protected)
 	anonOpen  atomic.Bool // Redis serves unauthenticated clients (watchAnon)
-	schema    *rewrite.Schema
-	scripts   *rewrite.Scripts
-	acl       *aclCheck
-	order     orderGate
+	// ndedicated counts the clients holding (or getting) a connection of their own.
+	ndedicated atomic.Int64
+	// queryBuf is Redis' client-query-buffer-limit (watchAnon reads it): a client's bulk
+	// that cannot fit in it ends the client's connection, as Redis ends it, before it could
+	// reach (and end) a shared upstream connection.
+	queryBuf atomic.Int64
+	schema   *rewrite.Schema
+	scripts  *rewrite.Scripts
+	acl      *aclCheck
+	order    orderGate
 	// loadScriptCmds loads every script the proxy runs by SHA (after a SCRIPT FLUSH).
 	loadScriptCmds []redcon.Command
 
@@ -192,8 +199,8 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.addr = ln.Addr()
 	close(s.listening)
-	wl := &listener{Listener: ln, lim: s.opts.Limits, stamp: s.opts.Ordering != OrderNone, probe: s.order.probe,
-		stop: make(chan struct{})}
+	wl := &listener{Listener: ln, lim: s.opts.Limits, queryBuf: &s.queryBuf, stamp: s.opts.Ordering != OrderNone,
+		probe: s.order.probe, stop: make(chan struct{})}
 	if s.opts.Ordering == OrderAuto {
 		wl.stampWhen = &s.order.quiet // under load the gate is off: plain reads, as without it
 	}
@@ -434,9 +441,10 @@ func (s *Server) CheckUpstream(ctx context.Context) error {
 type listener struct {
 	net.Listener
 	lim       resp.Limits
-	stamp     bool         // reads keep receive times (Options.Ordering)
-	stampWhen *atomic.Bool // ... only while this is true (nil: always)
-	probe     *resp.Prober // watches stamped connections for the order gate
+	queryBuf  *atomic.Int64 // Redis' client-query-buffer-limit as last read (0: unknown)
+	stamp     bool          // reads keep receive times (Options.Ordering)
+	stampWhen *atomic.Bool  // ... only while this is true (nil: always)
+	probe     *resp.Prober  // watches stamped connections for the order gate
 	closing   atomic.Bool
 	stop      chan struct{}
 }
@@ -445,7 +453,11 @@ func (l *listener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err == nil {
-			rc := resp.NewConn(c, l.lim)
+			lim := l.lim
+			if l.queryBuf != nil {
+				lim.MaxQueryBuf = l.queryBuf.Load()
+			}
+			rc := resp.NewConn(c, lim)
 			if l.stamp {
 				rc.Stamp()
 				rc.StampWhen(l.stampWhen)

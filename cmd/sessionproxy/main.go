@@ -199,6 +199,7 @@ func proxyOptions(cfg conf.Config, logger *slog.Logger, reg prometheus.Registere
 		ReadTimeout:    cfg.Upstream.ReadTimeout.D(),
 		PoolSize:       cfg.Upstream.PoolSize,
 		MaxClients:     cfg.Limits.MaxClients,
+		MaxDedicated:   cfg.Limits.MaxDedicated,
 		Limits: resp.Limits{
 			MaxBulkLen:      int64(cfg.Limits.MaxBulkLen),
 			MaxMultibulkLen: int64(cfg.Limits.MaxMultibulkLen),

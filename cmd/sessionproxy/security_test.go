@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -138,5 +140,82 @@ func TestProtectedMode(t *testing.T) {
 	open := startProxy(t, up.Addr(), "SESSIONPROXY_CLIENTS_PROTECTED_MODE=no")
 	if got := dialFrom(t, "127.0.0.2", open.Addr).do("PING"); got != "+PONG\r\n" {
 		t.Errorf("protected_mode no, from 127.0.0.2: %q", got)
+	}
+}
+
+// TestMaxDedicated: clients on upstream connections of their own (WATCH here) are bounded by
+// limits.max_dedicated: beyond it the command gets an error, the client stays and Redis keeps
+// its free connections; when one of them leaves, the next gets its connection.
+func TestMaxDedicated(t *testing.T) {
+	up := redistest.Start(t)
+	p := startProxy(t, up.Addr(), "SESSIONPROXY_LIMITS_MAX_DEDICATED=3")
+	var held []*respConn
+	for range 3 {
+		c := dialRESP(t, p.Addr)
+		if got := c.do("WATCH", "k"); got != "+OK\r\n" {
+			t.Fatalf("WATCH within the bound: %q", got)
+		}
+		held = append(held, c)
+	}
+	extra := dialRESP(t, p.Addr)
+	want := "-ERR max number of clients on their own upstream connections reached (limits.max_dedicated)\r\n"
+	if got := extra.do("WATCH", "k"); got != want {
+		t.Fatalf("WATCH beyond the bound: %q", got)
+	}
+	if got := extra.do("PING"); got != "+PONG\r\n" {
+		t.Fatalf("the refused client's next command: %q", got)
+	}
+	if n := scrapeMetrics(t, p.HTTP)["sessionproxy_upstream_dedicated_refused_total"]; n != 1 {
+		t.Errorf("refused: %v, want 1", n)
+	}
+	held[0].close()
+	if !waitFor(5*time.Second, func() bool { return extra.do("WATCH", "k") == "+OK\r\n" }) {
+		t.Fatal("no connection of its own after another client left")
+	}
+}
+
+// TestQueryBufferLimit: a command with a bulk bigger than Redis' client-query-buffer-limit is
+// ended by the proxy as Redis ends it (the connection closes, no reply), before it reaches a
+// shared upstream connection, which Redis would close under every client on it.
+func TestQueryBufferLimit(t *testing.T) {
+	up := redistest.Start(t, "--client-query-buffer-limit", "1mb")
+	p := startProxy(t, up.Addr())
+	big := encode("SET", "big", strings.Repeat("x", 2<<20))
+	// Redis itself: the connection closes without a reply.
+	d := dialRESP(t, up.Addr())
+	_, _ = d.nc.Write(big)
+	d.expectClosed(5 * time.Second)
+	// Another client of the proxy, on the shared connection, all along.
+	other := dialRESP(t, p.Addr)
+	if got := other.do("SET", "k", "v"); got != "+OK\r\n" {
+		t.Fatal(got)
+	}
+	// The proxy reads the limit at start: wait for the first connection it ends.
+	if !waitFor(5*time.Second, func() bool {
+		c := dialRESP(t, p.Addr)
+		_, _ = c.nc.Write(big) // the proxy may close before it has all of it
+		got, err := c.reply(2 * time.Second)
+		if err == nil && got == "+OK\r\n" {
+			return false // accepted before the proxy knew the limit
+		}
+		if err == nil {
+			t.Fatalf("a reply to the oversized command: %q", clip(got))
+		}
+		return true
+	}) {
+		t.Fatal("the oversized command was never refused")
+	}
+	for range 3 {
+		if got := other.do("GET", "k"); got != "$1\r\nv\r\n" {
+			t.Fatalf("the other client after the refusal: %q", got)
+		}
+	}
+	// Redis logs each client it closes for its query buffer: the direct one only.
+	log, err := os.ReadFile(filepath.Join(up.Dir, "redis.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(log), "reached max query buffer length"); n != 1 {
+		t.Errorf("Redis closed %d clients for their query buffer, want 1 (the direct one):\n%s", n, log)
 	}
 }

@@ -40,6 +40,9 @@ type Limits struct {
 	MaxBulkLen      int64 // largest bulk string; Redis proto-max-bulk-len (default 512MiB)
 	MaxMultibulkLen int64 // largest multibulk count (Redis 7: INT_MAX)
 	MaxInlineLen    int   // PROTO_INLINE_MAX_SIZE (64KiB): longest inline line / length line
+	// MaxQueryBuf, if > 0, is Redis' client-query-buffer-limit: a bulk that cannot fit in it
+	// ends the stream (a silent ProtocolError), as Redis closes such a client without a reply.
+	MaxQueryBuf int64
 }
 
 // DefaultLimits returns Redis 7.0's defaults. The normalizer uses a Limits value exactly as
@@ -53,8 +56,11 @@ func DefaultLimits() Limits {
 }
 
 // ProtocolError is a client protocol violation; Msg is Redis's text without the "ERR " prefix,
-// e.g. "Protocol error: invalid bulk length".
-type ProtocolError struct{ Msg string }
+// e.g. "Protocol error: invalid bulk length". A Silent one ends the connection without a reply.
+type ProtocolError struct {
+	Msg    string
+	Silent bool
+}
 
 // Error returns Msg with the package prefix.
 func (e *ProtocolError) Error() string { return "resp: " + e.Msg }
@@ -69,12 +75,13 @@ func (e *ProtocolError) Reply() []byte {
 
 // The texts of networking.c, byte for byte.
 var (
-	errTooBigInline   = &ProtocolError{"Protocol error: too big inline request"}
-	errUnbalanced     = &ProtocolError{"Protocol error: unbalanced quotes in request"}
-	errTooBigMbulk    = &ProtocolError{"Protocol error: too big mbulk count string"}
-	errInvalidMbulk   = &ProtocolError{"Protocol error: invalid multibulk length"}
-	errTooBigBulk     = &ProtocolError{"Protocol error: too big bulk count string"}
-	errInvalidBulkLen = &ProtocolError{"Protocol error: invalid bulk length"}
+	errTooBigInline   = &ProtocolError{Msg: "Protocol error: too big inline request"}
+	errUnbalanced     = &ProtocolError{Msg: "Protocol error: unbalanced quotes in request"}
+	errTooBigMbulk    = &ProtocolError{Msg: "Protocol error: too big mbulk count string"}
+	errInvalidMbulk   = &ProtocolError{Msg: "Protocol error: invalid multibulk length"}
+	errTooBigBulk     = &ProtocolError{Msg: "Protocol error: too big bulk count string"}
+	errInvalidBulkLen = &ProtocolError{Msg: "Protocol error: invalid bulk length"}
+	errQueryBufLimit  = &ProtocolError{Msg: "query buffer limit reached", Silent: true}
 )
 
 // errExpectedDollar is "Protocol error: expected '$', got '%c'" as addReplyErrorFormat sends it.
@@ -82,7 +89,7 @@ func errExpectedDollar(c byte) *ProtocolError {
 	if c == '\r' || c == '\n' {
 		c = ' '
 	}
-	return &ProtocolError{"Protocol error: expected '$', got '" + string([]byte{c}) + "'"}
+	return &ProtocolError{Msg: "Protocol error: expected '$', got '" + string([]byte{c}) + "'"}
 }
 
 // reqState is where the normalizer stands in the client's stream.
@@ -168,7 +175,7 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 		case stCount, stBulkLen:
 			if n.state == stBulkLen && n.lineLen == 0 && src[i] == '$' {
 				// Fast path: a whole canonical bulk ("$<len>\r\n<data>\r\n") is copied as is.
-				if v, j, ok := n.canonicalLine(src, i, n.lim.MaxBulkLen); ok && int64(len(src)-j) >= v+2 &&
+				if v, j, ok := n.canonicalLine(src, i, n.fastBulk()); ok && int64(len(src)-j) >= v+2 &&
 					src[j+int(v)] == '\r' && src[j+int(v)+1] == '\n' {
 					j += int(v) + 2
 					dst = append(dst, src[i:j]...)
@@ -234,6 +241,9 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 			if !ok || ll < 0 || ll > n.lim.MaxBulkLen {
 				return dst, n.fail(errInvalidBulkLen)
 			}
+			if n.lim.MaxQueryBuf > 0 && ll+2 > n.lim.MaxQueryBuf {
+				return dst, n.fail(errQueryBufLimit)
+			}
 			dst = append(dst, '$')
 			dst = strconv.AppendInt(dst, ll, 10)
 			dst = append(dst, '\r', '\n')
@@ -287,6 +297,14 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 		}
 	}
 	return dst, nil
+}
+
+// fastBulk is the largest bulk the fast path may copy: larger ones take the checked path.
+func (n *Normalizer) fastBulk() int64 {
+	if q := n.lim.MaxQueryBuf; q > 0 && q-2 < n.lim.MaxBulkLen {
+		return q - 2
+	}
+	return n.lim.MaxBulkLen
 }
 
 // inline consumes bytes of an inline line from src[i:]; when the line is complete it emits the
@@ -703,7 +721,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 				if c.BeforeErrorReply != nil {
 					c.BeforeErrorReply()
 				}
-				_, _ = c.Write(c.perr.Reply()) // best effort; the connection ends either way
+				if !c.perr.Silent {
+					_, _ = c.Write(c.perr.Reply()) // best effort; the connection ends either way
+				}
 			}
 			return 0, c.perr
 		}

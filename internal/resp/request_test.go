@@ -744,3 +744,32 @@ func BenchmarkConnRead(b *testing.B) {
 		}
 	}
 }
+
+// TestQueryBufLimit: a bulk that cannot fit in MaxQueryBuf ends the stream silently, whether
+// its bytes arrive whole (the fast path) or in pieces; one that fits passes.
+func TestQueryBufLimit(t *testing.T) {
+	lim := DefaultLimits()
+	lim.MaxQueryBuf = 16
+	fits := "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$14\r\n" + strings.Repeat("x", 14) + "\r\n"
+	over := "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$15\r\n" + strings.Repeat("x", 15) + "\r\n"
+	for _, step := range []int{1, 7, len(over)} {
+		for _, tc := range []struct {
+			in      string
+			refused bool
+		}{{fits, false}, {over, true}} {
+			n := NewNormalizer(lim)
+			var out []byte
+			var err error
+			for i := 0; i < len(tc.in) && err == nil; i += step {
+				out, err = n.Feed(out, []byte(tc.in[i:min(i+step, len(tc.in))]))
+			}
+			var pe *ProtocolError
+			switch {
+			case tc.refused && (!errors.As(err, &pe) || !pe.Silent):
+				t.Errorf("step %d, %q: err %v, want a silent protocol error", step, tc.in[:20], err)
+			case !tc.refused && (err != nil || string(out) != tc.in):
+				t.Errorf("step %d: %q %v, want it passed", step, out, err)
+			}
+		}
+	}
+}
