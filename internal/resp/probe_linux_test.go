@@ -83,12 +83,16 @@ func TestProber(t *testing.T) {
 	if len(batches) != 1 || batches[0] < before {
 		t.Fatalf("OnBatch calls %v", batches)
 	}
+	// b holds part of a command: its read hands nothing on (and OnBatch does not run) until
+	// the rest comes.
 	b.OnBatch = func(at int64) { batches = append(batches, at) }
-	if _, err := b.Read(buf); err != nil {
-		t.Fatal(err)
+	time.AfterFunc(50*time.Millisecond, func() { _, _ = bcl.Write([]byte("NG\r\n")) })
+	n, err = b.Read(buf)
+	if err != nil || string(buf[:n]) != "*1\r\n$4\r\nPING\r\n" {
+		t.Fatalf("b read %q %v", buf[:n], err)
 	}
-	if len(batches) != 1 {
-		t.Fatal("OnBatch ran for part of a command")
+	if len(batches) != 2 {
+		t.Fatalf("OnBatch calls %v, want one more, once b's command was whole", batches)
 	}
 	if p.Earlier(b, 0, time.Now().UnixNano()) {
 		t.Fatal("read bytes still reported")

@@ -128,7 +128,13 @@ type Normalizer struct {
 	skip   int   // bytes still to skip in stBulkCRLF
 
 	line []byte // inline line fragment carried between Feed calls (at most MaxInlineLen)
+
+	bound int // the last Feed's dst length at its last command boundary; -1: none
 }
+
+// Boundary is the length dst had, in the last Feed call, at the last command boundary: the
+// output up to it is whole commands. -1 if that call passed none.
+func (n *Normalizer) Boundary() int { return n.bound }
 
 // NewNormalizer returns a normalizer for one client stream.
 func NewNormalizer(lim Limits) *Normalizer {
@@ -150,6 +156,10 @@ const keepLine = 4 << 10
 func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 	if n.state == stDead {
 		return dst, n.err
+	}
+	n.bound = -1
+	if n.state == stStart {
+		n.bound = len(dst)
 	}
 	i := 0
 	for i < len(src) {
@@ -181,7 +191,7 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 					dst = append(dst, src[i:j]...)
 					i = j
 					if n.args--; n.args == 0 {
-						n.state = stStart
+						n.state, n.bound = stStart, len(dst)
 					}
 					continue
 				}
@@ -223,7 +233,7 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 				return dst, n.fail(errInvalidMbulk)
 			}
 			if ll <= 0 {
-				n.state = stStart // "*0", "*-1": Redis ignores the request
+				n.state, n.bound = stStart, len(dst) // "*0", "*-1": Redis ignores the request
 				continue
 			}
 			dst = append(dst, '*')
@@ -273,7 +283,7 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 				dst = append(dst, '\r', '\n')
 				n.args--
 				if n.args == 0 {
-					n.state = stStart
+					n.state, n.bound = stStart, len(dst)
 				} else {
 					n.state, n.lineLen = stBulkLen, 0
 				}
@@ -284,6 +294,9 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 			dst, i, perr = n.inline(dst, src, i)
 			if perr != nil {
 				return dst, n.fail(perr)
+			}
+			if n.state == stStart {
+				n.bound = len(dst)
 			}
 
 		case stHidden:
@@ -653,6 +666,7 @@ type Conn struct {
 	raw       []byte // read buffer
 	out       []byte // normalized bytes not yet returned: out[off:]
 	off       int
+	ready     int            // out[:ready] is whole commands; the rest is held until its command is whole
 	perr      *ProtocolError // protocol error to report once out is drained (sticky)
 	rerr      error          // error of the underlying Read, reported once out is drained
 	replied   bool
@@ -690,6 +704,9 @@ func (c *Conn) Close() error {
 // connReadSize is one read from the client, Redis' PROTO_IOBUF_LEN.
 const connReadSize = 16 << 10
 
+// keepOut is the largest normalized-output buffer a connection keeps between commands.
+const keepOut = 64 << 10
+
 // NewConn wraps c; lim bounds what the client may send.
 func NewConn(c net.Conn, lim Limits) *Conn {
 	return &Conn{Conn: c, n: NewNormalizer(lim)}
@@ -710,10 +727,18 @@ func (c *Conn) Arrival() int64 { return c.arrival }
 // Read reads normalized client bytes into p.
 func (c *Conn) Read(p []byte) (int, error) {
 	for {
-		if c.off < len(c.out) {
-			k := copy(p, c.out[c.off:])
+		// Only whole commands are handed on: redcon's reader parses its buffer from the start
+		// of an incomplete command on every read, so a large command read in pieces would cost
+		// the square of its size. Held here, it reaches redcon whole, in reads that fill its
+		// buffer (which doubles), and is parsed a bounded number of times.
+		if c.off < c.ready {
+			k := copy(p, c.out[c.off:c.ready])
 			c.off += k
 			return k, nil
+		}
+		if c.off > 0 { // the whole commands are out: keep the held tail at the front
+			n := copy(c.out, c.out[c.off:])
+			c.out, c.ready, c.off = c.out[:n], c.ready-c.off, 0
 		}
 		if c.perr != nil {
 			if !c.replied {
@@ -745,8 +770,14 @@ func (c *Conn) Read(p []byte) (int, error) {
 			nr, err = c.Conn.Read(c.raw)
 			c.arrival = 0
 		}
-		out, ferr := c.n.Feed(c.out[:0], c.raw[:nr])
-		c.out, c.off = out, 0
+		out, ferr := c.n.Feed(c.out, c.raw[:nr])
+		c.out = out
+		if b := c.n.Boundary(); b >= 0 {
+			c.ready = b
+		}
+		if len(c.out) == 0 && cap(c.out) > keepOut {
+			c.out = nil // a huge command once should not pin its buffer
+		}
 		if ferr != nil {
 			c.perr = ferr.(*ProtocolError)
 		} else if c.OnBatch != nil && c.arrival != 0 && len(out) > 0 && c.n.state == stStart {

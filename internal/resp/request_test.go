@@ -454,8 +454,9 @@ func TestConnProtocolError(t *testing.T) {
 	tests := []struct {
 		name, in, want, reply string
 	}{
-		{"after commands", "PING\r\n*1\r\n$x\r\n", mbulk("PING") + "*1\r\n", "-ERR Protocol error: invalid bulk length\r\n"},
-		{"first bytes", "*1\r\n+\r\n", "*1\r\n", "-ERR Protocol error: expected '$', got '+'\r\n"},
+		// Only whole commands are handed on before the error: the part of the bad one is not.
+		{"after commands", "PING\r\n*1\r\n$x\r\n", mbulk("PING"), "-ERR Protocol error: invalid bulk length\r\n"},
+		{"first bytes", "*1\r\n+\r\n", "", "-ERR Protocol error: expected '$', got '+'\r\n"},
 		{"nothing before", "ECHO \"a\r\n", "", "-ERR Protocol error: unbalanced quotes in request\r\n"},
 	}
 	for _, tc := range tests {
@@ -771,5 +772,38 @@ func TestQueryBufLimit(t *testing.T) {
 				t.Errorf("step %d: %q %v, want it passed", step, out, err)
 			}
 		}
+	}
+}
+
+// TestConnHandsOnWholeCommands: a command that arrives in small pieces reaches the reader only
+// when it is whole (redcon re-parses an incomplete command on every read: in pieces, a large
+// command would cost the square of its size), and the whole commands before it are not held.
+func TestConnHandsOnWholeCommands(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	c := NewConn(server, DefaultLimits())
+	defer c.Close()
+	first := "*1\r\n$4\r\nPING\r\n"
+	big := "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5000\r\n" + strings.Repeat("v", 5000) + "\r\n"
+	var started atomic.Int64 // bytes whose Write has begun
+	go func() {
+		started.Add(int64(len(first) + 10))
+		_, _ = client.Write([]byte(first + big[:10]))
+		for i := 10; i < len(big); i += 100 {
+			started.Add(int64(min(100, len(big)-i)))
+			_, _ = client.Write([]byte(big[i:min(i+100, len(big))]))
+		}
+	}()
+	buf := make([]byte, 64<<10)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != first {
+		t.Fatalf("first read: %q %v, want the whole command before the partial one", buf[:n], err)
+	}
+	n, err = c.Read(buf)
+	if got := started.Load(); got != int64(len(first)+len(big)) {
+		t.Fatalf("a part of the large command was handed on after %d of its bytes were sent", got-int64(len(first)))
+	}
+	if err != nil || string(buf[:n]) != big {
+		t.Fatalf("second read: %d bytes %v, want the whole %d-byte command", n, err, len(big))
 	}
 }
