@@ -102,6 +102,9 @@ func newClient(s *Server, rc redcon.Conn, id uint64) *client {
 // local command is answered in its place in the order; a command that needs connection state
 // moves the client, with the rest of the batch, to a dedicated upstream connection.
 func (c *client) run(cmds []redcon.Command) {
+	if c.closing {
+		return
+	}
 	if !c.authed {
 		if cmds = c.authGate(cmds); len(cmds) == 0 {
 			return
@@ -146,6 +149,10 @@ func (c *client) run(cmds []redcon.Command) {
 			}
 			spec.local(c, args)
 			start = i + 1
+			if !c.authed { // RESET logged the client out: the rest waits for its AUTH
+				c.run(cmds[start:])
+				return
+			}
 		case routeDedicated:
 			c.sendShared(cmds[start:i], start)
 			if !c.closing {

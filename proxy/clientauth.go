@@ -70,12 +70,24 @@ func boolWord(b bool) string {
 // answers a client before AUTH when it requires a password: AUTH, HELLO with AUTH and QUIT run,
 // anything else gets -NOAUTH. It returns the commands left once the client is authenticated.
 func (c *client) authGate(cmds []redcon.Command) []redcon.Command {
+	d := c.ded.Load()
+	if d != nil {
+		d.quiesce() // a client on its own connection: its earlier replies go first
+	}
 	for i, cmd := range cmds {
-		if c.authed || c.closing {
+		if c.closing {
+			return nil
+		}
+		if c.authed {
 			return cmds[i:]
 		}
 		args := cmd.Args
 		switch {
+		case d != nil && equalFold(args[0], "AUTH") && (len(args) == 2 || len(args) == 3) && !c.proxyUser(args):
+			// Another user's login on the client's own connection: Redis judges it there, and
+			// the connection is then that user's (or still Redis' default user's).
+			c.authed = true
+			return cmds[i:]
 		case equalFold(args[0], "AUTH") && (len(args) == 2 || len(args) == 3):
 			cmdAuth(c, args)
 		case equalFold(args[0], "AUTH"):
@@ -104,6 +116,12 @@ func helloHasAuth(args [][]byte) bool {
 		}
 	}
 	return false
+}
+
+// proxyUser reports whether AUTH args log in as the default user while ClientPassword is set:
+// the proxy checks those.
+func (c *client) proxyUser(args [][]byte) bool {
+	return c.s.opts.ClientPassword != "" && (len(args) == 2 || equalFold(args[1], "default"))
 }
 
 // proxyLogin checks a login as the default user against ClientPassword, when one is set: true

@@ -55,9 +55,13 @@ func cmdAuth(c *client, args [][]byte) {
 	}
 	if handled, ok := c.proxyLogin(id.user, id.pass); handled {
 		if ok { // ClientPassword: the client runs as the proxy's user
-			c.write([]byte(replyOK))
 			c.setIdentity(c.s.defaultID, aclAllowed)
 			c.authed = true
+			if d := c.ded.Load(); d != nil && c.s.defaultID.creds() {
+				d.loginAsProxy() // its own connection logs in as the proxy's user too
+			} else {
+				c.write([]byte(replyOK))
+			}
 		}
 		return
 	}

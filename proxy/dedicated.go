@@ -56,7 +56,16 @@ func (c *client) toDedicated(cmds []redcon.Command) {
 	// A connection of its own counts against Redis' maxclients: beyond limits.max_dedicated the
 	// client is answered with an error instead, and stays (the admin's and the proxy's own
 	// connections must still get in).
-	if max := int64(c.s.opts.MaxDedicated); max > 0 && c.s.ndedicated.Add(1) > max {
+	if !c.mayRewrite() {
+		// An unauthenticated client of a Redis that requires a password: Redis answers its
+		// commands -NOAUTH, so none is worth a connection (which would count against the
+		// bound, and Redis' maxclients, for nothing).
+		for range cmds {
+			c.write([]byte(errNoAuth))
+		}
+		return
+	}
+	if n := c.s.ndedicated.Add(1); c.s.opts.MaxDedicated > 0 && n > int64(c.s.opts.MaxDedicated) {
 		c.s.ndedicated.Add(-1)
 		c.s.m.dedicatedRefused.Inc()
 		for range cmds {
@@ -163,6 +172,13 @@ func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
 		}
 		if d.quit.Load() {
 			break
+		}
+		if !d.c.authed { // a RESET logged the client out: the rest waits for its AUTH
+			d.sent.Add(expect)
+			if d.write() {
+				d.c.run(cmds[i+1:])
+			}
+			return
 		}
 	}
 	d.sent.Add(expect)
@@ -317,16 +333,25 @@ func (d *dedicated) trackClient(args [][]byte) int64 {
 	return 0
 }
 
-// trackReset: RESET logs the upstream connection out to the default user, as the client is
-// now. With ClientPassword, the client must AUTH with the proxy again before anything reaches
-// this connection (authGate), and then runs as the proxy's user: the connection logs in as it.
+// trackReset: RESET logs the upstream connection out to Redis' default user, and the client
+// with it: as on the shared path (cmdReset), it is not authenticated any more, and with
+// ClientPassword it must AUTH again (authGate) before anything more reaches this connection.
 func (d *dedicated) trackReset(args [][]byte) int64 {
 	d.db, d.inMulti, d.hasDB = 0, false, false
-	if id := d.c.s.defaultID; id.creds() && d.c.s.opts.ClientPassword != "" && len(args) == 1 {
-		d.out = resp.AppendCommand(d.out, "AUTH", id.user, id.pass)
-		d.resetAuth.Add(1)
+	if len(args) == 1 {
+		d.c.setIdentity(d.c.s.anonID, aclAllowed)
+		d.c.authed = d.c.s.opts.ClientPassword == ""
 	}
 	return 0
+}
+
+// loginAsProxy logs this connection in as the proxy's user, for a client that gave
+// ClientPassword while on it: Redis' +OK answers the client's AUTH, in order.
+func (d *dedicated) loginAsProxy() {
+	id := d.c.s.defaultID
+	d.out = resp.AppendCommand(d.out, "AUTH", id.user, id.pass)
+	d.sent.Add(1)
+	d.write()
 }
 
 // relay copies replies from upstream to the client, coalescing whatever is already buffered

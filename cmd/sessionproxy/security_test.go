@@ -36,9 +36,12 @@ func TestClientsNeverBorrowTheProxysCredentials(t *testing.T) {
 	p := startProxy(t, up.Addr(), "SESSIONPROXY_UPSTREAM_PASSWORD=redispw")
 	steps := [][]string{
 		{"PING"}, {"CONFIG", "GET", "requirepass"}, {"GET", "k"}, {"HSET", "session:1", "userid", "7"},
+		{"SUBSCRIBE", "ch"}, {"WATCH", "k"}, {"BLPOP", "l", "1"},
 		{"HELLO", "3"}, {"AUTH", "wrong"}, {"AUTH", "default", "wrong"}, {"PING"},
 		{"AUTH", "redispw"}, {"PING"}, {"SET", "k", "v"}, {"GET", "k"}, {"CONFIG", "GET", "requirepass"},
 		{"RESET"}, {"GET", "k"},
+		// On a connection of its own (SUBSCRIBE), RESET logs out too.
+		{"AUTH", "redispw"}, {"SUBSCRIBE", "ch"}, {"RESET"}, {"GET", "k"}, {"CONFIG", "GET", "requirepass"},
 	}
 	direct, proxied := dialRESP(t, up.Addr()), dialRESP(t, p.Addr)
 	for _, st := range steps {
@@ -88,6 +91,24 @@ func TestClientPassword(t *testing.T) {
 	} {
 		if got := c.do(st.cmd...); got != st.want {
 			t.Errorf("%q: %q, want %q", st.cmd, clip(got), st.want)
+		}
+	}
+	// On a connection of its own (SUBSCRIBE) too: RESET logs out, AUTH logs in again.
+	sub := dialRESP(t, p.Addr)
+	for _, st := range []struct {
+		cmd  []string
+		want string
+	}{
+		{[]string{"AUTH", "clientpw"}, "+OK\r\n"},
+		{[]string{"SUBSCRIBE", "ch"}, "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"},
+		{[]string{"RESET"}, "+RESET\r\n"},
+		{[]string{"GET", "k"}, "-NOAUTH Authentication required.\r\n"},
+		{[]string{"AUTH", "nope"}, "-WRONGPASS invalid username-password pair or user is disabled.\r\n"},
+		{[]string{"AUTH", "clientpw"}, "+OK\r\n"},
+		{[]string{"GET", "k"}, "$1\r\nv\r\n"},
+	} {
+		if got := sub.do(st.cmd...); got != st.want {
+			t.Errorf("own connection: %q: %q, want %q", st.cmd, clip(got), st.want)
 		}
 	}
 	h := dialRESP(t, p.Addr)
@@ -217,5 +238,37 @@ func TestQueryBufferLimit(t *testing.T) {
 	}
 	if n := strings.Count(string(log), "reached max query buffer length"); n != 1 {
 		t.Errorf("Redis closed %d clients for their query buffer, want 1 (the direct one):\n%s", n, log)
+	}
+}
+
+// TestClientPasswordAlone: clients.password in front of a Redis that asks for none, so the
+// proxy's check is all that stands between a client and Redis: nothing a client sends before
+// its AUTH reaches Redis, not even after a QUIT in the same write.
+func TestClientPasswordAlone(t *testing.T) {
+	up := redistest.Start(t)
+	p := startProxy(t, up.Addr(), "SESSIONPROXY_CLIENTS_PASSWORD=clientpw")
+	c := dialRESP(t, p.Addr)
+	c.send(append(append(encode("SET", "before-auth", "1"), encode("QUIT")...), encode("SET", "after-quit", "1")...))
+	for _, want := range []string{"-NOAUTH Authentication required.\r\n", "+OK\r\n"} {
+		if got, err := c.reply(2 * time.Second); err != nil || got != want {
+			t.Errorf("%q %v, want %q", got, err, want)
+		}
+	}
+	c.expectClosed(2 * time.Second)
+	for _, k := range []string{"before-auth", "after-quit"} {
+		if got, err := up.DoText("EXISTS", k); err != nil || got != "0" {
+			t.Errorf("%s reached Redis: EXISTS = %s %v", k, got, err)
+		}
+	}
+	// RESET in a batch: what follows it waits for AUTH again.
+	r := dialRESP(t, p.Addr)
+	r.send(append(append(append(encode("AUTH", "clientpw"), encode("RESET")...), encode("SET", "after-reset", "1")...), encode("PING")...))
+	for _, want := range []string{"+OK\r\n", "+RESET\r\n", "-NOAUTH Authentication required.\r\n", "-NOAUTH Authentication required.\r\n"} {
+		if got, err := r.reply(2 * time.Second); err != nil || got != want {
+			t.Errorf("%q %v, want %q", got, err, want)
+		}
+	}
+	if got, err := up.DoText("EXISTS", "after-reset"); err != nil || got != "0" {
+		t.Errorf("after-reset reached Redis: EXISTS = %s %v", got, err)
 	}
 }

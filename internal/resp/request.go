@@ -737,8 +737,14 @@ func (c *Conn) Read(p []byte) (int, error) {
 			return k, nil
 		}
 		if c.off > 0 { // the whole commands are out: keep the held tail at the front
-			n := copy(c.out, c.out[c.off:])
-			c.out, c.ready, c.off = c.out[:n], c.ready-c.off, 0
+			if cap(c.out) > keepOut && len(c.out)-c.off <= keepOut {
+				// after a huge command, a small buffer again
+				c.out = append(make([]byte, 0, keepOut), c.out[c.off:]...)
+			} else {
+				n := copy(c.out, c.out[c.off:])
+				c.out = c.out[:n]
+			}
+			c.ready, c.off = c.ready-c.off, 0
 		}
 		if c.perr != nil {
 			if !c.replied {
