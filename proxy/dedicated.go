@@ -45,10 +45,7 @@ type dedicated struct {
 	// applies at once, or at EXEC inside MULTI; a SELECT Redis refuses is not noticed.
 	db, multiDB    int
 	inMulti, hasDB bool
-	// resetAuth counts RESETs followed by a re-AUTH the proxy added; the reply after the
-	// matching +RESET belongs to the proxy and is not relayed.
-	resetAuth atomic.Int32
-	closed    atomic.Bool
+	closed         atomic.Bool
 }
 
 // toDedicated moves the client to a dedicated upstream connection and forwards cmds there.
@@ -360,7 +357,6 @@ func (d *dedicated) relay() {
 	defer d.m.dedicated.Dec()
 	defer d.c.s.ndedicated.Add(-1)
 	buf := make([]byte, 0, 16<<10)
-	swallowNext := false
 	for {
 		buf = buf[:0]
 		var err error
@@ -368,22 +364,13 @@ func (d *dedicated) relay() {
 		for {
 			// Wait for the next frame's first byte before reading raw: a SYNC forwarded
 			// meanwhile turns everything from here on into a byte stream.
-			if _, err = d.br.Peek(1); err != nil || d.rawNow(swallowNext) {
+			if _, err = d.br.Peek(1); err != nil || d.raw.Load() {
 				break
 			}
 			mark := len(buf)
 			if buf, err = resp.AppendReply(buf, d.br); err != nil {
 				buf = buf[:mark]
 				break
-			}
-			frame := buf[mark:]
-			switch {
-			case swallowNext:
-				buf, swallowNext = buf[:mark], false
-				continue
-			case d.resetAuth.Load() > 0 && string(frame) == "+RESET\r\n":
-				d.resetAuth.Add(-1)
-				swallowNext = true
 			}
 			n++
 			if d.br.Buffered() == 0 || len(buf) >= 64<<10 {
@@ -398,7 +385,7 @@ func (d *dedicated) relay() {
 			d.m.bytesOut.Add(float64(len(buf)))
 		}
 		d.relayed.Add(n)
-		if err == nil && d.rawNow(swallowNext) {
+		if err == nil && d.raw.Load() {
 			err = d.pipe(buf[:cap(buf)])
 		}
 		if err != nil {
@@ -406,12 +393,6 @@ func (d *dedicated) relay() {
 			return
 		}
 	}
-}
-
-// rawNow reports whether the relay copies bytes from here on: SYNC/PSYNC was forwarded and
-// the replies to the proxy's own setup commands before it have been dropped.
-func (d *dedicated) rawNow(swallowNext bool) bool {
-	return d.raw.Load() && !swallowNext && d.resetAuth.Load() == 0
 }
 
 // pipe copies the upstream's bytes to the client as they come (a replication stream) until
