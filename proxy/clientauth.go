@@ -175,3 +175,10 @@ func (s *Server) readQueryBufLimit(ctx context.Context) {
 		s.queryBuf.Store(v)
 	}
 }
+
+// unauthenticated reports whether Redis' limits for unauthenticated clients apply to the
+// client's next command (resp.Conn.Unauthenticated): it has not given ClientPassword, or it is
+// Redis' default user without a password while Redis requires one.
+func (c *client) unauthenticated() bool {
+	return !c.authed || (c.ident == c.s.anonID && !c.s.anonOpen.Load())
+}

@@ -286,6 +286,9 @@ func (s *Server) accept(rc redcon.Conn) bool {
 	}
 	c := newClient(s, rc, s.nextID.Add(1))
 	c.initInfo()
+	if c.conn != nil {
+		c.conn.Unauthenticated = c.unauthenticated
+	}
 	if c.conn != nil && s.opts.Ordering != OrderNone {
 		c.conn.OnBatch = func(at int64) { s.order.arrived(c, at) }
 	}

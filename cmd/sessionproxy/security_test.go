@@ -50,6 +50,29 @@ func TestClientsNeverBorrowTheProxysCredentials(t *testing.T) {
 			t.Errorf("%q: proxy %q, Redis %q", st, clip(g), clip(d))
 		}
 	}
+	// Redis' limits for unauthenticated clients, as Redis applies them; and an AUTH followed in
+	// the same write by a command beyond them.
+	for _, in := range []string{"*11\r\n", "*1\r\n$16385\r\n"} {
+		d, g := dialRESP(t, up.Addr()), dialRESP(t, p.Addr)
+		d.send([]byte(in))
+		g.send([]byte(in))
+		dr, _ := d.reply(2 * time.Second)
+		gr, _ := g.reply(2 * time.Second)
+		if dr != gr || !strings.Contains(gr, "unauthenticated") {
+			t.Errorf("%q before AUTH: proxy %q, Redis %q", in, gr, dr)
+		}
+		g.expectClosed(2 * time.Second)
+	}
+	big := strings.Repeat("x", 20000)
+	for _, addr := range []string{up.Addr(), p.Addr} {
+		c := dialRESP(t, addr)
+		c.send(append(encode("AUTH", "redispw"), encode("SET", "big", big)...))
+		for _, want := range []string{"+OK\r\n", "+OK\r\n"} {
+			if got, err := c.reply(2 * time.Second); err != nil || got != want {
+				t.Errorf("%s: AUTH and a 20 KB SET in one write: %q %v", addr, got, err)
+			}
+		}
+	}
 	if got := dialRESP(t, p.Addr).do("SESSIONS.REINDEX"); !strings.HasPrefix(got, "-NOPERM") {
 		t.Errorf("SESSIONS.REINDEX before AUTH: %q, want -NOPERM", got)
 	}
@@ -259,6 +282,10 @@ func TestClientPasswordAlone(t *testing.T) {
 		if got, err := up.DoText("EXISTS", k); err != nil || got != "0" {
 			t.Errorf("%s reached Redis: EXISTS = %s %v", k, got, err)
 		}
+	}
+	// Before AUTH, Redis' limits for unauthenticated clients apply to the proxy's password too.
+	if got := dialRESP(t, p.Addr).do("SET", "k", strings.Repeat("x", 16385)); got != "-ERR Protocol error: unauthenticated bulk length\r\n" {
+		t.Errorf("a 16 KiB+1 bulk before AUTH: %q", clip(got))
 	}
 	// RESET in a batch: what follows it waits for AUTH again.
 	r := dialRESP(t, p.Addr)

@@ -82,6 +82,8 @@ var (
 	errTooBigBulk     = &ProtocolError{Msg: "Protocol error: too big bulk count string"}
 	errInvalidBulkLen = &ProtocolError{Msg: "Protocol error: invalid bulk length"}
 	errQueryBufLimit  = &ProtocolError{Msg: "query buffer limit reached", Silent: true}
+	errUnauthMbulk    = &ProtocolError{Msg: "Protocol error: unauthenticated multibulk length"}
+	errUnauthBulk     = &ProtocolError{Msg: "Protocol error: unauthenticated bulk length"}
 )
 
 // errExpectedDollar is "Protocol error: expected '$', got '%c'" as addReplyErrorFormat sends it.
@@ -130,7 +132,27 @@ type Normalizer struct {
 	line []byte // inline line fragment carried between Feed calls (at most MaxInlineLen)
 
 	bound int // the last Feed's dst length at its last command boundary; -1: none
+	used  int // bytes of src the last Feed consumed (less than all: it stopped after a command)
+	// unauth: the client has not authenticated to a server that requires it. Redis' stricter
+	// limits apply (a multibulk of more than 10, a bulk over 16 KiB end the connection), and
+	// Feed stops after each command: whether the next one is still unauthenticated depends on
+	// what the caller does with this one (an AUTH).
+	unauth bool
 }
+
+// SetUnauthenticated switches Redis' limits for clients that have not authenticated on or off
+// for the next Feed calls (Conn.Unauthenticated).
+func (n *Normalizer) SetUnauthenticated(on bool) { n.unauth = on }
+
+// Used is how many bytes of its src the last Feed consumed: all of them, unless it stopped
+// after a whole command because the client is unauthenticated (the rest is for a later call).
+func (n *Normalizer) Used() int { return n.used }
+
+// Redis' limits before authentication (networking.c).
+const (
+	unauthMbulk = 10
+	unauthBulk  = 16384
+)
 
 // Boundary is the length dst had, in the last Feed call, at the last command boundary: the
 // output up to it is whole commands. -1 if that call passed none.
@@ -161,13 +183,17 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 	if n.state == stStart {
 		n.bound = len(dst)
 	}
+	start := n.bound
 	i := 0
 	for i < len(src) {
+		if n.unauth && n.state == stStart && n.bound > start {
+			break // one whole command: the caller handles it before the next is parsed
+		}
 		switch n.state {
 		case stStart:
 			n.lineLen = 0
 			if src[i] == '*' {
-				if v, j, ok := n.canonicalLine(src, i, n.lim.MaxMultibulkLen); ok && v > 0 {
+				if v, j, ok := n.canonicalLine(src, i, n.maxMbulk()); ok && v > 0 {
 					// Fast path: the line is already canonical; copy it.
 					dst = append(dst, src[i:j]...)
 					i = j
@@ -232,6 +258,9 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 			if !ok || ll > n.lim.MaxMultibulkLen {
 				return dst, n.fail(errInvalidMbulk)
 			}
+			if n.unauth && ll > unauthMbulk {
+				return dst, n.fail(errUnauthMbulk)
+			}
 			if ll <= 0 {
 				n.state, n.bound = stStart, len(dst) // "*0", "*-1": Redis ignores the request
 				continue
@@ -250,6 +279,9 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 			ll, ok := n.lineNum()
 			if !ok || ll < 0 || ll > n.lim.MaxBulkLen {
 				return dst, n.fail(errInvalidBulkLen)
+			}
+			if n.unauth && ll > unauthBulk {
+				return dst, n.fail(errUnauthBulk)
 			}
 			if n.lim.MaxQueryBuf > 0 && ll+2 > n.lim.MaxQueryBuf {
 				return dst, n.fail(errQueryBufLimit)
@@ -309,15 +341,28 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 			i = len(src)
 		}
 	}
+	n.used = i
 	return dst, nil
 }
 
 // fastBulk is the largest bulk the fast path may copy: larger ones take the checked path.
 func (n *Normalizer) fastBulk() int64 {
-	if q := n.lim.MaxQueryBuf; q > 0 && q-2 < n.lim.MaxBulkLen {
-		return q - 2
+	m := n.lim.MaxBulkLen
+	if q := n.lim.MaxQueryBuf; q > 0 && q-2 < m {
+		m = q - 2
 	}
-	return n.lim.MaxBulkLen
+	if n.unauth {
+		m = min(m, unauthBulk)
+	}
+	return m
+}
+
+// maxMbulk is the largest multibulk count the fast path may copy.
+func (n *Normalizer) maxMbulk() int64 {
+	if n.unauth {
+		return min(n.lim.MaxMultibulkLen, unauthMbulk)
+	}
+	return n.lim.MaxMultibulkLen
 }
 
 // inline consumes bytes of an inline line from src[i:]; when the line is complete it emits the
@@ -674,6 +719,13 @@ type Conn struct {
 	stampWhen *atomic.Bool // nil: always; else reads keep receive times only while it is true
 	arrival   int64        // receive time (unix ns) of the last read's bytes; 0: unknown
 
+	// Unauthenticated, if set, says before each parse whether the client has not
+	// authenticated to a Redis (or proxy) that requires it: Redis' stricter limits apply then,
+	// and commands are handed on one at a time (Normalizer.SetUnauthenticated). Called on the
+	// reader goroutine, which also runs the caller's command handling.
+	Unauthenticated func() bool
+	pend            []byte // read bytes not parsed yet (after an unauthenticated command)
+
 	// OnBatch, if set, runs when a read with a receive time ends at a command boundary, with
 	// that time: the bytes read so far are whole commands, which the caller will handle next.
 	// Set before the first Read; called on the reader goroutine.
@@ -758,26 +810,36 @@ func (c *Conn) Read(p []byte) (int, error) {
 			}
 			return 0, c.perr
 		}
-		if err := c.rerr; err != nil {
-			c.rerr = nil // not sticky: a read deadline may be extended and Read called again
-			return 0, err
-		}
-		if len(p) == 0 {
-			return 0, nil
-		}
-		if c.raw == nil {
-			c.raw = make([]byte, connReadSize)
-		}
-		var nr int
-		var err error
-		if c.stamp != nil && (c.stampWhen == nil || c.stampWhen.Load()) {
-			nr, c.arrival, err = c.stamp.read(c.raw)
+		var src []byte
+		if len(c.pend) > 0 { // bytes read earlier, held while the client was unauthenticated
+			src, c.pend = c.pend, nil
 		} else {
-			nr, err = c.Conn.Read(c.raw)
-			c.arrival = 0
+			if err := c.rerr; err != nil {
+				c.rerr = nil // not sticky: a read deadline may be extended and Read called again
+				return 0, err
+			}
+			if len(p) == 0 {
+				return 0, nil
+			}
+			if c.raw == nil {
+				c.raw = make([]byte, connReadSize)
+			}
+			var nr int
+			var err error
+			if c.stamp != nil && (c.stampWhen == nil || c.stampWhen.Load()) {
+				nr, c.arrival, err = c.stamp.read(c.raw)
+			} else {
+				nr, err = c.Conn.Read(c.raw)
+				c.arrival = 0
+			}
+			src, c.rerr = c.raw[:nr], err
 		}
-		out, ferr := c.n.Feed(c.out, c.raw[:nr])
+		c.n.SetUnauthenticated(c.Unauthenticated != nil && c.Unauthenticated())
+		out, ferr := c.n.Feed(c.out, src)
 		c.out = out
+		if u := c.n.Used(); ferr == nil && u < len(src) {
+			c.pend = src[u:] // aliases c.raw, which is read into again only once pend is empty
+		}
 		if b := c.n.Boundary(); b >= 0 {
 			c.ready = b
 		}
@@ -789,7 +851,6 @@ func (c *Conn) Read(p []byte) (int, error) {
 		} else if c.OnBatch != nil && c.arrival != 0 && len(out) > 0 && c.n.state == stStart {
 			c.OnBatch(c.arrival)
 		}
-		c.rerr = err
 	}
 }
 

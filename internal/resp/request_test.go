@@ -807,3 +807,33 @@ func TestConnHandsOnWholeCommands(t *testing.T) {
 		t.Fatalf("second read: %d bytes %v, want the whole %d-byte command", n, err, len(big))
 	}
 }
+
+// TestNormalizerUnauthenticated: Redis' limits before authentication, and one command at a
+// time: what the next one may be depends on what the caller does with this one (an AUTH).
+func TestNormalizerUnauthenticated(t *testing.T) {
+	n := NewNormalizer(DefaultLimits())
+	n.SetUnauthenticated(true)
+	two := mbulk("AUTH", "pw") + mbulk("GET", "k")
+	out, err := n.Feed(nil, []byte(two))
+	if err != nil || string(out) != mbulk("AUTH", "pw") || n.Used() != len(mbulk("AUTH", "pw")) {
+		t.Fatalf("first feed: %q %v used %d", out, err, n.Used())
+	}
+	n.SetUnauthenticated(false)
+	rest := two[n.Used():]
+	if out, err = n.Feed(nil, []byte(rest)); err != nil || string(out) != rest || n.Used() != len(rest) {
+		t.Fatalf("second feed: %q %v used %d", out, err, n.Used())
+	}
+	for _, tc := range []struct{ in, want string }{
+		{"*11\r\n", "-ERR Protocol error: unauthenticated multibulk length\r\n"},
+		{"*1\r\n$16385\r\n", "-ERR Protocol error: unauthenticated bulk length\r\n"},
+		{"*11\r\n$1\r\na\r\n", "-ERR Protocol error: unauthenticated multibulk length\r\n"},
+	} {
+		n := NewNormalizer(DefaultLimits())
+		n.SetUnauthenticated(true)
+		_, err := n.Feed(nil, []byte(tc.in))
+		var pe *ProtocolError
+		if !errors.As(err, &pe) || string(pe.Reply()) != tc.want {
+			t.Errorf("%q: %v, want %q", tc.in, err, tc.want)
+		}
+	}
+}
