@@ -108,8 +108,7 @@ func (s *Server) clusterRewriteDedicated(dst []byte, spec *cmdSpec, args [][]byt
 		return dst, redcon.AppendError(nil, "ERR SESSIONS commands are not available on a connection of its own "+
 			"(after WATCH, SUBSCRIBE or a blocking command) in cluster mode")
 	}
-	raw := appendArgs(nil, args)
-	p := c.clusterRewrite(cpart{raw: raw, extra: 1}, spec, args, raw)
+	p := c.clusterRewrite(cpart{args: args, extra: 1}, spec, args, nil)
 	if !p.session {
 		return dst, nil
 	}

@@ -223,7 +223,7 @@ func (c *Cluster) drain(ctx context.Context, slots []int) ([]int, error) {
 	pipe := c.o.Client.Pipeline()
 	heads := make([]*redis.StringSliceCmd, len(slots))
 	for i, s := range slots {
-		heads[i] = pipe.LRange(ctx, sch.SlotKeys(cluster.SlotTag(s))[2], 0, int64(c.o.Batch-1))
+		heads[i] = pipe.LRange(ctx, c.book(s)[bookOutbox], 0, int64(c.o.Batch-1))
 	}
 	_, err := pipe.Exec(ctx)
 	type change struct {
@@ -253,10 +253,7 @@ func (c *Cluster) drain(ctx context.Context, slots []int) ([]int, error) {
 		if ch.e.kind == "" {
 			continue
 		}
-		ikey := sch.IndexKey(ch.e.rule-1, ch.e.uid)
-		book := sch.IndexSlotKeys(cluster.SlotTag(cluster.Slot([]byte(ikey))))
-		calls = append(calls, call{c.index, []string{book[0], book[1], ikey},
-			[]any{ch.e.seq, ch.e.kind, ch.e.rule, ch.e.score, ch.e.uid, ch.e.key}})
+		calls = append(calls, c.indexChange(sch.IndexKey(ch.e.rule-1, ch.e.uid), ch.e.seq, ch.e.kind, ch.e.rule, ch.e.score, ch.e.uid, ch.e.key))
 		idx = append(idx, i)
 	}
 	res := c.run(ctx, calls)
@@ -293,7 +290,7 @@ func (c *Cluster) drain(ctx context.Context, slots []int) ([]int, error) {
 				last = max(last, e.seq)
 			}
 		}
-		acks = append(acks, call{c.ack, []string{sch.SlotKeys(cluster.SlotTag(s))[2]}, []any{last}})
+		acks = append(acks, call{c.ack, []string{c.book(s)[bookOutbox]}, []any{last}})
 		if len(h.Val()) == c.o.Batch {
 			full = append(full, s)
 		}
@@ -307,6 +304,26 @@ func (c *Cluster) drain(ctx context.Context, slots []int) ([]int, error) {
 		err = errors.Join(err, fmt.Errorf("reaper: index changes of %d slots not made", len(failed)-1))
 	}
 	return full, err
+}
+
+// The slot's bookkeeping keys, in rewrite.Schema.SlotKeys' order.
+const (
+	bookOwners = iota
+	bookLedger
+	bookOutbox
+)
+
+// book is the bookkeeping keys of slot.
+func (c *Cluster) book(slot int) [4]string { return c.o.Schema.SlotKeys(cluster.SlotTag(slot)) }
+
+// bookOf is the bookkeeping keys of key's slot.
+func (c *Cluster) bookOf(key string) [4]string { return c.book(cluster.Slot([]byte(key))) }
+
+// indexChange is the cindex.lua call that makes one index change on ikey's node: args are
+// seq, kind, rule (1-based), score, uid, session key.
+func (c *Cluster) indexChange(ikey string, args ...any) call {
+	book := c.o.Schema.IndexSlotKeys(cluster.SlotTag(cluster.Slot([]byte(ikey))))
+	return call{c.index, []string{book[0], book[1], ikey}, args}
 }
 
 // call is one script call of a pipeline.
@@ -487,12 +504,12 @@ func (c *Cluster) catchUp(ctx context.Context, node string) {
 func (c *Cluster) slotsWith(ctx context.Context, node *redis.Client, mode string, slots []int) ([]int, error) {
 	args := make([]any, 0, 2+len(slots))
 	args = append(args, mode, "") // "": due by Redis' clock
-	which := 2                    // SlotKeys: the outbox
+	which := bookOutbox
 	if mode == "due" {
-		which = 1 // the ledger
+		which = bookLedger
 	}
 	for _, s := range slots {
-		args = append(args, c.o.Schema.SlotKeys(cluster.SlotTag(s))[which])
+		args = append(args, c.book(s)[which])
 	}
 	pos, err := c.node.Run(ctx, node, nil, args...).Int64Slice()
 	if err != nil {
@@ -519,7 +536,7 @@ func (c *Cluster) sweep(ctx context.Context, node *redis.Client, slots []int) {
 		}
 		calls := make([]call, len(due))
 		for i, s := range due {
-			book := c.o.Schema.SlotKeys(cluster.SlotTag(s))
+			book := c.book(s)
 			calls[i] = call{c.reap, book[:], []any{"due", "", c.o.Batch}}
 		}
 		now := time.Now()
@@ -741,7 +758,7 @@ func (c *Cluster) eventLoop(ctx context.Context, events <-chan string) {
 		calls := make([]call, 0, len(bySlot))
 		slots := make([]int, 0, len(bySlot))
 		for s, ks := range bySlot {
-			book := c.o.Schema.SlotKeys(cluster.SlotTag(s))
+			book := c.book(s)
 			calls = append(calls, call{c.reap, append(ks, book[:]...), []any{"keys"}})
 			slots = append(slots, s)
 			delete(bySlot, s)

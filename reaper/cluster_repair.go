@@ -110,8 +110,7 @@ func (c *Cluster) repairNode(ctx context.Context, node *redis.Client, r int, fix
 			k, uid := e[0], e[1]
 			if st := states[k]; st.owner != uid {
 				rep.Stale++
-				book := sch.IndexSlotKeys(cluster.SlotTag(cluster.Slot([]byte(ikey))))
-				calls = append(calls, call{c.index, []string{book[0], book[1], ikey}, []any{st.seq, "r", r + 1, "-", uid, k}})
+				calls = append(calls, c.indexChange(ikey, st.seq, "r", r+1, "-", uid, k))
 			}
 		}
 		if !fix {
@@ -194,7 +193,7 @@ func bySlot(keys []string) [][]string {
 // slotCall is a slot script's call over keys of one slot of rule r: the keys, then the slot's
 // bookkeeping; ARGV the rule of each key, then extra.
 func (c *Cluster) slotCall(sc *redis.Script, keys []string, r int, extra ...any) call {
-	book := c.o.Schema.SlotKeys(cluster.SlotTag(cluster.Slot([]byte(keys[0]))))
+	book := c.bookOf(keys[0])
 	args := make([]any, 0, len(keys)+len(extra))
 	for range keys {
 		args = append(args, r+1)

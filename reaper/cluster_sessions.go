@@ -125,7 +125,7 @@ func (c *Cluster) live(ctx context.Context, uid string, keys []string) ([]string
 	owners := make([]*redis.StringCmd, len(keys))
 	for i, k := range keys {
 		exists[i] = pipe.Exists(ctx, k)
-		owners[i] = pipe.HGet(ctx, c.o.Schema.SlotKeys(cluster.SlotTag(cluster.Slot([]byte(k))))[0], k)
+		owners[i] = pipe.HGet(ctx, c.bookOf(k)[bookOwners], k)
 	}
 	_, _ = pipe.Exec(ctx)
 	var out []string
