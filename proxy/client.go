@@ -518,6 +518,9 @@ func (c *client) sharedConn() (*sharedConn, error) {
 		}
 		c.pool = p
 	}
+	if c.gated {
+		return c.pool.leastRecent(c.s.ctx, c.id)
+	}
 	return c.pool.conn(c.s.ctx, c.id)
 }
 

@@ -3,6 +3,10 @@ package proxy
 import (
 	"testing"
 	"time"
+
+	"github.com/tidwall/redcon"
+
+	"github.com/sessionproxy/sessionproxy/internal/redistest"
 )
 
 // TestOrderGate: a batch waits in the gate until every batch received before it that has
@@ -67,5 +71,40 @@ func TestOrderAuto(t *testing.T) {
 	g.on(OrderAuto) // closes the quiet window
 	if !g.on(OrderAuto) {
 		t.Error("still off after a quiet window")
+	}
+}
+
+// TestLeastRecent: a gated batch goes on the pool's connection Redis answered longest ago, and
+// the pool's slots are dialed for it, so that it never follows another client's command on the
+// connection Redis served last (TestOrderAcrossConnections, end to end).
+func TestLeastRecent(t *testing.T) {
+	up := redistest.Start(t)
+	s := startProxy(t, up)
+	p, err := s.pools.get(poolKey{id: s.anonID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ping := func(u *sharedConn) {
+		t.Helper()
+		req := &request{done: make(chan struct{}, 1), cmds: []redcon.Command{{Raw: []byte("*1\r\n$4\r\nPING\r\n"), Args: [][]byte{[]byte("PING")}}}}
+		if err := u.do(req); err != nil || req.err != nil {
+			t.Fatalf("PING: %v %v", err, req.err)
+		}
+	}
+	first, err := p.leastRecent(s.ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ping(first)
+	second, err := p.leastRecent(s.ctx, 0) // slot 1 was dialed by the first call
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second == first {
+		t.Fatal("the connection Redis just answered was picked again")
+	}
+	ping(second)
+	if again, _ := p.leastRecent(s.ctx, 1); again != first {
+		t.Fatal("the connection answered longest ago was not picked")
 	}
 }

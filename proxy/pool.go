@@ -271,6 +271,31 @@ func (p *pool) conn(ctx context.Context, n uint64) (*sharedConn, error) {
 	return u, nil
 }
 
+// leastRecent returns the live shared connection Redis answered longest ago, dialing the
+// pool's slots that are not live first. A batch in the order gate goes there: Redis reads first
+// the connections it served in its previous event-loop turn (they stay at the head of its epoll
+// ready list until its next wait), so a command on the connection that just carried another
+// client's command can overtake one written before it on another connection (bench/orderprobe,
+// "same": about 1 run in 200 on Redis alone, more when Redis is descheduled between its reply
+// and its next wait). Any slot will do: a client has nothing outstanding between batches on the
+// shared path.
+func (p *pool) leastRecent(ctx context.Context, n uint64) (*sharedConn, error) {
+	best, err := p.conn(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	for i := range p.slots {
+		u, err := p.conn(ctx, uint64(i)) // live: a load; else a dial, once
+		if err != nil || u.gen != best.gen {
+			continue
+		}
+		if u.lastDone.Load() < best.lastDone.Load() {
+			best = u
+		}
+	}
+	return best, nil
+}
+
 // keepRetired remembers a retired connection until it closes itself, so that a shutdown
 // meanwhile closes it too.
 func (p *pool) keepRetired(u *sharedConn) {

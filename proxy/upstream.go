@@ -281,6 +281,8 @@ type sharedConn struct {
 	dead atomic.Bool
 	m    *metrics
 	gen  uint64 // the dialer's gen when it was dialed
+	// lastDone: when a request on it last completed, unix ns (pool.leastRecent).
+	lastDone atomic.Int64
 
 	mu          sync.Mutex
 	wbuf        []byte
@@ -363,7 +365,9 @@ func (u *sharedConn) do(req *request) error {
 		}
 		<-req.done
 	}
-	u.m.upstreamRTT.Observe(time.Since(req.start).Seconds())
+	now := time.Now()
+	u.lastDone.Store(now.UnixNano())
+	u.m.upstreamRTT.Observe(now.Sub(req.start).Seconds())
 	return nil
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"testing"
+	"time"
 
 	"github.com/sessionproxy/sessionproxy/internal/redistest"
 )
@@ -10,15 +11,15 @@ import (
 // one another client writes after it (issue 11, item 6), also when the first moves its client
 // to a dedicated connection (a blocking XREADGROUP; an UNSUBSCRIBE on a subscribed client).
 // Each sequence runs 30 times straight against Redis and through the binary with `ordering:
-// arrival`, and with the default `ordering: auto` (the gate is on while the proxy is lightly
-// loaded, as here). The proxy writes the commands upstream in their order (proxy/order.go), but
-// Redis does not always run commands in the order they were written on different connections:
-// bench/orderprobe measures 22-32 of 3000 runs reordered on Redis alone when B's connection had
-// just been served, and in runs that missed here MONITOR showed the proxy writing A's command
-// 100-250 µs before B's, which Redis still ran second (README "What differs"). Idle, the proxy
-// keeps the order in 27-30 of 30 runs, `ordering: none` (logged) in 0-23; a loaded CI host (the
-// race detector, the other packages' tests) has been seen at 23 of 30, so the test holds the
-// gate to 2 runs in 3.
+// arrival` and with the default `ordering: auto`, and every run must keep the order. The runs
+// are paced (a millisecond apart) so that the proxy stays in auto's quiet regime, at most 2,000
+// batches a second, as a proxy serving people rather than a load loop does; under load auto
+// turns the gate off (README "What differs"). Two things make it hold on a busy host, each
+// measured with this test at 200 runs a sequence beside a CPU-bound loop: the probe for unread
+// earlier bytes runs for batches read late too (1 run in 300 missed without), and a gated batch
+// goes on the shared connection Redis served least recently, not on the one that just carried
+// the previous client's command, which Redis may read first (1 in 120 missed without; 0 of
+// 7,200 with both). `ordering: none` keeps only each client's own order: logged, not checked.
 func TestOrderAcrossConnections(t *testing.T) {
 	up := redistest.Start(t)
 	p := startProxy(t, up.Addr(), "SESSIONPROXY_ORDERING=arrival")
@@ -78,9 +79,10 @@ func TestOrderAcrossConnections(t *testing.T) {
 					if _, err := up.Do("FLUSHALL"); err != nil {
 						t.Fatal(err)
 					}
+					time.Sleep(time.Millisecond)
 				}
 				t.Logf("%s: %d of %d runs in order", side.name, runs-bad, runs)
-				if side.name == "direct" && bad > 0 || side.name != "ordering none" && bad > runs/3 {
+				if side.name != "ordering none" && bad > 0 {
 					t.Errorf("%s: %d of %d runs out of order, e.g. %q", side.name, bad, runs, last)
 				}
 			}
