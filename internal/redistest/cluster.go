@@ -128,12 +128,15 @@ func startOn(t testing.TB, port int, extra ...string) *Server {
 	return s
 }
 
-// freeClusterPort is a free port whose cluster bus port (+10000) is free too, below 55535.
+// freeClusterPort is a free port whose cluster bus port (+10000) is free too, below 55535. Both
+// are picked below the kernel's ephemeral range where it leaves room (as FreePort does): a bus
+// port in that range was once taken by an outgoing connection between the check and Redis' bind.
 func freeClusterPort(t testing.TB) int {
 	t.Helper()
+	lo := ephemeralLow()
 	for range 200 {
 		p := FreePort(t)
-		if p+10000 >= 65536 {
+		if p+10000 >= 65536 || lo > minPort+10000+1000 && p+10000 >= lo {
 			continue
 		}
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+10000)))

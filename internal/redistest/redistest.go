@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,7 +44,11 @@ func Start(t testing.TB, extra ...string) *Server {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Skip("redis-server not installed")
 	}
-	return startOn(t, FreePort(t), extra...)
+	port := FreePort(t)
+	if slices.Contains(extra, "--cluster-enabled") {
+		port = freeClusterPort(t) // its bus port must be free too
+	}
+	return startOn(t, port, extra...)
 }
 
 func (s *Server) start() {
