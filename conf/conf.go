@@ -3,6 +3,7 @@ package conf
 import (
 	"bytes"
 	"cmp"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -45,8 +46,21 @@ type Config struct {
 
 // Clients says who may use the proxy (README "Client access").
 type Clients struct {
-	Password      string `yaml:"password"`       // requirepass for clients; default "" (none)
-	ProtectedMode string `yaml:"protected_mode"` // auto|yes|no; default auto
+	Password      string    `yaml:"password"`       // requirepass for clients; default "" (none)
+	ProtectedMode string    `yaml:"protected_mode"` // auto|yes|no; default auto
+	Timeout       Duration  `yaml:"timeout"`        // idle clients are disconnected after it; default 0 (never)
+	TLS           ClientTLS `yaml:"tls"`
+}
+
+// ClientTLS is a TLS listener for clients, with Redis' tls-* defaults.
+type ClientTLS struct {
+	Listen      string   `yaml:"listen"`       // host:port; default "" (none)
+	CertFile    string   `yaml:"cert_file"`    // PEM certificate chain
+	KeyFile     string   `yaml:"key_file"`     // PEM private key
+	CAFile      string   `yaml:"ca_file"`      // PEM CAs that sign client certificates
+	AuthClients string   `yaml:"auth_clients"` // yes|optional|no; default yes (tls-auth-clients)
+	Protocols   string   `yaml:"protocols"`    // default "TLSv1.2 TLSv1.3" (tls-protocols)
+	Reload      Duration `yaml:"reload"`       // how often the files are checked for a change; default 10s
 }
 
 // Reaper configures the expiry cleanup that runs inside the proxy.
@@ -85,8 +99,11 @@ type Upstream struct {
 	Password    string   `yaml:"password"`     // "" = no AUTH
 	DialTimeout Duration `yaml:"dial_timeout"` // default 2s
 	ReadTimeout Duration `yaml:"read_timeout"` // bound on the proxy's own round trips (health check, AUTH check, connection setup); default 5s
-	PoolSize    int      `yaml:"pool_size"`    // shared upstream connections per (db, user); default 2
-	TLS         TLS      `yaml:"tls"`
+	// CommandTimeout bounds the wait for Redis' replies to clients' commands on shared
+	// connections, and writes to Redis; default 30s, 0 none.
+	CommandTimeout Duration `yaml:"command_timeout"`
+	PoolSize       int      `yaml:"pool_size"` // shared upstream connections per (db, user); default 2
+	TLS            TLS      `yaml:"tls"`
 }
 
 // Sentinel says which master the sentinels of upstream.addrs watch for the proxy.
@@ -126,15 +143,17 @@ func Default() Config {
 		LogFormat:       "text",
 		Procs:           1,
 		Ordering:        "auto",
-		Clients:         Clients{ProtectedMode: "auto"},
+		Clients: Clients{ProtectedMode: "auto", TLS: ClientTLS{AuthClients: "yes",
+			Protocols: "TLSv1.2 TLSv1.3", Reload: Duration(10 * time.Second)}},
 		Upstream: Upstream{
-			Mode:        "standalone",
-			Addr:        "127.0.0.1:6379",
-			Addrs:       []string{},
-			Sentinel:    Sentinel{Master: "mymaster"},
-			DialTimeout: Duration(2 * time.Second),
-			ReadTimeout: Duration(5 * time.Second),
-			PoolSize:    2,
+			Mode:           "standalone",
+			Addr:           "127.0.0.1:6379",
+			Addrs:          []string{},
+			Sentinel:       Sentinel{Master: "mymaster"},
+			DialTimeout:    Duration(2 * time.Second),
+			ReadTimeout:    Duration(5 * time.Second),
+			CommandTimeout: Duration(30 * time.Second),
+			PoolSize:       2,
 		},
 		Reaper: Reaper{Interval: Duration(time.Second), Batch: 256, Notifications: true},
 		Index: Index{
@@ -435,7 +454,11 @@ func (c Config) Validate() error {
 		}
 	}
 
-	check("listen", hostPort(c.Listen, false))
+	if c.Listen != "" || c.Clients.TLS.Listen == "" {
+		check("listen", hostPort(c.Listen, false))
+	}
+	c.Clients.TLS.validate(check)
+	check("clients.timeout", notNegative(c.Clients.Timeout))
 	if c.Metrics != "" {
 		check("metrics", hostPort(c.Metrics, false))
 	}
@@ -495,6 +518,7 @@ func (c Config) Validate() error {
 	}
 	check("upstream.dial_timeout", positive(u.DialTimeout))
 	check("upstream.read_timeout", positive(u.ReadTimeout))
+	check("upstream.command_timeout", notNegative(u.CommandTimeout))
 	check("upstream.pool_size", between(u.PoolSize, 1, 64))
 
 	// Files are checked even with TLS disabled: a named file that is missing is a mistake either way.
@@ -537,6 +561,13 @@ func hostPort(addr string, upstream bool) error {
 	return nil
 }
 
+func notNegative(d Duration) error {
+	if d < 0 {
+		return fmt.Errorf("must be >= 0, got %v", d)
+	}
+	return nil
+}
+
 func positive(d Duration) error {
 	if d <= 0 {
 		return fmt.Errorf("must be > 0, got %v", d)
@@ -560,6 +591,53 @@ func oneOf(v string, set ...string) error {
 		return fmt.Errorf("must be one of %s, got %q", strings.Join(set, ", "), v)
 	}
 	return nil
+}
+
+// validate checks the client TLS listener's settings when there is one.
+func (t ClientTLS) validate(check func(string, error)) {
+	if t.Listen == "" {
+		return
+	}
+	check("clients.tls.listen", hostPort(t.Listen, false))
+	for path, file := range map[string]string{"cert_file": t.CertFile, "key_file": t.KeyFile} {
+		if file == "" {
+			check("clients.tls."+path, errors.New("required with clients.tls.listen"))
+		}
+	}
+	check("clients.tls.auth_clients", oneOf(t.AuthClients, "yes", "optional", "no"))
+	if t.AuthClients != "no" && t.CAFile == "" {
+		check("clients.tls.ca_file", errors.New("required unless clients.tls.auth_clients is no (the CAs that sign client certificates)"))
+	}
+	_, _, err := TLSVersions(t.Protocols)
+	check("clients.tls.protocols", err)
+	check("clients.tls.reload", positive(t.Reload))
+	check("clients.tls.ca_file", fileExists(t.CAFile))
+	check("clients.tls.cert_file", fileExists(t.CertFile))
+	check("clients.tls.key_file", fileExists(t.KeyFile))
+}
+
+// TLSVersions parses a Redis tls-protocols value ("TLSv1.2 TLSv1.3") into the lowest and
+// highest version it names.
+func TLSVersions(protocols string) (lo, hi uint16, err error) {
+	for _, p := range strings.Fields(protocols) {
+		var v uint16
+		switch strings.ToLower(p) {
+		case "tlsv1.2":
+			v = tls.VersionTLS12
+		case "tlsv1.3":
+			v = tls.VersionTLS13
+		default:
+			return 0, 0, fmt.Errorf("want TLSv1.2 and/or TLSv1.3, got %q", p)
+		}
+		if lo == 0 || v < lo {
+			lo = v
+		}
+		hi = max(hi, v)
+	}
+	if lo == 0 {
+		return 0, 0, errors.New("must name TLSv1.2 and/or TLSv1.3")
+	}
+	return lo, hi, nil
 }
 
 // fileExists accepts "" (not configured) or the path of a file that exists.
@@ -588,6 +666,16 @@ var docs = map[string]string{
 	"log_format":                        "text or json.",
 	"clients":                           "Who may use the proxy.",
 	"clients.password":                  "If set, clients must AUTH with it (as with Redis' requirepass: AUTH <pw>, AUTH default <pw>, HELLO <n> AUTH default <pw>) and then run as the proxy's upstream user. Unset: a client runs as Redis' default user until it AUTHs, and Redis checks its AUTH; the proxy's upstream credentials are never lent to clients.",
+	"upstream.command_timeout":          "How long clients' commands on shared upstream connections may wait for Redis' replies (and a write to Redis may take): past it the connection is closed and every command waiting on it gets -ERR upstream connection lost: no reply within ..., in order. Clients on connections of their own (blocking commands, subscribers) have only the write bound. 0: none. Keep it above your slowest command (a long script, KEYS on a big database).",
+	"clients.timeout":                   "As Redis' timeout: a client idle this long is disconnected (checked every second); 0 never. Clients blocked in a command, subscribers and replication streams are exempt.",
+	"clients.tls":                       "A TLS listener for clients, beside listen (set listen to \"\" to serve TLS only). Plain connections to it fail their handshake and are closed. The files are checked every reload and on SIGHUP; a renewed certificate (or CA) is used for new connections, open ones keep theirs, and files that do not load leave the last good ones in use.",
+	"clients.tls.listen":                "TLS client listener, host:port; \"\" (the default) disables it.",
+	"clients.tls.cert_file":             "PEM certificate chain the proxy presents.",
+	"clients.tls.key_file":              "PEM private key of cert_file.",
+	"clients.tls.ca_file":               "PEM CAs that sign the client certificates accepted (required unless auth_clients is no).",
+	"clients.tls.auth_clients":          "As Redis' tls-auth-clients: yes (a client certificate signed by ca_file is required), optional (checked if sent), no.",
+	"clients.tls.protocols":             "As Redis' tls-protocols: TLSv1.2 and/or TLSv1.3. Cipher suites are Go's defaults (forward-secret ECDHE suites for TLS 1.2, all of TLS 1.3).",
+	"clients.tls.reload":                "How often the certificate files are checked for a change.",
 	"clients.protected_mode":            "yes: only 127.0.0.1 and ::1 may connect (others get -DENIED); no: anyone who can reach the listener; auto: yes while nothing asks clients for a password (no clients.password, and Redis answers an unauthenticated PING).",
 	"index":                             "The user -> sessions index: which keys are sessions, where their owner is, how the index is laid out.",
 	"index.prefix":                      "Prefix of the proxy's bookkeeping keys in each DB (owner map, deadline ledger).",

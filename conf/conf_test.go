@@ -41,6 +41,8 @@ func fullConfig() Config {
 			DialTimeout: Duration(150 * time.Millisecond),
 			ReadTimeout: Duration(3 * time.Second),
 			PoolSize:    8,
+			// not in the file: the defaults
+			CommandTimeout: Duration(30 * time.Second),
 			TLS: TLS{
 				Enabled:            true,
 				CAFile:             "testdata/tls/ca.pem",
@@ -50,7 +52,7 @@ func fullConfig() Config {
 				InsecureSkipVerify: true,
 			},
 		},
-		Clients: Clients{ProtectedMode: "auto"},
+		Clients: Clients{ProtectedMode: "auto", TLS: Default().Clients.TLS},
 		Limits:  Limits{MaxClients: 500, MaxDedicated: 1000, MaxBulkLen: 1e9, MaxMultibulkLen: 1024, MaxInlineLen: MiB},
 		Reaper:  Reaper{Interval: Duration(250 * time.Millisecond), Batch: 50, Notifications: false},
 		Index: Index{Prefix: "sp:", Rules: []IndexRule{
@@ -132,6 +134,11 @@ func TestLoadBad(t *testing.T) {
 			`log_level: must be one of debug, info, warn, error, got "loud"`,
 			`log_format: must be one of text, json, got "xml"`,
 			`ordering: must be one of auto, arrival, none, got "random"`,
+			"clients.tls.cert_file: required with clients.tls.listen",
+			"clients.tls.ca_file: required unless clients.tls.auth_clients is no",
+			`clients.tls.protocols: want TLSv1.2 and/or TLSv1.3, got "SSLv3"`,
+			"clients.timeout: must be >= 0, got -1s",
+			"upstream.command_timeout: must be >= 0, got -5s",
 			`upstream.addr: host missing in ":6379"`,
 			"upstream.read_timeout: must be > 0, got -1s",
 			"upstream.pool_size: must be >= 1, got 0",

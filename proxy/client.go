@@ -69,6 +69,8 @@ type client struct {
 	ded atomic.Pointer[dedicated] // set once the client moved to its own upstream connection
 
 	info clientInfo // what CLIENT LIST shows of it (cmd_client.go)
+	// inBatch: a batch of the client's is being handled (watchIdle leaves it alone).
+	inBatch atomic.Bool
 }
 
 // pendingRewrite is a command of the batch to be sent as a script call.

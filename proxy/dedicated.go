@@ -192,6 +192,9 @@ func (d *dedicated) write() bool {
 	if len(d.out) == 0 {
 		return true
 	}
+	if t := d.c.s.opts.CommandTimeout; t > 0 {
+		_ = d.nc.SetWriteDeadline(time.Now().Add(t)) // a stalled Redis must not hold the client
+	}
 	_, err := d.nc.Write(d.out)
 	d.out = d.out[:0]
 	if err != nil {

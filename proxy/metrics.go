@@ -10,6 +10,7 @@ type metrics struct {
 	clients            prometheus.Gauge
 	clientsTotal       prometheus.Counter
 	rejected           *prometheus.CounterVec
+	disconnected       *prometheus.CounterVec
 	commands           []prometheus.Counter // by cmdSpec.idx
 	errors             *prometheus.CounterVec
 	bytesIn            prometheus.Counter
@@ -37,6 +38,8 @@ func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
 			Name: "connections_total", Help: "Client connections accepted."}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
 			Name: "rejected_total", Help: "Client connections refused, by reason."}, []string{"reason"}),
+		disconnected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
+			Name: "disconnected_total", Help: "Client connections the proxy ended for a limit, by limit (idle_timeout)."}, []string{"reason"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
 			Name: "errors_total", Help: "Errors the proxy itself answered or hit, by kind."}, []string{"kind"}),
 		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
@@ -84,8 +87,10 @@ func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
 	}
 	m.rejected.WithLabelValues(rejectMaxClients)
 	m.rejected.WithLabelValues(rejectProtected)
+	m.rejected.WithLabelValues(rejectTLS)
+	m.disconnected.WithLabelValues(closeIdle)
 	if reg != nil {
-		reg.MustRegister(m.clients, m.clientsTotal, m.rejected, cmds, m.errors, m.bytesIn, m.bytesOut,
+		reg.MustRegister(m.clients, m.clientsTotal, m.rejected, m.disconnected, cmds, m.errors, m.bytesIn, m.bytesOut,
 			m.upstreamRTT, m.upstreamDials, m.upstreamDialErrors, m.upstreamFailures, m.scriptHolds, m.dedicated, m.dedicatedRefused,
 			m.rewrites, m.unindexed, m.noScriptRetries, m.redirects, m.slotMaps)
 	}
@@ -99,4 +104,6 @@ const (
 	errKindInternal  = "internal" // a bug: a panic caught while handling a client
 	rejectMaxClients = "max_clients"
 	rejectProtected  = "protected_mode"
+	rejectTLS        = "tls_handshake" // a TLS listener's connection that never completed one
+	closeIdle        = "idle_timeout"
 )

@@ -41,6 +41,8 @@ type pools struct {
 	// busy is Redis' busy-reply-threshold in ns (watchBusy): how long it lets a script run
 	// before it answers others -BUSY.
 	busy atomic.Int64
+	// timeout bounds a shared connection's wait for replies (Options.CommandTimeout).
+	timeout time.Duration
 
 	mu     sync.RWMutex
 	byKey  map[poolKey]*pool
@@ -266,7 +268,7 @@ func (p *pool) conn(ctx context.Context, n uint64) (*sharedConn, error) {
 		return nil, err
 	}
 	sl.lastErr = nil
-	u := newSharedConn(nc, br, p.p.m, &p.p.busy, gen)
+	u := newSharedConn(nc, br, p.p.m, &p.p.busy, gen, p.p.timeout)
 	sl.cur.Store(u)
 	return u, nil
 }

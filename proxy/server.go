@@ -23,10 +23,15 @@ import (
 
 // Options configure a Server; cmd/sessionproxy builds them from conf.Config.
 type Options struct {
-	Listen   string // client listener, host:port
-	Upstream string // Redis host:port
-	Username string // ACL user of the proxy's own connections (never lent to clients)
-	Password string
+	Listen string // client listener, host:port ("" with TLSListen: TLS only)
+	// TLSListen, if set, is a second client listener that speaks TLS with ClientTLS (whose
+	// GetConfigForClient may hand out reloaded certificates). Plain connections to it fail
+	// their handshake and are closed.
+	TLSListen string
+	ClientTLS *tls.Config
+	Upstream  string // Redis host:port
+	Username  string // ACL user of the proxy's own connections (never lent to clients)
+	Password  string
 	// ClientPassword, if set, is asked of clients as Redis' requirepass would: -NOAUTH until
 	// AUTH <pw> (or AUTH default <pw>, HELLO ... AUTH default <pw>), after which they run as the
 	// proxy's user. AUTH as another user is checked by Redis, as without it.
@@ -34,13 +39,21 @@ type Options struct {
 	// Protected is the client listener's protected mode: yes (only 127.0.0.1 and ::1 may
 	// connect), no, or auto: yes while nothing asks clients for a password (no ClientPassword,
 	// and Redis answers an unauthenticated PING).
-	Protected       string
-	TLS             *tls.Config // nil: plain TCP to Redis
-	DialTimeout     time.Duration
-	ReadTimeout     time.Duration // the proxy's own round trips (setup, AUTH check, readiness)
-	PoolSize        int           // shared upstream connections per (user, DB)
-	MaxClients      int
-	MaxDedicated    int // clients on upstream connections of their own at once; 0: no bound
+	Protected    string
+	TLS          *tls.Config // nil: plain TCP to Redis
+	DialTimeout  time.Duration
+	ReadTimeout  time.Duration // the proxy's own round trips (setup, AUTH check, readiness)
+	PoolSize     int           // shared upstream connections per (user, DB)
+	MaxClients   int
+	MaxDedicated int // clients on upstream connections of their own at once; 0: no bound
+	// CommandTimeout bounds how long a shared upstream connection waits for Redis' replies
+	// (and a write to it): past it the connection is closed and the commands waiting on it are
+	// answered with an error, in order; 0: no bound. A client's connection of its own (blocking
+	// commands) has no read bound, but the same write bound.
+	CommandTimeout time.Duration
+	// IdleTimeout ends a client's connection after this long without a command (Redis'
+	// timeout; watchIdle says which clients are exempt); 0: never.
+	IdleTimeout     time.Duration
 	Limits          resp.Limits
 	ShutdownTimeout time.Duration
 	// Ordering says when different clients' batches are handed upstream in the order they
@@ -106,7 +119,8 @@ type Server struct {
 	clients map[*client]struct{}
 
 	listening chan struct{}
-	addr      net.Addr
+	addr      net.Addr // the plain listener's (the TLS one's without it)
+	tlsAddr   net.Addr
 }
 
 // New checks opts and builds a server; Run starts it.
@@ -168,6 +182,7 @@ func New(opts Options) (*Server, error) {
 		clients:   make(map[*client]struct{}),
 		listening: make(chan struct{}),
 	}
+	s.pools.timeout = opts.CommandTimeout
 	s.order.quiet.Store(true) // an idle proxy: OrderAuto's gate starts on
 	// auto starts protected until Redis is seen asking for a password (watchProtected).
 	s.protected.Store(opts.Protected == "yes" || (opts.Protected != "no" && opts.ClientPassword == ""))
@@ -184,26 +199,27 @@ func (s *Server) Addr() net.Addr {
 	return s.addr
 }
 
+// TLSAddr is the TLS listener's address (nil without one); it blocks until Run has bound it.
+func (s *Server) TLSAddr() net.Addr {
+	<-s.listening
+	return s.tlsAddr
+}
+
 // Run serves clients until ctx is canceled, then drains: it stops accepting, lets batches in
 // flight finish for up to ShutdownTimeout, and closes everything.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.cancel()
-	ln, err := net.Listen("tcp", s.opts.Listen)
+	wl, err := s.listen()
 	if err != nil {
-		return fmt.Errorf("proxy: listen: %w", err)
+		return err
 	}
 	if s.opts.Ordering != OrderNone {
-		resp.StampListener(ln)
 		s.order.probe = resp.NewProber()
 		defer s.order.probe.Close()
+		wl.probe = s.order.probe
 	}
-	s.addr = ln.Addr()
 	close(s.listening)
-	wl := &listener{Listener: ln, lim: s.opts.Limits, queryBuf: &s.queryBuf, stamp: s.opts.Ordering != OrderNone,
-		probe: s.order.probe, stop: make(chan struct{})}
-	if s.opts.Ordering == OrderAuto {
-		wl.stampWhen = &s.order.quiet // under load the gate is off: plain reads, as without it
-	}
+	wl.start()
 	srv := redcon.NewServerNetwork("tcp", s.opts.Listen, s.serveCommand, s.accept, s.closed)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(wl) }()
@@ -211,13 +227,20 @@ func (s *Server) Run(ctx context.Context) error {
 	defer stopWatch()
 	s.pools.wg.Go(func() { s.pools.watchBusy(watchCtx) })
 	s.pools.wg.Go(func() { s.watchAnon(watchCtx) })
+	if s.opts.IdleTimeout > 0 {
+		s.pools.wg.Go(func() { s.watchIdle(watchCtx) })
+	}
 	if s.cluster != nil {
 		if err := s.cluster.refresh(watchCtx, ""); err != nil {
 			s.log.Error("cluster: no slot map yet; looking on", "err", err)
 		}
 		s.pools.wg.Go(func() { s.cluster.watch(watchCtx) })
 	}
-	s.log.Info("listening", "addr", s.addr.String(), "upstream", s.Upstream())
+	if s.tlsAddr != nil {
+		s.log.Info("listening", "addr", s.addr.String(), "tls", s.tlsAddr.String(), "upstream", s.Upstream())
+	} else {
+		s.log.Info("listening", "addr", s.addr.String(), "upstream", s.Upstream())
+	}
 
 	select {
 	case err := <-served:
@@ -229,7 +252,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("shutting down", "clients", s.nclients.Load(), "timeout", s.opts.ShutdownTimeout)
 	s.draining.Store(true)
 	wl.closing.Store(true)
-	ln.Close()
+	wl.Close()
 	s.drain(s.opts.ShutdownTimeout)
 	close(wl.stop) // now redcon's accept loop ends and closes any connection left
 	<-served
@@ -306,6 +329,10 @@ func (s *Server) closed(rc redcon.Conn, err error) {
 	if !ok {
 		return
 	}
+	if tc, ok := c.tlsConn(); ok && !tc.ConnectionState().HandshakeComplete {
+		s.m.rejected.WithLabelValues(rejectTLS).Inc()
+		s.log.Debug("client TLS handshake failed", "client", c.id, "err", err)
+	}
 	var pe *resp.ProtocolError
 	if errors.As(err, &pe) {
 		s.m.errors.WithLabelValues(errKindProtocol).Inc()
@@ -328,6 +355,8 @@ func (s *Server) serveCommand(rc redcon.Conn, cmd redcon.Command) {
 	if c.closing {
 		return
 	}
+	c.inBatch.Store(true)
+	defer c.inBatch.Store(false)
 	defer s.survive(c)
 	c.batch = append(c.batch[:0], cmd)
 	c.batch = append(c.batch, rc.ReadPipeline()...)
@@ -439,44 +468,151 @@ func (s *Server) CheckUpstream(ctx context.Context) error {
 	return nil
 }
 
-// listener wraps accepted connections in the protocol normalizer and, once closing, holds
-// Accept until the drain is over: redcon closes every connection as soon as Accept fails.
+// listen opens the client listeners (plain, TLS or both) behind one listener for redcon.
+func (s *Server) listen() (*listener, error) {
+	wl := &listener{lim: s.opts.Limits, queryBuf: &s.queryBuf, stamp: s.opts.Ordering != OrderNone,
+		tlsConf: s.opts.ClientTLS, accepted: make(chan accepted), stop: make(chan struct{})}
+	if s.opts.Ordering == OrderAuto {
+		wl.stampWhen = &s.order.quiet // under load the gate is off: plain reads, as without it
+	}
+	if s.opts.Listen != "" {
+		ln, err := net.Listen("tcp", s.opts.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("proxy: listen: %w", err)
+		}
+		if wl.stamp {
+			resp.StampListener(ln)
+		}
+		wl.plain, s.addr = ln, ln.Addr()
+	}
+	if s.opts.TLSListen != "" {
+		ln, err := net.Listen("tcp", s.opts.TLSListen)
+		if err != nil {
+			wl.Close()
+			return nil, fmt.Errorf("proxy: listen (tls): %w", err)
+		}
+		wl.secure, s.tlsAddr = ln, ln.Addr()
+		if s.addr == nil {
+			s.addr = ln.Addr()
+		}
+	}
+	if s.addr == nil {
+		return nil, errors.New("proxy: no client listener (listen, tls listen)")
+	}
+	return wl, nil
+}
+
+// listener merges the client listeners, wraps accepted connections (TLS, then the protocol
+// normalizer) and, once closing, holds Accept until the drain is over: redcon closes every
+// connection as soon as Accept fails.
 type listener struct {
-	net.Listener
-	lim       resp.Limits
-	queryBuf  *atomic.Int64 // Redis' client-query-buffer-limit as last read (0: unknown)
-	stamp     bool          // reads keep receive times (Options.Ordering)
-	stampWhen *atomic.Bool  // ... only while this is true (nil: always)
-	probe     *resp.Prober  // watches stamped connections for the order gate
-	closing   atomic.Bool
-	stop      chan struct{}
+	plain, secure net.Listener // either may be nil
+	tlsConf       *tls.Config
+	accepted      chan accepted
+	lim           resp.Limits
+	queryBuf      *atomic.Int64 // Redis' client-query-buffer-limit as last read (0: unknown)
+	stamp         bool          // plain reads keep receive times (Options.Ordering)
+	stampWhen     *atomic.Bool  // ... only while this is true (nil: always)
+	probe         *resp.Prober  // watches stamped connections for the order gate
+	closing       atomic.Bool
+	stop          chan struct{}
+}
+
+// accepted is a connection from one of the listeners, or the error that ended it.
+type accepted struct {
+	c      net.Conn
+	secure bool
+	err    error
+}
+
+// start accepts on each listener in a goroutine of its own.
+func (l *listener) start() {
+	if l.plain != nil {
+		go l.acceptLoop(l.plain, false)
+	}
+	if l.secure != nil {
+		go l.acceptLoop(l.secure, true)
+	}
+}
+
+func (l *listener) acceptLoop(ln net.Listener, secure bool) {
+	for {
+		c, err := ln.Accept()
+		if err != nil && !l.closing.Load() {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				time.Sleep(5 * time.Millisecond) // e.g. out of file descriptors: do not spin
+				continue
+			}
+		}
+		select {
+		case l.accepted <- accepted{c, secure, err}:
+		case <-l.stop:
+			if c != nil {
+				c.Close()
+			}
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func (l *listener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err == nil {
-			lim := l.lim
-			if l.queryBuf != nil {
-				lim.MaxQueryBuf = l.queryBuf.Load()
-			}
-			rc := resp.NewConn(c, lim)
-			if l.stamp {
-				rc.Stamp()
-				rc.StampWhen(l.stampWhen)
-				l.probe.Add(rc)
-			}
-			return rc, nil
-		}
+	var a accepted
+	select {
+	case a = <-l.accepted:
+	case <-l.stop:
+		return nil, net.ErrClosed
+	}
+	if a.err != nil {
 		if l.closing.Load() {
 			<-l.stop
 			return nil, net.ErrClosed
 		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-			time.Sleep(5 * time.Millisecond) // e.g. out of file descriptors: do not spin
-			continue
-		}
-		return nil, err
+		return nil, a.err
 	}
+	c := a.c
+	if a.secure {
+		c = tls.Server(c, l.tlsConf) // the handshake runs on the client's first read
+	}
+	lim := l.lim
+	if l.queryBuf != nil {
+		lim.MaxQueryBuf = l.queryBuf.Load()
+	}
+	rc := resp.NewConn(c, lim)
+	if l.stamp && !a.secure {
+		rc.Stamp()
+		rc.StampWhen(l.stampWhen)
+		l.probe.Add(rc)
+	}
+	return rc, nil
+}
+
+// Close closes the listeners (the accept loops then end).
+func (l *listener) Close() error {
+	for _, ln := range []net.Listener{l.plain, l.secure} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	return nil
+}
+
+// Addr is the plain listener's address (the TLS one's without it).
+func (l *listener) Addr() net.Addr {
+	if l.plain != nil {
+		return l.plain.Addr()
+	}
+	return l.secure.Addr()
+}
+
+// tlsConn is the client's TLS connection, if it came in on the TLS listener.
+func (c *client) tlsConn() (*tls.Conn, bool) {
+	if c.conn == nil {
+		return nil, false
+	}
+	tc, ok := c.conn.Conn.(*tls.Conn)
+	return tc, ok
 }

@@ -283,6 +283,11 @@ type sharedConn struct {
 	gen  uint64 // the dialer's gen when it was dialed
 	// lastDone: when a request on it last completed, unix ns (pool.leastRecent).
 	lastDone atomic.Int64
+	// timeout bounds the wait for a reply (and a write) while requests are outstanding
+	// (Options.CommandTimeout; 0: none). armed is when the read deadline was last set (unix
+	// ns; 0: none set), guarded by mu.
+	timeout time.Duration
+	armed   int64
 
 	mu          sync.Mutex
 	wbuf        []byte
@@ -319,8 +324,8 @@ const holdAfter = time.Millisecond
 // nobody, and a move would only wait for the new connection's setup instead.
 const busyMargin = 20 * time.Millisecond
 
-func newSharedConn(nc net.Conn, br *bufio.Reader, m *metrics, busy *atomic.Int64, gen uint64) *sharedConn {
-	u := &sharedConn{nc: nc, br: br, m: m, busy: busy, gen: gen}
+func newSharedConn(nc net.Conn, br *bufio.Reader, m *metrics, busy *atomic.Int64, gen uint64, timeout time.Duration) *sharedConn {
+	u := &sharedConn{nc: nc, br: br, m: m, busy: busy, gen: gen, timeout: timeout}
 	go u.readLoop()
 	return u
 }
@@ -469,6 +474,11 @@ func (u *sharedConn) writeLocked() {
 		u.wbuf = u.spare[:0]
 		u.outstanding += u.unwritten
 		u.unwritten = 0
+		if u.timeout > 0 {
+			now := time.Now()
+			_ = u.nc.SetDeadline(now.Add(u.timeout)) // the write, and the replies it asks for
+			u.armed = now.UnixNano()
+		}
 		u.mu.Unlock()
 		_, err := u.nc.Write(buf)
 		u.mu.Lock()
@@ -488,7 +498,7 @@ func (u *sharedConn) writeLocked() {
 func (u *sharedConn) readLoop() {
 	for {
 		if _, err := u.br.Peek(1); err != nil {
-			u.fail(err)
+			u.fail(u.timedOut(err))
 			return
 		}
 		u.mu.Lock()
@@ -513,6 +523,7 @@ func (u *sharedConn) readLoop() {
 				mark := len(req.reply)
 				var err error
 				if req.reply, err = resp.AppendReply(req.reply, u.br); err != nil {
+					err = u.timedOut(err)
 					req.reply, req.err = req.reply[:start], err
 					req.done <- struct{}{}
 					u.fail(err)
@@ -541,9 +552,36 @@ func (u *sharedConn) readLoop() {
 		if len(u.wbuf) > 0 && !u.writing && (u.outstanding == 0 || u.br.Buffered() == 0) {
 			u.writeLocked()
 		}
+		if u.armed != 0 {
+			u.rearmLocked()
+		}
 		u.closeIfDrainedLocked()
 		u.mu.Unlock()
 	}
+}
+
+// rearmLocked keeps the read deadline timeout ahead while replies are outstanding (renewed once
+// a quarter of it has passed, not per reply), and clears it once none is: an idle connection
+// waits for nothing.
+func (u *sharedConn) rearmLocked() {
+	if u.outstanding == 0 {
+		_ = u.nc.SetReadDeadline(time.Time{})
+		u.armed = 0
+		return
+	}
+	if now := time.Now(); now.UnixNano()-u.armed > int64(u.timeout/4) {
+		_ = u.nc.SetReadDeadline(now.Add(u.timeout))
+		u.armed = now.UnixNano()
+	}
+}
+
+// timedOut names a deadline that passed for what it is: Redis did not answer within timeout.
+func (u *sharedConn) timedOut(err error) error {
+	var ne net.Error
+	if u.timeout > 0 && errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("no reply within %v (upstream.command_timeout)", u.timeout)
+	}
+	return err
 }
 
 func (u *sharedConn) fail(err error) {

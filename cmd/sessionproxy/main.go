@@ -97,6 +97,13 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	clientCerts, err := clientTLS(cfg.Clients.TLS)
+	if err != nil {
+		return err
+	}
+	if clientCerts != nil {
+		opts.TLSListen, opts.ClientTLS = cfg.Clients.TLS.Listen, clientCerts.Config()
+	}
 	ups := newUpstreams(cfg.Upstream, opts.TLS)
 	defer ups.Close()
 	opts.Repair = repairFunc(reaper.NewRepairer(opts.Schema, reaper.DefaultBatch), ups)
@@ -165,6 +172,13 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 	if watch != nil {
 		g.Go(func() error { return watch.Run(ctx) })
 	}
+	if clientCerts != nil {
+		g.Go(func() error {
+			clientCerts.Watch(ctx, cfg.Clients.TLS.Reload.D(), reportTLS(logger, cfg.Clients.TLS))
+			return nil
+		})
+	}
+	g.Go(func() error { return onHangup(ctx, clientCerts, cfg.Clients.TLS, logger) })
 	if cfg.Metrics != "" {
 		g.Go(func() error {
 			return serveHTTP(ctx, "metrics", cfg.Metrics, metricsMux(reg, srv, cfg.Upstream.ReadTimeout.D()))
@@ -200,6 +214,8 @@ func proxyOptions(cfg conf.Config, logger *slog.Logger, reg prometheus.Registere
 		PoolSize:       cfg.Upstream.PoolSize,
 		MaxClients:     cfg.Limits.MaxClients,
 		MaxDedicated:   cfg.Limits.MaxDedicated,
+		IdleTimeout:    cfg.Clients.Timeout.D(),
+		CommandTimeout: cfg.Upstream.CommandTimeout.D(),
 		Limits: resp.Limits{
 			MaxBulkLen:      int64(cfg.Limits.MaxBulkLen),
 			MaxMultibulkLen: int64(cfg.Limits.MaxMultibulkLen),

@@ -1,0 +1,52 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sessionproxy/sessionproxy/internal/redistest"
+)
+
+// TestCommandTimeout: a Redis that stops answering holds a shared connection's
+// clients for CommandTimeout at most: the command gets an error naming the bound, and so does
+// a command of another client queued behind it on that connection, in order (CLIENT PAUSE
+// stands in for a stopped Redis: it answers nothing for the pause); once Redis
+// answers again, new clients are served.
+func TestCommandTimeout(t *testing.T) {
+	up := redistest.Start(t)
+	s := startProxy(t, up, func(o *Options) { o.CommandTimeout = 300 * time.Millisecond; o.PoolSize = 1 })
+	a, b := dialRaw(t, s.Addr().String()), dialRaw(t, s.Addr().String())
+	a.do("PING") // both on the pool's one connection
+	b.do("PING")
+	if _, err := up.Do("CLIENT", "PAUSE", "1500", "ALL"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	a.send(encode("GET", "k"))
+	time.Sleep(50 * time.Millisecond)
+	b.send(encode("GET", "k"))
+	got := string(a.replies(1))
+	took := time.Since(start)
+	const want = "-ERR upstream connection lost: no reply within 300ms (upstream.command_timeout)\r\n"
+	if got != want {
+		t.Fatalf("the stalled command got %q, want %q", got, want)
+	}
+	if took < 300*time.Millisecond || took > 1200*time.Millisecond {
+		t.Errorf("the error came after %v, want about 300ms", took)
+	}
+	if got := string(b.replies(1)); got != want {
+		t.Errorf("the command queued behind it got %q", got)
+	}
+	time.Sleep(1500 * time.Millisecond) // the pause ends
+	c := dialRaw(t, s.Addr().String())
+	if got := c.do("SET", "k", "v"); !strings.HasPrefix(got, "+OK") {
+		t.Fatalf("after the stall: %q", got)
+	}
+	// A client's connection of its own is not bounded while it blocks.
+	d := dialRaw(t, s.Addr().String())
+	d.send(encode("BLPOP", "tlist", "1"))
+	if got := string(d.replies(1)); got != "*-1\r\n" {
+		t.Errorf("BLPOP past the bound: %q", got)
+	}
+}
