@@ -9,6 +9,7 @@ type reaperMetrics struct {
 	stale         prometheus.Counter
 	reconnects    prometheus.Counter
 	configRefused prometheus.Counter
+	notifications prometheus.Gauge
 	evictedOwn    prometheus.Counter
 	repairs       prometheus.Counter
 }
@@ -29,6 +30,8 @@ func newReaperMetrics(reg prometheus.Registerer) *reaperMetrics {
 			Name: "subscription_reconnects_total", Help: "Times the keyevent subscription was re-established."}),
 		configRefused: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "config_refused_total", Help: "Times Redis refused to enable keyspace notifications (the sweep then works alone)."}),
+		notifications: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "notifications", Help: "1 while Redis publishes the expired and evicted keyevents the reaper follows (notify-keyspace-events, checked every 10 intervals); 0: expired sessions leave the index at the ledger sweep alone."}),
 		evictedOwn: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "evicted_bookkeeping_total", Help: "Evictions of the proxy's own index, ledger or owner-map keys."}),
 		repairs: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
@@ -39,7 +42,7 @@ func newReaperMetrics(reg prometheus.Registerer) *reaperMetrics {
 		m.lag.WithLabelValues(p)
 	}
 	if reg != nil {
-		reg.MustRegister(m.cleanups, m.lag, m.ledger, m.stale, m.reconnects, m.configRefused, m.evictedOwn, m.repairs)
+		reg.MustRegister(m.cleanups, m.lag, m.ledger, m.stale, m.reconnects, m.configRefused, m.notifications, m.evictedOwn, m.repairs)
 	}
 	return m
 }

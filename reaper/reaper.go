@@ -64,6 +64,10 @@ type Reaper struct {
 
 	fakeClock  bool        // Options.Now was given: it also decides what is due
 	needNotify atomic.Bool // notify-keyspace-events still to be checked after a (re)subscription
+	// notifyOn: Redis publishes the keyevents the reaper follows, as last seen (CONFIG GET);
+	// notifyChecked: when that was, by tick (Run's goroutine).
+	notifyOn      atomic.Bool
+	notifyChecked time.Time
 
 	repairMu  sync.Mutex
 	repairing map[int]bool // DB -> repair running (true) or running and asked again (false)
@@ -206,6 +210,8 @@ func (r *Reaper) databases(ctx context.Context) int {
 func (r *Reaper) tick(ctx context.Context) time.Time {
 	if r.needNotify.Load() {
 		r.ensureNotifications(ctx) // a Redis just back may not have answered the first time
+	} else if r.o.Notifications && time.Since(r.notifyChecked) >= notifyCheckEvery*r.o.Interval {
+		r.checkNotifications(ctx)
 	}
 	var earliest time.Time
 	for db := 0; db < r.dbs && ctx.Err() == nil; db++ {
@@ -560,14 +566,55 @@ func (r *Reaper) ensureNotifications(ctx context.Context) {
 	switch {
 	case err == nil:
 		r.needNotify.Store(false)
+		r.setNotifyOn(true, "")
 	case errors.As(err, &rerr) && !strings.HasPrefix(err.Error(), "LOADING"):
 		// Redis answered no (managed Redis, ACL): log once per (re)subscription, don't retry.
 		r.needNotify.Store(false)
+		r.setNotifyOn(false, "")
 		r.m.configRefused.Inc()
 		r.log.Warn("cannot enable keyspace notifications; expiry cleanup runs on the ledger sweep alone", "err", err)
 	default:
 		r.log.Debug("keyspace notifications not checked yet; retrying", "err", err) // transport: next tick
 	}
+}
+
+// notifyCheckEvery: how many reaper intervals apart notify-keyspace-events is read again, to
+// notice a CONFIG SET that took the keyevents away (10 s by default).
+const notifyCheckEvery = 10
+
+// checkNotifications reads notify-keyspace-events and says so when the keyevents the reaper
+// follows are no longer published (a CONFIG SET behind the proxy, through it, or a restart
+// with another config): the ledger sweep then cleans every expired session on its own, at its
+// deadline. It does not set them back: whoever changed them may mean it (the next
+// (re)subscription, e.g. after a Redis restart, adds what is missing again, as at start).
+func (r *Reaper) checkNotifications(ctx context.Context) {
+	r.notifyChecked = time.Now()
+	cur, err := r.o.DB(0).ConfigGet(ctx, "notify-keyspace-events").Result()
+	if err != nil {
+		r.log.Debug("keyspace notifications not checked", "err", err)
+		return
+	}
+	flags := cur["notify-keyspace-events"]
+	r.setNotifyOn(missingFlags(flags) == "", flags)
+}
+
+// setNotifyOn records whether Redis publishes the keyevents, logging a change seen by a check
+// (flags: what Redis has; "" when the change is the reaper's own doing).
+func (r *Reaper) setNotifyOn(on bool, flags string) {
+	if on {
+		r.m.notifications.Set(1)
+	} else {
+		r.m.notifications.Set(0)
+	}
+	if r.notifyOn.Swap(on) == on || flags == "" && on {
+		return
+	}
+	if on {
+		r.log.Info("keyspace notifications are on again", "notify-keyspace-events", flags)
+		return
+	}
+	r.log.Warn("keyspace notifications are off on Redis (changed behind the reaper?): expired sessions leave the index at the ledger sweep",
+		"notify-keyspace-events", flags, "missing", missingFlags(flags))
 }
 
 // missingFlags returns the notify-keyspace-events classes still needed: E (keyevent), and x and

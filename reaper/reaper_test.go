@@ -405,6 +405,37 @@ func TestReapNotificationsConfig(t *testing.T) {
 			t.Errorf("config_refused_total = %v", got)
 		}
 	})
+	t.Run("changed behind", func(t *testing.T) {
+		// An admin (or an app) takes the keyevents away after the reaper set them: noticed
+		// within notifyCheckEvery intervals (the gauge goes to 0), not set back, and expired
+		// sessions still leave the index through the sweep.
+		e := reapStartEnv(t)
+		r, _, reg := e.newReaper(func(o *Options) { o.Notifications = true })
+		reapRun(t, r)
+		if !reapEventually(5*time.Second, func() bool { return reapMetric(t, reg, "sessionproxy_reaper_notifications") == 1 }) {
+			t.Fatal("notifications gauge not 1 after the reaper enabled them")
+		}
+		if err := e.rdb().ConfigSet(ctx, "notify-keyspace-events", "Kg").Err(); err != nil {
+			t.Fatal(err)
+		}
+		if !reapEventually(5*time.Second, func() bool { return reapMetric(t, reg, "sessionproxy_reaper_notifications") == 0 }) {
+			t.Fatal("the reaper did not notice the keyevents were taken away")
+		}
+		e.addSessions("gone-", 20, 4, 200*time.Millisecond)
+		e.index()
+		if !reapEventually(5*time.Second, func() bool { return e.book() == reapBook{} }) {
+			t.Errorf("the sweep did not clean up: %+v", e.book())
+		}
+		if flags := e.rdb().ConfigGet(ctx, "notify-keyspace-events").Val()["notify-keyspace-events"]; flags != "gK" && flags != "Kg" {
+			t.Errorf("notify-keyspace-events = %q: the reaper set it back", flags)
+		}
+		if err := e.rdb().ConfigSet(ctx, "notify-keyspace-events", "Exe").Err(); err != nil {
+			t.Fatal(err)
+		}
+		if !reapEventually(5*time.Second, func() bool { return reapMetric(t, reg, "sessionproxy_reaper_notifications") == 1 }) {
+			t.Error("the gauge did not come back once the keyevents were on again")
+		}
+	})
 	t.Run("off", func(t *testing.T) {
 		e := reapStartEnv(t)
 		r, _, _ := e.newReaper(nil)
