@@ -112,6 +112,9 @@ func (c *client) run(cmds []redcon.Command) {
 			return
 		}
 	}
+	if len(c.s.opts.DenyCommands) > 0 {
+		c.denyIn(cmds)
+	}
 	if d := c.ded.Load(); d != nil {
 		d.forward(cmds)
 		return

@@ -11,6 +11,7 @@ type metrics struct {
 	clientsTotal       prometheus.Counter
 	rejected           *prometheus.CounterVec
 	disconnected       *prometheus.CounterVec
+	denied             prometheus.Counter
 	commands           []prometheus.Counter // by cmdSpec.idx
 	errors             *prometheus.CounterVec
 	bytesIn            prometheus.Counter
@@ -38,6 +39,8 @@ func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
 			Name: "connections_total", Help: "Client connections accepted."}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
 			Name: "rejected_total", Help: "Client connections refused, by reason."}, []string{"reason"}),
+		denied: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
+			Name: "denied_commands_total", Help: "Commands refused because clients.deny_commands names them."}),
 		disconnected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
 			Name: "disconnected_total", Help: "Client connections the proxy ended for a limit, by limit (idle_timeout)."}, []string{"reason"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
@@ -90,7 +93,7 @@ func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
 	m.rejected.WithLabelValues(rejectTLS)
 	m.disconnected.WithLabelValues(closeIdle)
 	if reg != nil {
-		reg.MustRegister(m.clients, m.clientsTotal, m.rejected, m.disconnected, cmds, m.errors, m.bytesIn, m.bytesOut,
+		reg.MustRegister(m.clients, m.clientsTotal, m.rejected, m.disconnected, m.denied, cmds, m.errors, m.bytesIn, m.bytesOut,
 			m.upstreamRTT, m.upstreamDials, m.upstreamDialErrors, m.upstreamFailures, m.scriptHolds, m.dedicated, m.dedicatedRefused,
 			m.rewrites, m.unindexed, m.noScriptRetries, m.redirects, m.slotMaps)
 	}

@@ -51,6 +51,9 @@ type Options struct {
 	// answered with an error, in order; 0: no bound. A client's connection of its own (blocking
 	// commands) has no read bound, but the same write bound.
 	CommandTimeout time.Duration
+	// DenyCommands are commands ("FLUSHALL") or subcommands ("CONFIG|SET") clients may not run
+	// through the proxy: Redis answers them as commands renamed away (deny.go).
+	DenyCommands []string
 	// IdleTimeout ends a client's connection after this long without a command (Redis'
 	// timeout; watchIdle says which clients are exempt); 0: never.
 	IdleTimeout     time.Duration
@@ -144,6 +147,9 @@ func New(opts Options) (*Server, error) {
 	}
 	for _, sp := range table.specs {
 		sp.plan = opts.Schema.Planner(sp.name)
+	}
+	if err := table.setDeny(opts.DenyCommands); err != nil {
+		return nil, err
 	}
 	m := newMetrics(opts.Registerer, table)
 	scripts := opts.Schema.Scripts()

@@ -215,6 +215,7 @@ func proxyOptions(cfg conf.Config, logger *slog.Logger, reg prometheus.Registere
 		MaxClients:     cfg.Limits.MaxClients,
 		MaxDedicated:   cfg.Limits.MaxDedicated,
 		IdleTimeout:    cfg.Clients.Timeout.D(),
+		DenyCommands:   cfg.Clients.DenyCommands,
 		CommandTimeout: cfg.Upstream.CommandTimeout.D(),
 		Limits: resp.Limits{
 			MaxBulkLen:      int64(cfg.Limits.MaxBulkLen),

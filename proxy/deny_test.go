@@ -1,0 +1,46 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sessionproxy/sessionproxy/internal/redistest"
+)
+
+// TestDenyCommands: denied commands and subcommands get Redis' answer to a command renamed away,
+// with the proxy's reason in the name, in order with the other replies, on the shared path and
+// in a transaction, which Redis then discards as it does after a command it refused to queue.
+func TestDenyCommands(t *testing.T) {
+	up := redistest.Start(t)
+	s := startProxy(t, up, func(o *Options) { o.DenyCommands = []string{"FLUSHALL", "config|set", "debug"} })
+	c := dialRaw(t, s.Addr().String())
+	denied := func(name, args string) string {
+		return "-ERR unknown command '" + name + " (denied by the proxy: clients.deny_commands)', with args beginning with: " + args + "\r\n"
+	}
+	c.send(append(append(encode("SET", "k", "v"), encode("flushall", "async")...), encode("GET", "k")...))
+	if got, want := string(c.replies(3)), "+OK\r\n"+denied("FLUSHALL", "'async' ")+"$1\r\nv\r\n"; got != want {
+		t.Errorf("pipeline: got %q, want %q", got, want)
+	}
+	if got := c.do("CONFIG", "SET", "maxmemory", "0"); got != denied("CONFIG", "'SET' 'maxmemory' '0' ") {
+		t.Errorf("CONFIG SET: %q", got)
+	}
+	if got := c.do("CONFIG", "GET", "maxmemory"); got != "*2\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n" {
+		t.Errorf("CONFIG GET (not denied): %q", got)
+	}
+	c.send(append(append(append(encode("MULTI"), encode("SET", "k", "w")...), encode("DEBUG", "SLEEP", "0")...), encode("EXEC")...))
+	want := "+OK\r\n+QUEUED\r\n" + denied("DEBUG", "'SLEEP' '0' ") + "-EXECABORT Transaction discarded because of previous errors.\r\n"
+	if got := string(c.replies(4)); got != want {
+		t.Errorf("MULTI: got %q, want %q", got, want)
+	}
+	if got := c.do("GET", "k"); got != "$1\r\nv\r\n" {
+		t.Errorf("the discarded transaction ran: GET k = %q", got)
+	}
+	for _, bad := range []string{"NOPE", "CONFIG|", "|SET"} {
+		_, err := New(Options{Listen: "127.0.0.1:0", Upstream: up.Addr(), DialTimeout: time.Second, ReadTimeout: time.Second,
+			PoolSize: 1, MaxClients: 1, Schema: testSchema(t), DenyCommands: []string{bad}})
+		if err == nil || !strings.Contains(err.Error(), "is not a Redis command") {
+			t.Errorf("deny %q: %v", bad, err)
+		}
+	}
+}
