@@ -46,10 +46,11 @@ type Config struct {
 
 // Clients says who may use the proxy (README "Client access").
 type Clients struct {
-	Password      string    `yaml:"password"`       // requirepass for clients; default "" (none)
-	ProtectedMode string    `yaml:"protected_mode"` // auto|yes|no; default auto
-	Timeout       Duration  `yaml:"timeout"`        // idle clients are disconnected after it; default 0 (never)
-	DenyCommands  []string  `yaml:"deny_commands"`  // NAME or NAME|SUBCOMMAND clients may not run; default none
+	Password      string    `yaml:"password"`            // requirepass for clients; default "" (none)
+	ProtectedMode string    `yaml:"protected_mode"`      // auto|yes|no; default auto
+	Timeout       Duration  `yaml:"timeout"`             // idle clients are disconnected after it; default 0 (never)
+	DenyCommands  []string  `yaml:"deny_commands"`       // NAME or NAME|SUBCOMMAND clients may not run; default none
+	OutputLimit   Size      `yaml:"output_buffer_limit"` // replies held for a client that does not read them; default 0 (none)
 	TLS           ClientTLS `yaml:"tls"`
 }
 
@@ -668,6 +669,7 @@ var docs = map[string]string{
 	"clients":                           "Who may use the proxy.",
 	"clients.password":                  "If set, clients must AUTH with it (as with Redis' requirepass: AUTH <pw>, AUTH default <pw>, HELLO <n> AUTH default <pw>) and then run as the proxy's upstream user. Unset: a client runs as Redis' default user until it AUTHs, and Redis checks its AUTH; the proxy's upstream credentials are never lent to clients.",
 	"upstream.command_timeout":          "How long clients' commands on shared upstream connections may wait for Redis' replies (and a write to Redis may take): past it the connection is closed and every command waiting on it gets -ERR upstream connection lost: no reply within ..., in order. Clients on connections of their own (blocking commands, subscribers) have only the write bound. 0: none. Keep it above your slowest command (a long script, KEYS on a big database).",
+	"clients.output_buffer_limit":       "As the hard limit of Redis' client-output-buffer-limit for normal clients: a client whose unread replies the proxy holds beyond it is disconnected (sessionproxy_client_disconnected_total{reason=\"output_buffer\"}). 0 (Redis' default): no bound; the proxy then holds at most the replies to the commands of one read of the client's (it reads no more until they are written). Subscribers are bounded by Redis' own pubsub limit on their connections.",
 	"clients.deny_commands":             "Commands (FLUSHALL) or subcommands (CONFIG|SET) clients may not run through the proxy, as with Redis' rename-command NAME \"\": Redis answers them -ERR unknown command 'NAME (denied by the proxy: clients.deny_commands)', in order, and discards a transaction that holds one. Unknown names stop the proxy at start. Environment: comma-separated.",
 	"clients.timeout":                   "As Redis' timeout: a client idle this long is disconnected (checked every second); 0 never. Clients blocked in a command, subscribers and replication streams are exempt.",
 	"clients.tls":                       "A TLS listener for clients, beside listen (set listen to \"\" to serve TLS only). Plain connections to it fail their handshake and are closed. The files are checked every reload and on SIGHUP; a renewed certificate (or CA) is used for new connections, open ones keep theirs, and files that do not load leave the last good ones in use.",

@@ -44,7 +44,8 @@ type client struct {
 
 	req     request
 	batch   []redcon.Command
-	written int // reply bytes of the current batch, counted into the metric once per batch
+	written int         // reply bytes of the current batch, counted into the metric once per batch
+	parts   []replyPart // reused by writeParts
 	closing bool
 	// gated: the batch is in the server's orderGate until its first command is handed
 	// upstream; gateCh wakes it there.
@@ -96,6 +97,8 @@ func newClient(s *Server, rc redcon.Conn, id uint64) *client {
 		req:    request{done: make(chan struct{}, 1)}, gateCh: make(chan struct{}, 1)}
 	c.conn, _ = c.nc.(*resp.Conn)
 	c.req.handoff = c.handedOff
+	c.req.partCh, c.req.sink, c.req.limit = make(chan struct{}, 1), c.writeParts, s.opts.OutputBufferLimit
+	c.req.overflow = c.overflow
 	return c
 }
 
@@ -329,16 +332,25 @@ func requestEnds(dst []int, up []redcon.Command, spans []span) []int {
 func (c *client) sendChunk(up []redcon.Command, n int) bool {
 	req := &c.req
 	req.script = false
+	first := len(c.accEnds) // up[i] is span first+i
 	for i := range up {
-		req.script = req.script || c.spans[len(c.accEnds)+i].busy
+		req.script = req.script || c.spans[first+i].busy
 	}
+	req.stream = c.mayStream()
 	u, err := c.doShared(up)
+	if req.stream {
+		c.writeParts() // those handed over at the end, or while the request was held
+		for range req.streamed {
+			c.accEnds = append(c.accEnds, len(c.acc)) // written: an empty reply (writeReplies)
+		}
+		req.stream = false
+	}
 	if err != nil {
 		c.failRun(n, err)
 		return false
 	}
 	for i := range up {
-		if c.spans[len(c.accEnds)+i].script {
+		if c.spans[first+i].script {
 			c.retryNoScript(u, up[i], i)
 		}
 	}
@@ -386,6 +398,9 @@ func (c *client) writeReplies() {
 	for i := range c.accEnds {
 		sp := c.spans[i]
 		reply := c.acc[c.accStart(i):c.accEnds[i]]
+		if len(reply) == 0 {
+			continue // streamed: written already (stream.go)
+		}
 		if reply[0] == '-' && bytes.HasPrefix(reply, readonlyPrefix) {
 			c.s.upstreamReadonly()
 		}

@@ -42,7 +42,7 @@ func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
 		denied: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
 			Name: "denied_commands_total", Help: "Commands refused because clients.deny_commands names them."}),
 		disconnected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
-			Name: "disconnected_total", Help: "Client connections the proxy ended for a limit, by limit (idle_timeout)."}, []string{"reason"}),
+			Name: "disconnected_total", Help: "Client connections the proxy ended for a limit, by limit (idle_timeout, output_buffer)."}, []string{"reason"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
 			Name: "errors_total", Help: "Errors the proxy itself answered or hit, by kind."}, []string{"kind"}),
 		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
@@ -92,6 +92,7 @@ func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
 	m.rejected.WithLabelValues(rejectProtected)
 	m.rejected.WithLabelValues(rejectTLS)
 	m.disconnected.WithLabelValues(closeIdle)
+	m.disconnected.WithLabelValues(closeOutput)
 	if reg != nil {
 		reg.MustRegister(m.clients, m.clientsTotal, m.rejected, m.disconnected, m.denied, cmds, m.errors, m.bytesIn, m.bytesOut,
 			m.upstreamRTT, m.upstreamDials, m.upstreamDialErrors, m.upstreamFailures, m.scriptHolds, m.dedicated, m.dedicatedRefused,
@@ -109,4 +110,5 @@ const (
 	rejectProtected  = "protected_mode"
 	rejectTLS        = "tls_handshake" // a TLS listener's connection that never completed one
 	closeIdle        = "idle_timeout"
+	closeOutput      = "output_buffer" // more replies held than OutputBufferLimit
 )

@@ -16,7 +16,7 @@ func (r *request) fillLost() {
 	if r.err == nil {
 		return
 	}
-	for len(r.ends) < len(r.cmds) {
+	for r.streamed+len(r.ends) < len(r.cmds) {
 		r.reply = appendLostReply(r.reply, r.err)
 		r.ends = append(r.ends, len(r.reply))
 	}

@@ -51,6 +51,10 @@ type Options struct {
 	// answered with an error, in order; 0: no bound. A client's connection of its own (blocking
 	// commands) has no read bound, but the same write bound.
 	CommandTimeout time.Duration
+	// OutputBufferLimit bounds the reply bytes the proxy holds for a client that does not read
+	// them (Redis' client-output-buffer-limit for normal clients, hard limit): past it the
+	// client is disconnected. 0: no bound, as Redis' default.
+	OutputBufferLimit int64
 	// DenyCommands are commands ("FLUSHALL") or subcommands ("CONFIG|SET") clients may not run
 	// through the proxy: Redis answers them as commands renamed away (deny.go).
 	DenyCommands []string

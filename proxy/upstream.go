@@ -248,6 +248,39 @@ type request struct {
 	ends  []int         // ends[i]: end of command i's reply in reply
 	done  chan struct{} // receives once the reply is complete
 	start time.Time
+
+	// Streaming (stream.go): with stream set, the reader hands complete replies over in parts
+	// (then reply and ends hold only those after the last part; streamed counts the others),
+	// partCh signals one, and sink writes them to the client while the request waits. limit
+	// bounds the bytes handed over and not yet written (pending; 0: no bound): past it, over is
+	// set, overflow runs (it disconnects the client) and the rest are dropped. pmu guards parts,
+	// pending and over.
+	stream   bool
+	streamed int
+	partCh   chan struct{}
+	sink     func()
+	overflow func()
+	limit    int64
+	pmu      sync.Mutex
+	parts    []replyPart
+	pending  int64
+	over     bool
+}
+
+// wait waits for the request's replies, writing the parts handed over meanwhile.
+func (r *request) wait() {
+	if !r.stream {
+		<-r.done
+		return
+	}
+	for {
+		select {
+		case <-r.done:
+			return
+		case <-r.partCh:
+			r.sink()
+		}
+	}
 }
 
 // replaceReply puts reply in place of command i's.
@@ -343,6 +376,7 @@ var (
 // retired, and errMoved if req waited behind a busy script: then it is to be sent elsewhere.
 func (u *sharedConn) do(req *request) error {
 	req.reply, req.ends, req.moved, req.err = req.reply[:0], req.ends[:0], false, nil
+	req.streamed, req.pending, req.over = 0, 0, false
 	req.start = time.Now()
 	u.mu.Lock()
 	if u.err != nil || u.retired {
@@ -368,7 +402,7 @@ func (u *sharedConn) do(req *request) error {
 		if req.handoff != nil {
 			req.handoff()
 		}
-		<-req.done
+		req.wait()
 	}
 	now := time.Now()
 	u.lastDone.Store(now.UnixNano())
@@ -536,6 +570,9 @@ func (u *sharedConn) readLoop() {
 				}
 			}
 			req.ends = append(req.ends, len(req.reply))
+			if req.stream && len(req.reply) >= streamPart {
+				req.handOver()
+			}
 		}
 		script := req.script // req is the client's again once done
 		req.done <- struct{}{}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // ErrBadReply means the upstream sent bytes that are not a RESP2/RESP3 reply; the connection
@@ -133,6 +134,11 @@ func parseLen(b []byte) (int64, bool) {
 // appendN appends exactly n bytes from r to dst. Memory grows with the bytes that actually
 // arrive, never with the declared length alone, so a lying length cannot exhaust memory.
 func appendN(dst []byte, r *bufio.Reader, n int) ([]byte, error) {
+	if n > 64<<10 {
+		// A large bulk: room for all of it at once, not a copy per doubling on the way (a
+		// 10 MiB value read into a fresh buffer took a dozen).
+		dst = slices.Grow(dst, n)
+	}
 	for n > 0 {
 		if cap(dst) == len(dst) {
 			dst = append(dst, 0)[:len(dst)] // let append pick the growth
