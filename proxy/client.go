@@ -70,8 +70,12 @@ type client struct {
 	ded atomic.Pointer[dedicated] // set once the client moved to its own upstream connection
 
 	info clientInfo // what CLIENT LIST shows of it (cmd_client.go)
-	// inBatch: a batch of the client's is being handled (watchIdle leaves it alone).
-	inBatch atomic.Bool
+	// state: between batches, in one, or ended by the idle timeout (watchIdle); kept only with
+	// an idle timeout. idleIO and idleAt are watchIdle's: the connection's activity count when
+	// it last changed, and when that was (unix ns).
+	state  atomic.Int32
+	idleIO uint64
+	idleAt int64
 }
 
 // pendingRewrite is a command of the batch to be sent as a script call.

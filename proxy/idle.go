@@ -2,14 +2,16 @@ package proxy
 
 import (
 	"context"
+	"net"
 	"time"
 )
 
 // watchIdle ends the connections of clients idle for longer than IdleTimeout, as Redis'
-// `timeout` does: checked every second, silently (Redis writes nothing either). As in Redis,
-// a client waiting for a blocking command's reply, a subscriber (and MONITOR, tracking
-// redirection: anything that receives unasked frames) and a replication stream are exempt.
-// A client counts as active while a batch of its is being handled.
+// `timeout` does: checked every second, silently (Redis writes nothing either). A client is
+// active while it sends (a command still coming in counts), while a batch of its is handled,
+// and while a reply is being written to it; as in Redis, a client waiting for a blocking
+// command's reply, a subscriber (and MONITOR, tracking redirection: anything that receives
+// unasked frames) and a replication stream are exempt.
 func (s *Server) watchIdle(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -19,11 +21,23 @@ func (s *Server) watchIdle(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		limit := time.Now().Add(-s.opts.IdleTimeout).UnixNano()
+		now := time.Now().UnixNano()
+		limit := now - int64(s.opts.IdleTimeout)
 		var idle []*client
 		s.mu.Lock()
 		for c := range s.clients {
-			if c.info.active.Load() < limit && !c.inBatch.Load() && !c.exemptFromIdle() {
+			if c.conn != nil {
+				n, writing := c.conn.Activity()
+				if n != c.idleIO || writing {
+					c.idleIO, c.idleAt = n, now
+				}
+			}
+			if max(c.info.active.Load(), c.idleAt) >= limit || c.exemptFromIdle() {
+				continue
+			}
+			// Claimed under the check: a batch can no longer start (serveCommand), so the
+			// close below cannot cut one that has begun.
+			if c.state.CompareAndSwap(stateIdle, stateKilled) {
 				idle = append(idle, c)
 			}
 		}
@@ -31,14 +45,30 @@ func (s *Server) watchIdle(ctx context.Context) {
 		for _, c := range idle {
 			s.m.disconnected.WithLabelValues(closeIdle).Inc()
 			s.log.Debug("closing idle client", "client", c.id, "timeout", s.opts.IdleTimeout)
-			c.nc.Close()
+			closeRaw(c.nc)
 		}
 	}
 }
+
+// A client's state for the idle timeout (client.state): between batches, in one, or ended.
+const (
+	stateIdle int32 = iota
+	stateBatch
+	stateKilled
+)
 
 // exemptFromIdle reports whether the client's connection of its own is waiting for a reply (a
 // blocking command), receives frames unasked, or carries a replication stream.
 func (c *client) exemptFromIdle() bool {
 	d := c.ded.Load()
 	return d != nil && (!d.idle() || d.pushes.Load() || d.raw.Load())
+}
+
+// closeRaw closes a client connection at the TCP level: a TLS connection's Close would first
+// try to send its closing alert, which can wait seconds for a client that does not read.
+func closeRaw(nc net.Conn) {
+	if raw, ok := tlsRaw(nc); ok {
+		raw.Close()
+	}
+	nc.Close()
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -27,12 +28,34 @@ func TestIdleTimeout(t *testing.T) {
 			idle.do("PING")
 			sub.do("SUBSCRIBE", "idlechan")
 			blocked.send(encode("BLPOP", "idlelist", "0"))
+			// A client sending one command slowly is not idle while its bytes come in.
+			slow := dialRaw(t, side.addr)
+			cmd := encode("SET", "slowkey", strings.Repeat("s", 40))
+			slowDone := make(chan string, 1)
+			go func() {
+				for i := 0; i < len(cmd); i += 5 {
+					if _, err := slow.nc.Write(cmd[i:min(i+5, len(cmd))]); err != nil {
+						slowDone <- err.Error()
+						return
+					}
+					time.Sleep(300 * time.Millisecond)
+				}
+				_ = slow.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+				r, err := slow.br.ReadString('\n')
+				if err != nil {
+					r = err.Error()
+				}
+				slowDone <- r
+			}()
 			deadline := time.Now().Add(3500 * time.Millisecond)
 			for time.Now().Before(deadline) {
 				if got := busy.do("PING"); got != "+PONG\r\n" {
 					t.Fatalf("a busy client: %q", got)
 				}
 				time.Sleep(300 * time.Millisecond)
+			}
+			if got := <-slowDone; got != "+OK\r\n" {
+				t.Errorf("a client sending its command slowly: %q", got)
 			}
 			if got, err := idle.readAllUntilClose(2 * time.Second); err != io.EOF || len(got) > 0 {
 				t.Errorf("idle client: read %q, err %v; want closed without a byte", got, err)

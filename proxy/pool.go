@@ -115,7 +115,8 @@ type spareConn struct {
 }
 
 type slot struct {
-	cur atomic.Pointer[sharedConn]
+	cur     atomic.Pointer[sharedConn]
+	warming atomic.Bool // a background dial for leastRecent is on its way
 
 	mu       sync.Mutex // serializes dials of this slot
 	lastErr  error
@@ -273,29 +274,76 @@ func (p *pool) conn(ctx context.Context, n uint64) (*sharedConn, error) {
 	return u, nil
 }
 
-// leastRecent returns the live shared connection Redis answered longest ago, dialing the
-// pool's slots that are not live first. A batch in the order gate goes there: Redis reads first
-// the connections it served in its previous event-loop turn (they stay at the head of its epoll
-// ready list until its next wait), so a command on the connection that just carried another
-// client's command can overtake one written before it on another connection (bench/orderprobe,
-// "same": about 1 run in 200 on Redis alone, more when Redis is descheduled between its reply
-// and its next wait). Any slot will do: a client has nothing outstanding between batches on the
-// shared path.
+// leastRecent returns, of the pool's live shared connections, one with nothing outstanding
+// that Redis answered longest ago (slot n's is dialed if need be; a second one too when no other
+// is live, and further slots in the background). A batch in the order gate goes
+// there: Redis reads first the connections it served in its previous event-loop turn (they stay
+// at the head of its epoll ready list until its next wait), so a command on the connection that
+// just carried another client's command can overtake one written before it on another
+// connection (bench/orderprobe, "same": about 1 run in 200 on Redis alone, more when Redis is
+// descheduled between its reply and its next wait). Any slot will do: a client has nothing
+// outstanding between batches on the shared path.
 func (p *pool) leastRecent(ctx context.Context, n uint64) (*sharedConn, error) {
-	best, err := p.conn(ctx, n)
+	own, err := p.conn(ctx, n)
 	if err != nil {
 		return nil, err
 	}
+	best, alone, missing := own, true, -1
 	for i := range p.slots {
-		u, err := p.conn(ctx, uint64(i)) // live: a load; else a dial, once
-		if err != nil || u.gen != best.gen {
+		u := p.slots[i].cur.Load()
+		if u == nil || u.dead.Load() || u.gen != own.gen {
+			missing = i
 			continue
 		}
-		if u.lastDone.Load() < best.lastDone.Load() {
+		if u != own {
+			alone = false
+		}
+		if better(u, best) {
 			best = u
 		}
 	}
+	switch {
+	case missing < 0:
+	case alone: // no other connection to go to: dial one now (once per pool, or after a loss)
+		if u, err := p.conn(ctx, uint64(missing)); err == nil && u.gen == own.gen && better(u, best) {
+			best = u
+		}
+	default:
+		p.warm(missing)
+	}
 	return best, nil
+}
+
+// better reports whether u is a better pick than v for a gated batch: idle over busy, then
+// answered longer ago.
+func better(u, v *sharedConn) bool {
+	ui, vi := u.inflight.Load() == 0, v.inflight.Load() == 0
+	if ui != vi {
+		return ui
+	}
+	return u.lastDone.Load() < v.lastDone.Load()
+}
+
+// warm dials slot i in the background, once at a time.
+func (p *pool) warm(i int) {
+	sl := &p.slots[i]
+	if !sl.warming.CompareAndSwap(false, true) {
+		return
+	}
+	ps := p.p
+	ps.mu.RLock() // closeAll sets closed under the write lock before it waits for wg
+	if ps.closed {
+		ps.mu.RUnlock()
+		sl.warming.Store(false)
+		return
+	}
+	ps.wg.Add(1)
+	ps.mu.RUnlock()
+	go func() {
+		defer ps.wg.Done()
+		defer sl.warming.Store(false)
+		_, _ = p.conn(ps.ctx, uint64(i))
+	}()
 }
 
 // keepRetired remembers a retired connection until it closes itself, so that a shutdown

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,9 +28,12 @@ type Options struct {
 	// their handshake and are closed.
 	TLSListen string
 	ClientTLS *tls.Config
-	Upstream  string // Redis host:port
-	Username  string // ACL user of the proxy's own connections (never lent to clients)
-	Password  string
+	// ClientTLSVerified says ClientTLS requires a client certificate it verifies: TLS clients
+	// are then authenticated, and protected mode does not refuse them.
+	ClientTLSVerified bool
+	Upstream          string // Redis host:port
+	Username          string // ACL user of the proxy's own connections (never lent to clients)
+	Password          string
 	// ClientPassword, if set, is asked of clients as Redis' requirepass would: -NOAUTH until
 	// AUTH <pw> (or AUTH default <pw>, HELLO ... AUTH default <pw>), after which they run as the
 	// proxy's user. AUTH as another user is checked by Redis, as without it.
@@ -137,6 +139,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Schema == nil {
 		return nil, errors.New("proxy: invalid options: no index schema")
+	}
+	if opts.TLSListen != "" && opts.ClientTLS == nil {
+		return nil, errors.New("proxy: invalid options: a TLS listener without a TLS configuration")
 	}
 	if opts.PoolSize < 1 || opts.MaxClients < 1 || opts.DialTimeout <= 0 || opts.ReadTimeout <= 0 {
 		return nil, fmt.Errorf("proxy: invalid options: pool size %d, max clients %d, timeouts %v/%v",
@@ -255,6 +260,9 @@ func (s *Server) Run(ctx context.Context) error {
 	select {
 	case err := <-served:
 		stopWatch()
+		wl.closing.Store(true)
+		wl.Close()
+		close(wl.stop) // the accept loops end
 		s.pools.closeAll()
 		return fmt.Errorf("proxy: serve: %w", err)
 	case <-ctx.Done():
@@ -293,7 +301,7 @@ func (s *Server) drain(timeout time.Duration) {
 			s.forcing.Store(true)
 			s.mu.Lock()
 			for c := range s.clients {
-				c.nc.Close()
+				closeRaw(c.nc) // a TLS close could wait on a client that does not read
 			}
 			s.mu.Unlock()
 			return
@@ -306,15 +314,16 @@ func (s *Server) accept(rc redcon.Conn) bool {
 	if s.draining.Load() {
 		return false
 	}
-	if s.protected.Load() && !loopback(rc.NetConn().RemoteAddr()) {
+	raw, secure := tlsRaw(rc.NetConn())
+	if s.protected.Load() && !loopback(rc.NetConn().RemoteAddr()) && !(secure && s.opts.ClientTLSVerified) {
 		s.m.rejected.WithLabelValues(rejectProtected).Inc()
-		rc.WriteError(errDenied)
+		refuse(rc, raw, errDenied)
 		return false
 	}
 	if s.nclients.Add(1) > int64(s.opts.MaxClients) {
 		s.nclients.Add(-1)
 		s.m.rejected.WithLabelValues(rejectMaxClients).Inc()
-		rc.WriteError("ERR max number of clients reached")
+		refuse(rc, raw, "ERR max number of clients reached")
 		return false
 	}
 	c := newClient(s, rc, s.nextID.Add(1))
@@ -365,8 +374,12 @@ func (s *Server) serveCommand(rc redcon.Conn, cmd redcon.Command) {
 	if c.closing {
 		return
 	}
-	c.inBatch.Store(true)
-	defer c.inBatch.Store(false)
+	if s.opts.IdleTimeout > 0 {
+		if !c.state.CompareAndSwap(stateIdle, stateBatch) {
+			return // ended by the idle timeout: its connection is closing
+		}
+		defer c.state.Store(stateIdle)
+	}
 	defer s.survive(c)
 	c.batch = append(c.batch[:0], cmd)
 	c.batch = append(c.batch, rc.ReadPipeline()...)
@@ -548,12 +561,11 @@ func (l *listener) start() {
 func (l *listener) acceptLoop(ln net.Listener, secure bool) {
 	for {
 		c, err := ln.Accept()
-		if err != nil && !l.closing.Load() {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				time.Sleep(5 * time.Millisecond) // e.g. out of file descriptors: do not spin
-				continue
-			}
+		if err != nil && !l.closing.Load() && !errors.Is(err, net.ErrClosed) {
+			// One failed accept (out of file descriptors, ENOBUFS, a connection reset before
+			// it was taken) must not end the listener: wait a moment and go on.
+			time.Sleep(5 * time.Millisecond)
+			continue
 		}
 		select {
 		case l.accepted <- accepted{c, secure, err}:
@@ -616,6 +628,27 @@ func (l *listener) Addr() net.Addr {
 		return l.plain.Addr()
 	}
 	return l.secure.Addr()
+}
+
+// tlsRaw is the TCP connection under a client connection from the TLS listener.
+func tlsRaw(nc net.Conn) (net.Conn, bool) {
+	if rc, ok := nc.(*resp.Conn); ok {
+		if tc, ok := rc.Conn.(*tls.Conn); ok {
+			return tc.NetConn(), true
+		}
+	}
+	return nil, false
+}
+
+// refuse answers a connection accept turns away with msg, then redcon closes it. A TLS
+// connection is closed without a word: the reply would first need the handshake, which waits
+// for the client, and accept runs on the one goroutine that accepts for every listener.
+func refuse(rc redcon.Conn, raw net.Conn, msg string) {
+	if raw != nil {
+		raw.Close()
+		return
+	}
+	rc.WriteError(msg)
 }
 
 // tlsConn is the client's TLS connection, if it came in on the TLS listener.

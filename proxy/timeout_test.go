@@ -28,7 +28,7 @@ func TestCommandTimeout(t *testing.T) {
 	b.send(encode("GET", "k"))
 	got := string(a.replies(1))
 	took := time.Since(start)
-	const want = "-ERR upstream connection lost: no reply within 300ms (upstream.command_timeout)\r\n"
+	const want = "-ERR upstream connection lost: no progress within 300ms (upstream.command_timeout)\r\n"
 	if got != want {
 		t.Fatalf("the stalled command got %q, want %q", got, want)
 	}

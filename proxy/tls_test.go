@@ -3,6 +3,9 @@ package proxy
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
+	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -39,6 +42,57 @@ func TestTLSOnly(t *testing.T) {
 	for _, want := range []string{"+OK\r\n", "$1\r\n", "v\r\n"} {
 		if line, err := br.ReadString('\n'); err != nil || line != want {
 			t.Fatalf("got %q (%v), want %q", line, err, want)
+		}
+	}
+}
+
+// TestTLSRefusal: a TLS client that protected mode refuses is closed at once without a
+// handshake, so one that connects and sends nothing cannot hold up the accepting of everyone
+// else; with verified client certificates required, TLS clients count as authenticated and
+// protected mode lets them in from anywhere.
+func TestTLSRefusal(t *testing.T) {
+	up := redistest.Start(t)
+	pki := tlstest.Write(t, t.TempDir())
+	for _, verified := range []bool{false, true} {
+		base := &tls.Config{MinVersion: tls.VersionTLS12}
+		if verified {
+			base.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+		r, err := tlsfiles.New(tlsfiles.Files{Cert: pki.Cert, Key: pki.Key, CA: pki.CA}, base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := startProxy(t, up, func(o *Options) {
+			o.TLSListen, o.ClientTLS, o.ClientTLSVerified, o.Protected = "127.0.0.1:0", r.Config(), verified, "yes"
+		})
+		d := net.Dialer{Timeout: time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+		if !verified {
+			silent, err := d.Dial("tcp", s.TLSAddr().String()) // connects, never says hello
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer silent.Close()
+			_ = silent.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if n, err := silent.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("a refused TLS client: read %d bytes, err %v; want closed", n, err)
+			}
+			c := dialRaw(t, s.Addr().String())
+			if got := c.do("PING"); got != "+PONG\r\n" {
+				t.Errorf("a plain client after the refused one: %q", got)
+			}
+			continue
+		}
+		tc, err := tls.DialWithDialer(&d, "tcp", s.TLSAddr().String(), pki.ClientConfig(true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tc.Close()
+		_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := tc.Write(encode("PING")); err != nil {
+			t.Fatal(err)
+		}
+		if line, err := bufio.NewReader(tc).ReadString('\n'); err != nil || line != "+PONG\r\n" {
+			t.Errorf("a verified TLS client from 127.0.0.2: %q %v", line, err)
 		}
 	}
 }

@@ -314,8 +314,10 @@ type sharedConn struct {
 	dead atomic.Bool
 	m    *metrics
 	gen  uint64 // the dialer's gen when it was dialed
-	// lastDone: when a request on it last completed, unix ns (pool.leastRecent).
+	// lastDone: when a request on it last completed, unix ns; inflight: requests submitted
+	// and not completed (pool.leastRecent).
 	lastDone atomic.Int64
+	inflight atomic.Int32
 	// timeout bounds the wait for a reply (and a write) while requests are outstanding
 	// (Options.CommandTimeout; 0: none). armed is when the read deadline was last set (unix
 	// ns; 0: none set), guarded by mu.
@@ -394,6 +396,7 @@ func (u *sharedConn) do(req *request) error {
 			return errMoved
 		}
 	} else {
+		u.inflight.Add(1)
 		u.submitLocked(req)
 		if u.outstanding == 0 && !u.writing {
 			u.writeLocked()
@@ -403,6 +406,7 @@ func (u *sharedConn) do(req *request) error {
 			req.handoff()
 		}
 		req.wait()
+		u.inflight.Add(-1)
 	}
 	now := time.Now()
 	u.lastDone.Store(now.UnixNano())
@@ -520,7 +524,7 @@ func (u *sharedConn) writeLocked() {
 			u.spare = buf[:0]
 		}
 		if err != nil {
-			u.failLocked(err)
+			u.failLocked(u.timedOut(err))
 		}
 	}
 	u.writing = false
@@ -616,7 +620,7 @@ func (u *sharedConn) rearmLocked() {
 func (u *sharedConn) timedOut(err error) error {
 	var ne net.Error
 	if u.timeout > 0 && errors.As(err, &ne) && ne.Timeout() {
-		return fmt.Errorf("no reply within %v (upstream.command_timeout)", u.timeout)
+		return fmt.Errorf("no progress within %v (upstream.command_timeout)", u.timeout)
 	}
 	return err
 }

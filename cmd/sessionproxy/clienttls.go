@@ -5,8 +5,6 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/sessionproxy/sessionproxy/conf"
 	"github.com/sessionproxy/sessionproxy/internal/tlsfiles"
@@ -43,12 +41,11 @@ func reportTLS(logger *slog.Logger, t conf.ClientTLS) func(bool, error) {
 	}
 }
 
-// onHangup handles SIGHUP until ctx ends: the client TLS files (if any) are loaded again.
-// The rest of the configuration needs a restart for now (README "Client access").
-func onHangup(ctx context.Context, certs *tlsfiles.Reloader, t conf.ClientTLS, logger *slog.Logger) error {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+// onHangup handles SIGHUP (delivered on hup) until ctx ends: the client TLS files (if any)
+// are loaded again. The rest of the configuration needs a restart for now (README "Client
+// access"). serve keeps hup registered until the process is done, so a SIGHUP during the
+// shutdown drain does not end it either.
+func onHangup(ctx context.Context, hup <-chan os.Signal, certs *tlsfiles.Reloader, t conf.ClientTLS, logger *slog.Logger) error {
 	for {
 		select {
 		case <-ctx.Done():

@@ -101,3 +101,32 @@ func tcpPort(t *testing.T, addr string) int {
 	n, _ := strconv.Atoi(port)
 	return n
 }
+
+// TestSighupNeverEnds: SIGHUP does not end the process, whether TLS files are configured or not,
+// also while it drains clients after SIGTERM: the drain finishes and the exit is clean.
+func TestSighupNeverEnds(t *testing.T) {
+	up := redistest.Start(t)
+	p := startProxy(t, up.Addr())
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if !p.alive() {
+		t.Fatalf("SIGHUP ended the process: %v", p.state)
+	}
+	blocked := dialRESP(t, p.Addr)
+	blocked.send(encode("BLPOP", "hup:list", "0")) // keeps the drain waiting
+	time.Sleep(100 * time.Millisecond)
+	code := make(chan int, 1)
+	go func() { c, _ := p.stop(); code <- c }()
+	time.Sleep(50 * time.Millisecond)
+	_ = p.cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(50 * time.Millisecond)
+	if !p.alive() {
+		t.Fatalf("SIGHUP during the drain ended the process: %v", p.state)
+	}
+	blocked.close()
+	if c := <-code; c != 0 {
+		t.Errorf("exit code %d after the drain, want 0", c)
+	}
+}

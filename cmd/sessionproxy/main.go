@@ -91,6 +91,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // serve runs the proxy and the HTTP endpoint under one context until SIGINT/SIGTERM.
 func serve(cfg conf.Config, logger *slog.Logger) error {
+	hup := make(chan os.Signal, 1) // SIGHUP reloads (onHangup); from here on it never ends the process
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts, err := proxyOptions(cfg, logger, reg)
@@ -103,6 +106,7 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 	}
 	if clientCerts != nil {
 		opts.TLSListen, opts.ClientTLS = cfg.Clients.TLS.Listen, clientCerts.Config()
+		opts.ClientTLSVerified = cfg.Clients.TLS.AuthClients == "yes"
 	}
 	ups := newUpstreams(cfg.Upstream, opts.TLS)
 	defer ups.Close()
@@ -178,7 +182,7 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 			return nil
 		})
 	}
-	g.Go(func() error { return onHangup(ctx, clientCerts, cfg.Clients.TLS, logger) })
+	g.Go(func() error { return onHangup(ctx, hup, clientCerts, cfg.Clients.TLS, logger) })
 	if cfg.Metrics != "" {
 		g.Go(func() error {
 			return serveHTTP(ctx, "metrics", cfg.Metrics, metricsMux(reg, srv, cfg.Upstream.ReadTimeout.D()))

@@ -738,6 +738,9 @@ type Conn struct {
 
 	// beforeClose, if set, runs when the connection is closed, before it closes: see SetBeforeClose.
 	beforeClose atomic.Pointer[func()]
+
+	io      atomic.Uint64 // reads and writes done (Activity)
+	writing atomic.Bool   // a write is in progress
 }
 
 // SetBeforeClose sets f to run at Close, before the connection closes (e.g. to let replies
@@ -833,6 +836,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 				c.arrival = 0
 			}
 			src, c.rerr = c.raw[:nr], err
+			if nr > 0 {
+				c.io.Add(1)
+			}
 		}
 		c.n.SetUnauthenticated(c.Unauthenticated != nil && c.Unauthenticated())
 		out, ferr := c.n.Feed(c.out, src)
@@ -861,5 +867,15 @@ func (c *Conn) Write(b []byte) (int, error) {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return c.Conn.Write(b)
+	c.writing.Store(true)
+	n, err := c.Conn.Write(b)
+	c.writing.Store(false)
+	c.io.Add(1)
+	return n, err
 }
+
+// Activity is a count that grows with every read of client bytes and every write to the
+// client, and whether a write is in progress (a slow reader taking a large reply): the
+// connection's activity for an idle timeout, which counts the bytes of a command still coming
+// in and of a reply still going out, as Redis does.
+func (c *Conn) Activity() (uint64, bool) { return c.io.Load(), c.writing.Load() }
