@@ -300,8 +300,8 @@ func (c *client) sendShared(cmds []redcon.Command, base int) {
 	}
 	clear(c.up)
 	c.writeReplies()
-	if cap(c.acc) > 1<<20 {
-		c.acc, c.req.reply = nil, nil // a huge reply once should not pin its buffers forever
+	if cap(c.acc) > 1<<20 || cap(c.req.reply) > 1<<20 {
+		c.acc, c.req.reply = nil, nil // a huge reply once (or a cut one) should not pin its buffers forever
 	}
 }
 

@@ -19,21 +19,31 @@ func (r *denyRule) matches(args [][]byte) bool {
 	return r.all || len(args) > 1 && r.subs[strings.ToLower(string(args[1]))]
 }
 
+// denyAliases are commands Redis runs under two names: denying one denies both.
+var denyAliases = map[string]string{"REPLICAOF": "SLAVEOF", "SLAVEOF": "REPLICAOF"}
+
 // setDeny marks the table's rows for names ("FLUSHALL", "CONFIG|SET", any case).
 func (t *commandTable) setDeny(names []string) error {
 	for _, n := range names {
 		name, sub, hasSub := strings.Cut(n, "|")
 		sp := t.byName[strings.ToUpper(name)]
-		if sp == nil || name == "" || hasSub && sub == "" {
-			return fmt.Errorf("proxy: deny: %q is not a Redis command (want NAME or NAME|SUBCOMMAND)", n)
+		if sp == nil || name == "" || hasSub && (sub == "" || !containers[sp.name]) {
+			return fmt.Errorf("proxy: deny: %q is not a Redis command (want NAME, or CONTAINER|SUBCOMMAND such as CONFIG|SET)", n)
 		}
 		if sp.deny == nil {
 			sp.deny = &denyRule{subs: map[string]bool{}}
 		}
 		if hasSub {
 			sp.deny.subs[strings.ToLower(sub)] = true
-		} else {
-			sp.deny.all = true
+			continue
+		}
+		sp.deny.all = true
+		if alias, ok := denyAliases[strings.ToUpper(name)]; ok {
+			if a := t.byName[alias]; a.deny == nil || !a.deny.all {
+				if err := t.setDeny([]string{alias}); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	return nil

@@ -13,7 +13,7 @@ import (
 // in a transaction, which Redis then discards as it does after a command it refused to queue.
 func TestDenyCommands(t *testing.T) {
 	up := redistest.Start(t)
-	s := startProxy(t, up, func(o *Options) { o.DenyCommands = []string{"FLUSHALL", "config|set", "debug"} })
+	s := startProxy(t, up, func(o *Options) { o.DenyCommands = []string{"FLUSHALL", "config|set", "debug", "replicaof"} })
 	c := dialRaw(t, s.Addr().String())
 	denied := func(name, args string) string {
 		return "-ERR unknown command '" + name + " (denied by the proxy: clients.deny_commands)', with args beginning with: " + args + "\r\n"
@@ -24,6 +24,9 @@ func TestDenyCommands(t *testing.T) {
 	}
 	if got := c.do("CONFIG", "SET", "maxmemory", "0"); got != denied("CONFIG", "'SET' 'maxmemory' '0' ") {
 		t.Errorf("CONFIG SET: %q", got)
+	}
+	if got := c.do("SLAVEOF", "NO", "ONE"); got != denied("SLAVEOF", "'NO' 'ONE' ") {
+		t.Errorf("SLAVEOF, an alias of the denied REPLICAOF: %q", got)
 	}
 	if got := c.do("CONFIG", "GET", "maxmemory"); got != "*2\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n" {
 		t.Errorf("CONFIG GET (not denied): %q", got)
@@ -36,7 +39,7 @@ func TestDenyCommands(t *testing.T) {
 	if got := c.do("GET", "k"); got != "$1\r\nv\r\n" {
 		t.Errorf("the discarded transaction ran: GET k = %q", got)
 	}
-	for _, bad := range []string{"NOPE", "CONFIG|", "|SET"} {
+	for _, bad := range []string{"NOPE", "CONFIG|", "|SET", "GET|foo"} {
 		_, err := New(Options{Listen: "127.0.0.1:0", Upstream: up.Addr(), DialTimeout: time.Second, ReadTimeout: time.Second,
 			PoolSize: 1, MaxClients: 1, Schema: testSchema(t), DenyCommands: []string{bad}})
 		if err == nil || !strings.Contains(err.Error(), "is not a Redis command") {

@@ -31,16 +31,17 @@ type replyPart struct {
 func (r *request) handOver() {
 	r.pmu.Lock()
 	r.pending += int64(len(r.reply))
-	if r.limit > 0 && r.pending > r.limit && !r.over {
-		// Past the client's output buffer limit: disconnect it now (its goroutine may be
-		// blocked writing to a client that does not read), and drop the rest.
-		r.over = true
-		r.overflow()
+	cut := r.limit > 0 && r.pending > r.limit && !r.over
+	if cut {
+		r.over = true // past the client's output buffer limit: the rest is dropped
 	}
 	if r.over {
 		r.streamed += len(r.ends)
 		r.pmu.Unlock()
 		r.reply, r.ends = r.reply[:0], r.ends[:0]
+		if cut {
+			r.overflow() // its goroutine may be blocked writing to a client that does not read
+		}
 		return
 	}
 	r.parts = append(r.parts, replyPart{buf: r.reply, ends: r.ends})
@@ -58,7 +59,7 @@ func (r *request) handOver() {
 func (c *client) overflow() {
 	c.s.m.disconnected.WithLabelValues(closeOutput).Inc()
 	c.s.log.Debug("client over its output buffer limit: closing", "client", c.id, "limit", c.req.limit)
-	c.nc.Close()
+	closeRaw(c.nc) // not a TLS close, which may wait for a client that does not read
 }
 
 // takeParts returns the parts handed over since the last call.

@@ -14,7 +14,7 @@ type reaperMetrics struct {
 	repairs       prometheus.Counter
 }
 
-func newReaperMetrics(reg prometheus.Registerer) *reaperMetrics {
+func newReaperMetrics(reg prometheus.Registerer, notifications bool) *reaperMetrics {
 	const ns, sub = "sessionproxy", "reaper"
 	m := &reaperMetrics{
 		cleanups: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
@@ -31,7 +31,7 @@ func newReaperMetrics(reg prometheus.Registerer) *reaperMetrics {
 		configRefused: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "config_refused_total", Help: "Times Redis refused to enable keyspace notifications (the sweep then works alone)."}),
 		notifications: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
-			Name: "notifications", Help: "1 while Redis publishes the expired and evicted keyevents the reaper follows (notify-keyspace-events, checked every 10 intervals); 0: expired sessions leave the index at the ledger sweep alone."}),
+			Name: "notifications", Help: "1 while Redis publishes the expired and evicted keyevents the reaper follows (notify-keyspace-events, checked every 10 intervals); 0: it does not, expired sessions leave the index at the ledger sweep; -1: cannot tell (CONFIG refused). Absent with reaper.notifications off."}),
 		evictedOwn: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "evicted_bookkeeping_total", Help: "Evictions of the proxy's own index, ledger or owner-map keys."}),
 		repairs: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
@@ -42,7 +42,10 @@ func newReaperMetrics(reg prometheus.Registerer) *reaperMetrics {
 		m.lag.WithLabelValues(p)
 	}
 	if reg != nil {
-		reg.MustRegister(m.cleanups, m.lag, m.ledger, m.stale, m.reconnects, m.configRefused, m.notifications, m.evictedOwn, m.repairs)
+		reg.MustRegister(m.cleanups, m.lag, m.ledger, m.stale, m.reconnects, m.configRefused, m.evictedOwn, m.repairs)
+		if notifications {
+			reg.MustRegister(m.notifications)
+		}
 	}
 	return m
 }

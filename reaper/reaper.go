@@ -68,6 +68,7 @@ type Reaper struct {
 	// notifyChecked: when that was, by tick (Run's goroutine).
 	notifyOn      atomic.Bool
 	notifyChecked time.Time
+	refused       atomic.Bool // Redis refused CONFIG at the last (re)subscription: no periodic check
 
 	repairMu  sync.Mutex
 	repairing map[int]bool // DB -> repair running (true) or running and asked again (false)
@@ -83,7 +84,7 @@ func New(o Options) (*Reaper, error) {
 	if !fakeClock {
 		o.Now = time.Now
 	}
-	return &Reaper{o: o, log: o.Logger, m: newReaperMetrics(o.Registerer),
+	return &Reaper{o: o, log: o.Logger, m: newReaperMetrics(o.Registerer, o.Notifications),
 		reap:   redis.NewScript(o.Schema.Scripts().Reap.Body),
 		repair: NewRepairer(o.Schema, o.Batch), token: newToken(),
 		leaseMS: leaseMS(o.Interval), fakeClock: fakeClock}, nil
@@ -210,7 +211,7 @@ func (r *Reaper) databases(ctx context.Context) int {
 func (r *Reaper) tick(ctx context.Context) time.Time {
 	if r.needNotify.Load() {
 		r.ensureNotifications(ctx) // a Redis just back may not have answered the first time
-	} else if r.o.Notifications && time.Since(r.notifyChecked) >= notifyCheckEvery*r.o.Interval {
+	} else if r.o.Notifications && !r.refused.Load() && time.Since(r.notifyChecked) >= notifyCheckEvery*r.o.Interval {
 		r.checkNotifications(ctx)
 	}
 	var earliest time.Time
@@ -566,11 +567,13 @@ func (r *Reaper) ensureNotifications(ctx context.Context) {
 	switch {
 	case err == nil:
 		r.needNotify.Store(false)
+		r.refused.Store(false)
 		r.setNotifyOn(true, "")
 	case errors.As(err, &rerr) && !strings.HasPrefix(err.Error(), "LOADING"):
 		// Redis answered no (managed Redis, ACL): log once per (re)subscription, don't retry.
 		r.needNotify.Store(false)
-		r.setNotifyOn(false, "")
+		r.refused.Store(true) // a CONFIG GET every 10 intervals would only fill Redis' ACL log
+		r.m.notifications.Set(-1)
 		r.m.configRefused.Inc()
 		r.log.Warn("cannot enable keyspace notifications; expiry cleanup runs on the ledger sweep alone", "err", err)
 	default:

@@ -458,6 +458,9 @@ func TestReapNotificationsConfig(t *testing.T) {
 		}) {
 			t.Error("config_refused_total stayed 0 with CONFIG disabled")
 		}
+		if got := reapMetric(t, reg, "sessionproxy_reaper_notifications"); got != -1 {
+			t.Errorf("notifications gauge = %v with CONFIG refused, want -1 (cannot tell)", got)
+		}
 		if !reapEventually(5*time.Second, func() bool { return e.book() == reapBook{} }) {
 			t.Errorf("sweep alone did not clean up: %+v", e.book())
 		}

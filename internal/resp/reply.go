@@ -135,9 +135,10 @@ func parseLen(b []byte) (int64, bool) {
 // arrive, never with the declared length alone, so a lying length cannot exhaust memory.
 func appendN(dst []byte, r *bufio.Reader, n int) ([]byte, error) {
 	if n > 64<<10 {
-		// A large bulk: room for all of it at once, not a copy per doubling on the way (a
-		// 10 MiB value read into a fresh buffer took a dozen).
-		dst = slices.Grow(dst, n)
+		// A large bulk: room for it at once (up to 16 MiB; beyond, append's growth takes
+		// over), not a copy per doubling on the way (a 10 MiB value read into a fresh buffer
+		// took a dozen). Bounded, so a length header alone never reserves more than that.
+		dst = slices.Grow(dst, min(n, 16<<20))
 	}
 	for n > 0 {
 		if cap(dst) == len(dst) {
