@@ -164,21 +164,11 @@ func (p *pool) takeSpare() (net.Conn, *bufio.Reader) {
 
 // refill dials a spare connection in the background unless one is there or on its way.
 func (p *pool) refill() {
-	if p.spare.Load() != nil || !p.refilling.CompareAndSwap(false, true) {
+	if p.spare.Load() != nil {
 		return
 	}
 	ps := p.p
-	ps.mu.RLock() // closeAll sets closed under the write lock before it waits for wg
-	if ps.closed {
-		ps.mu.RUnlock()
-		p.refilling.Store(false)
-		return
-	}
-	ps.wg.Add(1)
-	ps.mu.RUnlock()
-	go func() {
-		defer ps.wg.Done()
-		defer p.refilling.Store(false)
+	ps.background(&p.refilling, func() {
 		ps.m.upstreamDials.Inc()
 		gen := ps.d.gen.Load()
 		nc, br, err := ps.d.dial(ps.ctx, p.key, "", false)
@@ -197,7 +187,7 @@ func (p *pool) refill() {
 		if !live {
 			nc.Close()
 		}
-	}()
+	})
 }
 
 // closeConns closes every upstream connection of every pool (shared, spare, retired); the pools
@@ -326,23 +316,27 @@ func better(u, v *sharedConn) bool {
 
 // warm dials slot i in the background, once at a time.
 func (p *pool) warm(i int) {
-	sl := &p.slots[i]
-	if !sl.warming.CompareAndSwap(false, true) {
+	p.p.background(&p.slots[i].warming, func() { _, _ = p.conn(p.p.ctx, uint64(i)) })
+}
+
+// background runs f on a goroutine of its own unless one guarded by busy is still running or
+// the pools are closed; closeAll waits for it.
+func (ps *pools) background(busy *atomic.Bool, f func()) {
+	if !busy.CompareAndSwap(false, true) {
 		return
 	}
-	ps := p.p
 	ps.mu.RLock() // closeAll sets closed under the write lock before it waits for wg
 	if ps.closed {
 		ps.mu.RUnlock()
-		sl.warming.Store(false)
+		busy.Store(false)
 		return
 	}
 	ps.wg.Add(1)
 	ps.mu.RUnlock()
 	go func() {
 		defer ps.wg.Done()
-		defer sl.warming.Store(false)
-		_, _ = p.conn(ps.ctx, uint64(i))
+		defer busy.Store(false)
+		f()
 	}()
 }
 

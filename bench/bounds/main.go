@@ -1,0 +1,359 @@
+// Command bounds runs the memory and CPU bound scenarios of issue 14 against a fresh Redis and
+// a fresh proxy each (so the proxy's peak RSS, VmHWM, is the scenario's own), while another
+// client PINGs through the proxy every 10 ms, and prints per scenario: the proxy's peak RSS
+// against the bytes in flight, what happened to the offending clients, and the PING p50/p99.
+//
+//	go build -o /tmp/sessionproxy ./cmd/sessionproxy
+//	go run ./bench/bounds -proxy /tmp/sessionproxy [-only trickle,subscriber,pipeline,bigreply,watch]
+//
+// Every scenario is bounded in time (at most ~30 s) and bytes.
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sessionproxy/sessionproxy/internal/resp"
+)
+
+func main() {
+	bin := flag.String("proxy", "", "sessionproxy binary")
+	only := flag.String("only", "", "comma-separated scenarios (default: all)")
+	flag.Parse()
+	if *bin == "" {
+		fmt.Fprintln(os.Stderr, "bounds: -proxy is required")
+		os.Exit(2)
+	}
+	scenarios := []struct {
+		name string
+		env  []string
+		run  func(e *env) string
+	}{
+		{"trickle", nil, trickle},
+		{"subscriber", nil, subscriber},
+		{"pipeline", nil, pipeline},
+		{"pipeline-limit", []string{"SESSIONPROXY_CLIENTS_OUTPUT_BUFFER_LIMIT=64MiB"}, pipeline},
+		{"bigreply", nil, bigreply},
+		{"watch", nil, watch},
+	}
+	fmt.Printf("%-15s %10s %8s %8s  %s\n", "scenario", "peak_RSS", "ping_p50", "ping_p99", "outcome")
+	failed := false
+	for _, sc := range scenarios {
+		if *only != "" && !slices.Contains(strings.Split(*only, ","), sc.name) {
+			continue
+		}
+		e, err := start(*bin, sc.env)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bounds:", err)
+			os.Exit(1)
+		}
+		stopPing := e.pinger()
+		outcome := sc.run(e)
+		p50, p99 := stopPing()
+		fmt.Printf("%-15s %9.0fM %7.2fms %7.2fms  %s\n", sc.name, float64(e.peakRSS())/1e6, p50, p99, outcome)
+		if p99 > 10 {
+			failed = true
+		}
+		e.stop()
+	}
+	if failed {
+		os.Exit(1)
+	}
+}
+
+// env is a Redis and a proxy in front of it.
+type env struct {
+	dir                  string
+	redis, proxy         *exec.Cmd
+	redisAddr, proxyAddr string
+}
+
+func freePort() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func start(bin string, extra []string) (*env, error) {
+	dir, err := os.MkdirTemp("", "bounds")
+	if err != nil {
+		return nil, err
+	}
+	e := &env{dir: dir, redisAddr: freePort(), proxyAddr: freePort()}
+	_, rport, _ := net.SplitHostPort(e.redisAddr)
+	e.redis = exec.Command("redis-server", "--port", rport, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", dir, "--logfile", "redis.log", "--maxclients", "20000")
+	if err := e.redis.Start(); err != nil {
+		return nil, err
+	}
+	if err := waitPort(e.redisAddr); err != nil {
+		return nil, err
+	}
+	e.proxy = exec.Command(bin, "-listen", e.proxyAddr, "-upstream", e.redisAddr, "-metrics", "")
+	e.proxy.Env = append(os.Environ(), append([]string{"SESSIONPROXY_LOG_LEVEL=error", "SESSIONPROXY_LIMITS_MAX_CLIENTS=20000"}, extra...)...)
+	e.proxy.Stderr = os.Stderr
+	if err := e.proxy.Start(); err != nil {
+		return nil, err
+	}
+	return e, waitPort(e.proxyAddr)
+}
+
+func waitPort(addr string) error {
+	for range 500 {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not listening", addr)
+}
+
+func (e *env) stop() {
+	_ = e.proxy.Process.Kill()
+	_ = e.proxy.Wait()
+	_ = e.redis.Process.Kill()
+	_ = e.redis.Wait()
+	os.RemoveAll(e.dir)
+}
+
+// peakRSS is the proxy's VmHWM in bytes.
+func (e *env) peakRSS() int64 {
+	b, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(e.proxy.Process.Pid), "status"))
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return -1
+}
+
+// pinger PINGs through the proxy every 10 ms until stopped; it returns p50 and p99 in ms.
+func (e *env) pinger() func() (float64, float64) {
+	stop := make(chan struct{})
+	var lat []float64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := net.Dial("tcp", e.proxyAddr)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			t := time.Now()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
+				lat = append(lat, 5000)
+				return
+			}
+			if _, err := br.ReadString('\n'); err != nil {
+				lat = append(lat, 5000)
+				return
+			}
+			lat = append(lat, float64(time.Since(t).Microseconds())/1000)
+		}
+	}()
+	return func() (float64, float64) {
+		close(stop)
+		<-done
+		if len(lat) == 0 {
+			return -1, -1
+		}
+		slices.Sort(lat)
+		return lat[len(lat)/2], lat[len(lat)*99/100]
+	}
+}
+
+// closedWithin reports whether c is closed by the other side within d (reading what comes).
+func closedWithin(c net.Conn, d time.Duration) (bool, int64) {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	n, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	if ok := err != nil && (errorsAs(err, &ne) && ne.Timeout()); ok {
+		return false, n
+	}
+	return true, n
+}
+
+func errorsAs(err error, target *net.Error) bool {
+	ne, ok := err.(net.Error)
+	if ok {
+		*target = ne
+	}
+	return ok
+}
+
+// trickle: 100 clients each declare a 500 MB bulk and send 8 MB of it slowly (64 KiB every
+// 5 ms), then go away. The proxy holds what they sent until the command is whole (as Redis
+// holds it in its query buffer): 800 MB in flight.
+func trickle(e *env) string {
+	const clients, each, chunk = 100, 8 << 20, 64 << 10
+	var wg sync.WaitGroup
+	var sent atomic.Int64
+	buf := make([]byte, chunk)
+	for range clients {
+		wg.Go(func() {
+			c, err := net.Dial("tcp", e.proxyAddr)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			_, _ = c.Write([]byte("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$500000000\r\n"))
+			for n := 0; n < each; n += chunk {
+				if _, err := c.Write(buf); err != nil {
+					return
+				}
+				sent.Add(chunk)
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	return fmt.Sprintf("%d MB sent by %d clients, in flight at once", sent.Load()>>20, clients)
+}
+
+// subscriber: a subscriber that never reads while 1 GB is published to it (1,000 messages of
+// 1 MB). Redis' pubsub output limit (32 MB hard) ends its connection of its own.
+func subscriber(e *env) string {
+	sub, err := net.Dial("tcp", e.proxyAddr)
+	if err != nil {
+		return err.Error()
+	}
+	defer sub.Close()
+	_, _ = sub.Write(resp.AppendCommand(nil, "SUBSCRIBE", "bounds"))
+	time.Sleep(200 * time.Millisecond)
+	pub, err := net.Dial("tcp", e.proxyAddr)
+	if err != nil {
+		return err.Error()
+	}
+	defer pub.Close()
+	br := bufio.NewReader(pub)
+	msg := strings.Repeat("m", 1<<20)
+	for range 1000 {
+		_, _ = pub.Write(resp.AppendCommand(nil, "PUBLISH", "bounds", msg))
+		if _, err := br.ReadString('\n'); err != nil {
+			break
+		}
+	}
+	closed, n := closedWithin(sub, 10*time.Second)
+	return fmt.Sprintf("1 GB published; subscriber disconnected: %v (had %d MB unread)", closed, n>>20)
+}
+
+// pipeline: a client pipelines 100,000 GETs of a 100 KB value (10 GB of replies) and reads
+// nothing for 10 s, then reads what comes.
+func pipeline(e *env) string {
+	c, err := net.Dial("tcp", e.proxyAddr)
+	if err != nil {
+		return err.Error()
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	_, _ = c.Write(resp.AppendCommand(nil, "SET", "v100k", strings.Repeat("x", 100<<10)))
+	if _, err := br.ReadString('\n'); err != nil {
+		return err.Error()
+	}
+	var req []byte
+	for range 100000 {
+		req = resp.AppendCommand(req, "GET", "v100k")
+	}
+	go func() { _, _ = c.Write(req) }()
+	time.Sleep(10 * time.Second)
+	closed, n := closedWithin(c, 5*time.Second)
+	return fmt.Sprintf("10 GB of replies asked, not read for 10 s: disconnected %v (then %d MB read within 5 s)", closed, n>>20)
+}
+
+// bigreply: 50 pipelined GETs of a 10 MiB value, read at once.
+func bigreply(e *env) string {
+	c, err := net.Dial("tcp", e.proxyAddr)
+	if err != nil {
+		return err.Error()
+	}
+	defer c.Close()
+	br := bufio.NewReaderSize(c, 1<<20)
+	_, _ = c.Write(resp.AppendCommand(nil, "SET", "big", strings.Repeat("b", 10<<20)))
+	if _, err := br.ReadString('\n'); err != nil {
+		return err.Error()
+	}
+	var req []byte
+	for range 50 {
+		req = resp.AppendCommand(req, "GET", "big")
+	}
+	start := time.Now()
+	_, _ = c.Write(req)
+	_, _ = br.Peek(1)
+	first := time.Since(start)
+	_ = c.SetReadDeadline(time.Now().Add(time.Minute))
+	n, _ := io.CopyN(io.Discard, br, 50*int64(len("$10485760\r\n")+10<<20+2))
+	return fmt.Sprintf("524 MB in flight: first byte after %v, %d MB read in %v", first.Round(time.Millisecond), n>>20, time.Since(start).Round(time.Millisecond))
+}
+
+// watch: 10,000 clients send WATCH (each would need a connection of its own); Redis must keep
+// free connections (limits.max_dedicated, 1,000 by default).
+func watch(e *env) string {
+	const clients = 10000
+	conns := make([]net.Conn, 0, clients)
+	refused := 0
+	for range clients {
+		c, err := net.Dial("tcp", e.proxyAddr)
+		if err != nil {
+			continue
+		}
+		conns = append(conns, c)
+		_, _ = c.Write(resp.AppendCommand(nil, "WATCH", "w"))
+	}
+	for _, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err == nil && strings.HasPrefix(line, "-") {
+			refused++
+		}
+	}
+	info := infoClients(e.redisAddr)
+	for _, c := range conns {
+		c.Close()
+	}
+	return fmt.Sprintf("%d WATCH clients: %d refused by max_dedicated; Redis connected_clients %s", len(conns), refused, info)
+}
+
+func infoClients(addr string) string {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err.Error()
+	}
+	defer c.Close()
+	_, _ = c.Write(resp.AppendCommand(nil, "INFO", "clients"))
+	br := bufio.NewReader(c)
+	reply, err := resp.AppendReply(nil, br)
+	if err != nil {
+		return err.Error()
+	}
+	for _, l := range strings.Split(string(reply), "\r\n") {
+		if v, ok := strings.CutPrefix(l, "connected_clients:"); ok {
+			return v
+		}
+	}
+	return "?"
+}
