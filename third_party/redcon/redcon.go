@@ -963,6 +963,17 @@ func (rd *Reader) readCommands(leftover *int) ([]Command, error) {
 						return nil, errInvalidMultiBulkLength
 					}
 					marks = marks[:0]
+					// sessionproxy patch: room for every mark at once, not a copy per doubling
+					// (a 1M-key DEL grew it 20 times); bounded by what the bytes here can hold
+					// (an argument takes 6 bytes at least), so a declared count alone
+					// reserves nothing.
+					want := count
+					if len(b)/6 < want {
+						want = len(b) / 6
+					}
+					if want *= 2; cap(marks) < want {
+						marks = make([]int, 0, want)
+					}
 					for j := 0; j < count; j++ {
 						// read bulk length
 						i++
