@@ -5,7 +5,9 @@ COPY go.mod go.sum ./
 COPY third_party ./third_party
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/sessionproxy ./cmd/sessionproxy
+# The commit, for `sessionproxy version` and sessionproxy_build_info: docker build --build-arg COMMIT=$(git rev-parse --short HEAD)
+ARG COMMIT=""
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.commitStamp=${COMMIT}" -o /out/sessionproxy ./cmd/sessionproxy
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/sessionproxy /sessionproxy

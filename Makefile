@@ -6,7 +6,7 @@ FUZZTIME ?= 60s
 .PHONY: run build test race fuzz bench lint deps soak
 
 build:
-	$(GO) build -o bin/sessionproxy ./cmd/sessionproxy
+	$(GO) build -ldflags "-X main.commitStamp=$$(git rev-parse --short HEAD 2>/dev/null)" -o bin/sessionproxy ./cmd/sessionproxy
 
 # Proxy on 127.0.0.1:6380 in front of a Redis on 127.0.0.1:6379 (installed and started if missing).
 run: deps build

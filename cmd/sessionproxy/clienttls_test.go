@@ -51,7 +51,7 @@ func TestClientTLS(t *testing.T) {
 	plain.expectClosed(5 * time.Second)
 
 	if _, err := exec.LookPath("redis-cli"); err == nil {
-		out, err := exec.Command("redis-cli", "-h", "127.0.0.1", "-p", strconv.Itoa(tcpPort(t, tlsAddr)), "--tls",
+		out, err := exec.Command("redis-cli", "-h", "127.0.0.1", "-p", portOf(t, tlsAddr), "--tls",
 			"--cacert", pki.CA, "--cert", pki.ClientCert, "--key", pki.ClientKey, "HGET", "session:tls1", "userid").CombinedOutput()
 		if err != nil || strings.TrimSpace(string(out)) != "77" {
 			t.Errorf("redis-cli --tls: %q %v", out, err)
@@ -90,16 +90,6 @@ func peerSerial(t *testing.T, addr string, cfg *tls.Config) string {
 	}
 	defer c.Close()
 	return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
-}
-
-func tcpPort(t *testing.T, addr string) int {
-	t.Helper()
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, _ := strconv.Atoi(port)
-	return n
 }
 
 // TestSighupNeverEnds: SIGHUP does not end the process, whether TLS files are configured or not,

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -116,6 +117,13 @@ func runRepairCommand(name string, args []string, stdout, stderr io.Writer) int 
 	rule := fs.String("rule", "", "index rule `name` (default: every rule)")
 	batch := fs.Int("batch", reaper.DefaultBatch, "keys per atomic step")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "sessionproxy %s: unexpected argument %q\n", name, fs.Arg(0))
 		return 2
 	}
 	cfg, err := conf.Load(*configPath, os.LookupEnv, givenFlags(fs))

@@ -46,8 +46,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && (args[0] == "reindex" || args[0] == "check") {
 		return runRepairCommand(args[0], args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "version" {
+		if len(args) > 1 {
+			fmt.Fprintf(stderr, "sessionproxy version: unexpected argument %q\n", args[1])
+			return 2
+		}
+		readBuildInfo().print(stdout)
+		return 0
+	}
 	fs := flag.NewFlagSet("sessionproxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
 	var (
 		configPath   = fs.String("config", "", "YAML config `file` (env SESSIONPROXY_* and flags override it)")
 		_            = fs.String("listen", "", "client listen `addr` (default 127.0.0.1:6380)")
@@ -55,9 +67,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		_            = fs.String("metrics", "", "metrics/health HTTP listen `addr` (default 127.0.0.1:9380; \"\" disables)")
 		printDefault = fs.Bool("print-default-config", false, "print the commented default config and exit")
 		checkConfig  = fs.String("check-config", "", "validate config `file` (with env and flags) and exit")
+		version      = fs.Bool("version", false, "print version, commit and Go version and exit")
 	)
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout) // asked for: the usage is the output, and not a failure
+			fs.Usage()
+			return 0
+		}
 		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "sessionproxy: unexpected argument %q (subcommands: reindex, check, version; -h for help)\n", fs.Arg(0))
+		return 2
+	}
+	if *version {
+		readBuildInfo().print(stdout)
+		return 0
 	}
 	if *printDefault {
 		_, _ = stdout.Write(conf.DefaultYAML())
@@ -96,6 +122,14 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 	defer signal.Stop(hup)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	build := readBuildInfo()
+	build.register(reg)
+	rules := make([]string, len(cfg.Index.Rules))
+	for i, r := range cfg.Index.Rules {
+		rules[i] = r.Name + "=" + r.Pattern
+	}
+	logger.Info("sessionproxy starting", "version", build.version, "commit", build.commit, "go", build.goVersion,
+		"listen", cfg.Listen, "metrics", cfg.Metrics, "rules", rules)
 	opts, err := proxyOptions(cfg, logger, reg)
 	if err != nil {
 		return err
