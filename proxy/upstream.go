@@ -268,17 +268,23 @@ type request struct {
 }
 
 // wait waits for the request's replies, writing the parts handed over meanwhile.
-func (r *request) wait() {
-	if !r.stream {
-		<-r.done
-		return
+func (r *request) wait() { r.waitOr(nil) }
+
+// waitOr is wait, or until stop receives (false); a request released from behind another
+// client's script streams while it waits too.
+func (r *request) waitOr(stop <-chan time.Time) bool {
+	var parts chan struct{}
+	if r.stream {
+		parts = r.partCh
 	}
 	for {
 		select {
 		case <-r.done:
-			return
-		case <-r.partCh:
+			return true
+		case <-parts:
 			r.sink()
+		case <-stop:
+			return false
 		}
 	}
 }
@@ -435,10 +441,8 @@ func (u *sharedConn) submitLocked(req *request) {
 func (u *sharedConn) waitHeld(req *request, deadline time.Time) bool {
 	t := time.NewTimer(max(time.Until(deadline), time.Millisecond))
 	defer t.Stop()
-	select {
-	case <-req.done:
+	if req.waitOr(t.C) {
 		return !req.moved
-	case <-t.C:
 	}
 	u.mu.Lock()
 	if slices.Contains(u.held, req) {
@@ -449,7 +453,7 @@ func (u *sharedConn) waitHeld(req *request, deadline time.Time) bool {
 		u.closeIfDrainedLocked()
 	}
 	u.mu.Unlock()
-	<-req.done
+	req.wait()
 	return !req.moved
 }
 
