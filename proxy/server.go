@@ -178,7 +178,7 @@ func New(opts Options) (*Server, error) {
 		base.user = "default"
 	}
 	d := &dialer{base: base, tls: opts.TLS, dialTimeout: opts.DialTimeout, readTimeout: opts.ReadTimeout,
-		sharedSetup: load, sharedSetupN: len(loadCmds)}
+		sharedSetup: load, sharedSetupN: len(loadCmds), log: opts.Logger}
 	if opts.Cluster != nil {
 		if len(opts.Cluster.Seeds) == 0 || opts.Cluster.Fetch == nil {
 			return nil, errors.New("proxy: invalid options: cluster mode without seeds")

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"strconv"
@@ -53,6 +54,29 @@ type dialer struct {
 	// not fatal: script calls then answer NOSCRIPT, which the proxy retries once.
 	sharedSetup  []byte
 	sharedSetupN int
+
+	// log and down: an outage is logged when a dial first fails to reach Redis, and the
+	// recovery when one succeeds again, once each (noteDial).
+	log  *slog.Logger
+	down atomic.Bool
+}
+
+// noteDial logs the upstream becoming unreachable (a dial that could not connect or set up
+// the connection) and reachable again, once per change. A dial Redis answered with an error
+// (-LOADING, -BUSY, -NOAUTH) reached it.
+func (d *dialer) noteDial(addr string, err error) {
+	var re *replyError
+	switch {
+	case err == nil || errors.As(err, &re):
+		if d.down.CompareAndSwap(true, false) {
+			d.log.Info("upstream reachable again", "addr", addr)
+		}
+	case errors.Is(err, context.Canceled):
+	default:
+		if d.down.CompareAndSwap(false, true) {
+			d.log.Warn("upstream unreachable: clients get errors until it is back", "addr", addr, "err", err)
+		}
+	}
 }
 
 // unavailable is the error for a connection to Redis that could not be made or used. Clients
@@ -78,12 +102,19 @@ func hideAddrs(err error) error { return addrFree{err} }
 // dial connects and runs the setup commands for id and db, checking each reply. An error reply
 // from Redis during setup comes back as *replyError so callers can relay it byte for byte.
 func (d *dialer) dial(ctx context.Context, key poolKey, name string, shared bool) (net.Conn, *bufio.Reader, error) {
-	id, db := key.id, key.db
-	nd := net.Dialer{Timeout: d.dialTimeout, KeepAlive: 15 * time.Second}
 	addr := key.node
 	if addr == "" {
 		addr = *d.addr.Load()
 	}
+	nc, br, err := d.dialAddr(ctx, addr, key, name, shared)
+	d.noteDial(addr, err)
+	return nc, br, err
+}
+
+// dialAddr is dial to addr.
+func (d *dialer) dialAddr(ctx context.Context, addr string, key poolKey, name string, shared bool) (net.Conn, *bufio.Reader, error) {
+	id, db := key.id, key.db
+	nd := net.Dialer{Timeout: d.dialTimeout, KeepAlive: 15 * time.Second}
 	nc, err := nd.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, nil, unavailable(err)
