@@ -36,7 +36,7 @@ func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
 		clients: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "client",
 			Name: "connections", Help: "Client connections currently open."}),
 		clientsTotal: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
-			Name: "connections_total", Help: "Client connections accepted."}),
+			Name: "accepted_connections_total", Help: "Client connections accepted (the gauge sessionproxy_client_connections counts those open)."}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
 			Name: "rejected_total", Help: "Client connections refused, by reason."}, []string{"reason"}),
 		denied: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",

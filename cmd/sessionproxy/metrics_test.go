@@ -47,7 +47,7 @@ func TestMetrics(t *testing.T) {
 		`sessionproxy_client_commands_total{cmd="subscribe"}`: 1,
 		`sessionproxy_client_commands_total{cmd="other"}`:     1,
 		`sessionproxy_client_connections`:                     3,
-		`sessionproxy_client_connections_total`:               3,
+		`sessionproxy_client_accepted_connections_total`:      3,
 		`sessionproxy_upstream_dedicated_connections`:         1,
 	}
 	check := func(want map[string]float64) []string {
@@ -93,9 +93,9 @@ func TestMetrics(t *testing.T) {
 	subscriber.close()
 	getter.close()
 	after := map[string]float64{
-		`sessionproxy_client_connections`:             1,
-		`sessionproxy_client_connections_total`:       3,
-		`sessionproxy_upstream_dedicated_connections`: 0,
+		`sessionproxy_client_connections`:                1,
+		`sessionproxy_client_accepted_connections_total`: 3,
+		`sessionproxy_upstream_dedicated_connections`:    0,
 	}
 	if !waitFor(5*time.Second, func() bool { bad = check(after); return len(bad) == 0 }) {
 		t.Errorf("metrics after two clients left:\n%s", strings.Join(bad, "\n"))
