@@ -135,6 +135,25 @@ type Limits struct {
 	MaxInlineLen    Size `yaml:"max_inline_len"`    // default 64KiB (Redis PROTO_INLINE_MAX_SIZE)
 }
 
+// ruleDefaults fills in what a rule in the file left out, as the commented default promises:
+// the owner in the hash field "userid" (unless json_path is set), layout set, index key
+// user:{uid} (not for global-zset, whose one key has no sensible default).
+func (x *Index) ruleDefaults() {
+	def := Default().Index.Rules[0]
+	for i := range x.Rules {
+		r := &x.Rules[i]
+		if r.Field == "" && r.JSONPath == "" {
+			r.Field = def.Field
+		}
+		if r.Layout == "" {
+			r.Layout = def.Layout
+		}
+		if r.IndexKey == "" && r.Layout != "global-zset" {
+			r.IndexKey = def.IndexKey
+		}
+	}
+}
+
 // Default returns the complete default configuration; it passes Validate.
 func Default() Config {
 	return Config{
@@ -193,6 +212,7 @@ func Load(path string, lookupEnv func(string) (string, bool), f Flags) (Config, 
 		}
 	}
 	f.apply(&c)
+	c.Index.ruleDefaults()
 	if err := c.Validate(); err != nil {
 		return Config{}, fmt.Errorf("%w:\n%w", ErrInvalid, err)
 	}

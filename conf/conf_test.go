@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"maps"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -425,3 +426,29 @@ func TestImports(t *testing.T) {
 }
 
 func ptr(s string) *string { return &s }
+
+// TestRuleDefaults: a rule in the file takes what the commented default promises for what it
+// leaves out: the owner in "userid" unless json_path is set, layout set, index key user:{uid}
+// (none for global-zset, which must name its one key).
+func TestRuleDefaults(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	yaml := "index:\n  rules:\n    - name: express\n      pattern: \"sess:*\"\n      json_path: passport.user\n"
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path, env(nil), Flags{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := IndexRule{Name: "express", Pattern: "sess:*", JSONPath: "passport.user", Layout: "set", IndexKey: "user:{uid}"}
+	if len(c.Index.Rules) != 1 || c.Index.Rules[0] != want {
+		t.Fatalf("rules %+v, want [%+v]", c.Index.Rules, want)
+	}
+	yaml = "index:\n  rules:\n    - name: g\n      pattern: \"gs:*\"\n      layout: global-zset\n"
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path, env(nil), Flags{}); err == nil || !strings.Contains(err.Error(), "index_key") {
+		t.Errorf("a global-zset rule without index_key: %v", err)
+	}
+}
