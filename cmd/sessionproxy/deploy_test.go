@@ -1,0 +1,33 @@
+package main
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/sessionproxy/sessionproxy/internal/redistest"
+)
+
+// TestDeployMetricNames: every sessionproxy metric the deployment material (alert rules) names
+// is one the binary exports, so a rename cannot leave an alert that never fires.
+func TestDeployMetricNames(t *testing.T) {
+	up := redistest.Start(t)
+	p := startProxy(t, up.Addr())
+	exported := map[string]bool{}
+	for sample := range scrapeMetrics(t, p.HTTP) {
+		name, _, _ := strings.Cut(sample, "{")
+		exported[name] = true
+	}
+	for _, file := range []string{"../../deploy/prometheus/alerts.yaml"} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range regexp.MustCompile(`sessionproxy_[a-z_]+`).FindAllString(string(b), -1) {
+			if !exported[name] && !exported[name+"_total"] {
+				t.Errorf("%s names %s, which the proxy does not export", file, name)
+			}
+		}
+	}
+}
