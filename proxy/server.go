@@ -57,6 +57,9 @@ type Options struct {
 	// them (Redis' client-output-buffer-limit for normal clients, hard limit): past it the
 	// client is disconnected. 0: no bound, as Redis' default.
 	OutputBufferLimit int64
+	// Version and Mode are what INFO PROXY reports: the build, and the upstream mode
+	// (standalone, sentinel, cluster).
+	Version, Mode string
 	// DenyCommands are commands ("FLUSHALL") or subcommands ("CONFIG|SET") clients may not run
 	// through the proxy: Redis answers them as commands renamed away (deny.go).
 	DenyCommands []string
@@ -128,6 +131,7 @@ type Server struct {
 	clients map[*client]struct{}
 
 	listening chan struct{}
+	started   time.Time
 	addr      net.Addr // the plain listener's (the TLS one's without it)
 	tlsAddr   net.Addr
 }
@@ -147,7 +151,7 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("proxy: invalid options: pool size %d, max clients %d, timeouts %v/%v",
 			opts.PoolSize, opts.MaxClients, opts.DialTimeout, opts.ReadTimeout)
 	}
-	table := newCommandTable(connFamily, statefulFamily, sessionsFamily, scriptingFamily)
+	table := newCommandTable(connFamily, statefulFamily, sessionsFamily, scriptingFamily, infoFamily)
 	for _, name := range rewrite.PlannedCommands() {
 		// A session write is planned by its keys: its row must say where they are.
 		if sp := table.byName[name]; sp == nil || !sp.keys.any() {
@@ -196,6 +200,7 @@ func New(opts Options) (*Server, error) {
 		ctx: ctx, cancel: cancel,
 		clients:   make(map[*client]struct{}),
 		listening: make(chan struct{}),
+		started:   time.Now(),
 	}
 	s.pools.timeout = opts.CommandTimeout
 	s.order.quiet.Store(true) // an idle proxy: OrderAuto's gate starts on

@@ -134,6 +134,7 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	opts.Version, opts.Mode = build.version+" "+build.commit, cfg.Upstream.Mode
 	clientCerts, err := clientTLS(cfg.Clients.TLS)
 	if err != nil {
 		return err

@@ -1,0 +1,32 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/sessionproxy/sessionproxy/internal/redistest"
+)
+
+// TestInfoProxy: INFO PROXY is answered by the proxy, in order with Redis' replies, on the
+// shared path and inside MULTI; other INFO sections are Redis'.
+func TestInfoProxy(t *testing.T) {
+	up := redistest.Start(t)
+	s := startProxy(t, up, func(o *Options) { o.Version, o.Mode = "v-test", "standalone" })
+	c := dialRaw(t, s.Addr().String())
+	c.send(append(append(encode("PING"), encode("info", "proxy")...), encode("INFO", "server")...))
+	got := string(c.replies(3))
+	for _, want := range []string{"+PONG\r\n$", "# Proxy\r\nsessionproxy_version:v-test\r\n", "upstream_mode:standalone\r\n",
+		"upstream:" + up.Addr() + "\r\n", "index_rules:session=session:*,", "# Server\r\n", "redis_version:"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("replies lack %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got[strings.Index(got, "# Server"):], "# Proxy") {
+		t.Error("INFO server carries the proxy's section")
+	}
+	c.send(append(append(append(encode("MULTI"), encode("INFO", "PROXY")...), encode("GET", "k")...), encode("EXEC")...))
+	got = string(c.replies(4))
+	if !strings.HasPrefix(got, "+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n$") || !strings.Contains(got, "sessionproxy_version:v-test") {
+		t.Errorf("INFO PROXY in MULTI: %q", got)
+	}
+}
