@@ -2,9 +2,13 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sessionproxy/sessionproxy/internal/redistest"
 )
 
 // TestCLIArgs: version and help are answers, not failures; a stray argument is refused rather than
@@ -41,5 +45,40 @@ func TestCLIArgs(t *testing.T) {
 		if code != tc.code || !strings.Contains(out, tc.out) {
 			t.Errorf("sessionproxy %v: exit %d, output %q; want exit %d with %q", tc.args, code, out, tc.code, tc.out)
 		}
+	}
+}
+
+// TestRepairRefusesOtherRules: reindex and check refuse to run with rules other than those the
+// running proxy stored at start (they would build a second index beside its own), unless
+// -force; with the proxy's rules they run.
+func TestRepairRefusesOtherRules(t *testing.T) {
+	up := redistest.Start(t)
+	startProxy(t, up.Addr()) // the default rules; stores their fingerprint
+	other := filepath.Join(t.TempDir(), "other.yaml")
+	if err := os.WriteFile(other, []byte("index:\n  rules:\n    - name: s\n      pattern: \"session:*\"\n      layout: zset\n      index_key: \"z:{uid}\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{[]string{"reindex", "-upstream", up.Addr(), "-config", other}, 2, "the running proxy keeps its index with other rules"},
+		{[]string{"check", "-upstream", up.Addr(), "-config", other, "-force"}, 0, "scanned="},
+		{[]string{"check", "-upstream", up.Addr()}, 0, "scanned="},
+	} {
+		cmd := exec.Command(binPath, tc.args...)
+		cmd.Env = proxyEnv()
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if code != tc.code || !strings.Contains(string(out), tc.out) {
+			t.Errorf("sessionproxy %v: exit %d, %q; want exit %d with %q", tc.args, code, out, tc.code, tc.out)
+		}
+	}
+	if got, err := up.DoText("EXISTS", "z:1"); err != nil || got != "0" {
+		t.Errorf("the refused reindex wrote anyway: %q %v", got, err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -116,6 +117,7 @@ func runRepairCommand(name string, args []string, stdout, stderr io.Writer) int 
 	db := fs.Int("db", 0, "Redis `DB` to work on")
 	rule := fs.String("rule", "", "index rule `name` (default: every rule)")
 	batch := fs.Int("batch", reaper.DefaultBatch, "keys per atomic step")
+	force := fs.Bool("force", false, "run even if the running proxy keeps the index with other rules")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -146,6 +148,7 @@ func runRepairCommand(name string, args []string, stdout, stderr io.Writer) int 
 	repair := func(ctx context.Context, r int, fix bool) (rewrite.Report, error) {
 		return reaper.NewRepairer(sch, *batch).Run(ctx, ups.db(*db), r, fix)
 	}
+	var clusterClient redis.Cmdable
 	if cfg.Upstream.Mode == "cluster" {
 		if !cfg.Index.Cluster {
 			fmt.Fprintln(stderr, "cluster mode keeps no session index with index.cluster: false: nothing to "+name)
@@ -153,12 +156,21 @@ func runRepairCommand(name string, args []string, stdout, stderr io.Writer) int 
 		}
 		cc := ups.cluster(cfg.Upstream.Addrs)
 		defer cc.Close()
+		clusterClient = cc
 		keeper, err := reaper.NewCluster(reaper.ClusterOptions{Schema: sch, Client: cc, Batch: *batch})
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 2
 		}
 		repair = keeper.Repair // every primary; -db does not apply (a cluster has DB 0 only)
+	}
+	fp := ups.db(0)
+	if cfg.Upstream.Mode == "cluster" {
+		fp = nil
+	}
+	if err := sameSchema(context.Background(), fp, clusterClient, sch); err != nil && !*force {
+		fmt.Fprintf(stderr, "sessionproxy %s: %v\n", name, err)
+		return 2
 	}
 	rules := []int{}
 	if *rule != "" {
@@ -197,4 +209,41 @@ type redisLog struct{ l *slog.Logger }
 
 func (r redisLog) Printf(_ context.Context, format string, v ...any) {
 	r.l.Debug(fmt.Sprintf(format, v...), "component", "go-redis")
+}
+
+// sameSchema checks that the schema the running proxy stored at start (rewrite.FingerprintKey)
+// is sch: a repair with other rules (run without the proxy's -config, say) would build a second
+// index next to the one the proxy keeps. Nothing stored (no proxy has run, or an older one): no
+// objection. The key is in DB 0 of db, or on the cluster.
+func sameSchema(ctx context.Context, db *redis.Client, cluster redis.Cmdable, sch *rewrite.Schema) error {
+	var c redis.Cmdable
+	switch {
+	case cluster != nil:
+		c = cluster
+	case db != nil:
+		c = db
+	default:
+		return nil
+	}
+	stored, err := c.Get(ctx, sch.FingerprintKey()).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading the running proxy's schema (%s): %w", sch.FingerprintKey(), err)
+	case stored != sch.Fingerprint():
+		return fmt.Errorf("the running proxy keeps its index with other rules (schema %s, these rules %s): "+
+			"give this command the proxy's -config, or -force to go on", stored, sch.Fingerprint())
+	}
+	return nil
+}
+
+// storeSchema records sch as the running proxy's schema (sameSchema). A failure is logged: the
+// proxy runs without it, and repairs then cannot check.
+func storeSchema(ctx context.Context, c redis.Cmdable, sch *rewrite.Schema, logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := c.Set(ctx, sch.FingerprintKey(), sch.Fingerprint(), 0).Err(); err != nil {
+		logger.Warn("could not store the index schema's fingerprint; reindex/check cannot compare theirs", "key", sch.FingerprintKey(), "err", err)
+	}
 }

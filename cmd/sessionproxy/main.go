@@ -183,6 +183,7 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 				return err
 			}
 			opts.Cluster.Index, keeper = idx, idx
+			storeSchema(context.Background(), cc, opts.Schema, logger)
 			opts.Repair = func(ctx context.Context, _, rule int, fix bool) (rewrite.Report, error) {
 				return idx.Repair(ctx, rule, fix)
 			}
@@ -197,6 +198,7 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 			return err
 		}
 		keeper = rp
+		storeSchema(context.Background(), ups.db(0), opts.Schema, logger) // for reindex/check to compare
 	}
 	if srv, err = proxy.New(opts); err != nil {
 		return err
