@@ -545,7 +545,7 @@ func (c *client) sharedConn() (*sharedConn, error) {
 	if c.gated {
 		return c.pool.leastRecent(c.s.ctx, c.id)
 	}
-	return c.pool.conn(c.s.ctx, c.id)
+	return c.pool.pick(c.s.ctx, c.id)
 }
 
 // write queues reply bytes for the client; redcon flushes them once per batch.

@@ -304,6 +304,24 @@ func (p *pool) leastRecent(ctx context.Context, n uint64) (*sharedConn, error) {
 	return best, nil
 }
 
+// pick returns slot n's connection, or, when that one has a request outstanding, one of the
+// pool's live connections that has none: a client's command then does not wait on a shared
+// connection behind another client's large reply or slow command while another is free (a PING
+// waited 286 ms behind 500 MB of GET replies). Slots are not dialed for it (leastRecent and the
+// clients whose slot it is do that).
+func (p *pool) pick(ctx context.Context, n uint64) (*sharedConn, error) {
+	own, err := p.conn(ctx, n)
+	if err != nil || own.inflight.Load() == 0 {
+		return own, err
+	}
+	for i := range p.slots {
+		if u := p.slots[i].cur.Load(); u != nil && u.inflight.Load() == 0 && !u.dead.Load() && u.gen == own.gen {
+			return u, nil
+		}
+	}
+	return own, nil
+}
+
 // better reports whether u is a better pick than v for a gated batch: idle over busy, then
 // answered longer ago.
 func better(u, v *sharedConn) bool {
