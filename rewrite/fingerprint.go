@@ -14,7 +14,7 @@ func (s *Schema) Fingerprint() string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%q\n", s.Prefix)
 	for _, r := range s.Rules {
-		fmt.Fprintf(h, "%q %q %q %q %d %q\n", r.Name, r.Pattern, r.Field, r.JSONPath, r.Layout, r.IndexKey)
+		fmt.Fprintf(h, "%q %q %q %q %q %q\n", r.Name, r.Pattern, r.Field, r.JSONPath, r.Layout, r.IndexKey)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
