@@ -93,6 +93,7 @@ type span struct {
 	a, b   int  // script call bytes in arena
 	merged bool
 	busy   bool // a client's script call (EVAL, FCALL...): see sharedConn.scripts
+	info   bool // INFO of the default sections: the proxy's own is added (cmd_info.go)
 }
 
 func newClient(s *Server, rc redcon.Conn, id uint64) *client {
@@ -409,6 +410,8 @@ func (c *client) writeReplies() {
 			c.s.upstreamReadonly()
 		}
 		switch {
+		case sp.info:
+			c.write(c.s.withProxySection(reply))
 		case !sp.merged:
 			c.write(reply)
 		case reply[0] == '*':
@@ -459,7 +462,7 @@ func (c *client) buildRun(cmds []redcon.Command, base int) {
 				q++
 			}
 			c.up = append(c.up, cmds[j])
-			c.spans = append(c.spans, span{n: 1, busy: busy})
+			c.spans = append(c.spans, span{n: 1, busy: busy, info: fullInfo(cmds[j].Args)})
 			continue
 		}
 		pr := c.pending[p]

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bytes"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -9,7 +11,8 @@ import (
 )
 
 // infoFamily: INFO PROXY (any case) is answered by the proxy with a "# Proxy" section about
-// itself; every other INFO goes to Redis.
+// itself; every other INFO goes to Redis, and INFO of the default sections (no argument,
+// default, all, everything) gets the proxy's section added at the end (on the shared path).
 var infoFamily = family{
 	{name: "info", classify: classifyInfo, local: cmdInfo, sendDedicated: (*dedicated).sendInfo},
 }
@@ -53,4 +56,32 @@ func (s *Server) proxyInfo() []byte {
 	}
 	fmt.Fprintf(&b, "index_rules:%s\r\n", strings.Join(rules, ","))
 	return []byte(b.String())
+}
+
+// fullInfo reports whether args is an INFO of the default sections.
+func fullInfo(args [][]byte) bool {
+	if len(args[0]) != 4 || !equalFold(args[0], "INFO") {
+		return false
+	}
+	return len(args) == 1 || len(args) == 2 && (equalFold(args[1], "DEFAULT") || equalFold(args[1], "ALL") || equalFold(args[1], "EVERYTHING"))
+}
+
+// withProxySection adds the proxy's section to Redis' INFO reply (a bulk string, or a verbatim
+// string in RESP3), after a blank line as between Redis' own sections. Anything else (an error)
+// is returned as it is.
+func (s *Server) withProxySection(reply []byte) []byte {
+	if len(reply) == 0 || reply[0] != '$' && reply[0] != '=' {
+		return reply
+	}
+	nl := bytes.IndexByte(reply, '\n')
+	if nl < 0 || len(reply) < nl+3 {
+		return reply
+	}
+	body := reply[nl+1 : len(reply)-2]
+	extra := append([]byte("\r\n"), s.proxyInfo()...)
+	out := append([]byte{reply[0]}, strconv.Itoa(len(body)+len(extra))...)
+	out = append(out, '\r', '\n')
+	out = append(out, body...)
+	out = append(out, extra...)
+	return append(out, '\r', '\n')
 }

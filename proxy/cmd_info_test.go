@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 
@@ -23,6 +24,14 @@ func TestInfoProxy(t *testing.T) {
 	}
 	if strings.Contains(got[strings.Index(got, "# Server"):], "# Proxy") {
 		t.Error("INFO server carries the proxy's section")
+	}
+	for _, args := range [][]string{{"INFO"}, {"info", "everything"}} {
+		full := c.do(args...)
+		n := strings.Index(full, "\r\n")
+		if !strings.Contains(full, "# Server\r\n") || !strings.HasSuffix(full, "index_rules:session=session:*,express=sess:*,scored=zsess:*,global=gsess:*\r\n\r\n") ||
+			!strings.Contains(full, "\r\n\r\n# Proxy\r\n") || full[1:n] != strconv.Itoa(len(full)-n-4) {
+			t.Errorf("%v: the proxy's section is not added at the end, as a section, with the right length: ...%q", args, full[max(0, len(full)-300):])
+		}
 	}
 	c.send(append(append(append(encode("MULTI"), encode("INFO", "PROXY")...), encode("GET", "k")...), encode("EXEC")...))
 	got = string(c.replies(4))

@@ -86,7 +86,7 @@ func (c *client) mayStream() bool {
 		return false
 	}
 	for _, sp := range c.spans {
-		if sp.script || sp.merged || sp.busy {
+		if sp.script || sp.merged || sp.busy || sp.info {
 			return false
 		}
 	}
