@@ -452,3 +452,34 @@ func TestRuleDefaults(t *testing.T) {
 		t.Errorf("a global-zset rule without index_key: %v", err)
 	}
 }
+
+// TestDeployConfigValid: the config the Kubernetes example ships in its ConfigMap loads and
+// validates, so the example cannot rot into one that does not start.
+func TestDeployConfigValid(t *testing.T) {
+	f, err := os.Open("../deploy/kubernetes/sessionproxy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	for {
+		var doc struct {
+			Kind string            `yaml:"kind"`
+			Data map[string]string `yaml:"data"`
+		}
+		if err := dec.Decode(&doc); err != nil {
+			t.Fatalf("no ConfigMap with sessionproxy.yaml found: %v", err)
+		}
+		if doc.Kind != "ConfigMap" {
+			continue
+		}
+		path := filepath.Join(t.TempDir(), "sessionproxy.yaml")
+		if err := os.WriteFile(path, []byte(doc.Data["sessionproxy.yaml"]), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(path, env(nil), Flags{}); err != nil {
+			t.Fatalf("the Kubernetes example's config: %v", err)
+		}
+		return
+	}
+}

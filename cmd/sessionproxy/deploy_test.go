@@ -9,7 +9,8 @@ import (
 	"github.com/sessionproxy/sessionproxy/internal/redistest"
 )
 
-// TestDeployMetricNames: every sessionproxy metric the deployment material (alert rules) names
+// TestDeployMetricNames: every sessionproxy metric the deployment material (alert rules, the
+// Grafana dashboard) names
 // is one the binary exports, so a rename cannot leave an alert that never fires.
 func TestDeployMetricNames(t *testing.T) {
 	up := redistest.Start(t)
@@ -19,7 +20,7 @@ func TestDeployMetricNames(t *testing.T) {
 		name, _, _ := strings.Cut(sample, "{")
 		exported[name] = true
 	}
-	for _, file := range []string{"../../deploy/prometheus/alerts.yaml"} {
+	for _, file := range []string{"../../deploy/prometheus/alerts.yaml", "../../deploy/grafana/sessionproxy.json"} {
 		b, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)
