@@ -692,7 +692,7 @@ var docs = map[string]string{
 	"clients.output_buffer_limit":       "As the hard limit of Redis' client-output-buffer-limit for normal clients: a client whose unread replies the proxy holds beyond it is disconnected (sessionproxy_client_disconnected_total{reason=\"output_buffer\"}). 0 (Redis' default): no bound; the proxy then holds at most the replies to the commands of one read of the client's (it reads no more until they are written). Subscribers are bounded by Redis' own pubsub limit on their connections.",
 	"clients.deny_commands":             "Commands (FLUSHALL) or subcommands (CONFIG|SET) clients may not run through the proxy, as with Redis' rename-command NAME \"\": Redis answers them -ERR unknown command 'NAME (denied by the proxy: clients.deny_commands)', in order, and discards a transaction that holds one. REPLICAOF and SLAVEOF go together; scripts are not covered (deny EVAL, EVALSHA, FCALL, FUNCTION... too: README). Unknown names stop the proxy at start. Environment: comma-separated.",
 	"clients.timeout":                   "As Redis' timeout: a client idle this long is disconnected (checked every second); 0 never. Clients blocked in a command, subscribers and replication streams are exempt.",
-	"clients.tls":                       "A TLS listener for clients, beside listen (set listen to \"\" to serve TLS only). Plain connections to it fail their handshake and are closed. The files are checked every reload and on SIGHUP; a renewed certificate (or CA) is used for new connections, open ones keep theirs, and files that do not load leave the last good ones in use.",
+	"clients.tls":                       "A TLS listener for clients, beside listen (set listen to \"\" to serve TLS only). Plain connections to it fail their handshake and are closed. The files are checked every reload interval and on a config reload (SIGHUP, PROXY RELOAD); a renewed certificate (or CA) is used for new connections, open ones keep theirs, and files that do not load leave the last good ones in use.",
 	"clients.tls.listen":                "TLS client listener, host:port; \"\" (the default) disables it.",
 	"clients.tls.cert_file":             "PEM certificate chain the proxy presents.",
 	"clients.tls.key_file":              "PEM private key of cert_file.",
@@ -804,4 +804,30 @@ func addDocs(n *yaml.Node, prefix string) {
 		}
 		k.HeadComment = doc
 	}
+}
+
+// Changed lists the YAML paths of the settings that differ between a and b (index.rules as
+// one), in the struct's order: what a reload of the config file would change.
+func Changed(a, b Config) []string {
+	var out []string
+	va, vb := reflect.ValueOf(&a).Elem(), reflect.ValueOf(&b).Elem()
+	leaves := map[string]reflect.Value{}
+	walkLeaves(vb, "", func(path string, v reflect.Value) { leaves[path] = v })
+	walkLeaves(va, "", func(path string, v reflect.Value) {
+		if !reflect.DeepEqual(v.Interface(), leaves[path].Interface()) {
+			out = append(out, path)
+		}
+	})
+	if !reflect.DeepEqual(a.Index.Rules, b.Index.Rules) {
+		out = append(out, "index.rules")
+	}
+	return out
+}
+
+// Reloadable are the settings a running proxy takes from a reloaded config file (SIGHUP,
+// PROXY RELOAD); a change to any other needs a restart. (The client TLS files are read again
+// on a reload too.)
+var Reloadable = map[string]bool{
+	"log_level": true, "clients.timeout": true, "clients.output_buffer_limit": true,
+	"upstream.command_timeout": true, "limits.max_clients": true, "limits.max_dedicated": true,
 }

@@ -483,3 +483,19 @@ func TestDeployConfigValid(t *testing.T) {
 		return
 	}
 }
+
+// TestChanged: the paths of the settings that differ, rules as one.
+func TestChanged(t *testing.T) {
+	a, b := Default(), Default()
+	b.LogLevel, b.Limits.MaxClients, b.Upstream.Addrs = "debug", 5, []string{"x:1"}
+	b.Index.Rules = append([]IndexRule{}, b.Index.Rules...)
+	b.Index.Rules[0].Field = "uid"
+	got := Changed(a, b)
+	want := []string{"log_level", "upstream.addrs", "limits.max_clients", "index.rules"}
+	if !slices.Equal(got, want) {
+		t.Errorf("Changed = %v, want %v", got, want)
+	}
+	if c := Changed(a, Default()); len(c) != 0 {
+		t.Errorf("Changed of equal configs: %v", c)
+	}
+}

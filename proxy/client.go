@@ -70,9 +70,9 @@ type client struct {
 	ded atomic.Pointer[dedicated] // set once the client moved to its own upstream connection
 
 	info clientInfo // what CLIENT LIST shows of it (cmd_client.go)
-	// state: between batches, in one, or ended by the idle timeout (watchIdle); kept only with
-	// an idle timeout. idleIO and idleAt are watchIdle's: the connection's activity count when
-	// it last changed, and when that was (unix ns).
+	// state: between batches, in one, or ended by the idle timeout (watchIdle). idleIO and
+	// idleAt are watchIdle's: the connection's activity count when it last changed, and when
+	// that was (unix ns).
 	state  atomic.Int32
 	idleIO uint64
 	idleAt int64
@@ -102,7 +102,7 @@ func newClient(s *Server, rc redcon.Conn, id uint64) *client {
 		req:    request{done: make(chan struct{}, 1)}, gateCh: make(chan struct{}, 1)}
 	c.conn, _ = c.nc.(*resp.Conn)
 	c.req.handoff = c.handedOff
-	c.req.partCh, c.req.sink, c.req.limit = make(chan struct{}, 1), c.writeParts, s.opts.OutputBufferLimit
+	c.req.partCh, c.req.sink = make(chan struct{}, 1), c.writeParts
 	c.req.overflow = c.overflow
 	return c
 }
@@ -342,6 +342,7 @@ func (c *client) sendChunk(up []redcon.Command, n int) bool {
 		req.script = req.script || c.spans[first+i].busy
 	}
 	req.stream = c.mayStream()
+	req.limit = c.s.lim().OutputBufferLimit
 	u, err := c.doShared(up)
 	if req.stream {
 		c.writeParts() // those handed over at the end, or while the request was held

@@ -62,7 +62,7 @@ func (c *client) toDedicated(cmds []redcon.Command) {
 		}
 		return
 	}
-	if n := c.s.ndedicated.Add(1); c.s.opts.MaxDedicated > 0 && n > int64(c.s.opts.MaxDedicated) {
+	if n, limit := c.s.ndedicated.Add(1), c.s.lim().MaxDedicated; limit > 0 && n > int64(limit) {
 		c.s.ndedicated.Add(-1)
 		c.s.m.dedicatedRefused.Inc()
 		for range cmds {
@@ -192,7 +192,7 @@ func (d *dedicated) write() bool {
 	if len(d.out) == 0 {
 		return true
 	}
-	if t := d.c.s.opts.CommandTimeout; t > 0 {
+	if t := d.c.s.lim().CommandTimeout; t > 0 {
 		_ = d.nc.SetWriteDeadline(time.Now().Add(t)) // a stalled Redis must not hold the client
 	}
 	_, err := d.nc.Write(d.out)

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// watchIdle ends the connections of clients idle for longer than IdleTimeout, as Redis'
+// watchIdle ends the connections of clients idle for longer than Limits.IdleTimeout, as Redis'
 // `timeout` does: checked every second, silently (Redis writes nothing either). A client is
 // active while it sends (a command still coming in counts), while a batch of its is handled,
 // and while a reply is being written to it; as in Redis, a client waiting for a blocking
@@ -21,8 +21,12 @@ func (s *Server) watchIdle(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		timeout := s.lim().IdleTimeout
+		if timeout <= 0 {
+			continue
+		}
 		now := time.Now().UnixNano()
-		limit := now - int64(s.opts.IdleTimeout)
+		limit := now - int64(timeout)
 		var idle []*client
 		s.mu.Lock()
 		for c := range s.clients {
@@ -44,7 +48,7 @@ func (s *Server) watchIdle(ctx context.Context) {
 		s.mu.Unlock()
 		for _, c := range idle {
 			s.m.disconnected.WithLabelValues(closeIdle).Inc()
-			s.log.Debug("closing idle client", "client", c.id, "timeout", s.opts.IdleTimeout)
+			s.log.Debug("closing idle client", "client", c.id, "timeout", timeout)
 			closeRaw(c.nc)
 		}
 	}

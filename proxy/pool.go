@@ -41,8 +41,8 @@ type pools struct {
 	// busy is Redis' busy-reply-threshold in ns (watchBusy): how long it lets a script run
 	// before it answers others -BUSY.
 	busy atomic.Int64
-	// timeout bounds a shared connection's wait for replies (Options.CommandTimeout).
-	timeout time.Duration
+	// timeout bounds a new shared connection's wait for replies (Limits.CommandTimeout, ns).
+	timeout atomic.Int64
 
 	mu     sync.RWMutex
 	byKey  map[poolKey]*pool
@@ -259,7 +259,7 @@ func (p *pool) conn(ctx context.Context, n uint64) (*sharedConn, error) {
 		return nil, err
 	}
 	sl.lastErr = nil
-	u := newSharedConn(nc, br, p.p.m, &p.p.busy, gen, p.p.timeout)
+	u := newSharedConn(nc, br, p.p.m, &p.p.busy, gen, time.Duration(p.p.timeout.Load()))
 	sl.cur.Store(u)
 	return u, nil
 }

@@ -57,6 +57,9 @@ type Options struct {
 	// them (Redis' client-output-buffer-limit for normal clients, hard limit): past it the
 	// client is disconnected. 0: no bound, as Redis' default.
 	OutputBufferLimit int64
+	// Reload, if set, re-reads the configuration and puts what may change live in force (PROXY
+	// RELOAD); it returns what changed, or every reason it did not.
+	Reload func() (string, error)
 	// Version and Mode are what INFO PROXY reports: the build, and the upstream mode
 	// (standalone, sentinel, cluster).
 	Version, Mode string
@@ -132,7 +135,8 @@ type Server struct {
 
 	listening chan struct{}
 	started   time.Time
-	addr      net.Addr // the plain listener's (the TLS one's without it)
+	limits    atomic.Pointer[Limits] // what may change live (limits.go)
+	addr      net.Addr               // the plain listener's (the TLS one's without it)
 	tlsAddr   net.Addr
 }
 
@@ -151,7 +155,7 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("proxy: invalid options: pool size %d, max clients %d, timeouts %v/%v",
 			opts.PoolSize, opts.MaxClients, opts.DialTimeout, opts.ReadTimeout)
 	}
-	table := newCommandTable(connFamily, statefulFamily, sessionsFamily, scriptingFamily, infoFamily)
+	table := newCommandTable(connFamily, statefulFamily, sessionsFamily, scriptingFamily, infoFamily, proxyFamily)
 	for _, name := range rewrite.PlannedCommands() {
 		// A session write is planned by its keys: its row must say where they are.
 		if sp := table.byName[name]; sp == nil || !sp.keys.any() {
@@ -202,7 +206,8 @@ func New(opts Options) (*Server, error) {
 		listening: make(chan struct{}),
 		started:   time.Now(),
 	}
-	s.pools.timeout = opts.CommandTimeout
+	s.SetLimits(Limits{MaxClients: opts.MaxClients, MaxDedicated: opts.MaxDedicated, IdleTimeout: opts.IdleTimeout,
+		CommandTimeout: opts.CommandTimeout, OutputBufferLimit: opts.OutputBufferLimit})
 	s.order.quiet.Store(true) // an idle proxy: OrderAuto's gate starts on
 	// auto starts protected until Redis is seen asking for a password (watchProtected).
 	s.protected.Store(opts.Protected == "yes" || (opts.Protected != "no" && opts.ClientPassword == ""))
@@ -247,9 +252,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer stopWatch()
 	s.pools.wg.Go(func() { s.pools.watchBusy(watchCtx) })
 	s.pools.wg.Go(func() { s.watchAnon(watchCtx) })
-	if s.opts.IdleTimeout > 0 {
-		s.pools.wg.Go(func() { s.watchIdle(watchCtx) })
-	}
+	s.pools.wg.Go(func() { s.watchIdle(watchCtx) }) // a reload may set the timeout later
 	if s.cluster != nil {
 		if err := s.cluster.refresh(watchCtx, ""); err != nil {
 			s.log.Error("cluster: no slot map yet; looking on", "err", err)
@@ -325,7 +328,7 @@ func (s *Server) accept(rc redcon.Conn) bool {
 		refuse(rc, raw, errDenied)
 		return false
 	}
-	if s.nclients.Add(1) > int64(s.opts.MaxClients) {
+	if s.nclients.Add(1) > int64(s.lim().MaxClients) {
 		s.nclients.Add(-1)
 		s.m.rejected.WithLabelValues(rejectMaxClients).Inc()
 		refuse(rc, raw, "ERR max number of clients reached")
@@ -379,12 +382,10 @@ func (s *Server) serveCommand(rc redcon.Conn, cmd redcon.Command) {
 	if c.closing {
 		return
 	}
-	if s.opts.IdleTimeout > 0 {
-		if !c.state.CompareAndSwap(stateIdle, stateBatch) {
-			return // ended by the idle timeout: its connection is closing
-		}
-		defer c.state.Store(stateIdle)
+	if !c.state.CompareAndSwap(stateIdle, stateBatch) {
+		return // ended by the idle timeout: its connection is closing
 	}
+	defer c.state.Store(stateIdle)
 	defer s.survive(c)
 	c.batch = append(c.batch[:0], cmd)
 	c.batch = append(c.batch, rc.ReadPipeline()...)

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"log/slog"
-	"os"
 
 	"github.com/sessionproxy/sessionproxy/conf"
 	"github.com/sessionproxy/sessionproxy/internal/tlsfiles"
@@ -38,25 +36,5 @@ func reportTLS(logger *slog.Logger, t conf.ClientTLS) func(bool, error) {
 		} else if loaded {
 			logger.Info("client TLS: certificate files loaded", "cert", t.CertFile, "ca", t.CAFile)
 		}
-	}
-}
-
-// onHangup handles SIGHUP (delivered on hup) until ctx ends: the client TLS files (if any)
-// are loaded again. The rest of the configuration needs a restart for now (README "Client
-// access"). serve keeps hup registered until the process is done, so a SIGHUP during the
-// shutdown drain does not end it either.
-func onHangup(ctx context.Context, hup <-chan os.Signal, certs *tlsfiles.Reloader, t conf.ClientTLS, logger *slog.Logger) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-hup:
-		}
-		if certs == nil {
-			logger.Warn("SIGHUP: nothing to reload (no clients.tls); other settings need a restart")
-			continue
-		}
-		logger.Info("SIGHUP: loading the client TLS files again; other settings need a restart")
-		reportTLS(logger, t)(certs.Reload(true))
 	}
 }

@@ -85,6 +85,12 @@ const stopTimeout = 10 * time.Second
 // SIGTERM when the test ends, failing the test unless it exits 0 within stopTimeout.
 func startProxy(t testing.TB, upstream string, env ...string) *proxyProc {
 	t.Helper()
+	return startProxyArgs(t, upstream, nil, env...)
+}
+
+// startProxyArgs is startProxy with more command-line arguments (e.g. -config FILE).
+func startProxyArgs(t testing.TB, upstream string, args []string, env ...string) *proxyProc {
+	t.Helper()
 	p := &proxyProc{
 		t:      t,
 		Addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(redistest.FreePort(t))),
@@ -92,7 +98,7 @@ func startProxy(t testing.TB, upstream string, env ...string) *proxyProc {
 		stderr: &syncbuf.Buffer{},
 		exited: make(chan struct{}),
 	}
-	p.cmd = exec.Command(binPath, "-listen", p.Addr, "-metrics", p.HTTP, "-upstream", upstream)
+	p.cmd = exec.Command(binPath, append([]string{"-listen", p.Addr, "-metrics", p.HTTP, "-upstream", upstream}, args...)...)
 	p.cmd.Env = proxyEnv(env...)
 	p.cmd.Stderr = p.stderr
 	p.cmd.Stdout = p.stderr

@@ -105,10 +105,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: ok\n", *checkConfig)
 		return 0
 	}
-	logger := newLogger(cfg, stderr)
+	logger, level := newLogger(cfg, stderr)
 	runtime.GOMAXPROCS(cfg.Procs)
 	redis.SetLogger(redisLog{logger}) // process-wide in go-redis; main owns the process
-	if err := serve(cfg, logger); err != nil {
+	if err := serve(cfg, logger, &reloader{path: path, flags: givenFlags(fs), level: level, logger: logger}); err != nil {
 		logger.Error("exiting", "err", err)
 		return 1
 	}
@@ -116,7 +116,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 // serve runs the proxy and the HTTP endpoint under one context until SIGINT/SIGTERM.
-func serve(cfg conf.Config, logger *slog.Logger) error {
+func serve(cfg conf.Config, logger *slog.Logger, rl *reloader) error {
 	hup := make(chan os.Signal, 1) // SIGHUP reloads (onHangup); from here on it never ends the process
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -200,9 +200,11 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 		keeper = rp
 		storeSchema(context.Background(), ups.db(0), opts.Schema, logger) // for reindex/check to compare
 	}
+	opts.Reload = rl.reload
 	if srv, err = proxy.New(opts); err != nil {
 		return err
 	}
+	rl.srv, rl.certs, rl.cur = srv, clientCerts, cfg // before anything can ask for a reload
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	g, ctx := errgroup.WithContext(ctx)
@@ -219,7 +221,7 @@ func serve(cfg conf.Config, logger *slog.Logger) error {
 			return nil
 		})
 	}
-	g.Go(func() error { return onHangup(ctx, hup, clientCerts, cfg.Clients.TLS, logger) })
+	g.Go(func() error { return onHangup(ctx, hup, rl) })
 	if cfg.Metrics != "" {
 		g.Go(func() error {
 			return serveHTTP(ctx, "metrics", cfg.Metrics, metricsMux(reg, srv, cfg.Upstream.ReadTimeout.D()))
@@ -360,14 +362,17 @@ func serveHTTP(ctx context.Context, name, addr string, mux *http.ServeMux) error
 	return nil
 }
 
-func newLogger(cfg conf.Config, w io.Writer) *slog.Logger {
+// newLogger is the process's logger; its level can change on a reload.
+func newLogger(cfg conf.Config, w io.Writer) (*slog.Logger, *slog.LevelVar) {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated by conf
-	hopts := &slog.HandlerOptions{Level: level}
+	lv := new(slog.LevelVar)
+	lv.Set(level)
+	hopts := &slog.HandlerOptions{Level: lv}
 	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, hopts))
+		return slog.New(slog.NewJSONHandler(w, hopts)), lv
 	}
-	return slog.New(slog.NewTextHandler(w, hopts))
+	return slog.New(slog.NewTextHandler(w, hopts)), lv
 }
 
 // givenFlags is the config overrides among fs's flags: only those given on the command line,

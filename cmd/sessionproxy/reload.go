@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/sessionproxy/sessionproxy/conf"
+	"github.com/sessionproxy/sessionproxy/internal/tlsfiles"
+	"github.com/sessionproxy/sessionproxy/proxy"
+)
+
+// reloader re-reads the configuration (the file, the environment and the flags, as at start)
+// and puts what may change live in force (conf.Reloadable): log level, idle and command
+// timeouts, output buffer limit, client and dedicated-connection bounds, and the client TLS
+// files. A file that does not load or validate, or that changes a setting that needs a restart,
+// changes nothing: the error gives every reason.
+type reloader struct {
+	path   string
+	flags  conf.Flags
+	level  *slog.LevelVar
+	srv    *proxy.Server
+	certs  *tlsfiles.Reloader
+	logger *slog.Logger
+
+	mu  sync.Mutex
+	cur conf.Config
+}
+
+// reload is SIGHUP's and PROXY RELOAD's: it returns what changed ("nothing" if nothing did).
+func (r *reloader) reload() (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next, err := conf.Load(r.path, os.LookupEnv, r.flags)
+	if err == nil {
+		_, err = schema(next.Index)
+	}
+	if err != nil {
+		return "", err
+	}
+	changed := conf.Changed(r.cur, next)
+	var fixed []string
+	for _, p := range changed {
+		if !conf.Reloadable[p] {
+			fixed = append(fixed, p)
+		}
+	}
+	if len(fixed) > 0 {
+		return "", fmt.Errorf("these settings need a restart: %s (nothing was changed)", strings.Join(fixed, ", "))
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(next.LogLevel)) // validated by conf
+	r.level.Set(level)
+	r.srv.SetLimits(limitsOf(next))
+	if r.certs != nil {
+		if _, err := r.certs.Reload(true); err != nil {
+			return "", fmt.Errorf("client TLS files: %w (the settings above took effect)", err)
+		}
+	}
+	r.cur = next
+	if len(changed) == 0 {
+		return "nothing", nil
+	}
+	return strings.Join(changed, ", "), nil
+}
+
+// limitsOf is the proxy's live limits from a configuration.
+func limitsOf(c conf.Config) proxy.Limits {
+	return proxy.Limits{MaxClients: c.Limits.MaxClients, MaxDedicated: c.Limits.MaxDedicated,
+		IdleTimeout: c.Clients.Timeout.D(), CommandTimeout: c.Upstream.CommandTimeout.D(),
+		OutputBufferLimit: int64(c.Clients.OutputLimit)}
+}
+
+// onHangup reloads the configuration on SIGHUP (delivered on hup) until ctx ends, and logs
+// the outcome. serve keeps hup registered until the process is done, so a SIGHUP during the
+// shutdown drain does not end it either.
+func onHangup(ctx context.Context, hup <-chan os.Signal, r *reloader) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+		}
+		if changed, err := r.reload(); err != nil {
+			r.logger.Error("SIGHUP: config not reloaded; the running one stays", "err", err)
+		} else {
+			r.logger.Info("SIGHUP: config reloaded", "changed", changed)
+		}
+	}
+}
