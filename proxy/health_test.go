@@ -33,7 +33,7 @@ func TestUpstreamOutageLogged(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	out := logs.String()
-	if n := strings.Count(out, "upstream unreachable"); n != 1 || !strings.Contains(out, "level=WARN") || !strings.Contains(out, "connection refused") {
+	if n := strings.Count(out, "upstream unreachable"); n != 1 || !strings.Contains(out, "level=WARN") || !strings.Contains(out, "err=\"upstream unavailable: ") {
 		t.Errorf("outage logged %d times (want once, WARN, with the reason):\n%s", n, out)
 	}
 	if n := strings.Count(out, "upstream reachable again"); n != 1 {

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sessionproxy/sessionproxy/internal/redistest"
 )
@@ -16,10 +17,15 @@ func TestDeployMetricNames(t *testing.T) {
 	up := redistest.Start(t)
 	p := startProxy(t, up.Addr())
 	exported := map[string]bool{}
-	for sample := range scrapeMetrics(t, p.HTTP) {
-		name, _, _ := strings.Cut(sample, "{")
-		exported[name] = true
-	}
+	// Labelled families appear with their first sample: the reaper's ledger gauge after its
+	// first sweep.
+	waitFor(10*time.Second, func() bool {
+		for sample := range scrapeMetrics(t, p.HTTP) {
+			name, _, _ := strings.Cut(sample, "{")
+			exported[name] = true
+		}
+		return exported["sessionproxy_reaper_ledger_entries"]
+	})
 	for _, file := range []string{"../../deploy/prometheus/alerts.yaml", "../../deploy/grafana/sessionproxy.json"} {
 		b, err := os.ReadFile(file)
 		if err != nil {
