@@ -109,8 +109,10 @@ const orderSpins = 4
 const orderRecent = 2 * time.Millisecond
 
 // arrived registers c's batch, whose last bytes the kernel received at at, as soon as its read
-// completes: between the read and enter (the parse) a later batch must already see it.
-// Called on c's reader goroutine (resp.Conn.OnBatch).
+// returns, before the parse: between the read and enter a later batch must already see it (a
+// goroutine descheduled there let a later batch go first, about once in 500 runs of
+// TestOrderAcrossConnections under CI load). Called on c's reader goroutine
+// (resp.Conn.OnBatch); resp.Conn.OnPartial withdraws it when the bytes are no whole batch.
 func (g *orderGate) arrived(c *client, at int64) {
 	if c.gated {
 		return

@@ -341,6 +341,7 @@ func (s *Server) accept(rc redcon.Conn) bool {
 	}
 	if c.conn != nil && s.opts.Ordering != OrderNone {
 		c.conn.OnBatch = func(at int64) { s.order.arrived(c, at) }
+		c.conn.OnPartial = c.handedOff // not a whole batch yet: hold nobody for it
 	}
 	rc.SetContext(c)
 	s.mu.Lock()

@@ -4,6 +4,7 @@ package resp
 
 import (
 	"net"
+	"slices"
 	"testing"
 	"time"
 )
@@ -72,27 +73,32 @@ func TestProber(t *testing.T) {
 	if p.Earlier(b, 0, before) {
 		t.Fatal("bytes that arrived after the window reported")
 	}
-	// Nothing was consumed; a read reports the same bytes and OnBatch once, at the boundary.
+	// Nothing was consumed; a read reports the same bytes, and OnBatch runs with their receive
+	// time as soon as the read returns (and again at the boundary: the caller's registration is
+	// idempotent).
 	var batches []int64
+	partials := 0
 	a.OnBatch = func(at int64) { batches = append(batches, at) }
 	_, _ = bcl.Write([]byte("*1\r\n$4\r\nPI"))
 	n, err := a.Read(buf)
 	if err != nil || string(buf[:n]) != "*1\r\n$4\r\nPING\r\n" {
 		t.Fatalf("read %q %v", buf[:n], err)
 	}
-	if len(batches) != 1 || batches[0] < before {
+	if len(batches) == 0 || batches[0] < before || slices.Compact(slices.Clone(batches))[0] != batches[len(batches)-1] {
 		t.Fatalf("OnBatch calls %v", batches)
 	}
-	// b holds part of a command: its read hands nothing on (and OnBatch does not run) until
-	// the rest comes.
+	// b holds part of a command: its first read registers, then withdraws (OnPartial), and hands
+	// nothing on until the rest comes; the read that completes it registers again.
+	batches = batches[:0]
 	b.OnBatch = func(at int64) { batches = append(batches, at) }
+	b.OnPartial = func() { partials++ }
 	time.AfterFunc(50*time.Millisecond, func() { _, _ = bcl.Write([]byte("NG\r\n")) })
 	n, err = b.Read(buf)
 	if err != nil || string(buf[:n]) != "*1\r\n$4\r\nPING\r\n" {
 		t.Fatalf("b read %q %v", buf[:n], err)
 	}
-	if len(batches) != 2 {
-		t.Fatalf("OnBatch calls %v, want one more, once b's command was whole", batches)
+	if partials != 1 || len(batches) < 2 || batches[len(batches)-1] <= batches[0] {
+		t.Fatalf("OnBatch calls %v, OnPartial %d: want the partial read withdrawn, then the whole command registered with its later time", batches, partials)
 	}
 	if p.Earlier(b, 0, time.Now().UnixNano()) {
 		t.Fatal("read bytes still reported")

@@ -726,10 +726,14 @@ type Conn struct {
 	Unauthenticated func() bool
 	pend            []byte // read bytes not parsed yet (after an unauthenticated command)
 
-	// OnBatch, if set, runs when a read with a receive time ends at a command boundary, with
-	// that time: the bytes read so far are whole commands, which the caller will handle next.
-	// Set before the first Read; called on the reader goroutine.
+	// OnBatch, if set, runs as soon as a read with a receive time returns bytes, with that
+	// time, before they are parsed (and again, harmlessly, once they are found to be whole
+	// commands, which the caller will handle next). Set before the first Read; called on the
+	// reader goroutine.
 	OnBatch func(at int64)
+	// OnPartial, if set, runs when a read registered with OnBatch turns out not to end at a
+	// command boundary (part of a command, or a protocol error): the registration is withdrawn.
+	OnPartial func()
 
 	// BeforeErrorReply, if set, runs before the protocol error reply is written: a caller whose
 	// replies to earlier commands are written by another goroutine waits for them here, so
@@ -838,6 +842,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 			src, c.rerr = c.raw[:nr], err
 			if nr > 0 {
 				c.io.Add(1)
+				if c.OnBatch != nil && c.arrival != 0 {
+					// Registered at once, before the parse: a goroutine descheduled between
+					// its read and its parse must already hold later batches back. Withdrawn
+					// below if the bytes do not end at a command boundary.
+					c.OnBatch(c.arrival)
+				}
 			}
 		}
 		c.n.SetUnauthenticated(c.Unauthenticated != nil && c.Unauthenticated())
@@ -852,10 +862,16 @@ func (c *Conn) Read(p []byte) (int, error) {
 		if len(c.out) == 0 && cap(c.out) > keepOut {
 			c.out = nil // a huge command once should not pin its buffer
 		}
+		whole := ferr == nil && len(out) > 0 && c.n.state == stStart
 		if ferr != nil {
 			c.perr = ferr.(*ProtocolError)
-		} else if c.OnBatch != nil && c.arrival != 0 && len(out) > 0 && c.n.state == stStart {
-			c.OnBatch(c.arrival)
+		}
+		switch {
+		case c.OnBatch == nil || c.arrival == 0:
+		case whole:
+			c.OnBatch(c.arrival) // bytes left from an earlier read (pend): registered now
+		case c.OnPartial != nil:
+			c.OnPartial()
 		}
 	}
 }
