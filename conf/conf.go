@@ -831,3 +831,31 @@ var Reloadable = map[string]bool{
 	"log_level": true, "clients.timeout": true, "clients.output_buffer_limit": true,
 	"upstream.command_timeout": true, "limits.max_clients": true, "limits.max_dedicated": true,
 }
+
+// Setting is one configuration value by its YAML path, as text.
+type Setting struct{ Path, Value string }
+
+// Settings lists every setting of c (index.rules as one line per rule), secrets shown only as
+// set or not: what PROXY CONFIG GET answers.
+func Settings(c Config) []Setting {
+	var out []Setting
+	walkLeaves(reflect.ValueOf(&c).Elem(), "", func(path string, v reflect.Value) {
+		val := fmt.Sprint(v.Interface())
+		if v.Kind() == reflect.Slice {
+			parts := make([]string, v.Len())
+			for i := range parts {
+				parts[i] = fmt.Sprint(v.Index(i).Interface())
+			}
+			val = strings.Join(parts, ",")
+		}
+		if strings.HasSuffix(path, "password") && val != "" {
+			val = "(set)"
+		}
+		out = append(out, Setting{path, val})
+	})
+	for i, r := range c.Index.Rules {
+		out = append(out, Setting{fmt.Sprintf("index.rules[%d]", i),
+			fmt.Sprintf("name=%s pattern=%s field=%s json_path=%s layout=%s index_key=%s", r.Name, r.Pattern, r.Field, r.JSONPath, r.Layout, r.IndexKey)})
+	}
+	return out
+}

@@ -499,3 +499,27 @@ func TestChanged(t *testing.T) {
 		t.Errorf("Changed of equal configs: %v", c)
 	}
 }
+
+// TestSettings: every setting by its path, secrets only as set, rules one line each.
+func TestSettings(t *testing.T) {
+	c := Default()
+	c.Upstream.Password, c.Upstream.Sentinel.Password = "s3cret", ""
+	got := map[string]string{}
+	for _, s := range Settings(c) {
+		got[s.Path] = s.Value
+	}
+	for path, want := range map[string]string{
+		"upstream.password": "(set)", "upstream.sentinel.password": "", "limits.max_clients": "10000",
+		"upstream.command_timeout": "30s", "clients.deny_commands": "",
+		"index.rules[0]": "name=session pattern=session:* field=userid json_path= layout=set index_key=user:{uid}",
+	} {
+		if v, ok := got[path]; !ok || v != want {
+			t.Errorf("%s = %q (listed %v), want %q", path, v, ok, want)
+		}
+	}
+	for path, v := range got {
+		if strings.Contains(v, "s3cret") {
+			t.Errorf("%s shows the secret", path)
+		}
+	}
+}

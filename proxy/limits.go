@@ -29,14 +29,30 @@ func (s *Server) SetLimits(l Limits) {
 	s.pools.timeout.Store(int64(l.CommandTimeout))
 }
 
-// proxyFamily: PROXY RELOAD re-reads the configuration (Options.Reload), as SIGHUP does, and
-// answers what changed or why nothing did. It runs as the proxy's own user only.
+// proxyFamily: the proxy's own commands. PROXY INFO is INFO PROXY; PROXY CONFIG GET <pattern>
+// lists the running configuration's settings whose YAML path matches the glob (secrets only as
+// set or not); PROXY RELOAD re-reads the configuration (Options.Reload), as SIGHUP does, and
+// answers what changed or why nothing did: it runs as the proxy's own user only.
 var proxyFamily = family{
 	{name: "proxy", route: routeLocal, local: cmdProxy},
 }
 
 func cmdProxy(c *client, args [][]byte) {
 	switch {
+	case len(args) == 2 && equalFold(args[1], "INFO"):
+		c.write(c.appendText(nil, c.s.proxyInfo()))
+	case len(args) == 4 && equalFold(args[1], "CONFIG") && equalFold(args[2], "GET"):
+		if c.s.opts.ConfigGet == nil {
+			c.write([]byte("*0\r\n"))
+			return
+		}
+		pairs := c.s.opts.ConfigGet(string(args[3]))
+		out := redcon.AppendArray(nil, 2*len(pairs))
+		for _, kv := range pairs {
+			out = redcon.AppendBulkString(out, kv[0])
+			out = redcon.AppendBulkString(out, kv[1])
+		}
+		c.write(out)
 	case len(args) == 2 && equalFold(args[1], "RELOAD"):
 		if errReply := c.ownUserOnly(); errReply != nil {
 			c.write(errReply)
@@ -53,7 +69,8 @@ func cmdProxy(c *client, args [][]byte) {
 		}
 		c.write(redcon.AppendBulkString(nil, "reloaded; changed: "+changed))
 	case len(args) >= 2:
-		c.write(redcon.AppendError(nil, "ERR unknown subcommand '"+sanitizeLine(string(args[1]))+"'. Try PROXY RELOAD."))
+		c.write(redcon.AppendError(nil, "ERR unknown subcommand or wrong number of arguments for '"+
+			sanitizeLine(string(args[1]))+"'. Try PROXY INFO, PROXY CONFIG GET <pattern>, PROXY RELOAD."))
 	default:
 		c.write(redcon.AppendError(nil, "ERR wrong number of arguments for 'proxy' command"))
 	}

@@ -60,6 +60,9 @@ type Options struct {
 	// Reload, if set, re-reads the configuration and puts what may change live in force (PROXY
 	// RELOAD); it returns what changed, or every reason it did not.
 	Reload func() (string, error)
+	// ConfigGet, if set, lists the running configuration's settings whose path matches a glob,
+	// as (path, value) pairs (PROXY CONFIG GET).
+	ConfigGet func(pattern string) [][2]string
 	// Version and Mode are what INFO PROXY reports: the build, and the upstream mode
 	// (standalone, sentinel, cluster).
 	Version, Mode string

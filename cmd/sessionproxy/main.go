@@ -200,7 +200,7 @@ func serve(cfg conf.Config, logger *slog.Logger, rl *reloader) error {
 		keeper = rp
 		storeSchema(context.Background(), ups.db(0), opts.Schema, logger) // for reindex/check to compare
 	}
-	opts.Reload = rl.reload
+	opts.Reload, opts.ConfigGet = rl.reload, rl.configGet
 	if srv, err = proxy.New(opts); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path"
 	"strings"
 	"sync"
 
@@ -90,4 +91,19 @@ func onHangup(ctx context.Context, hup <-chan os.Signal, r *reloader) error {
 			r.logger.Info("SIGHUP: config reloaded", "changed", changed)
 		}
 	}
+}
+
+// configGet is PROXY CONFIG GET: the running configuration's settings whose YAML path matches
+// pattern (a glob, any case, as Redis' CONFIG GET).
+func (r *reloader) configGet(pattern string) [][2]string {
+	r.mu.Lock()
+	cur := r.cur
+	r.mu.Unlock()
+	var out [][2]string
+	for _, s := range conf.Settings(cur) {
+		if ok, _ := path.Match(strings.ToLower(pattern), strings.ToLower(s.Path)); ok {
+			out = append(out, [2]string{s.Path, s.Value})
+		}
+	}
+	return out
 }
