@@ -82,3 +82,30 @@ func TestRepairRefusesOtherRules(t *testing.T) {
 		t.Errorf("the refused reindex wrote anyway: %q %v", got, err)
 	}
 }
+
+// TestRepairAllDBs: -all-dbs checks and repairs every DB Redis has, a line per DB and rule.
+func TestRepairAllDBs(t *testing.T) {
+	up := redistest.Start(t)
+	c := dialRESP(t, up.Addr())
+	c.do("SELECT", "3")
+	c.do("HSET", "session:db3", "userid", "9") // behind any proxy's back: not indexed
+	run := func(args ...string) (string, int) {
+		cmd := exec.Command(binPath, args...)
+		cmd.Env = proxyEnv()
+		out, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return string(out), ee.ExitCode()
+		}
+		return string(out), 0
+	}
+	out, code := run("check", "-upstream", up.Addr(), "-all-dbs")
+	if code != 3 || strings.Count(out, "\n") != 16 || !strings.Contains(out, "db=3 rule=session scanned=1 missing=1") {
+		t.Fatalf("check -all-dbs: exit %d\n%s", code, out)
+	}
+	if out, code = run("reindex", "-upstream", up.Addr(), "-all-dbs"); code != 0 {
+		t.Fatalf("reindex -all-dbs: exit %d\n%s", code, out)
+	}
+	if out, code = run("check", "-upstream", up.Addr(), "-all-dbs"); code != 0 {
+		t.Errorf("check after the reindex: exit %d\n%s", code, out)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -118,6 +119,7 @@ func runRepairCommand(name string, args []string, stdout, stderr io.Writer) int 
 	rule := fs.String("rule", "", "index rule `name` (default: every rule)")
 	batch := fs.Int("batch", reaper.DefaultBatch, "keys per atomic step")
 	force := fs.Bool("force", false, "run even if the running proxy keeps the index with other rules")
+	allDBs := fs.Bool("all-dbs", false, "every DB Redis has (CONFIG GET databases) instead of -db")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -145,8 +147,8 @@ func runRepairCommand(name string, args []string, stdout, stderr io.Writer) int 
 	}
 	ups := newUpstreams(cfg.Upstream, tlsCfg)
 	defer ups.Close()
-	repair := func(ctx context.Context, r int, fix bool) (rewrite.Report, error) {
-		return reaper.NewRepairer(sch, *batch).Run(ctx, ups.db(*db), r, fix)
+	repair := func(ctx context.Context, db, r int, fix bool) (rewrite.Report, error) {
+		return reaper.NewRepairer(sch, *batch).Run(ctx, ups.db(db), r, fix)
 	}
 	var clusterClient redis.Cmdable
 	if cfg.Upstream.Mode == "cluster" {
@@ -162,7 +164,22 @@ func runRepairCommand(name string, args []string, stdout, stderr io.Writer) int 
 			fmt.Fprintln(stderr, err)
 			return 2
 		}
-		repair = keeper.Repair // every primary; -db does not apply (a cluster has DB 0 only)
+		// every primary; -db and -all-dbs do not apply (a cluster has DB 0 only)
+		repair = func(ctx context.Context, _, r int, fix bool) (rewrite.Report, error) {
+			return keeper.Repair(ctx, r, fix)
+		}
+	}
+	dbs := []int{*db}
+	if *allDBs && cfg.Upstream.Mode != "cluster" {
+		n, err := databases(context.Background(), ups.db(0))
+		if err != nil {
+			fmt.Fprintf(stderr, "sessionproxy %s -all-dbs: %v\n", name, err)
+			return 2
+		}
+		dbs = dbs[:0]
+		for i := range n {
+			dbs = append(dbs, i)
+		}
 	}
 	fp := ups.db(0)
 	if cfg.Upstream.Mode == "cluster" {
@@ -186,22 +203,40 @@ func runRepairCommand(name string, args []string, stdout, stderr io.Writer) int 
 		}
 	}
 	code := 0
-	for _, r := range rules {
-		rep, err := repair(context.Background(), r, name == "reindex")
-		if err != nil {
-			fmt.Fprintln(stderr, err)
-			return 1
-		}
-		f := rep.Fields()
-		for i := 0; i < len(f); i += 2 {
-			fmt.Fprintf(stdout, "%s=%v ", f[i], f[i+1])
-		}
-		fmt.Fprintln(stdout)
-		if name == "check" && rep.Drift() {
-			code = 3 // drift found: scripts can alert on it
+	for _, d := range dbs {
+		for _, r := range rules {
+			rep, err := repair(context.Background(), d, r, name == "reindex")
+			if err != nil {
+				fmt.Fprintln(stderr, err)
+				return 1
+			}
+			if *allDBs {
+				fmt.Fprintf(stdout, "db=%d ", d)
+			}
+			f := rep.Fields()
+			for i := 0; i < len(f); i += 2 {
+				fmt.Fprintf(stdout, "%s=%v ", f[i], f[i+1])
+			}
+			fmt.Fprintln(stdout)
+			if name == "check" && rep.Drift() {
+				code = 3 // drift found: scripts can alert on it
+			}
 		}
 	}
 	return code
+}
+
+// databases is how many DBs Redis has (CONFIG GET databases).
+func databases(ctx context.Context, c *redis.Client) (int, error) {
+	v, err := c.ConfigGet(ctx, "databases").Result()
+	if err != nil {
+		return 0, fmt.Errorf("CONFIG GET databases: %w", err)
+	}
+	n, err := strconv.Atoi(v["databases"])
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("CONFIG GET databases: %q", v["databases"])
+	}
+	return n, nil
 }
 
 // redisLog routes go-redis' own log lines (pool dial failures...) into slog at debug level.
