@@ -360,7 +360,7 @@ func (s *Server) closed(rc redcon.Conn, err error) {
 	if !ok {
 		return
 	}
-	if tc, ok := c.tlsConn(); ok && !tc.ConnectionState().HandshakeComplete {
+	if tc, ok := asTLS(c.nc); ok && !tc.ConnectionState().HandshakeComplete {
 		s.m.rejected.WithLabelValues(rejectTLS).Inc()
 		s.log.Debug("client TLS handshake failed", "client", c.id, "err", err)
 	}
@@ -642,10 +642,17 @@ func (l *listener) Addr() net.Addr {
 
 // tlsRaw is the TCP connection under a client connection from the TLS listener.
 func tlsRaw(nc net.Conn) (net.Conn, bool) {
+	if tc, ok := asTLS(nc); ok {
+		return tc.NetConn(), true
+	}
+	return nil, false
+}
+
+// asTLS is the TLS connection inside a client connection from the TLS listener.
+func asTLS(nc net.Conn) (*tls.Conn, bool) {
 	if rc, ok := nc.(*resp.Conn); ok {
-		if tc, ok := rc.Conn.(*tls.Conn); ok {
-			return tc.NetConn(), true
-		}
+		tc, ok := rc.Conn.(*tls.Conn)
+		return tc, ok
 	}
 	return nil, false
 }
@@ -659,13 +666,4 @@ func refuse(rc redcon.Conn, raw net.Conn, msg string) {
 		return
 	}
 	rc.WriteError(msg)
-}
-
-// tlsConn is the client's TLS connection, if it came in on the TLS listener.
-func (c *client) tlsConn() (*tls.Conn, bool) {
-	if c.conn == nil {
-		return nil, false
-	}
-	tc, ok := c.conn.Conn.(*tls.Conn)
-	return tc, ok
 }

@@ -103,10 +103,10 @@ func (c *client) writeParts() {
 		c.closing = true // overflow closed the connection
 	}
 	for i, p := range c.parts {
+		if !c.closing && redcon.BaseWriter(c.rc).Flush() != nil {
+			c.closing = true // the replies before the part first (an empty flush writes nothing)
+		}
 		if !c.closing {
-			if w := redcon.BaseWriter(c.rc); len(w.Buffer()) > 0 && w.Flush() != nil {
-				c.closing = true // the replies before the part first
-			}
 			start := 0
 			for _, e := range p.ends {
 				if reply := p.buf[start:e]; reply[0] == '-' && bytes.HasPrefix(reply, readonlyPrefix) {
