@@ -3,6 +3,7 @@ package resp
 import (
 	"bytes"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -185,6 +186,10 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 	}
 	start := n.bound
 	i := 0
+	// src[run:i] is canonical input that the fast paths passed over and that is not in dst
+	// yet: copied in one piece when the command ends, the slow path starts or src ends,
+	// rather than an append per argument (a 1M-key DEL is 1M of them).
+	run := -1
 	for i < len(src) {
 		if n.unauth && n.state == stStart && n.bound > start {
 			break // one whole command: the caller handles it before the next is parsed
@@ -194,8 +199,8 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 			n.lineLen = 0
 			if src[i] == '*' {
 				if v, j, ok := n.canonicalLine(src, i, n.maxMbulk()); ok && v > 0 {
-					// Fast path: the line is already canonical; copy it.
-					dst = append(dst, src[i:j]...)
+					// Fast path: the line is already canonical; copy it (run: not yet).
+					run = i
 					i = j
 					n.args = v
 					n.state = stBulkLen
@@ -214,13 +219,19 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 				if v, j, ok := n.canonicalLine(src, i, n.fastBulk()); ok && int64(len(src)-j) >= v+2 &&
 					src[j+int(v)] == '\r' && src[j+int(v)+1] == '\n' {
 					j += int(v) + 2
-					dst = append(dst, src[i:j]...)
+					if run < 0 {
+						run = i
+					}
 					i = j
 					if n.args--; n.args == 0 {
+						dst, run = append(dst, src[run:i]...), -1
 						n.state, n.bound = stStart, len(dst)
 					}
 					continue
 				}
+			}
+			if run >= 0 {
+				dst, run = append(dst, src[run:i]...), -1
 			}
 			// Scan the length line for '\r'. A NUL stops Redis' strchr: the terminator is hidden.
 			lineLen, limit := n.lineLen, n.lim.MaxInlineLen
@@ -340,6 +351,9 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 			n.lineLen += len(src) - i
 			i = len(src)
 		}
+	}
+	if run >= 0 {
+		dst = append(dst, src[run:i]...)
 	}
 	n.used = i
 	return dst, nil
@@ -709,6 +723,7 @@ type Conn struct {
 	// Owned by the reader goroutine.
 	n         *Normalizer
 	raw       []byte // read buffer
+	bigRaw    []byte // read buffer while a large command comes in; nil otherwise
 	out       []byte // normalized bytes not yet returned: out[off:]
 	off       int
 	ready     int            // out[:ready] is whole commands; the rest is held until its command is whole
@@ -766,6 +781,10 @@ const connReadSize = 16 << 10
 // keepOut is the largest normalized-output buffer a connection keeps between commands.
 const keepOut = 64 << 10
 
+// bigReadSize is one read from the client while a command of keepOut bytes or more is still
+// incomplete.
+const bigReadSize = 256 << 10
+
 // NewConn wraps c; lim bounds what the client may send.
 func NewConn(c net.Conn, lim Limits) *Conn {
 	return &Conn{Conn: c, n: NewNormalizer(lim)}
@@ -782,6 +801,11 @@ func (c *Conn) StampWhen(on *atomic.Bool) { c.stampWhen = on }
 // Arrival is when the kernel received the bytes of the last read (unix ns), 0 if unknown.
 // Called on the reader goroutine.
 func (c *Conn) Arrival() int64 { return c.arrival }
+
+// Ready is how many bytes of whole commands the next Reads hand over without reading from the
+// client: redcon's reader (patched) sizes its buffer for an incomplete command by it. Called on
+// the reader goroutine.
+func (c *Conn) Ready() int { return c.ready - c.off }
 
 // Read reads normalized client bytes into p.
 func (c *Conn) Read(p []byte) (int, error) {
@@ -831,15 +855,26 @@ func (c *Conn) Read(p []byte) (int, error) {
 			if c.raw == nil {
 				c.raw = make([]byte, connReadSize)
 			}
+			buf := c.raw
+			if len(c.out)-c.ready >= keepOut {
+				// A large command is coming in: fewer, larger reads (a 1M-key DEL is 16.8 MB).
+				// The buffer goes with the command (see below).
+				if c.bigRaw == nil {
+					c.bigRaw = make([]byte, bigReadSize)
+				}
+				buf = c.bigRaw
+			} else {
+				c.bigRaw = nil
+			}
 			var nr int
 			var err error
 			if c.stamp != nil && (c.stampWhen == nil || c.stampWhen.Load()) {
-				nr, c.arrival, err = c.stamp.read(c.raw)
+				nr, c.arrival, err = c.stamp.read(buf)
 			} else {
-				nr, err = c.Conn.Read(c.raw)
+				nr, err = c.Conn.Read(buf)
 				c.arrival = 0
 			}
-			src, c.rerr = c.raw[:nr], err
+			src, c.rerr = buf[:nr], err
 			if nr > 0 {
 				c.io.Add(1)
 				if c.OnBatch != nil && c.arrival != 0 {
@@ -851,10 +886,15 @@ func (c *Conn) Read(p []byte) (int, error) {
 			}
 		}
 		c.n.SetUnauthenticated(c.Unauthenticated != nil && c.Unauthenticated())
+		if len(c.out) >= keepOut && cap(c.out)-len(c.out) < len(src) {
+			// A large command coming in: double, not append's 1.25x for large slices (a
+			// copy and fresh pages at every step).
+			c.out = slices.Grow(c.out, len(c.out)+len(src))
+		}
 		out, ferr := c.n.Feed(c.out, src)
 		c.out = out
 		if u := c.n.Used(); ferr == nil && u < len(src) {
-			c.pend = src[u:] // aliases c.raw, which is read into again only once pend is empty
+			c.pend = src[u:] // aliases a read buffer, which is read into again only once pend is empty
 		}
 		if b := c.n.Boundary(); b >= 0 {
 			c.ready = b

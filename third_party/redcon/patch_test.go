@@ -106,9 +106,50 @@ func TestPatchBounds(t *testing.T) {
 	readBatch(t, rd)
 	readBatch(t, rd)
 	readBatch(t, rd)
-	if cap(rd.args) > maxKeptArgs || cap(rd.batch) > maxKeptCmds || cap(rd.marks) > 2*maxKeptArgs ||
-		cap(rd.buf) > maxKeptBuf {
-		t.Fatalf("kept after small batches: args %d, cmds %d, marks %d, buf %d",
-			cap(rd.args), cap(rd.batch), cap(rd.marks), cap(rd.buf))
+	if cap(rd.args) > maxKeptArgs || cap(rd.batch) > maxKeptCmds || cap(rd.buf) > maxKeptBuf {
+		t.Fatalf("kept after small batches: args %d, cmds %d, buf %d",
+			cap(rd.args), cap(rd.batch), cap(rd.buf))
+	}
+}
+
+// readyParts is parts that says how much it has at hand (Ready), and counts its reads.
+type readyParts struct {
+	parts
+	reads int
+}
+
+func (r *readyParts) Ready() int {
+	if len(r.p) == 0 {
+		return 0
+	}
+	return len(r.p[0])
+}
+
+func (r *readyParts) Read(b []byte) (int, error) {
+	r.reads++
+	return r.parts.Read(b)
+}
+
+// A reader that says how many bytes it has at hand gets a buffer for all of them at once: a
+// large command is parsed once more, not once per doubling of the buffer.
+func TestPatchReadyGrowsOnce(t *testing.T) {
+	keys := make([]string, 100000)
+	for i := range keys {
+		keys[i] = "key:" + strings.Repeat("k", i%7)
+	}
+	big := resp(append([]string{"DEL"}, keys...)...)
+	src := &readyParts{parts: parts{p: []string{big}}}
+	rd := NewReader(src)
+	cmds := readBatch(t, rd)
+	if len(cmds) != 1 || string(cmds[0].Raw) != big || len(cmds[0].Args) != len(keys)+1 {
+		t.Fatalf("got %d commands", len(cmds))
+	}
+	for i, a := range cmds[0].Args[1:] {
+		if string(a) != keys[i] {
+			t.Fatalf("arg %d: %q, want %q", i+1, a, keys[i])
+		}
+	}
+	if src.reads > 2 {
+		t.Fatalf("%d reads for one command of %d bytes; want 2 (a buffer, then the rest)", src.reads, len(big))
 	}
 }

@@ -774,8 +774,11 @@ type Reader struct {
 	// release's behaviour (a copy per command) once the connection is detached.
 	batch   []Command
 	args    [][]byte
-	marks   []int
 	copying bool
+	// ready, if the underlying reader has it (sessionproxy patch), is how many bytes it can
+	// hand over at once: a buffer too small for an incomplete command grows to hold them all
+	// instead of doubling, each doubling a parse of the command from its start.
+	ready interface{ Ready() int }
 }
 
 // Bounds on what a reader keeps between reads (sessionproxy patch): one large batch or
@@ -820,13 +823,28 @@ func (rd *Reader) detach() {
 
 // NewReader returns a command reader which will read RESP or telnet commands.
 func NewReader(rd io.Reader) *Reader {
-	return &Reader{
+	r := &Reader{
 		rd:  bufio.NewReader(rd),
 		buf: make([]byte, 4096),
 	}
+	r.ready, _ = rd.(interface{ Ready() int }) // sessionproxy patch
+	return r
 }
 
 func parseInt(b []byte) (int, bool) {
+	// sessionproxy patch: plain digits without strconv's call (a length per argument);
+	// anything else (signs, long numbers, junk) as before.
+	if len(b) > 0 && len(b) < 19 {
+		n := 0
+		for _, c := range b {
+			if c < '0' || c > '9' {
+				goto slow
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n, true
+	}
+slow:
 	i, err := strconv.Atoi(unsafe.String(unsafe.SliceData(b), len(b)))
 	return i, err == nil
 }
@@ -839,9 +857,6 @@ func (rd *Reader) readCommands(leftover *int) ([]Command, error) {
 	}
 	if cap(rd.args) > maxKeptArgs {
 		rd.args = nil
-	}
-	if cap(rd.marks) > 2*maxKeptArgs {
-		rd.marks = nil
 	}
 	cmds := rd.batch[:0]
 	rd.args = rd.args[:0]
@@ -951,7 +966,6 @@ func (rd *Reader) readCommands(leftover *int) ([]Command, error) {
 			}
 		case '*':
 			// resp formatted command
-			marks := rd.marks[:0] // sessionproxy patch: reused, not a new slice per command
 		outer2:
 			for i := 1; i < len(b); i++ {
 				if b[i] == '\n' {
@@ -962,18 +976,16 @@ func (rd *Reader) readCommands(leftover *int) ([]Command, error) {
 					if !ok || count <= 0 {
 						return nil, errInvalidMultiBulkLength
 					}
-					marks = marks[:0]
-					// sessionproxy patch: room for every mark at once, not a copy per doubling
-					// (a 1M-key DEL grew it 20 times); bounded by what the bytes here can hold
-					// (an argument takes 6 bytes at least), so a declared count alone
-					// reserves nothing.
+					// sessionproxy patch: the arguments are sliced from the buffer as they are
+					// found, into room reserved for all of them at once (no marks to convert
+					// afterwards, no copy per doubling: a 1M-key DEL grew them 20 times). The
+					// room is bounded by what the bytes here can hold (an argument takes 6
+					// bytes at least), so a declared count alone reserves nothing.
 					want := count
 					if len(b)/6 < want {
 						want = len(b) / 6
 					}
-					if want *= 2; cap(marks) < want {
-						marks = make([]int, 0, want)
-					}
+					args := rd.nextArgs(want)[:0]
 					for j := 0; j < count; j++ {
 						// read bulk length
 						i++
@@ -1001,16 +1013,16 @@ func (rd *Reader) readCommands(leftover *int) ([]Command, error) {
 										return nil, errInvalidBulkLength
 									}
 									i++
-									marks = append(marks, i, i+size)
-									rd.marks = marks
+									args = append(args, b[i:i+size:i+size])
 									i += size + 1
 									break
 								}
 							}
 						}
 					}
-					if len(marks) == count*2 {
+					if len(args) == count {
 						var cmd Command
+						cmd.Args = args
 						if rd.rd != nil {
 							// make a raw copy of the entire command when
 							// there's a underlying reader.
@@ -1018,18 +1030,18 @@ func (rd *Reader) readCommands(leftover *int) ([]Command, error) {
 							// read, unless the connection was detached)
 							if rd.copying {
 								cmd.Raw = append([]byte(nil), b[:i+1]...)
+								// the arguments move with it
+								base := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+								for h, a := range args {
+									off := int(uintptr(unsafe.Pointer(unsafe.SliceData(a))) - base)
+									args[h] = cmd.Raw[off : off+len(a)]
+								}
 							} else {
 								cmd.Raw = b[: i+1 : i+1]
 							}
 						} else {
 							// just assign the slice
 							cmd.Raw = b[:i+1]
-						}
-						cmd.Args = rd.nextArgs(len(marks) / 2)
-						// slice up the raw command into the args based on
-						// the recorded marks.
-						for h := 0; h < len(marks); h += 2 {
-							cmd.Args[h/2] = cmd.Raw[marks[h]:marks[h+1]]
 						}
 						cmds = append(cmds, cmd)
 						b = b[i+1:]
@@ -1064,13 +1076,20 @@ func (rd *Reader) readCommands(leftover *int) ([]Command, error) {
 			rd.start, rd.end = 0, 0
 		} else {
 			// must grow the buffer
-			if cap(rd.buf) >= len(rd.buf)*2 {
+			size := len(rd.buf) * 2
+			if rd.ready != nil {
+				// sessionproxy patch: room for every byte at hand at once
+				if n := rd.end + rd.rd.Buffered() + rd.ready.Ready(); n > size {
+					size = n
+				}
+			}
+			if cap(rd.buf) >= size {
 				// sessionproxy patch: the buffer was cut back to 4096 bytes
 				// after a larger batch; grow into the capacity it kept.
-				rd.buf = rd.buf[:len(rd.buf)*2]
+				rd.buf = rd.buf[:size]
 			} else {
-				newbuf := make([]byte, len(rd.buf)*2)
-				copy(newbuf, rd.buf)
+				newbuf := make([]byte, size)
+				copy(newbuf, rd.buf[:rd.end])
 				rd.buf = newbuf
 			}
 		}
