@@ -18,10 +18,12 @@ import (
 func TestIdleTimeout(t *testing.T) {
 	up := redistest.Start(t)
 	reg := prometheus.NewRegistry()
-	s := startProxy(t, up, func(o *Options) { o.IdleTimeout, o.Registerer = time.Second, reg })
 	if _, err := up.Do("CONFIG", "SET", "timeout", "1"); err != nil {
 		t.Fatal(err)
 	}
+	// Started after Redis' timeout is set: the proxy reads it at start (and every 30 s), and
+	// does not use a connection idle about that long (TestUpstreamIdleLimit).
+	s := startProxy(t, up, func(o *Options) { o.IdleTimeout, o.Registerer = time.Second, reg })
 	for _, side := range []struct{ name, addr string }{{"direct", up.Addr()}, {"proxy", s.Addr().String()}} {
 		t.Run(side.name, func(t *testing.T) {
 			idle, busy, sub, blocked := dialRaw(t, side.addr), dialRaw(t, side.addr), dialRaw(t, side.addr), dialRaw(t, side.addr)
@@ -75,5 +77,63 @@ func TestIdleTimeout(t *testing.T) {
 	}
 	if n, _, err := promtest.Sum(reg, "sessionproxy_client_disconnected_total", "reason=idle_timeout"); err != nil || n < 1 {
 		t.Errorf("disconnected_total{reason=idle_timeout} = %v (%v)", n, err)
+	}
+}
+
+// TestUpstreamIdleLimit: with Redis' own `timeout` set, the proxy does not send a command on a
+// connection idle for about that long (Redis may close it just as the command arrives, and a
+// client would see "connection lost"): it replaces the connection first, shared or spare.
+func TestUpstreamIdleLimit(t *testing.T) {
+	up := redistest.Start(t)
+	if _, err := up.Do("CONFIG", "SET", "timeout", "1"); err != nil {
+		t.Fatal(err)
+	}
+	s := startProxy(t, up)
+	conns := func() map[string]string { // id -> last command
+		list, err := up.DoText("CLIENT", "LIST")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]string{}
+		for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+			var id, cmd string
+			for _, f := range strings.Fields(line) {
+				if strings.HasPrefix(f, "id=") {
+					id = f
+				} else if strings.HasPrefix(f, "cmd=") {
+					cmd = f
+				}
+			}
+			m[id] = cmd
+		}
+		return m
+	}
+	// newFor reports whether a connection that ran cmd last is not among before.
+	newFor := func(before, after map[string]string, cmd string) bool {
+		for id, last := range after {
+			if _, old := before[id]; !old && last == cmd {
+				return true
+			}
+		}
+		return false
+	}
+	for round := range 3 {
+		c := dialRaw(t, s.Addr().String()) // a new one each round: BLPOP gives it a connection of its own
+		if got := c.do("PING"); got != "+PONG\r\n" {
+			t.Fatalf("round %d: PING %q", round, got)
+		}
+		before := conns()
+		time.Sleep(700 * time.Millisecond) // past the stale bound (0.5 s), before Redis' 1 s
+		if got := c.do("ECHO", "x"); got != "$1\r\nx\r\n" {
+			t.Fatalf("round %d: ECHO %q", round, got)
+		}
+		if got := c.do("BLPOP", "nolist", "0.01"); got != "*-1\r\n" {
+			t.Fatalf("round %d: BLPOP %q", round, got)
+		}
+		after := conns()
+		if !newFor(before, after, "cmd=echo") || !newFor(before, after, "cmd=blpop") {
+			t.Fatalf("round %d: a connection idle 0.7 s was used (before %v, after %v)", round, before, after)
+		}
+		c.nc.Close()
 	}
 }

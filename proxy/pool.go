@@ -43,6 +43,10 @@ type pools struct {
 	busy atomic.Int64
 	// timeout bounds a new shared connection's wait for replies (Limits.CommandTimeout, ns).
 	timeout atomic.Int64
+	// stale is how long a connection may sit idle before Redis' own `timeout` may close it
+	// (watchBusy; 0: Redis has none): such a connection is replaced before use rather than
+	// risk a command written just as Redis closes it.
+	stale atomic.Int64
 
 	mu     sync.RWMutex
 	byKey  map[poolKey]*pool
@@ -78,8 +82,24 @@ func (ps *pools) watchBusy(ctx context.Context) {
 				ps.busy.Store(int64(time.Duration(ms) * time.Millisecond))
 			}
 		}
+		reply, err = ps.d.oneShot(ctx, poolKey{id: ps.d.base}, resp.AppendCommand(nil, "CONFIG", "GET", "timeout"), 1, nil)
+		if err == nil {
+			if sec, ok := lastInt(reply); ok && sec >= 0 {
+				ps.stale.Store(int64(staleAfter(time.Duration(sec) * time.Second)))
+			}
+		}
 		t.Reset(busyRefresh)
 	}
+}
+
+// staleAfter is how long a connection may be idle when Redis' `timeout` is t (0: none). Redis
+// closes a client once the whole seconds between its last command and now exceed t, which
+// can be as soon as t after it; its cron looks every 100 ms or so.
+func staleAfter(t time.Duration) time.Duration {
+	if t <= 0 {
+		return 0
+	}
+	return max(t-500*time.Millisecond, 100*time.Millisecond)
 }
 
 // lastInt parses the last line of a raw reply as an integer (CONFIG GET's value).
@@ -112,6 +132,7 @@ type spareConn struct {
 	nc  net.Conn
 	br  *bufio.Reader
 	gen uint64 // the dialer's gen when it was dialed
+	at  time.Time
 }
 
 type slot struct {
@@ -155,7 +176,8 @@ func (p *pool) takeSpare() (net.Conn, *bufio.Reader) {
 	if sp == nil {
 		return nil, nil
 	}
-	if sp.gen != p.p.d.gen.Load() || !idleOpen(sp.nc) { // dialed to a former upstream, or dropped
+	if sp.gen != p.p.d.gen.Load() || !idleOpen(sp.nc) || p.p.isStale(sp.at.UnixNano()) {
+		// dialed to a former upstream, dropped, or idle for as long as Redis lets it
 		sp.nc.Close()
 		return nil, nil
 	}
@@ -179,7 +201,7 @@ func (p *pool) refill() {
 		ps.mu.RLock()
 		live := !ps.closed && ps.byKey[p.key] == p
 		if live {
-			if old := p.spare.Swap(&spareConn{nc: nc, br: br, gen: gen}); old != nil {
+			if old := p.spare.Swap(&spareConn{nc: nc, br: br, gen: gen, at: time.Now()}); old != nil {
 				old.nc.Close()
 			}
 		}
@@ -220,16 +242,20 @@ var errShuttingDown = errors.New("proxy is shutting down")
 func (p *pool) conn(ctx context.Context, n uint64) (*sharedConn, error) {
 	sl := &p.slots[n%uint64(len(p.slots))]
 	gen := p.p.d.gen.Load()
-	if u := sl.cur.Load(); u != nil && !u.dead.Load() && u.gen == gen {
+	if u := sl.cur.Load(); u != nil && !u.dead.Load() && u.gen == gen && !p.p.idleTooLong(u) {
 		return u, nil
 	}
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
 	if u := sl.cur.Load(); u != nil && !u.dead.Load() {
-		if u.gen == gen {
+		switch {
+		case u.gen != gen:
+			u.close() // dialed to the former upstream (a failover): it gets nothing more
+		case p.p.idleTooLong(u):
+			u.retire() // Redis' timeout may close it any moment: nothing new goes there
+		default:
 			return u, nil
 		}
-		u.close() // dialed to the former upstream (a failover): it gets nothing more
 	}
 	if sl.lastErr != nil && time.Since(sl.lastFail) < redialBackoff {
 		return nil, sl.lastErr
@@ -281,8 +307,8 @@ func (p *pool) leastRecent(ctx context.Context, n uint64) (*sharedConn, error) {
 	best, alone, missing := own, true, -1
 	for i := range p.slots {
 		u := p.slots[i].cur.Load()
-		if u == nil || u.dead.Load() || u.gen != own.gen {
-			missing = i
+		if u == nil || u.dead.Load() || u.gen != own.gen || p.p.idleTooLong(u) {
+			missing = i // (a stale one is replaced by the dial)
 			continue
 		}
 		if u != own {
@@ -315,11 +341,24 @@ func (p *pool) pick(ctx context.Context, n uint64) (*sharedConn, error) {
 		return own, err
 	}
 	for i := range p.slots {
-		if u := p.slots[i].cur.Load(); u != nil && u.inflight.Load() == 0 && !u.dead.Load() && u.gen == own.gen {
+		if u := p.slots[i].cur.Load(); u != nil && u.inflight.Load() == 0 && !u.dead.Load() && u.gen == own.gen && !p.p.idleTooLong(u) {
 			return u, nil
 		}
 	}
 	return own, nil
+}
+
+// idleTooLong reports whether u has nothing outstanding and has been idle for as long as
+// Redis' timeout lets a connection be. Free when Redis has no timeout (its default).
+func (ps *pools) idleTooLong(u *sharedConn) bool {
+	return ps.stale.Load() > 0 && u.inflight.Load() == 0 && ps.isStale(u.lastDone.Load())
+}
+
+// isStale reports whether a connection idle since the unix-ns time may be closed by Redis'
+// timeout any moment.
+func (ps *pools) isStale(since int64) bool {
+	st := ps.stale.Load()
+	return st > 0 && time.Now().UnixNano()-since > st
 }
 
 // better reports whether u is a better pick than v for a gated batch: idle over busy, then

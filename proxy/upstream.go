@@ -398,6 +398,7 @@ const busyMargin = 20 * time.Millisecond
 
 func newSharedConn(nc net.Conn, br *bufio.Reader, m *metrics, busy *atomic.Int64, gen uint64, timeout time.Duration) *sharedConn {
 	u := &sharedConn{nc: nc, br: br, m: m, busy: busy, gen: gen, timeout: timeout}
+	u.lastDone.Store(time.Now().UnixNano()) // idle since its dial
 	go u.readLoop()
 	return u
 }
@@ -684,3 +685,13 @@ func (u *sharedConn) failLocked(err error) {
 }
 
 func (u *sharedConn) close() { u.fail(net.ErrClosed) }
+
+// retire takes u out of use: a request sent to it from now on gets errNotSent (and is sent
+// elsewhere), and it closes once it has answered what it has.
+func (u *sharedConn) retire() {
+	u.mu.Lock()
+	u.retired = true
+	u.dead.Store(true)
+	u.closeIfDrainedLocked()
+	u.mu.Unlock()
+}

@@ -3,7 +3,6 @@ package resp
 import (
 	"bytes"
 	"net"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -721,12 +720,22 @@ type Conn struct {
 	wmu sync.Mutex // serializes writes to Conn
 
 	// Owned by the reader goroutine.
-	n         *Normalizer
-	raw       []byte // read buffer
-	bigRaw    []byte // read buffer while a large command comes in; nil otherwise
-	out       []byte // normalized bytes not yet returned: out[off:]
-	off       int
-	ready     int            // out[:ready] is whole commands; the rest is held until its command is whole
+	n      *Normalizer
+	raw    []byte // read buffer
+	bigRaw []byte // read buffer while a large command comes in; nil otherwise
+	out    []byte // normalized bytes not yet returned: out[off:]
+	off    int
+	ready  int // out[:ready] is whole commands; the rest is held until its command is whole
+	// held is the earlier part of a large command that came in before out, in full chunks
+	// of about chunkSize bytes: it grows without copying what it holds (a client trickling a
+	// 500 MB bulk costs its bytes, not twice them). While held is not empty, out holds the
+	// rest of that command from its start; heldWhole says the command is complete, and Read
+	// hands on held[0][heldOff:], the other chunks, then out[:ready].
+	held      [][]byte
+	heldOff   int
+	heldWhole bool
+	large     int            // an incomplete command this long is large (keepOut; less in tests)
+	chunk     int            // the size of a new chunk (chunkSize; less in tests)
 	perr      *ProtocolError // protocol error to report once out is drained (sticky)
 	rerr      error          // error of the underlying Read, reported once out is drained
 	replied   bool
@@ -781,13 +790,16 @@ const connReadSize = 16 << 10
 // keepOut is the largest normalized-output buffer a connection keeps between commands.
 const keepOut = 64 << 10
 
+// chunkSize is the size of a chunk of a large command held (Conn.held).
+const chunkSize = 1 << 20
+
 // bigReadSize is one read from the client while a command of keepOut bytes or more is still
 // incomplete.
 const bigReadSize = 256 << 10
 
 // NewConn wraps c; lim bounds what the client may send.
 func NewConn(c net.Conn, lim Limits) *Conn {
-	return &Conn{Conn: c, n: NewNormalizer(lim)}
+	return &Conn{Conn: c, n: NewNormalizer(lim), large: keepOut, chunk: chunkSize}
 }
 
 // Stamp makes reads keep the kernel's receive time of their bytes (Arrival), where the
@@ -805,7 +817,16 @@ func (c *Conn) Arrival() int64 { return c.arrival }
 // Ready is how many bytes of whole commands the next Reads hand over without reading from the
 // client: redcon's reader (patched) sizes its buffer for an incomplete command by it. Called on
 // the reader goroutine.
-func (c *Conn) Ready() int { return c.ready - c.off }
+func (c *Conn) Ready() int {
+	n := c.ready - c.off
+	if c.heldWhole {
+		n -= c.heldOff
+		for _, h := range c.held {
+			n += len(h)
+		}
+	}
+	return n
+}
 
 // Read reads normalized client bytes into p.
 func (c *Conn) Read(p []byte) (int, error) {
@@ -814,9 +835,26 @@ func (c *Conn) Read(p []byte) (int, error) {
 		// of an incomplete command on every read, so a large command read in pieces would cost
 		// the square of its size. Held here, it reaches redcon whole, in reads that fill its
 		// buffer (which doubles), and is parsed a bounded number of times.
-		if c.off < c.ready {
-			k := copy(p, c.out[c.off:c.ready])
-			c.off += k
+		if c.heldWhole || c.off < c.ready {
+			// As much as p takes: the chunks of a large command first, then out. (A read that
+			// stopped at each chunk would have redcon parse the command once per chunk.)
+			k := 0
+			for c.heldWhole && k < len(p) {
+				n := copy(p[k:], c.held[0][c.heldOff:])
+				k += n
+				if c.heldOff += n; c.heldOff == len(c.held[0]) {
+					c.held[0] = nil
+					c.held, c.heldOff = c.held[1:], 0
+					if len(c.held) == 0 {
+						c.held, c.heldWhole = nil, false
+					}
+				}
+			}
+			if !c.heldWhole {
+				n := copy(p[k:], c.out[c.off:c.ready])
+				c.off += n
+				k += n
+			}
 			return k, nil
 		}
 		if c.off > 0 { // the whole commands are out: keep the held tail at the front
@@ -856,7 +894,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 				c.raw = make([]byte, connReadSize)
 			}
 			buf := c.raw
-			if len(c.out)-c.ready >= keepOut {
+			if len(c.held) > 0 || len(c.out)-c.ready >= c.large {
 				// A large command is coming in: fewer, larger reads (a 1M-key DEL is 16.8 MB).
 				// The buffer goes with the command (see below).
 				if c.bigRaw == nil {
@@ -886,10 +924,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 			}
 		}
 		c.n.SetUnauthenticated(c.Unauthenticated != nil && c.Unauthenticated())
-		if len(c.out) >= keepOut && cap(c.out)-len(c.out) < len(src) {
-			// A large command coming in: double, not append's 1.25x for large slices (a
-			// copy and fresh pages at every step).
-			c.out = slices.Grow(c.out, len(c.out)+len(src))
+		if len(c.out) >= c.large && cap(c.out)-len(c.out) < len(src) {
+			// An incomplete command (out holds nothing else here) outgrows its buffer: the
+			// buffer becomes a held chunk and a new one takes the rest, rather than a copy of
+			// everything so far into one twice as large (whose zeroed tail is resident too).
+			c.held = append(c.held, c.out)
+			c.out = make([]byte, 0, c.chunk)
 		}
 		out, ferr := c.n.Feed(c.out, src)
 		c.out = out
@@ -898,6 +938,10 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		if b := c.n.Boundary(); b >= 0 {
 			c.ready = b
+			c.heldWhole = len(c.held) > 0 // the large command ended in out
+		}
+		if ferr != nil && !c.heldWhole {
+			c.held = nil // an incomplete command is never handed on
 		}
 		if len(c.out) == 0 && cap(c.out) > keepOut {
 			c.out = nil // a huge command once should not pin its buffer

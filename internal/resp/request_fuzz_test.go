@@ -4,9 +4,15 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/tidwall/redcon"
 )
 
 // canonicalPrefix checks that out is canonical RESP multibulk as the normalizer emits it:
@@ -311,6 +317,67 @@ func FuzzNormalizer(f *testing.F) {
 			if string(out[:complete]) != string(want) || msg != wantMsg {
 				t.Fatalf("limits %+v:\n got   %q, %q\n model %q, %q", lim, out[:complete], msg, want, wantMsg)
 			}
+		}
+	})
+}
+
+// FuzzConnChunks drives Conn as the proxy does, under redcon's (patched) reader, with the
+// client's bytes written in fuzzed pieces and Conn's large-command thresholds cut to a few
+// bytes, so that commands are held in chunks and handed on through Ready: the commands redcon
+// returns must be exactly the whole ones the normalizer makes of the input, byte for byte.
+func FuzzConnChunks(f *testing.F) {
+	for _, tc := range normCases {
+		if len(tc.in) < 4096 {
+			f.Add([]byte(tc.in), []byte{3, 50})
+		}
+	}
+	f.Add([]byte(mbulk("SET", "k", strings.Repeat("v", 300))+mbulk("GET", "k")), []byte{1, 9, 200})
+	f.Fuzz(func(t *testing.T, in, pieces []byte) {
+		out, _ := NewNormalizer(DefaultLimits()).Feed(nil, in)
+		complete, err := canonicalPrefix(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		client, server := net.Pipe()
+		defer client.Close()
+		c := NewConn(server, DefaultLimits())
+		defer c.Close()
+		c.large, c.chunk = 16, 48
+		go func() {
+			for i, k := 0, 0; i < len(in); k++ {
+				n := len(in) - i
+				if len(pieces) > 0 {
+					n = min(n, 1+int(pieces[k%len(pieces)]))
+				}
+				if _, err := client.Write(in[i : i+n]); err != nil {
+					return
+				}
+				i += n
+			}
+			_, _ = io.Copy(io.Discard, client) // a protocol error's reply, until the test closes it
+		}()
+		_ = server.SetReadDeadline(time.Now().Add(5 * time.Second))
+		rd := redcon.NewReader(c)
+		var got []byte
+		for len(got) < complete {
+			batch, err := rd.ReadCommands()
+			if err != nil {
+				break
+			}
+			for _, cmd := range batch {
+				var enc []byte
+				enc = redcon.AppendArray(enc, len(cmd.Args))
+				for _, a := range cmd.Args {
+					enc = redcon.AppendBulk(enc, a)
+				}
+				if !bytes.Equal(enc, cmd.Raw) {
+					t.Fatalf("Args do not match Raw %q", cmd.Raw)
+				}
+				got = append(got, cmd.Raw...)
+			}
+		}
+		if !bytes.Equal(got, out[:complete]) {
+			t.Fatalf("redcon got %q\nwant the whole commands %q", got, out[:complete])
 		}
 	})
 }

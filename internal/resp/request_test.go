@@ -837,3 +837,76 @@ func TestNormalizerUnauthenticated(t *testing.T) {
 		}
 	}
 }
+
+// TestConnHoldsLargeCommandInChunks: a large command is held in chunks while it comes in (no
+// copy of what came before, memory about its size), then handed on whole with the commands
+// around it, and Ready counts what is at hand; a protocol error after part of one drops it.
+func TestConnHoldsLargeCommandInChunks(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	c := NewConn(server, DefaultLimits())
+	defer c.Close()
+	big := mbulk("SET", "k", strings.Repeat("v", 5<<20+123))
+	stream := mbulk("PING") + big + mbulk("GET", "k") + "*2\r\n$3\r\nGET\r\n$1\r\n"
+	go func() {
+		for i := 0; i < len(stream); i += 200 << 10 {
+			_, _ = client.Write([]byte(stream[i:min(i+200<<10, len(stream))]))
+		}
+	}()
+	buf := make([]byte, 64<<10)
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != mbulk("PING") {
+		t.Fatalf("first read: %q %v", buf[:n], err)
+	}
+	var got []byte
+	n, err := c.Read(buf) // returns once the large command is whole
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, buf[:n]...)
+	if len(c.held) < 4 {
+		t.Fatalf("large command held in %d chunks, want one per MiB or so", len(c.held))
+	}
+	heldCap := 0
+	for _, h := range c.held {
+		heldCap += cap(h)
+	}
+	if heldCap > len(big)+len(big)/8 {
+		t.Fatalf("%d bytes of chunks hold a %d-byte command", heldCap, len(big))
+	}
+	want := big + mbulk("GET", "k")
+	if r := c.Ready(); r != len(want)-n {
+		t.Fatalf("Ready %d, want %d", r, len(want)-n)
+	}
+	rest := make([]byte, len(want))
+	n, err = c.Read(rest) // all of it at once, across the chunks (redcon parses after each read)
+	if err != nil || n != len(want)-len(got) {
+		t.Fatalf("read %d bytes (%v), want the %d at hand", n, err, len(want)-len(got))
+	}
+	got = append(got, rest[:n]...)
+	if string(got) != want {
+		t.Fatalf("got %d bytes, want the large command and the GET after it (%d bytes)", len(got), len(want))
+	}
+	if c.Ready() != 0 || c.held != nil {
+		t.Fatalf("after: Ready %d, %d chunks held", c.Ready(), len(c.held))
+	}
+
+	// A protocol error after part of a large command: the part is never handed on.
+	client2, server2 := net.Pipe()
+	defer client2.Close()
+	c2 := NewConn(server2, DefaultLimits())
+	defer c2.Close()
+	go func() {
+		bad := "*3\r\n$3\r\nSET\r\n$3145728\r\n" + strings.Repeat("v", 3<<20) + "\r\nx\r\n" // "x" is not "$"
+		_, _ = client2.Write([]byte(bad))
+		_, _ = io.Copy(io.Discard, client2)
+	}()
+	for {
+		n, err := c2.Read(buf)
+		if n > 0 {
+			t.Fatalf("handed on %d bytes of an incomplete command", n)
+		}
+		if err != nil {
+			break
+		}
+	}
+}
