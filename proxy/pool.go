@@ -376,6 +376,20 @@ func (p *pool) warm(i int) {
 	p.p.background(&p.slots[i].warming, func() { _, _ = p.conn(p.p.ctx, uint64(i)) })
 }
 
+// warm dials the shared connections of key's pool (its spare comes with the pool), one after
+// the other; a slot that does not dial is left to the first client that needs it.
+func (ps *pools) warm(ctx context.Context, key poolKey) {
+	p, err := ps.get(key)
+	if err != nil {
+		return
+	}
+	for i := range p.slots {
+		if _, err := p.conn(ctx, uint64(i)); err != nil {
+			return
+		}
+	}
+}
+
 // background runs f on a goroutine of its own unless one guarded by busy is still running or
 // the pools are closed; closeAll waits for it.
 func (ps *pools) background(busy *atomic.Bool, f func()) {
