@@ -16,7 +16,7 @@ import (
 // Redis' `timeout` disconnects a direct one; a client that keeps sending, a subscriber and a
 // client blocked in BLPOP stay, as with Redis.
 func TestIdleTimeout(t *testing.T) {
-	up := redistest.Start(t)
+	up := redistest.Start(t, "--loglevel", "verbose")
 	reg := prometheus.NewRegistry()
 	if _, err := up.Do("CONFIG", "SET", "timeout", "1"); err != nil {
 		t.Fatal(err)
@@ -71,7 +71,7 @@ func TestIdleTimeout(t *testing.T) {
 			}
 			pub.do("LPUSH", "idlelist", "x")
 			if got := string(blocked.replies(1)); got != "*2\r\n$8\r\nidlelist\r\n$1\r\nx\r\n" {
-				t.Errorf("blocked client got %q", got)
+				t.Errorf("blocked client got %q\nRedis log:\n%s", got, up.Log())
 			}
 		})
 	}

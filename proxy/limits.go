@@ -14,6 +14,7 @@ type Limits struct {
 	IdleTimeout       time.Duration // 0: none
 	CommandTimeout    time.Duration // new shared connections take a change; open ones keep theirs
 	OutputBufferLimit int64         // 0: none
+	InputMemoryLimit  int64         // 0: none
 }
 
 // lim is the limits in force.
@@ -27,6 +28,7 @@ func (s *Server) SetLimits(l Limits) {
 	}
 	s.limits.Store(&l)
 	s.pools.timeout.Store(int64(l.CommandTimeout))
+	s.input.SetLimit(l.InputMemoryLimit)
 }
 
 // proxyFamily: the proxy's own commands. PROXY INFO is INFO PROXY; PROXY CONFIG GET <pattern>

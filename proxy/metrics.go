@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sessionproxy/sessionproxy/internal/resp"
 )
 
 // metrics are the proxy's Prometheus series. Counters for commands are resolved once per table
@@ -30,7 +32,7 @@ type metrics struct {
 	slotMaps           prometheus.Counter     // cluster mode: slot maps read
 }
 
-func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
+func newMetrics(reg prometheus.Registerer, table *commandTable, input *resp.Budget) *metrics {
 	const ns = "sessionproxy"
 	m := &metrics{
 		clients: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "client",
@@ -93,7 +95,12 @@ func newMetrics(reg prometheus.Registerer, table *commandTable) *metrics {
 	m.rejected.WithLabelValues(rejectTLS)
 	m.disconnected.WithLabelValues(closeIdle)
 	m.disconnected.WithLabelValues(closeOutput)
+	m.disconnected.WithLabelValues(closeInputMemory)
+	inputHeld := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: "client",
+		Name: "input_held_bytes", Help: "Bytes of large incomplete client commands the proxy holds (clients.input_memory_limit bounds them)."},
+		func() float64 { return float64(input.Used()) })
 	if reg != nil {
+		reg.MustRegister(inputHeld)
 		reg.MustRegister(m.clients, m.clientsTotal, m.rejected, m.disconnected, m.denied, cmds, m.errors, m.bytesIn, m.bytesOut,
 			m.upstreamRTT, m.upstreamDials, m.upstreamDialErrors, m.upstreamFailures, m.scriptHolds, m.dedicated, m.dedicatedRefused,
 			m.rewrites, m.unindexed, m.noScriptRetries, m.redirects, m.slotMaps)
@@ -111,4 +118,5 @@ const (
 	rejectTLS        = "tls_handshake" // a TLS listener's connection that never completed one
 	closeIdle        = "idle_timeout"
 	closeOutput      = "output_buffer" // more replies held than OutputBufferLimit
+	closeInputMemory = "input_memory"  // its incomplete command took all clients' past InputMemoryLimit
 )

@@ -58,6 +58,10 @@ type Options struct {
 	// them (Redis' client-output-buffer-limit for normal clients, hard limit): past it the
 	// client is disconnected. 0: no bound, as Redis' default.
 	OutputBufferLimit int64
+	// InputMemoryLimit bounds the bytes of large incomplete commands (64 KiB and more) the proxy
+	// holds for all clients together (Redis' maxmemory-clients, for what clients send): the
+	// client whose command takes the total past it is disconnected. 0: no bound.
+	InputMemoryLimit int64
 	// Reload, if set, re-reads the configuration and puts what may change live in force (PROXY
 	// RELOAD); it returns what changed, or every reason it did not.
 	Reload func() (string, error)
@@ -98,6 +102,10 @@ type Options struct {
 
 // Server is the client-facing side: it accepts connections and runs their commands.
 type Server struct {
+	// input is the budget of bytes that large incomplete commands of all clients hold
+	// (Limits.InputMemoryLimit).
+	input *resp.Budget
+
 	opts      Options
 	log       *slog.Logger
 	m         *metrics
@@ -172,7 +180,8 @@ func New(opts Options) (*Server, error) {
 	if err := table.setDeny(opts.DenyCommands); err != nil {
 		return nil, err
 	}
-	m := newMetrics(opts.Registerer, table)
+	input := new(resp.Budget)
+	m := newMetrics(opts.Registerer, table, input)
 	scripts := opts.Schema.Scripts()
 	var load []byte
 	var loadCmds []redcon.Command
@@ -209,9 +218,10 @@ func New(opts Options) (*Server, error) {
 		clients:   make(map[*client]struct{}),
 		listening: make(chan struct{}),
 		started:   time.Now(),
+		input:     input,
 	}
 	s.SetLimits(Limits{MaxClients: opts.MaxClients, MaxDedicated: opts.MaxDedicated, IdleTimeout: opts.IdleTimeout,
-		CommandTimeout: opts.CommandTimeout, OutputBufferLimit: opts.OutputBufferLimit})
+		CommandTimeout: opts.CommandTimeout, OutputBufferLimit: opts.OutputBufferLimit, InputMemoryLimit: opts.InputMemoryLimit})
 	s.order.quiet.Store(true) // an idle proxy: OrderAuto's gate starts on
 	// auto starts protected until Redis is seen asking for a password (watchProtected).
 	s.protected.Store(opts.Protected == "yes" || (opts.Protected != "no" && opts.ClientPassword == ""))
@@ -257,12 +267,6 @@ func (s *Server) Run(ctx context.Context) error {
 	s.pools.wg.Go(func() { s.pools.watchBusy(watchCtx) })
 	s.pools.wg.Go(func() { s.watchAnon(watchCtx) })
 	s.pools.wg.Go(func() { s.watchIdle(watchCtx) }) // a reload may set the timeout later
-	if s.cluster == nil {
-		// The shared connections (and the spare) of a new client without AUTH or SELECT are
-		// dialed now: the first clients' commands do not wait for dials, which behind a
-		// storm of other connections took 0.46 s (bench/bounds "watch").
-		s.pools.wg.Go(func() { s.pools.warm(watchCtx, poolKey{id: s.anonID}) })
-	}
 	if s.cluster != nil {
 		if err := s.cluster.refresh(watchCtx, ""); err != nil {
 			s.log.Error("cluster: no slot map yet; looking on", "err", err)
@@ -372,7 +376,11 @@ func (s *Server) closed(rc redcon.Conn, err error) {
 		s.log.Debug("client TLS handshake failed", "client", c.id, "err", err)
 	}
 	var pe *resp.ProtocolError
-	if errors.As(err, &pe) {
+	if errors.Is(err, resp.ErrInputMemory) {
+		s.m.disconnected.WithLabelValues(closeInputMemory).Inc()
+		s.log.Warn("client disconnected: the incomplete commands of all clients hold more than clients.input_memory_limit",
+			"client", c.id, "held", s.input.Used())
+	} else if errors.As(err, &pe) {
 		s.m.errors.WithLabelValues(errKindProtocol).Inc()
 		s.log.Debug("client protocol error", "client", c.id, "err", pe.Msg)
 	}
@@ -510,7 +518,7 @@ func (s *Server) CheckUpstream(ctx context.Context) error {
 
 // listen opens the client listeners (plain, TLS or both) behind one listener for redcon.
 func (s *Server) listen() (*listener, error) {
-	wl := &listener{lim: s.opts.Limits, queryBuf: &s.queryBuf, stamp: s.opts.Ordering != OrderNone,
+	wl := &listener{lim: s.opts.Limits, queryBuf: &s.queryBuf, input: s.input, stamp: s.opts.Ordering != OrderNone,
 		tlsConf: s.opts.ClientTLS, accepted: make(chan accepted), stop: make(chan struct{})}
 	if s.opts.Ordering == OrderAuto {
 		wl.stampWhen = &s.order.quiet // under load the gate is off: plain reads, as without it
@@ -551,6 +559,7 @@ type listener struct {
 	accepted      chan accepted
 	lim           resp.Limits
 	queryBuf      *atomic.Int64 // Redis' client-query-buffer-limit as last read (0: unknown)
+	input         *resp.Budget  // what large incomplete commands hold, all clients together
 	stamp         bool          // plain reads keep receive times (Options.Ordering)
 	stampWhen     *atomic.Bool  // ... only while this is true (nil: always)
 	probe         *resp.Prober  // watches stamped connections for the order gate
@@ -626,6 +635,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		lim.MaxQueryBuf = l.queryBuf.Load()
 	}
 	rc := resp.NewConn(c, lim)
+	rc.SetBudget(l.input)
 	if l.stamp && !a.secure {
 		rc.Stamp()
 		rc.StampWhen(l.stampWhen)

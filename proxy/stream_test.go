@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"syscall"
@@ -106,5 +107,55 @@ func TestOutputBufferLimit(t *testing.T) {
 	}
 	if n, _, err := promtest.Sum(reg, "sessionproxy_client_disconnected_total", "reason=output_buffer"); err != nil || n != 1 {
 		t.Errorf("disconnected_total{reason=output_buffer} = %v (%v)", n, err)
+	}
+}
+
+// TestInputMemoryLimit: the bytes large incomplete commands hold are bounded for all clients
+// together: the client whose command takes them past InputMemoryLimit is disconnected (without
+// a reply, as Redis' client eviction), the others keep theirs, and the held bytes are given back.
+func TestInputMemoryLimit(t *testing.T) {
+	up := redistest.Start(t)
+	reg := prometheus.NewRegistry()
+	s := startProxy(t, up, func(o *Options) { o.InputMemoryLimit, o.Registerer = 3<<20, reg })
+	held := func() float64 {
+		n, _, err := promtest.Sum(reg, "sessionproxy_client_input_held_bytes")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	waitHeld := func(want func(float64) bool, what string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !want(held()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("input_held_bytes %v, want %s", held(), what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	value := strings.Repeat("a", 2500<<10)
+	full := encode("SET", "first", value)
+	a, b, other := dialRaw(t, s.Addr().String()), dialRaw(t, s.Addr().String()), dialRaw(t, s.Addr().String())
+	a.send(full[:2<<20]) // 2 MiB of a 2.5 MiB command: held
+	waitHeld(func(n float64) bool { return n >= 2<<20 }, ">= 2 MiB")
+	b.send(encode("SET", "second", strings.Repeat("b", 4<<20))[:1500<<10]) // past 3 MiB in all
+	// Closed with bytes of its unread: a reset, or an end.
+	if got, err := b.readAllUntilClose(5 * time.Second); err != io.EOF && !errors.Is(err, syscall.ECONNRESET) || len(got) > 0 {
+		t.Fatalf("the client past the limit: read %q, %v; want closed without a reply", got, err)
+	}
+	if got := other.do("PING"); got != "+PONG\r\n" {
+		t.Errorf("another client: %q", got)
+	}
+	a.send(full[2<<20:])
+	if got := string(a.replies(1)); got != "+OK\r\n" {
+		t.Errorf("the client under the limit: %q", got)
+	}
+	waitHeld(func(n float64) bool { return n == 0 }, "0 once the commands are whole or gone")
+	if n, _, err := promtest.Sum(reg, "sessionproxy_client_disconnected_total", "reason=input_memory"); err != nil || n != 1 {
+		t.Errorf("disconnected_total{reason=input_memory} = %v (%v)", n, err)
+	}
+	if v, err := up.Do("STRLEN", "first"); err != nil || v != fmt.Sprintf(":%d", len(value)) {
+		t.Errorf("STRLEN first = %q (%v)", v, err)
 	}
 }

@@ -4,7 +4,7 @@
 // against the bytes in flight, what happened to the offending clients, and the PING p50/p99.
 //
 //	go build -o /tmp/sessionproxy ./cmd/sessionproxy
-//	go run ./bench/bounds -proxy /tmp/sessionproxy [-only trickle,subscriber,pipeline,bigreply,watch]
+//	go run ./bench/bounds -proxy /tmp/sessionproxy [-only trickle,trickle-limit,subscriber,pipeline,bigreply,watch]
 //
 // Every scenario is bounded in time (at most ~30 s) and bytes.
 package main
@@ -42,6 +42,7 @@ func main() {
 		run  func(e *env) string
 	}{
 		{"trickle", nil, trickle},
+		{"trickle-limit", []string{"SESSIONPROXY_CLIENTS_INPUT_MEMORY_LIMIT=256MiB"}, trickle},
 		{"subscriber", nil, subscriber},
 		{"pipeline", nil, pipeline},
 		{"pipeline-limit", []string{"SESSIONPROXY_CLIENTS_OUTPUT_BUFFER_LIMIT=64MiB"}, pipeline},
@@ -214,7 +215,7 @@ func errorsAs(err error, target *net.Error) bool {
 func trickle(e *env) string {
 	const clients, each, chunk = 100, 8 << 20, 64 << 10
 	var wg sync.WaitGroup
-	var sent atomic.Int64
+	var sent, cut atomic.Int64
 	buf := make([]byte, chunk)
 	for range clients {
 		wg.Go(func() {
@@ -226,6 +227,7 @@ func trickle(e *env) string {
 			_, _ = c.Write([]byte("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$500000000\r\n"))
 			for n := 0; n < each; n += chunk {
 				if _, err := c.Write(buf); err != nil {
+					cut.Add(1)
 					return
 				}
 				sent.Add(chunk)
@@ -234,7 +236,7 @@ func trickle(e *env) string {
 		})
 	}
 	wg.Wait()
-	return fmt.Sprintf("%d MB sent by %d clients, in flight at once", sent.Load()>>20, clients)
+	return fmt.Sprintf("%d MB sent by %d clients, in flight at once; %d disconnected", sent.Load()>>20, clients, cut.Load())
 }
 
 // subscriber: a subscriber that never reads while 1 GB is published to it (1,000 messages of

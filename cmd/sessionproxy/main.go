@@ -260,6 +260,7 @@ func proxyOptions(cfg conf.Config, logger *slog.Logger, reg prometheus.Registere
 		IdleTimeout:       cfg.Clients.Timeout.D(),
 		DenyCommands:      cfg.Clients.DenyCommands,
 		OutputBufferLimit: int64(cfg.Clients.OutputLimit),
+		InputMemoryLimit:  int64(cfg.Clients.InputMemory),
 		CommandTimeout:    cfg.Upstream.CommandTimeout.D(),
 		Limits: resp.Limits{
 			MaxBulkLen:      int64(cfg.Limits.MaxBulkLen),

@@ -72,7 +72,7 @@ func (r *reloader) reload() (string, error) {
 func limitsOf(c conf.Config) proxy.Limits {
 	return proxy.Limits{MaxClients: c.Limits.MaxClients, MaxDedicated: c.Limits.MaxDedicated,
 		IdleTimeout: c.Clients.Timeout.D(), CommandTimeout: c.Upstream.CommandTimeout.D(),
-		OutputBufferLimit: int64(c.Clients.OutputLimit)}
+		OutputBufferLimit: int64(c.Clients.OutputLimit), InputMemoryLimit: int64(c.Clients.InputMemory)}
 }
 
 // onHangup reloads the configuration on SIGHUP (delivered on hup) until ctx ends, and logs

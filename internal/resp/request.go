@@ -82,8 +82,11 @@ var (
 	errTooBigBulk     = &ProtocolError{Msg: "Protocol error: too big bulk count string"}
 	errInvalidBulkLen = &ProtocolError{Msg: "Protocol error: invalid bulk length"}
 	errQueryBufLimit  = &ProtocolError{Msg: "query buffer limit reached", Silent: true}
-	errUnauthMbulk    = &ProtocolError{Msg: "Protocol error: unauthenticated multibulk length"}
-	errUnauthBulk     = &ProtocolError{Msg: "Protocol error: unauthenticated bulk length"}
+	// ErrInputMemory ends a connection whose incomplete command took the bytes held for all
+	// connections past their Budget.
+	ErrInputMemory = &ProtocolError{Msg: "input memory limit reached (all clients)", Silent: true}
+	errUnauthMbulk = &ProtocolError{Msg: "Protocol error: unauthenticated multibulk length"}
+	errUnauthBulk  = &ProtocolError{Msg: "Protocol error: unauthenticated bulk length"}
 )
 
 // errExpectedDollar is "Protocol error: expected '$', got '%c'" as addReplyErrorFormat sends it.
@@ -734,8 +737,14 @@ type Conn struct {
 	held      [][]byte
 	heldOff   int
 	heldWhole bool
-	large     int            // an incomplete command this long is large (keepOut; less in tests)
-	chunk     int            // the size of a new chunk (chunkSize; less in tests)
+	large     int // an incomplete command this long is large (keepOut; less in tests)
+	chunk     int // the size of a new chunk (chunkSize; less in tests)
+	heldBytes int // bytes in held
+
+	budget    *Budget        // nil: none
+	bmu       sync.Mutex     // counted, against Close from another goroutine
+	counted   int64          // bytes of this connection's large incomplete command in budget
+	closed    bool           // under bmu: nothing is counted any more
 	perr      *ProtocolError // protocol error to report once out is drained (sticky)
 	rerr      error          // error of the underlying Read, reported once out is drained
 	replied   bool
@@ -781,7 +790,53 @@ func (c *Conn) Close() error {
 	if f := c.beforeClose.Load(); f != nil {
 		(*f)()
 	}
+	if c.budget != nil {
+		c.bmu.Lock()
+		c.closed = true
+		c.budget.used.Add(-c.counted)
+		c.counted = 0
+		c.bmu.Unlock()
+	}
 	return c.Conn.Close()
+}
+
+// Budget bounds the bytes that large incomplete commands hold across the connections that share
+// it (Redis' maxmemory-clients, for the proxy's input side): the connection whose command takes
+// the total past the limit is closed (ErrInputMemory). Commands under 64 KiB are not counted.
+type Budget struct {
+	limit, used atomic.Int64
+}
+
+// SetLimit sets the bound in bytes (0: none); connections over it already are left alone.
+func (b *Budget) SetLimit(n int64) { b.limit.Store(n) }
+
+// Used is the bytes counted now.
+func (b *Budget) Used() int64 { return b.used.Load() }
+
+// SetBudget makes c count its large incomplete commands in b. Call before the first Read.
+func (c *Conn) SetBudget(b *Budget) { c.budget = b }
+
+// account brings the budget up to date with what c holds of an incomplete command; false if
+// that takes the budget past its limit. Called on the reader goroutine after each parse.
+func (c *Conn) account() bool {
+	var n int64
+	tail := len(c.out) - c.ready
+	if !c.heldWhole && len(c.held) > 0 || tail >= c.large {
+		n = int64(tail)
+		if !c.heldWhole {
+			n += int64(c.heldBytes)
+		}
+	}
+	c.bmu.Lock()
+	defer c.bmu.Unlock()
+	if c.closed || n == c.counted {
+		return true
+	}
+	d := n - c.counted
+	c.counted = n
+	used := c.budget.used.Add(d)
+	lim := c.budget.limit.Load()
+	return d < 0 || lim <= 0 || used <= lim
 }
 
 // connReadSize is one read from the client, Redis' PROTO_IOBUF_LEN.
@@ -846,7 +901,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 					c.held[0] = nil
 					c.held, c.heldOff = c.held[1:], 0
 					if len(c.held) == 0 {
-						c.held, c.heldWhole = nil, false
+						c.held, c.heldWhole, c.heldBytes = nil, false, 0
 					}
 				}
 			}
@@ -929,6 +984,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 			// buffer becomes a held chunk and a new one takes the rest, rather than a copy of
 			// everything so far into one twice as large (whose zeroed tail is resident too).
 			c.held = append(c.held, c.out)
+			c.heldBytes += len(c.out)
 			c.out = make([]byte, 0, c.chunk)
 		}
 		out, ferr := c.n.Feed(c.out, src)
@@ -940,8 +996,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 			c.ready = b
 			c.heldWhole = len(c.held) > 0 // the large command ended in out
 		}
+		if ferr == nil && c.budget != nil && !c.account() {
+			ferr = ErrInputMemory
+			c.out = c.out[:c.ready] // the whole commands before it still go
+		}
 		if ferr != nil && !c.heldWhole {
-			c.held = nil // an incomplete command is never handed on
+			c.held, c.heldBytes = nil, 0 // an incomplete command is never handed on
 		}
 		if len(c.out) == 0 && cap(c.out) > keepOut {
 			c.out = nil // a huge command once should not pin its buffer
