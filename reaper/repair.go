@@ -33,7 +33,8 @@ func NewRepairer(schema *rewrite.Schema, batch int) *Repairer {
 
 // Run checks (fix=false) or rebuilds (fix=true) rule r's index in the DB rdb is connected to:
 // every session key is reconciled with its index entry, then every index entry is checked
-// against its session. Each step is one script over at most Batch keys.
+// against its session. Each step is one script over at most Batch keys (two when fixing: the
+// check first, so that the report counts what was wrong, then the fix).
 func (p *Repairer) Run(ctx context.Context, rdb redis.Cmdable, r int, fix bool) (rewrite.Report, error) {
 	start := time.Now()
 	rep := rewrite.Report{Rule: p.Schema.Rules[r].Name}
@@ -42,6 +43,23 @@ func (p *Repairer) Run(ctx context.Context, rdb redis.Cmdable, r int, fix bool) 
 		batch = DefaultBatch
 	}
 	rules := make([]any, 0, batch)
+	// step counts what the check script of kind finds wrong with keys in *wrong and, when
+	// fixing, repairs them with fixer: the report says what was wrong before it was fixed.
+	step := func(kind string, keys []string, args []any, wrong *int, fixer *redis.Script, countFixed bool) error {
+		bad, err := p.check.Run(ctx, rdb, keys, append([]any{kind}, args...)...).StringSlice()
+		if err != nil {
+			return err
+		}
+		*wrong += len(bad)
+		if !fix {
+			return nil
+		}
+		n, err := fixer.Run(ctx, rdb, keys, args...).Int()
+		if countFixed {
+			rep.Fixed += n
+		}
+		return err
+	}
 	// 1. Sessions -> index: missing entries (and, when fixing, every stale detail of them).
 	err := scanKeys(ctx, rdb, p.Schema.ScanPattern(r), "", batch, func(keys []string) error {
 		keys = p.own(keys, r)
@@ -50,14 +68,7 @@ func (p *Repairer) Run(ctx context.Context, rdb redis.Cmdable, r int, fix bool) 
 		}
 		rep.Scanned += len(keys)
 		rules = ruleArgs(rules, len(keys), r)
-		if fix {
-			n, err := p.reconcile.Run(ctx, rdb, keys, rules...).Int()
-			rep.Fixed += n
-			return err
-		}
-		missing, err := p.check.Run(ctx, rdb, keys, append([]any{"keys"}, rules...)...).StringSlice()
-		rep.Missing += len(missing)
-		return err
+		return step("keys", keys, rules, &rep.Missing, p.reconcile, true)
 	})
 	if err != nil {
 		return rep, fmt.Errorf("reaper: scan sessions: %w", err)
@@ -68,14 +79,7 @@ func (p *Repairer) Run(ctx context.Context, rdb redis.Cmdable, r int, fix bool) 
 		for _, m := range members {
 			args = append(args, m)
 		}
-		if fix {
-			n, err := p.prune.Run(ctx, rdb, []string{ikey}, args...).Int()
-			rep.Fixed += n
-			return err
-		}
-		stale, err := p.check.Run(ctx, rdb, []string{ikey}, append([]any{"index"}, args...)...).StringSlice()
-		rep.Stale += len(stale)
-		return err
+		return step("index", []string{ikey}, args, &rep.Stale, p.prune, true)
 	}); err != nil {
 		return rep, fmt.Errorf("reaper: scan index: %w", err)
 	}
@@ -83,14 +87,7 @@ func (p *Repairer) Run(ctx context.Context, rdb redis.Cmdable, r int, fix bool) 
 	// entries were handled above; this clears the owner map and ledger).
 	if err := p.ownerMap(ctx, rdb, r, batch, func(keys []string) error {
 		rules = ruleArgs(rules, len(keys), r)
-		if fix {
-			n, err := p.reconcile.Run(ctx, rdb, keys, rules...).Int()
-			rep.Fixed += n
-			return err
-		}
-		orphans, err := p.check.Run(ctx, rdb, keys, append([]any{"owners"}, rules...)...).StringSlice()
-		rep.Orphans += len(orphans)
-		return err
+		return step("owners", keys, rules, &rep.Orphans, p.reconcile, true)
 	}); err != nil {
 		return rep, fmt.Errorf("reaper: scan owner map: %w", err)
 	}
@@ -101,12 +98,7 @@ func (p *Repairer) Run(ctx context.Context, rdb redis.Cmdable, r int, fix bool) 
 			return nil
 		}
 		rules = ruleArgs(rules, len(keys), r)
-		if fix {
-			return p.reconcile.Run(ctx, rdb, keys, rules...).Err()
-		}
-		orphans, err := p.check.Run(ctx, rdb, keys, append([]any{"ledger"}, rules...)...).StringSlice()
-		rep.Orphans += len(orphans)
-		return err
+		return step("ledger", keys, rules, &rep.Orphans, p.reconcile, false)
 	}); err != nil {
 		return rep, fmt.Errorf("reaper: scan ledger: %w", err)
 	}
