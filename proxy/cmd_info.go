@@ -49,12 +49,23 @@ func (s *Server) proxyInfo() []byte {
 	fmt.Fprintf(&b, "dedicated_clients:%d\r\n", s.ndedicated.Load())
 	fmt.Fprintf(&b, "upstream_mode:%s\r\n", mode)
 	fmt.Fprintf(&b, "upstream:%s\r\n", s.Upstream())
+	state := "up"
+	if s.dialer.down.Load() {
+		state = "down" // the last dial failed: clients get errors until one succeeds
+	}
+	fmt.Fprintf(&b, "upstream_state:%s\r\n", state)
 	fmt.Fprintf(&b, "ordering:%s\r\n", [...]string{"none", "arrival", "auto"}[s.opts.Ordering])
 	rules := make([]string, len(s.schema.Rules))
 	for i, r := range s.schema.Rules {
 		rules[i] = r.Name + "=" + r.Pattern
 	}
 	fmt.Fprintf(&b, "index_rules:%s\r\n", strings.Join(rules, ","))
+	if s.opts.InfoExtra != nil {
+		for _, l := range s.opts.InfoExtra() {
+			b.WriteString(l)
+			b.WriteString("\r\n")
+		}
+	}
 	return []byte(b.String())
 }
 

@@ -12,12 +12,16 @@ import (
 // shared path and inside MULTI; other INFO sections are Redis'.
 func TestInfoProxy(t *testing.T) {
 	up := redistest.Start(t)
-	s := startProxy(t, up, func(o *Options) { o.Version, o.Mode = "v-test", "standalone" })
+	s := startProxy(t, up, func(o *Options) {
+		o.Version, o.Mode = "v-test", "standalone"
+		o.InfoExtra = func() []string { return []string{"reaper_leading:1"} }
+	})
 	c := dialRaw(t, s.Addr().String())
 	c.send(append(append(encode("PING"), encode("info", "proxy")...), encode("INFO", "server")...))
 	got := string(c.replies(3))
 	for _, want := range []string{"+PONG\r\n$", "# Proxy\r\nsessionproxy_version:v-test\r\n", "upstream_mode:standalone\r\n",
-		"upstream:" + up.Addr() + "\r\n", "index_rules:session=session:*,", "# Server\r\n", "redis_version:"} {
+		"upstream:" + up.Addr() + "\r\n", "upstream_state:up\r\n", "index_rules:session=session:*,", "reaper_leading:1\r\n",
+		"# Server\r\n", "redis_version:"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("replies lack %q:\n%s", want, got)
 		}
@@ -28,7 +32,7 @@ func TestInfoProxy(t *testing.T) {
 	for _, args := range [][]string{{"INFO"}, {"info", "everything"}} {
 		full := c.do(args...)
 		n := strings.Index(full, "\r\n")
-		if !strings.Contains(full, "# Server\r\n") || !strings.HasSuffix(full, "index_rules:session=session:*,express=sess:*,scored=zsess:*,global=gsess:*\r\n\r\n") ||
+		if !strings.Contains(full, "# Server\r\n") || !strings.HasSuffix(full, "index_rules:session=session:*,express=sess:*,scored=zsess:*,global=gsess:*\r\nreaper_leading:1\r\n\r\n") ||
 			!strings.Contains(full, "\r\n\r\n# Proxy\r\n") || full[1:n] != strconv.Itoa(len(full)-n-4) {
 			t.Errorf("%v: the proxy's section is not added at the end, as a section, with the right length: ...%q", args, full[max(0, len(full)-300):])
 		}

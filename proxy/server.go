@@ -68,6 +68,9 @@ type Options struct {
 	// ConfigGet, if set, lists the running configuration's settings whose path matches a glob,
 	// as (path, value) pairs (PROXY CONFIG GET).
 	ConfigGet func(pattern string) [][2]string
+	// InfoExtra, if set, adds lines ("name:value") to INFO's # Proxy section: the state of
+	// what runs beside the proxy (the reaper).
+	InfoExtra func() []string
 	// Version and Mode are what INFO PROXY reports: the build, and the upstream mode
 	// (standalone, sentinel, cluster).
 	Version, Mode string

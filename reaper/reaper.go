@@ -72,6 +72,37 @@ type Reaper struct {
 
 	repairMu  sync.Mutex
 	repairing map[int]bool // DB -> repair running (true) or running and asked again (false)
+
+	// For Status: the ledger's size per DB as of its last sweep, and when that was.
+	statusMu  sync.Mutex
+	ledgers   map[int]int64
+	lastSweep time.Time
+}
+
+// Status is what INFO's # Proxy section tells of the reaper.
+type Status struct {
+	Leading       bool      // this proxy reaps (alone, or holding the lease)
+	Notifications int       // 1: Redis publishes the keyevents; 0: it does not; -1: cannot tell (CONFIG refused)
+	LedgerEntries int64     // sessions with a TTL in the ledgers, all DBs, as of their last sweep
+	LastSweep     time.Time // zero: none yet (or not leading)
+}
+
+// Status reports the reaper's state now.
+func (r *Reaper) Status() Status {
+	st := Status{Leading: r.leader.Load()}
+	switch {
+	case r.refused.Load():
+		st.Notifications = -1
+	case r.notifyOn.Load():
+		st.Notifications = 1
+	}
+	r.statusMu.Lock()
+	for _, n := range r.ledgers {
+		st.LedgerEntries += n
+	}
+	st.LastSweep = r.lastSweep
+	r.statusMu.Unlock()
+	return st
 }
 
 // New checks options and builds a reaper; Run starts it.
@@ -326,6 +357,12 @@ func (r *Reaper) sweep(ctx context.Context, db int) time.Time {
 	}
 	if n, err := c.ZCard(ctx, r.o.Schema.LedgerKey()).Result(); err == nil {
 		r.m.ledger.WithLabelValues(strconv.Itoa(db)).Set(float64(n))
+		r.statusMu.Lock()
+		if r.ledgers == nil {
+			r.ledgers = map[int]int64{}
+		}
+		r.ledgers[db], r.lastSweep = n, time.Now()
+		r.statusMu.Unlock()
 		if n == 0 {
 			return time.Time{}
 		}

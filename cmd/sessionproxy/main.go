@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -199,6 +200,7 @@ func serve(cfg conf.Config, logger *slog.Logger, rl *reloader) error {
 		}
 		keeper = rp
 		storeSchema(context.Background(), ups.db(0), opts.Schema, logger) // for reindex/check to compare
+		opts.InfoExtra = func() []string { return reaperInfo(rp.Status()) }
 	}
 	opts.Reload, opts.ConfigGet = rl.reload, rl.configGet
 	if srv, err = proxy.New(opts); err != nil {
@@ -361,6 +363,27 @@ func serveHTTP(ctx context.Context, name, addr string, mux *http.ServeMux) error
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil
+}
+
+// reaperInfo is the reaper's lines in INFO's # Proxy section.
+func reaperInfo(st reaper.Status) []string {
+	last := int64(-1) // no sweep yet
+	if !st.LastSweep.IsZero() {
+		last = int64(time.Since(st.LastSweep).Seconds())
+	}
+	return []string{
+		"reaper_leading:" + strconv.Itoa(boolInt(st.Leading)),
+		"reaper_notifications:" + strconv.Itoa(st.Notifications),
+		"reaper_ledger_entries:" + strconv.FormatInt(st.LedgerEntries, 10),
+		"reaper_last_sweep_seconds_ago:" + strconv.FormatInt(last, 10),
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // newLogger is the process's logger; its level can change on a reload.

@@ -76,7 +76,10 @@ func TestReload(t *testing.T) {
 	if got := admin.do("PROXY", "CONFIG", "GET", "clients.password"); got != "*2\r\n$16\r\nclients.password\r\n$0\r\n\r\n" {
 		t.Errorf("PROXY CONFIG GET clients.password (unset): %q", got)
 	}
-	if got := admin.do("PROXY", "INFO"); !strings.Contains(got, "# Proxy\r\n") {
-		t.Errorf("PROXY INFO: %q", got)
+	for _, want := range []string{"# Proxy\r\n", "upstream_state:up\r\n", "reaper_leading:1\r\n", "reaper_notifications:1\r\n",
+		"reaper_ledger_entries:"} {
+		if got := admin.do("PROXY", "INFO"); !strings.Contains(got, want) {
+			t.Errorf("PROXY INFO lacks %q: %q", want, got)
+		}
 	}
 }
