@@ -33,6 +33,7 @@ type Config struct {
 	Metrics         string   `yaml:"metrics"`          // HTTP listener for /metrics /healthz /readyz; "" disables; default "127.0.0.1:9380"
 	Admin           string   `yaml:"admin"`            // HTTP listener for /debug/pprof; "" (default) disables
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"` // drain bound on SIGINT/SIGTERM; default 10s
+	ConfigWatch     Duration `yaml:"config_watch"`     // how often the config file is checked for changes; default 10s
 	LogLevel        string   `yaml:"log_level"`        // debug|info|warn|error; default info
 	LogFormat       string   `yaml:"log_format"`       // text|json; default text
 	Procs           int      `yaml:"procs"`            // GOMAXPROCS; default 1
@@ -161,6 +162,7 @@ func Default() Config {
 		Listen:          "127.0.0.1:6380",
 		Metrics:         "127.0.0.1:9380",
 		ShutdownTimeout: Duration(10 * time.Second),
+		ConfigWatch:     Duration(10 * time.Second),
 		LogLevel:        "info",
 		LogFormat:       "text",
 		Procs:           1,
@@ -684,6 +686,7 @@ var docs = map[string]string{
 	"listen":                            "Client listener, host:port; port 0 picks a free port.",
 	"metrics":                           `HTTP listener for /metrics, /healthz and /readyz, host:port; "" disables it.`,
 	"admin":                             `HTTP listener for /debug/pprof (CPU, heap, goroutine profiles), host:port; "" (the default) disables it. Profiles show memory contents and command arguments: bind it to loopback or a private address only.`,
+	"config_watch":                      "How often the config file (-config) is checked for changes: a changed file is reloaded as on SIGHUP (a Kubernetes ConfigMap volume updates it in place, deploy/k8s); one that does not load, or changes a setting that needs a restart, is logged and changes nothing. 0: only SIGHUP and PROXY RELOAD reload.",
 	"shutdown_timeout":                  "On SIGINT/SIGTERM, how long in-flight requests may drain before connections close.",
 	"log_level":                         "debug, info, warn or error.",
 	"log_format":                        "text or json.",
@@ -831,6 +834,7 @@ func Changed(a, b Config) []string {
 // on a reload too.)
 var Reloadable = map[string]bool{
 	"log_level": true, "clients.timeout": true, "clients.output_buffer_limit": true, "clients.input_memory_limit": true,
+	"clients.deny_commands":    true,
 	"upstream.command_timeout": true, "limits.max_clients": true, "limits.max_dedicated": true,
 }
 

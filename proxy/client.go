@@ -120,8 +120,8 @@ func (c *client) run(cmds []redcon.Command) {
 			return
 		}
 	}
-	if len(c.s.opts.DenyCommands) > 0 {
-		c.denyIn(cmds)
+	if dl := *c.s.deny.Load(); dl != nil {
+		c.denyIn(dl, cmds)
 	}
 	if d := c.ded.Load(); d != nil {
 		d.forward(cmds)

@@ -41,9 +41,8 @@ type cmdSpec struct {
 	sendDedicated func(d *dedicated, cmd redcon.Command) bool
 	drainFirst    bool
 	track         func(d *dedicated, args [][]byte) int64
-	keys          keySpec   // where its keys are (keys.go)
-	deny          *denyRule // taken away by the operator (deny.go); nil: allowed
-	idx           int       // position in the table: index of the command's metrics counter
+	keys          keySpec // where its keys are (keys.go)
+	idx           int     // position in the table: index of the command's metrics counter
 }
 
 // keyPositions appends the indexes of the command's keys in args to dst.

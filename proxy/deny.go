@@ -22,30 +22,48 @@ func (r *denyRule) matches(args [][]byte) bool {
 // denyAliases are commands Redis runs under two names: denying one denies both.
 var denyAliases = map[string]string{"REPLICAOF": "SLAVEOF", "SLAVEOF": "REPLICAOF"}
 
-// setDeny marks the table's rows for names ("FLUSHALL", "CONFIG|SET", any case).
-func (t *commandTable) setDeny(names []string) error {
+// denyList is the commands the operator took away, by table row (cmdSpec.idx; nil: allowed).
+// It is replaced whole on a reload (Server.SetDenyCommands), never changed in place.
+type denyList []*denyRule
+
+// denyList builds the list for names ("FLUSHALL", "CONFIG|SET", any case); nil if names is empty.
+func (t *commandTable) denyList(names []string) (denyList, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	dl := make(denyList, len(t.specs))
 	for _, n := range names {
 		name, sub, hasSub := strings.Cut(n, "|")
 		sp := t.byName[strings.ToUpper(name)]
 		if sp == nil || name == "" || hasSub && (sub == "" || !containers[sp.name]) {
-			return fmt.Errorf("proxy: deny: %q is not a Redis command (want NAME, or CONTAINER|SUBCOMMAND such as CONFIG|SET)", n)
+			return nil, fmt.Errorf("proxy: deny: %q is not a Redis command (want NAME, or CONTAINER|SUBCOMMAND such as CONFIG|SET)", n)
 		}
-		if sp.deny == nil {
-			sp.deny = &denyRule{subs: map[string]bool{}}
+		specs := []*cmdSpec{sp}
+		if alias, ok := denyAliases[strings.ToUpper(name)]; ok && !hasSub {
+			specs = append(specs, t.byName[alias])
 		}
-		if hasSub {
-			sp.deny.subs[strings.ToLower(sub)] = true
-			continue
-		}
-		sp.deny.all = true
-		if alias, ok := denyAliases[strings.ToUpper(name)]; ok {
-			if a := t.byName[alias]; a.deny == nil || !a.deny.all {
-				if err := t.setDeny([]string{alias}); err != nil {
-					return err
-				}
+		for _, sp := range specs {
+			if dl[sp.idx] == nil {
+				dl[sp.idx] = &denyRule{subs: map[string]bool{}}
+			}
+			if hasSub {
+				dl[sp.idx].subs[strings.ToLower(sub)] = true
+			} else {
+				dl[sp.idx].all = true
 			}
 		}
 	}
+	return dl, nil
+}
+
+// SetDenyCommands puts a new deny list in force (clients.deny_commands, on a reload): for
+// clients already connected too, from their next batch. An unknown name changes nothing.
+func (s *Server) SetDenyCommands(names []string) error {
+	dl, err := s.table.denyList(names)
+	if err != nil {
+		return err
+	}
+	s.deny.Store(&dl)
 	return nil
 }
 
@@ -57,11 +75,11 @@ func (t *commandTable) setDeny(names []string) error {
 const deniedSuffix = " (denied by the proxy: clients.deny_commands)"
 
 // denyIn replaces the batch's denied commands with their unknown-name stand-ins.
-func (c *client) denyIn(cmds []redcon.Command) {
+func (c *client) denyIn(dl denyList, cmds []redcon.Command) {
 	for i := range cmds {
 		args := cmds[i].Args
 		sp := c.s.table.lookup(args[0])
-		if sp.deny == nil || !sp.deny.matches(args) {
+		if r := dl[sp.idx]; r == nil || !r.matches(args) {
 			continue
 		}
 		c.s.m.denied.Inc()

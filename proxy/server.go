@@ -105,6 +105,9 @@ type Options struct {
 
 // Server is the client-facing side: it accepts connections and runs their commands.
 type Server struct {
+	// deny is the commands clients may not run (Options.DenyCommands; SetDenyCommands).
+	deny atomic.Pointer[denyList]
+
 	// input is the budget of bytes that large incomplete commands of all clients hold
 	// (Limits.InputMemoryLimit).
 	input *resp.Budget
@@ -180,7 +183,8 @@ func New(opts Options) (*Server, error) {
 	for _, sp := range table.specs {
 		sp.plan = opts.Schema.Planner(sp.name)
 	}
-	if err := table.setDeny(opts.DenyCommands); err != nil {
+	deny, err := table.denyList(opts.DenyCommands)
+	if err != nil {
 		return nil, err
 	}
 	input := new(resp.Budget)
@@ -225,6 +229,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.SetLimits(Limits{MaxClients: opts.MaxClients, MaxDedicated: opts.MaxDedicated, IdleTimeout: opts.IdleTimeout,
 		CommandTimeout: opts.CommandTimeout, OutputBufferLimit: opts.OutputBufferLimit, InputMemoryLimit: opts.InputMemoryLimit})
+	s.deny.Store(&deny)
 	s.order.quiet.Store(true) // an idle proxy: OrderAuto's gate starts on
 	// auto starts protected until Redis is seen asking for a password (watchProtected).
 	s.protected.Store(opts.Protected == "yes" || (opts.Protected != "no" && opts.ClientPassword == ""))

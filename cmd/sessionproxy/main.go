@@ -224,6 +224,7 @@ func serve(cfg conf.Config, logger *slog.Logger, rl *reloader) error {
 		})
 	}
 	g.Go(func() error { return onHangup(ctx, hup, rl) })
+	g.Go(func() error { return watchFile(ctx, rl, cfg.ConfigWatch.D()) })
 	if cfg.Metrics != "" {
 		g.Go(func() error {
 			return serveHTTP(ctx, "metrics", cfg.Metrics, metricsMux(reg, srv, cfg.Upstream.ReadTimeout.D()))

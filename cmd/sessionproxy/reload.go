@@ -6,8 +6,10 @@ import (
 	"log/slog"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/sessionproxy/sessionproxy/conf"
 	"github.com/sessionproxy/sessionproxy/internal/tlsfiles"
@@ -52,6 +54,11 @@ func (r *reloader) reload() (string, error) {
 	if len(fixed) > 0 {
 		return "", fmt.Errorf("these settings need a restart: %s (nothing was changed)", strings.Join(fixed, ", "))
 	}
+	// The deny list first: the one setting a reload may still find wrong (an unknown command
+	// name), and then nothing has changed.
+	if err := r.srv.SetDenyCommands(next.Clients.DenyCommands); err != nil {
+		return "", err
+	}
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(next.LogLevel)) // validated by conf
 	r.level.Set(level)
@@ -91,6 +98,45 @@ func onHangup(ctx context.Context, hup <-chan os.Signal, r *reloader) error {
 			r.logger.Info("SIGHUP: config reloaded", "changed", changed)
 		}
 	}
+}
+
+// watchFile reloads the configuration when its file changes, checking every interval, until
+// ctx ends (a Kubernetes ConfigMap volume swaps the file in under a symlink). A change that
+// does not reload is logged once, until the file changes again.
+func watchFile(ctx context.Context, r *reloader, every time.Duration) error {
+	if r.path == "" || every <= 0 {
+		return nil
+	}
+	last := fileStamp(r.path)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		st := fileStamp(r.path)
+		if st == last {
+			continue
+		}
+		last = st
+		if changed, err := r.reload(); err != nil {
+			r.logger.Error("config file changed: not reloaded; the running one stays", "err", err)
+		} else {
+			r.logger.Info("config file changed: reloaded", "changed", changed)
+		}
+	}
+}
+
+// fileStamp identifies a version of the file at p: where its symlinks lead, its size and time.
+func fileStamp(p string) string {
+	st, err := os.Stat(p)
+	if err != nil {
+		return "missing"
+	}
+	real, _ := filepath.EvalSymlinks(p)
+	return fmt.Sprintf("%s;%d;%d", real, st.Size(), st.ModTime().UnixNano())
 }
 
 // configGet is PROXY CONFIG GET: the running configuration's settings whose YAML path matches

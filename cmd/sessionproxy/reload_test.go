@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -81,5 +83,94 @@ func TestReload(t *testing.T) {
 		if got := admin.do("PROXY", "INFO"); !strings.Contains(got, want) {
 			t.Errorf("PROXY INFO lacks %q: %q", want, got)
 		}
+	}
+}
+
+// TestReloadUnderLoad: with redis-benchmark running through the proxy, the config file is
+// changed three times and the proxy reloads it on its own (config_watch): a new deny list is in
+// force for the next command, a file with an unknown command name and one that changes a
+// setting needing a restart are refused with the reason logged and change nothing, and the
+// benchmark sees no error and no dropped connection.
+func TestReloadUnderLoad(t *testing.T) {
+	if _, err := exec.LookPath("redis-benchmark"); err != nil {
+		t.Skip("redis-benchmark not installed")
+	}
+	up := redistest.Start(t)
+	path := filepath.Join(t.TempDir(), "sessionproxy.yaml")
+	write := func(yaml string) {
+		t.Helper()
+		// Written aside and renamed in, as a ConfigMap volume swaps its files.
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte("config_watch: 100ms\n"+yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("clients:\n  deny_commands: []\n")
+	p := startProxyArgs(t, up.Addr(), []string{"-config", path})
+	port := portOf(t, p.Addr)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	bench := exec.CommandContext(ctx, "redis-benchmark", "-h", "127.0.0.1", "-p", port,
+		"-t", "set,get,incr", "-c", "20", "-P", "4", "-n", "300000", "-q")
+	type result struct {
+		out []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := bench.CombinedOutput()
+		done <- result{out, err}
+	}()
+	time.Sleep(300 * time.Millisecond) // the benchmark's connections are up
+
+	c := dialRESP(t, p.Addr)
+	if got := c.do("FLUSHALL"); got != "+OK\r\n" {
+		t.Fatalf("FLUSHALL before the reload: %q", got)
+	}
+	write("clients:\n  deny_commands: [FLUSHALL]\n")
+	if !waitFor(10*time.Second, func() bool {
+		return strings.Contains(p.stderr.String(), `config file changed: reloaded" changed=clients.deny_commands`)
+	}) {
+		t.Fatalf("no reload logged:\n%s", p.stderr.String())
+	}
+	if got := c.do("FLUSHALL"); !strings.HasPrefix(got, "-ERR unknown command 'FLUSHALL (denied by the proxy") {
+		t.Errorf("FLUSHALL after the reload, on a connection open before it: %q", got)
+	}
+
+	write("clients:\n  deny_commands: [FLUSHALL, NOSUCHCMD]\nlog_level: debug\n")
+	if !waitFor(10*time.Second, func() bool {
+		return strings.Contains(p.stderr.String(), `NOSUCHCMD`) && strings.Contains(p.stderr.String(), "not reloaded")
+	}) {
+		t.Fatalf("the broken file's refusal was not logged:\n%s", p.stderr.String())
+	}
+	write("clients:\n  deny_commands: []\nordering: none\n")
+	if !waitFor(10*time.Second, func() bool {
+		return strings.Contains(p.stderr.String(), "these settings need a restart: ordering")
+	}) {
+		t.Fatalf("the restart-only change's refusal was not logged:\n%s", p.stderr.String())
+	}
+	if got := c.do("FLUSHALL"); !strings.HasPrefix(got, "-ERR unknown command 'FLUSHALL (denied") {
+		t.Errorf("FLUSHALL after two refused reloads: %q (the last good deny list must stay)", got)
+	}
+	if got := c.do("PROXY", "CONFIG", "GET", "log_level"); !strings.Contains(got, "info") {
+		t.Errorf("log_level after a refused reload: %q", got)
+	}
+
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		t.Fatal("redis-benchmark did not finish")
+	}
+	if r.err != nil {
+		t.Fatalf("redis-benchmark: %v\n%s", r.err, clip(string(r.out)))
+	}
+	checkBenchmark(t, string(r.out), "SET", "GET", "INCR")
+	if got := c.do("GET", "counter:__rand_int__"); got != "$6\r\n300000\r\n" {
+		t.Errorf("counter after 300000 INCRs through reloads: %q", got)
 	}
 }
