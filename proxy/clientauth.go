@@ -39,7 +39,8 @@ func loopback(addr net.Addr) bool {
 // (mayRewrite).
 func (s *Server) watchAnon(ctx context.Context) {
 	auto := s.opts.Protected == "auto" && s.opts.ClientPassword == ""
-	for first := true; ; first = false {
+	warmed := false
+	for {
 		qctx, cancel := context.WithTimeout(ctx, s.opts.ReadTimeout)
 		reply, err := s.dialer.oneShot(qctx, poolKey{id: s.anonID}, resp.AppendCommand(nil, "PING"), 1, nil)
 		cancel()
@@ -51,8 +52,8 @@ func (s *Server) watchAnon(ctx context.Context) {
 			}
 		}
 		s.readQueryBufLimit(ctx)
-		if first && s.cluster == nil {
-			s.warmClientPool(ctx)
+		if !warmed && err == nil && s.cluster == nil {
+			warmed = s.warmClientPool(ctx)
 		}
 		select {
 		case <-ctx.Done():
@@ -67,13 +68,15 @@ func (s *Server) watchAnon(ctx context.Context) {
 // other connections one took 0.46 s, bench/bounds "watch"): the proxy's user's when clients
 // log in to the proxy, Redis' default user's when Redis serves it without a password, none
 // otherwise (such clients are answered -NOAUTH).
-func (s *Server) warmClientPool(ctx context.Context) {
+// It reports whether that is done (tried again at the next look at Redis if not).
+func (s *Server) warmClientPool(ctx context.Context) bool {
 	switch {
 	case s.opts.ClientPassword != "":
-		s.pools.warm(ctx, poolKey{id: s.defaultID})
+		return s.pools.warm(ctx, poolKey{id: s.defaultID})
 	case s.anonOpen.Load():
-		s.pools.warm(ctx, poolKey{id: s.anonID})
+		return s.pools.warm(ctx, poolKey{id: s.anonID})
 	}
+	return true
 }
 
 func boolWord(b bool) string {

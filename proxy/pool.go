@@ -377,17 +377,18 @@ func (p *pool) warm(i int) {
 }
 
 // warm dials the shared connections of key's pool (its spare comes with the pool), one after
-// the other; a slot that does not dial is left to the first client that needs it.
-func (ps *pools) warm(ctx context.Context, key poolKey) {
+// the other; false if one did not dial (it is left to the first client that needs it).
+func (ps *pools) warm(ctx context.Context, key poolKey) bool {
 	p, err := ps.get(key)
 	if err != nil {
-		return
+		return false
 	}
 	for i := range p.slots {
 		if _, err := p.conn(ctx, uint64(i)); err != nil {
-			return
+			return false
 		}
 	}
+	return true
 }
 
 // background runs f on a goroutine of its own unless one guarded by busy is still running or

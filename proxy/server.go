@@ -387,7 +387,7 @@ func (s *Server) closed(rc redcon.Conn, err error) {
 	if errors.Is(err, resp.ErrInputMemory) {
 		s.m.disconnected.WithLabelValues(closeInputMemory).Inc()
 		s.log.Warn("client disconnected: the incomplete commands of all clients hold more than clients.input_memory_limit",
-			"client", c.id, "held", s.input.Used())
+			"client", c.id)
 	} else if errors.As(err, &pe) {
 		s.m.errors.WithLabelValues(errKindProtocol).Inc()
 		s.log.Debug("client protocol error", "client", c.id, "err", pe.Msg)

@@ -116,7 +116,9 @@ func TestOutputBufferLimit(t *testing.T) {
 func TestInputMemoryLimit(t *testing.T) {
 	up := redistest.Start(t)
 	reg := prometheus.NewRegistry()
-	s := startProxy(t, up, func(o *Options) { o.InputMemoryLimit, o.Registerer = 3<<20, reg })
+	// What is counted is the memory held (chunks of up to 1 MiB, a 256 KiB read buffer), a bit
+	// more than the bytes: 2.5 MiB in one command fits under 5 MiB, two such do not.
+	s := startProxy(t, up, func(o *Options) { o.InputMemoryLimit, o.Registerer = 5<<20, reg })
 	held := func() float64 {
 		n, _, err := promtest.Sum(reg, "sessionproxy_client_input_held_bytes")
 		if err != nil {
@@ -139,7 +141,7 @@ func TestInputMemoryLimit(t *testing.T) {
 	a, b, other := dialRaw(t, s.Addr().String()), dialRaw(t, s.Addr().String()), dialRaw(t, s.Addr().String())
 	a.send(full[:2<<20]) // 2 MiB of a 2.5 MiB command: held
 	waitHeld(func(n float64) bool { return n >= 2<<20 }, ">= 2 MiB")
-	b.send(encode("SET", "second", strings.Repeat("b", 4<<20))[:1500<<10]) // past 3 MiB in all
+	b.send(encode("SET", "second", strings.Repeat("b", 4<<20))[:3<<20]) // past 5 MiB in all
 	// Closed with bytes of its unread: a reset, or an end.
 	if got, err := b.readAllUntilClose(5 * time.Second); err != io.EOF && !errors.Is(err, syscall.ECONNRESET) || len(got) > 0 {
 		t.Fatalf("the client past the limit: read %q, %v; want closed without a reply", got, err)

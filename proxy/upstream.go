@@ -444,7 +444,11 @@ func (u *sharedConn) do(req *request) error {
 			req.handoff()
 		}
 		req.wait()
+		now := time.Now()
+		u.lastDone.Store(now.UnixNano()) // before inflight: idleTooLong reads them together
 		u.inflight.Add(-1)
+		u.m.upstreamRTT.Observe(now.Sub(req.start).Seconds())
+		return nil
 	}
 	now := time.Now()
 	u.lastDone.Store(now.UnixNano())

@@ -739,7 +739,7 @@ type Conn struct {
 	heldWhole bool
 	large     int // an incomplete command this long is large (keepOut; less in tests)
 	chunk     int // the size of a new chunk (chunkSize; less in tests)
-	heldBytes int // bytes in held
+	heldCap   int // bytes of memory in held (their capacity)
 
 	budget    *Budget        // nil: none
 	bmu       sync.Mutex     // counted, against Close from another goroutine
@@ -807,7 +807,9 @@ type Budget struct {
 	limit, used atomic.Int64
 }
 
-// SetLimit sets the bound in bytes (0: none); connections over it already are left alone.
+// SetLimit sets the bound in bytes (0: none). It is enforced as large commands grow: the next
+// connection whose held memory grows while the total is past the bound is closed, not
+// necessarily the largest (Redis' client eviction takes the largest first).
 func (b *Budget) SetLimit(n int64) { b.limit.Store(n) }
 
 // Used is the bytes counted now.
@@ -820,12 +822,8 @@ func (c *Conn) SetBudget(b *Budget) { c.budget = b }
 // that takes the budget past its limit. Called on the reader goroutine after each parse.
 func (c *Conn) account() bool {
 	var n int64
-	tail := len(c.out) - c.ready
-	if !c.heldWhole && len(c.held) > 0 || tail >= c.large {
-		n = int64(tail)
-		if !c.heldWhole {
-			n += int64(c.heldBytes)
-		}
+	if len(c.held) > 0 || len(c.out)-c.ready >= c.large {
+		n = int64(c.heldCap + cap(c.out) + cap(c.bigRaw)) // the memory, not just the bytes in it
 	}
 	c.bmu.Lock()
 	defer c.bmu.Unlock()
@@ -889,7 +887,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		// Only whole commands are handed on: redcon's reader parses its buffer from the start
 		// of an incomplete command on every read, so a large command read in pieces would cost
 		// the square of its size. Held here, it reaches redcon whole, in reads that fill its
-		// buffer (which doubles), and is parsed a bounded number of times.
+		// buffer (sized by Ready, third_party/redcon/PATCH.md), and is parsed about once.
 		if c.heldWhole || c.off < c.ready {
 			// As much as p takes: the chunks of a large command first, then out. (A read that
 			// stopped at each chunk would have redcon parse the command once per chunk.)
@@ -901,7 +899,10 @@ func (c *Conn) Read(p []byte) (int, error) {
 					c.held[0] = nil
 					c.held, c.heldOff = c.held[1:], 0
 					if len(c.held) == 0 {
-						c.held, c.heldWhole, c.heldBytes = nil, false, 0
+						c.held, c.heldWhole, c.heldCap = nil, false, 0
+						if c.budget != nil {
+							c.account() // handed on: no longer held
+						}
 					}
 				}
 			}
@@ -949,9 +950,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 				c.raw = make([]byte, connReadSize)
 			}
 			buf := c.raw
-			if len(c.held) > 0 || len(c.out)-c.ready >= c.large {
-				// A large command is coming in: fewer, larger reads (a 1M-key DEL is 16.8 MB).
-				// The buffer goes with the command (see below).
+			if c.heldCap >= c.chunk {
+				// A command of a MiB or more is coming in: fewer, larger reads (a 1M-key DEL
+				// is 16.8 MB). The buffer is let go at the first read after it.
 				if c.bigRaw == nil {
 					c.bigRaw = make([]byte, bigReadSize)
 				}
@@ -983,9 +984,11 @@ func (c *Conn) Read(p []byte) (int, error) {
 			// An incomplete command (out holds nothing else here) outgrows its buffer: the
 			// buffer becomes a held chunk and a new one takes the rest, rather than a copy of
 			// everything so far into one twice as large (whose zeroed tail is resident too).
+			// Chunks double up to c.chunk: a command of 100 KiB costs about that, one of
+			// 100 MiB no copy of what came before.
 			c.held = append(c.held, c.out)
-			c.heldBytes += len(c.out)
-			c.out = make([]byte, 0, c.chunk)
+			c.heldCap += cap(c.out)
+			c.out = make([]byte, 0, min(max(2*len(c.out), c.large), c.chunk))
 		}
 		out, ferr := c.n.Feed(c.out, src)
 		c.out = out
@@ -998,10 +1001,16 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		if ferr == nil && c.budget != nil && !c.account() {
 			ferr = ErrInputMemory
-			c.out = c.out[:c.ready] // the whole commands before it still go
 		}
-		if ferr != nil && !c.heldWhole {
-			c.held, c.heldBytes = nil, 0 // an incomplete command is never handed on
+		if ferr != nil {
+			// The whole commands before the error still go; an incomplete one never does.
+			c.out = c.out[:c.ready]
+			if !c.heldWhole {
+				c.held, c.heldCap = nil, 0
+			}
+			if c.budget != nil {
+				c.account() // what the dropped command held is given back now, not at Close
+			}
 		}
 		if len(c.out) == 0 && cap(c.out) > keepOut {
 			c.out = nil // a huge command once should not pin its buffer

@@ -341,7 +341,14 @@ func FuzzConnChunks(f *testing.F) {
 		client, server := net.Pipe()
 		defer client.Close()
 		c := NewConn(server, DefaultLimits())
-		defer c.Close()
+		budget := new(Budget) // no limit: only the accounting, which Close must zero
+		c.SetBudget(budget)
+		defer func() {
+			c.Close()
+			if n := budget.Used(); n != 0 {
+				t.Fatalf("%d bytes still counted after Close", n)
+			}
+		}()
 		c.large, c.chunk = 16, 48
 		go func() {
 			for i, k := 0, 0; i < len(in); k++ {

@@ -770,7 +770,7 @@ type Reader struct {
 	end   int
 	cmds  []Command
 	// sessionproxy patch (see PATCH.md): the backing of the commands of the last read and of
-	// their Args, and the argument marks, reused by the next read; copying restores the
+	// their Args, reused by the next read; copying restores the
 	// release's behaviour (a copy per command) once the connection is detached.
 	batch   []Command
 	args    [][]byte
