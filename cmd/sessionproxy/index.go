@@ -145,6 +145,9 @@ func runRepairCommand(name string, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
+	// go-redis' own lines (a failed dial it retries) into slog, as in the proxy: at debug
+	// level, which this command does not print; its errors reach the report.
+	redis.SetLogger(redisLog{slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	ups := newUpstreams(cfg.Upstream, tlsCfg)
 	defer ups.Close()
 	repair := func(ctx context.Context, db, r int, fix bool) (rewrite.Report, error) {

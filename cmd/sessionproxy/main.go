@@ -387,6 +387,15 @@ func boolInt(b bool) int {
 	return 0
 }
 
+// readableDurations writes durations as text ("1.5s"), as the text handler does, where the
+// JSON handler would write nanoseconds.
+func readableDurations(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
+}
+
 // newLogger is the process's logger; its level can change on a reload.
 func newLogger(cfg conf.Config, w io.Writer) (*slog.Logger, *slog.LevelVar) {
 	var level slog.Level
@@ -395,6 +404,7 @@ func newLogger(cfg conf.Config, w io.Writer) (*slog.Logger, *slog.LevelVar) {
 	lv.Set(level)
 	hopts := &slog.HandlerOptions{Level: lv}
 	if cfg.LogFormat == "json" {
+		hopts.ReplaceAttr = readableDurations
 		return slog.New(slog.NewJSONHandler(w, hopts)), lv
 	}
 	return slog.New(slog.NewTextHandler(w, hopts)), lv
