@@ -1,11 +1,16 @@
 package proxy
 
 import (
+	"context"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sessionproxy/sessionproxy/internal/promtest"
 	"github.com/sessionproxy/sessionproxy/internal/redistest"
+	"github.com/sessionproxy/sessionproxy/rewrite"
 )
 
 // TestInfoProxy: INFO PROXY is answered by the proxy, in order with Redis' replies, on the
@@ -41,5 +46,44 @@ func TestInfoProxy(t *testing.T) {
 	got = string(c.replies(4))
 	if !strings.HasPrefix(got, "+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n$") || !strings.Contains(got, "sessionproxy_version:v-test") {
 		t.Errorf("INFO PROXY in MULTI: %q", got)
+	}
+}
+
+// TestRepairMetrics: SESSIONS.CHECK and REINDEX count their runs and what their reports found
+// wrong (REINDEX: before fixing it) in sessionproxy_index_*.
+func TestRepairMetrics(t *testing.T) {
+	up := redistest.Start(t)
+	reg := prometheus.NewRegistry()
+	s := startProxy(t, up, func(o *Options) {
+		o.Registerer = reg
+		o.Repair = func(_ context.Context, _, _ int, fix bool) (rewrite.Report, error) {
+			rep := rewrite.Report{Rule: "session", Scanned: 10, Missing: 3, Stale: 2, Orphans: 1}
+			if fix {
+				rep.Fixed = 5
+			}
+			return rep, nil
+		}
+	})
+	c := dialRaw(t, s.Addr().String())
+	c.do("SESSIONS.CHECK")
+	c.do("SESSIONS.REINDEX", "session")
+	for _, m := range []struct {
+		name, label string
+		want        float64
+	}{
+		{"sessionproxy_index_repairs_total", "mode=check", 1},
+		{"sessionproxy_index_repairs_total", "mode=reindex", 1},
+		{"sessionproxy_index_repair_found_total", "kind=missing", 6},
+		{"sessionproxy_index_repair_found_total", "kind=stale", 4},
+		{"sessionproxy_index_repair_found_total", "kind=orphans", 2},
+		{"sessionproxy_index_repair_fixed_total", "", 5},
+	} {
+		var labels []string
+		if m.label != "" {
+			labels = append(labels, m.label)
+		}
+		if got, _, err := promtest.Sum(reg, m.name, labels...); err != nil || got != m.want {
+			t.Errorf("%s{%s} = %v (%v), want %v", m.name, m.label, got, err, m.want)
+		}
 	}
 }

@@ -118,6 +118,15 @@ func (s *Server) runRepair(db int, args [][]byte) (rewrite.Report, []byte) {
 		return rewrite.Report{}, redcon.AppendError(nil, "ERR "+sanitizeLine(err.Error()))
 	}
 	s.log.Info("index repair", append([]any{"db", db, "reindex", fix}, rep.Fields()...)...)
+	mode := "check"
+	if fix {
+		mode = "reindex"
+	}
+	s.m.repairs.WithLabelValues(mode).Inc()
+	s.m.repairFound.WithLabelValues("missing").Add(float64(rep.Missing))
+	s.m.repairFound.WithLabelValues("stale").Add(float64(rep.Stale))
+	s.m.repairFound.WithLabelValues("orphans").Add(float64(rep.Orphans))
+	s.m.repairFixed.Add(float64(rep.Fixed))
 	return rep, nil
 }
 

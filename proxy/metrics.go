@@ -30,6 +30,9 @@ type metrics struct {
 	noScriptRetries    prometheus.Counter
 	redirects          *prometheus.CounterVec // cluster mode: -MOVED / -ASK followed
 	slotMaps           prometheus.Counter     // cluster mode: slot maps read
+	repairs            *prometheus.CounterVec // SESSIONS.CHECK / REINDEX runs, by mode
+	repairFound        *prometheus.CounterVec // what they found wrong, by kind
+	repairFixed        prometheus.Counter     // index entries REINDEX added or removed
 }
 
 func newMetrics(reg prometheus.Registerer, table *commandTable, input *resp.Budget) *metrics {
@@ -77,6 +80,18 @@ func newMetrics(reg prometheus.Registerer, table *commandTable, input *resp.Budg
 		Name: "redirects_total", Help: "Cluster mode: -MOVED and -ASK replies the proxy followed, and -TRYAGAIN replies to session writes it sent again, by kind (moved, ask, tryagain)."}, []string{"kind"})
 	m.slotMaps = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "cluster",
 		Name: "slot_map_reads_total", Help: "Cluster mode: slot maps read (CLUSTER SLOTS), at start, periodically and after -MOVED."})
+	m.repairs = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "index",
+		Name: "repairs_total", Help: "SESSIONS.CHECK and SESSIONS.REINDEX runs (one per DB and rule), by mode (check, reindex)."}, []string{"mode"})
+	m.repairFound = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "index",
+		Name: "repair_found_total", Help: "What SESSIONS.CHECK and SESSIONS.REINDEX found wrong (REINDEX: before fixing it), by kind (missing, stale, orphans): the drift, as their reports give it."}, []string{"kind"})
+	m.repairFixed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "index",
+		Name: "repair_fixed_total", Help: "Index entries SESSIONS.REINDEX added or removed."})
+	for _, mode := range []string{"check", "reindex"} {
+		m.repairs.WithLabelValues(mode)
+	}
+	for _, kind := range []string{"missing", "stale", "orphans"} {
+		m.repairFound.WithLabelValues(kind)
+	}
 	m.redirects.WithLabelValues("moved")
 	m.redirects.WithLabelValues("ask")
 	m.redirects.WithLabelValues("tryagain")
@@ -103,7 +118,7 @@ func newMetrics(reg prometheus.Registerer, table *commandTable, input *resp.Budg
 		reg.MustRegister(inputHeld)
 		reg.MustRegister(m.clients, m.clientsTotal, m.rejected, m.disconnected, m.denied, cmds, m.errors, m.bytesIn, m.bytesOut,
 			m.upstreamRTT, m.upstreamDials, m.upstreamDialErrors, m.upstreamFailures, m.scriptHolds, m.dedicated, m.dedicatedRefused,
-			m.rewrites, m.unindexed, m.noScriptRetries, m.redirects, m.slotMaps)
+			m.rewrites, m.unindexed, m.noScriptRetries, m.redirects, m.slotMaps, m.repairs, m.repairFound, m.repairFixed)
 	}
 	return m
 }

@@ -19,6 +19,9 @@ const DefaultBatch = 256
 type Repairer struct {
 	Schema *rewrite.Schema
 	Batch  int // keys per step; DefaultBatch if 0
+	// Progress, if set, is called after each step over the sessions with how many were
+	// scanned so far (sessionproxy reindex/check show it on a terminal).
+	Progress func(scanned int)
 
 	reconcile, prune, check *redis.Script
 }
@@ -67,6 +70,9 @@ func (p *Repairer) Run(ctx context.Context, rdb redis.Cmdable, r int, fix bool) 
 			return nil
 		}
 		rep.Scanned += len(keys)
+		if p.Progress != nil {
+			p.Progress(rep.Scanned)
+		}
 		rules = ruleArgs(rules, len(keys), r)
 		return step("keys", keys, rules, &rep.Missing, p.reconcile, true)
 	})

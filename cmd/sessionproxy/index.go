@@ -151,7 +151,14 @@ func runRepairCommand(name string, args []string, stdout, stderr io.Writer) int 
 	ups := newUpstreams(cfg.Upstream, tlsCfg)
 	defer ups.Close()
 	repair := func(ctx context.Context, db, r int, fix bool) (rewrite.Report, error) {
-		return reaper.NewRepairer(sch, *batch).Run(ctx, ups.db(db), r, fix)
+		rp := reaper.NewRepairer(sch, *batch)
+		if isTerminal(stderr) {
+			total, _ := ups.db(db).DBSize(ctx).Result()
+			pr := &progress{w: stderr, what: fmt.Sprintf("%s db=%d rule=%s", name, db, sch.Rules[r].Name), total: total, start: time.Now()}
+			rp.Progress = pr.update
+			defer pr.done()
+		}
+		return rp.Run(ctx, ups.db(db), r, fix)
 	}
 	var clusterClient redis.Cmdable
 	if cfg.Upstream.Mode == "cluster" {
@@ -227,6 +234,53 @@ func runRepairCommand(name string, args []string, stdout, stderr io.Writer) int 
 		}
 	}
 	return code
+}
+
+// isTerminal reports whether w is a terminal (a character device).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// progress shows a repair's progress on one terminal line, redrawn at most twice a second:
+// sessions scanned, the rate, and how long the rest of the DB would take at that rate (an
+// upper bound: the DB's other keys are not sessions).
+type progress struct {
+	w     io.Writer
+	what  string
+	total int64 // keys in the DB (DBSIZE) when it started
+	start time.Time
+	last  time.Time
+}
+
+func (p *progress) update(scanned int) {
+	now := time.Now()
+	if now.Sub(p.last) < 500*time.Millisecond {
+		return
+	}
+	p.last = now
+	fmt.Fprint(p.w, "\r\x1b[K"+p.line(scanned, now.Sub(p.start)))
+}
+
+// line is the progress text after scanned sessions in elapsed.
+func (p *progress) line(scanned int, elapsed time.Duration) string {
+	rate := float64(scanned) / max(elapsed.Seconds(), 1e-3)
+	s := fmt.Sprintf("%s: %d sessions scanned, %.0f/s", p.what, scanned, rate)
+	if left := p.total - int64(scanned); p.total > 0 && left > 0 && rate > 0 {
+		s += fmt.Sprintf(", %d keys in the DB, at most %v to go", p.total, (time.Duration(float64(left) / rate * float64(time.Second))).Round(time.Second))
+	}
+	return s
+}
+
+// done clears the progress line for the report.
+func (p *progress) done() {
+	if !p.last.IsZero() {
+		fmt.Fprint(p.w, "\r\x1b[K")
+	}
 }
 
 // databases is how many DBs Redis has (CONFIG GET databases).
