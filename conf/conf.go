@@ -43,6 +43,13 @@ type Config struct {
 	Limits          Limits   `yaml:"limits"`
 	Index           Index    `yaml:"index"`
 	Reaper          Reaper   `yaml:"reaper"`
+	SlowLog         SlowLog  `yaml:"slowlog"`
+}
+
+// SlowLog is PROXY SLOWLOG's (Redis' slowlog-log-slower-than and slowlog-max-len).
+type SlowLog struct {
+	SlowerThan Duration `yaml:"slower_than"` // shared-path round trips this slow are kept; 0 off; default 10ms
+	MaxLen     int      `yaml:"max_len"`     // entries kept; default 128
 }
 
 // Clients says who may use the proxy (README "Client access").
@@ -179,7 +186,8 @@ func Default() Config {
 			CommandTimeout: Duration(30 * time.Second),
 			PoolSize:       2,
 		},
-		Reaper: Reaper{Interval: Duration(time.Second), Batch: 256, Notifications: true},
+		Reaper:  Reaper{Interval: Duration(time.Second), Batch: 256, Notifications: true},
+		SlowLog: SlowLog{SlowerThan: Duration(10 * time.Millisecond), MaxLen: 128},
 		Index: Index{
 			Prefix: "sessionproxy:",
 			Rules: []IndexRule{{Name: "session", Pattern: "session:*", Field: "userid",
@@ -494,6 +502,7 @@ func (c Config) Validate() error {
 	check("log_level", oneOf(c.LogLevel, "debug", "info", "warn", "error"))
 	check("log_format", oneOf(c.LogFormat, "text", "json"))
 	check("procs", between(c.Procs, 1, 1024))
+	check("slowlog.max_len", between(c.SlowLog.MaxLen, 1, 100000))
 	check("ordering", oneOf(c.Ordering, "auto", "arrival", "none"))
 	check("clients.protected_mode", oneOf(c.Clients.ProtectedMode, "auto", "yes", "no"))
 	check("reaper.interval", positive(c.Reaper.Interval))
@@ -717,6 +726,9 @@ var docs = map[string]string{
 	"index.rules[].layout":              "set (a set of session ids per user), zset (per user, scored by expiry deadline in ms) or global-zset (one sorted set of session keys scored by numeric user id).",
 	"index.rules[].index_key":           "Index key: a template with {uid} for set and zset, one plain key for global-zset.",
 	"reaper":                            "Expiry cleanup inside the proxy: keyspace events for speed, a sweep of the deadline ledger for completeness.",
+	"slowlog":                           "PROXY SLOWLOG: slow round trips of clients' commands to Redis on shared connections (PROXY SLOWLOG GET [count], LEN, RESET, as Redis' SLOWLOG).",
+	"slowlog.slower_than":               "PROXY SLOWLOG keeps the clients' commands whose round trip to Redis on a shared connection took this long or longer (from being queued to the last reply, so waiting behind other clients' commands counts too), as Redis' slowlog-log-slower-than; 0: off.",
+	"slowlog.max_len":                   "How many entries PROXY SLOWLOG keeps (the oldest go first), as Redis' slowlog-max-len.",
 	"reaper.interval":                   "How often the deadline ledger is swept.",
 	"reaper.batch":                      "Ledger entries cleaned per atomic step (bounds how long Redis is busy with one step).",
 	"reaper.notifications":              "Subscribe to expired/evicted keyevents, enabling them with CONFIG SET if needed; false runs on the sweep alone.",

@@ -55,7 +55,7 @@ func fullConfig() Config {
 		},
 		Clients: Clients{ProtectedMode: "auto", DenyCommands: []string{}, InputMemory: Default().Clients.InputMemory, TLS: Default().Clients.TLS},
 		Limits:  Limits{MaxClients: 500, MaxDedicated: 1000, MaxBulkLen: 1e9, MaxMultibulkLen: 1024, MaxInlineLen: MiB},
-		Reaper:  Reaper{Interval: Duration(250 * time.Millisecond), Batch: 50, Notifications: false},
+		Reaper:  Reaper{Interval: Duration(250 * time.Millisecond), Batch: 50, Notifications: false}, SlowLog: Default().SlowLog,
 		Index: Index{Prefix: "sp:", Rules: []IndexRule{
 			{Name: "express", Pattern: "sess:*", JSONPath: "passport.user", Layout: "global-zset", IndexKey: "idx-session-uid"},
 			{Name: "legacy", Pattern: "session:*", Field: "uid", Layout: "zset", IndexKey: "sessions:{uid}"},

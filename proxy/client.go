@@ -394,6 +394,7 @@ func (c *client) doShared(cmds []redcon.Command) (*sharedConn, error) {
 			return nil, ErrUpstreamLost
 		}
 		req.fillLost()
+		c.s.slow.note(c, cmds, req.rtt)
 		return u, nil
 	}
 }

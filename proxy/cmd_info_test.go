@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"context"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -85,5 +87,55 @@ func TestRepairMetrics(t *testing.T) {
 		if got, _, err := promtest.Sum(reg, m.name, labels...); err != nil || got != m.want {
 			t.Errorf("%s{%s} = %v (%v), want %v", m.name, m.label, got, err, m.want)
 		}
+	}
+}
+
+// TestProxySlowlog: PROXY SLOWLOG keeps the shared-path commands whose round trip to Redis took
+// the threshold or longer (here: SETs held by CLIENT PAUSE WRITE), newest first, in Redis'
+// SLOWLOG GET format, at most SlowLogMaxLen of them; LEN and RESET as Redis'.
+func TestProxySlowlog(t *testing.T) {
+	up := redistest.Start(t)
+	s := startProxy(t, up, func(o *Options) { o.SlowLogSlowerThan, o.SlowLogMaxLen = 30*time.Millisecond, 2 })
+	c := dialRaw(t, s.Addr().String())
+	c.do("SET", "fast", "v")
+	c.do("GET", "fast")
+	if got := c.do("PROXY", "SLOWLOG", "LEN"); got != ":0\r\n" {
+		t.Fatalf("fast commands logged: LEN %q", got)
+	}
+	for i := range 3 {
+		if _, err := up.Do("CLIENT", "PAUSE", "60", "WRITE"); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.do("SET", "slow"+strconv.Itoa(i), strings.Repeat("x", 200)); got != "+OK\r\n" {
+			t.Fatalf("SET: %q", got)
+		}
+	}
+	if got := c.do("PROXY", "SLOWLOG", "LEN"); got != ":2\r\n" {
+		t.Fatalf("LEN %q, want 2 (max_len)", got)
+	}
+	got := c.do("PROXY", "SLOWLOG", "GET")
+	addr := c.nc.LocalAddr().String()
+	// Newest first: ids 2 and 1, each *6 id time micros *3 args addr name.
+	entry := regexp.MustCompile(`^\*6\r\n:(\d+)\r\n:\d+\r\n:(\d+)\r\n\*3\r\n\$3\r\nSET\r\n\$5\r\n(slow\d)\r\n\$147\r\nx{128}\.\.\. \(72 more bytes\)\r\n\$\d+\r\n` +
+		regexp.QuoteMeta(addr) + `\r\n\$0\r\n\r\n`)
+	rest, ok := strings.CutPrefix(got, "*2\r\n")
+	for i, want := range []string{"2", "1"} {
+		m := entry.FindStringSubmatch(rest)
+		if !ok || m == nil {
+			t.Fatalf("PROXY SLOWLOG GET: %q", got)
+		}
+		if micros, _ := strconv.Atoi(m[2]); m[1] != want || m[3] != "slow"+want || micros < 30000 {
+			t.Errorf("entry %d: id %s key %s %s µs, want id %s, >= 30000 µs", i, m[1], m[3], m[2], want)
+		}
+		rest = rest[len(m[0]):]
+	}
+	if got := c.do("PROXY", "SLOWLOG", "GET", "1"); !strings.HasPrefix(got, "*1\r\n*6\r\n:2\r\n") {
+		t.Errorf("GET 1: %q", got)
+	}
+	if got := c.do("PROXY", "SLOWLOG", "RESET"); got != "+OK\r\n" {
+		t.Errorf("RESET: %q", got)
+	}
+	if got := c.do("PROXY", "SLOWLOG", "LEN"); got != ":0\r\n" {
+		t.Errorf("LEN after RESET: %q", got)
 	}
 }

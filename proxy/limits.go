@@ -70,9 +70,11 @@ func cmdProxy(c *client, args [][]byte) {
 			return
 		}
 		c.write(redcon.AppendBulkString(nil, "reloaded; changed: "+changed))
+	case len(args) >= 2 && equalFold(args[1], "SLOWLOG"):
+		cmdSlowlog(c, args)
 	case len(args) >= 2:
 		c.write(redcon.AppendError(nil, "ERR unknown subcommand or wrong number of arguments for '"+
-			sanitizeLine(string(args[1]))+"'. Try PROXY INFO, PROXY CONFIG GET <pattern>, PROXY RELOAD."))
+			sanitizeLine(string(args[1]))+"'. Try PROXY INFO, PROXY CONFIG GET <pattern>, PROXY RELOAD, PROXY SLOWLOG GET|LEN|RESET."))
 	default:
 		c.write(redcon.AppendError(nil, "ERR wrong number of arguments for 'proxy' command"))
 	}

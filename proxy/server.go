@@ -71,6 +71,10 @@ type Options struct {
 	// InfoExtra, if set, adds lines ("name:value") to INFO's # Proxy section: the state of
 	// what runs beside the proxy (the reaper).
 	InfoExtra func() []string
+	// SlowLogSlowerThan and SlowLogMaxLen are PROXY SLOWLOG's threshold (0: off) and length,
+	// as Redis' slowlog-log-slower-than and slowlog-max-len.
+	SlowLogSlowerThan time.Duration
+	SlowLogMaxLen     int
 	// Version and Mode are what INFO PROXY reports: the build, and the upstream mode
 	// (standalone, sentinel, cluster).
 	Version, Mode string
@@ -105,6 +109,7 @@ type Options struct {
 
 // Server is the client-facing side: it accepts connections and runs their commands.
 type Server struct {
+	slow slowLog // PROXY SLOWLOG
 	// deny is the commands clients may not run (Options.DenyCommands; SetDenyCommands).
 	deny atomic.Pointer[denyList]
 
@@ -230,6 +235,7 @@ func New(opts Options) (*Server, error) {
 	s.SetLimits(Limits{MaxClients: opts.MaxClients, MaxDedicated: opts.MaxDedicated, IdleTimeout: opts.IdleTimeout,
 		CommandTimeout: opts.CommandTimeout, OutputBufferLimit: opts.OutputBufferLimit, InputMemoryLimit: opts.InputMemoryLimit})
 	s.deny.Store(&deny)
+	s.slow.threshold, s.slow.max = opts.SlowLogSlowerThan, max(opts.SlowLogMaxLen, 1)
 	s.order.quiet.Store(true) // an idle proxy: OrderAuto's gate starts on
 	// auto starts protected until Redis is seen asking for a password (watchProtected).
 	s.protected.Store(opts.Protected == "yes" || (opts.Protected != "no" && opts.ClientPassword == ""))

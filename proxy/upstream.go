@@ -279,6 +279,7 @@ type request struct {
 	ends  []int         // ends[i]: end of command i's reply in reply
 	done  chan struct{} // receives once the reply is complete
 	start time.Time
+	rtt   time.Duration // from start to the last reply (PROXY SLOWLOG)
 
 	// Streaming (stream.go): with stream set, the reader hands complete replies over in parts
 	// (then reply and ends hold only those after the last part; streamed counts the others),
@@ -447,12 +448,14 @@ func (u *sharedConn) do(req *request) error {
 		now := time.Now()
 		u.lastDone.Store(now.UnixNano()) // before inflight: idleTooLong reads them together
 		u.inflight.Add(-1)
-		u.m.upstreamRTT.Observe(now.Sub(req.start).Seconds())
+		req.rtt = now.Sub(req.start)
+		u.m.upstreamRTT.Observe(req.rtt.Seconds())
 		return nil
 	}
 	now := time.Now()
 	u.lastDone.Store(now.UnixNano())
-	u.m.upstreamRTT.Observe(now.Sub(req.start).Seconds())
+	req.rtt = now.Sub(req.start)
+	u.m.upstreamRTT.Observe(req.rtt.Seconds())
 	return nil
 }
 

@@ -264,6 +264,8 @@ func proxyOptions(cfg conf.Config, logger *slog.Logger, reg prometheus.Registere
 		DenyCommands:      cfg.Clients.DenyCommands,
 		OutputBufferLimit: int64(cfg.Clients.OutputLimit),
 		InputMemoryLimit:  int64(cfg.Clients.InputMemory),
+		SlowLogSlowerThan: cfg.SlowLog.SlowerThan.D(),
+		SlowLogMaxLen:     cfg.SlowLog.MaxLen,
 		CommandTimeout:    cfg.Upstream.CommandTimeout.D(),
 		Limits: resp.Limits{
 			MaxBulkLen:      int64(cfg.Limits.MaxBulkLen),
