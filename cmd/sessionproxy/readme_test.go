@@ -15,18 +15,26 @@ import (
 	"github.com/sessionproxy/sessionproxy/internal/redistest"
 )
 
-// TestReadmeWalkthrough runs the README's "Moving an app onto the proxy" as written: its YAML
-// block becomes sessionproxy.yaml, and every "$ " line of its console blocks runs in bash (a line
-// ending in " &" in the background, until the test ends), with output compared line by line
-// with the transcript ("..." matches anything within a line). Only the ports change: Redis' 6379
-// and the proxy's 6380 become free ones, and redis-cli gets --no-raw so that it prints what it
-// prints on a terminal.
-func TestReadmeWalkthrough(t *testing.T) {
+// TestReadmeTranscripts runs the README's transcripts as written: "Moving an app onto the proxy"
+// and "The three layouts, by example". In each, the YAML block becomes sessionproxy.yaml, and
+// every "$ " line of its console blocks runs in bash (a line ending in " &" in the background,
+// until the section is done), with output compared line by line with the transcript ("..."
+// matches anything within a line). Only the ports change: Redis' 6379 and the proxy's 6380 become
+// free ones, and redis-cli gets --no-raw so that it prints what it prints on a terminal.
+func TestReadmeTranscripts(t *testing.T) {
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	section := readmeSection(t, string(readme), "## Moving an app onto the proxy")
+	for _, heading := range []string{"## Moving an app onto the proxy", "### The three layouts, by example"} {
+		t.Run(strings.TrimLeft(heading, "# "), func(t *testing.T) {
+			runTranscript(t, readmeSection(t, string(readme), heading))
+		})
+	}
+}
+
+// runTranscript runs one README section's transcript against a Redis of its own.
+func runTranscript(t *testing.T, section string) {
 	yamls, consoles := fencedBlocks(section, "yaml"), fencedBlocks(section, "console")
 	if len(yamls) != 1 || len(consoles) == 0 {
 		t.Fatalf("section has %d yaml and %d console blocks, want 1 and some", len(yamls), len(consoles))
