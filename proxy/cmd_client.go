@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"cmp"
+	"crypto/tls"
 	"slices"
 	"strconv"
 	"strings"
@@ -59,6 +60,9 @@ func (c *client) initInfo() {
 	nc := c.nc
 	if rc, ok := nc.(*resp.Conn); ok {
 		nc = rc.Conn
+	}
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn() // the TCP connection under TLS has the fd
 	}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {

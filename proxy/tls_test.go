@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,6 +44,16 @@ func TestTLSOnly(t *testing.T) {
 		if line, err := br.ReadString('\n'); err != nil || line != want {
 			t.Fatalf("got %q (%v), want %q", line, err, want)
 		}
+	}
+	// CLIENT LIST gives a TLS client its socket's fd, as Redis does.
+	if _, err := c.Write(encode("CLIENT", "INFO")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := br.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := br.ReadString('\n'); err != nil || strings.Contains(line, " fd=-1 ") || !strings.Contains(line, " fd=") {
+		t.Errorf("CLIENT INFO of a TLS client: %q (%v)", line, err)
 	}
 }
 
