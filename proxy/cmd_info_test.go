@@ -49,6 +49,20 @@ func TestInfoProxy(t *testing.T) {
 	if !strings.HasPrefix(got, "+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n$") || !strings.Contains(got, "sessionproxy_version:v-test") {
 		t.Errorf("INFO PROXY in MULTI: %q", got)
 	}
+	// MULTI gave the client a connection of its own: there INFO gets the section too, in a
+	// pipeline, counted among the other replies.
+	c.send(append(append(append(encode("PING"), encode("INFO")...), encode("GET", "k")...), encode("info", "all")...))
+	got = string(c.replies(4))
+	if strings.Count(got, "\r\n\r\n# Proxy\r\n") != 2 || !strings.HasPrefix(got, "+PONG\r\n$") {
+		t.Errorf("INFO on a connection of its own: the proxy's section twice wanted: %q", got[:min(len(got), 200)])
+	}
+	for _, part := range strings.Split(got, "reaper_leading:1\r\n\r\n")[:2] {
+		i := strings.LastIndex(part, "$")
+		n := strings.Index(part[i:], "\r\n")
+		if want := strconv.Itoa(len(part[i+n+2:]) + len("reaper_leading:1\r\n")); part[i+1:i+n] != want {
+			t.Errorf("INFO reply length %s, want %s", part[i+1:i+n], want)
+		}
+	}
 }
 
 // TestRepairMetrics: SESSIONS.CHECK and REINDEX count their runs and what their reports found

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +47,14 @@ type dedicated struct {
 	db, multiDB    int
 	inMulti, hasDB bool
 	closed         atomic.Bool
+
+	// infoMu guards infoAt: the 0-based numbers of the replies that answer an INFO of the
+	// default sections, oldest first, which the relay gives the proxy's own section as the
+	// shared path does (only while every reply is paired with a command: no pushes, not
+	// inside MULTI, where the reply is EXEC's).
+	infoMu sync.Mutex
+	infoAt []int64
+	infoN  atomic.Int64 // len(infoAt): the relay takes the lock only when it is not 0
 }
 
 // toDedicated moves the client to a dedicated upstream connection and forwards cmds there.
@@ -161,6 +170,12 @@ func (d *dedicated) forwardCounted(cmds []redcon.Command, counted bool) {
 				return
 			}
 			d.quiesce()
+		}
+		if fullInfo(args) && !d.inMulti && !d.pushes.Load() && !d.unpaired.Load() {
+			d.infoMu.Lock()
+			d.infoAt = append(d.infoAt, d.sent.Load()+expect)
+			d.infoN.Store(int64(len(d.infoAt)))
+			d.infoMu.Unlock()
 		}
 		d.appendCommand(spec, cmds[i])
 		expect++
@@ -375,6 +390,9 @@ func (d *dedicated) relay() {
 				buf = buf[:mark]
 				break
 			}
+			if d.isInfoReply(d.relayed.Load() + n) {
+				buf = append(buf[:mark], d.c.s.withProxySection(buf[mark:])...)
+			}
 			n++
 			if d.br.Buffered() == 0 || len(buf) >= 64<<10 {
 				break
@@ -396,6 +414,25 @@ func (d *dedicated) relay() {
 			return
 		}
 	}
+}
+
+// isInfoReply reports whether reply number seq answers an INFO that gets the proxy's section,
+// and forgets the numbers before it.
+func (d *dedicated) isInfoReply(seq int64) bool {
+	if d.infoN.Load() == 0 {
+		return false
+	}
+	d.infoMu.Lock()
+	defer d.infoMu.Unlock()
+	defer func() { d.infoN.Store(int64(len(d.infoAt))) }()
+	for len(d.infoAt) > 0 && d.infoAt[0] < seq {
+		d.infoAt = d.infoAt[1:]
+	}
+	if len(d.infoAt) > 0 && d.infoAt[0] == seq {
+		d.infoAt = d.infoAt[1:]
+		return true
+	}
+	return false
 }
 
 // pipe copies the upstream's bytes to the client as they come (a replication stream) until
