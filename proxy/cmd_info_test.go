@@ -152,4 +152,14 @@ func TestProxySlowlog(t *testing.T) {
 	if got := c.do("PROXY", "SLOWLOG", "LEN"); got != ":0\r\n" {
 		t.Errorf("LEN after RESET: %q", got)
 	}
+	// A session write goes up as a script call: logged as sent, not without arguments.
+	if _, err := up.Do("CLIENT", "PAUSE", "60", "WRITE"); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.do("HSET", "session:s1", "userid", "7"); got != ":1\r\n" {
+		t.Fatalf("HSET: %q", got)
+	}
+	if got := c.do("PROXY", "SLOWLOG", "GET", "1"); !strings.Contains(got, "\r\n$7\r\nEVALSHA\r\n") {
+		t.Errorf("a slow session write: %q", got)
+	}
 }

@@ -56,6 +56,12 @@ func (t *commandTable) denyList(names []string) (denyList, error) {
 	return dl, nil
 }
 
+// CheckDenyCommands reports whether SetDenyCommands would take names, changing nothing.
+func (s *Server) CheckDenyCommands(names []string) error {
+	_, err := s.table.denyList(names)
+	return err
+}
+
 // SetDenyCommands puts a new deny list in force (clients.deny_commands, on a reload): for
 // clients already connected too, from their next batch. An unknown name changes nothing.
 func (s *Server) SetDenyCommands(names []string) error {

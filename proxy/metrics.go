@@ -47,7 +47,7 @@ func newMetrics(reg prometheus.Registerer, table *commandTable, input *resp.Budg
 		denied: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
 			Name: "denied_commands_total", Help: "Commands refused because clients.deny_commands names them."}),
 		disconnected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
-			Name: "disconnected_total", Help: "Client connections the proxy ended for a limit, by limit (idle_timeout, output_buffer)."}, []string{"reason"}),
+			Name: "disconnected_total", Help: "Client connections the proxy ended for a limit, by limit (idle_timeout, output_buffer, input_memory)."}, []string{"reason"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
 			Name: "errors_total", Help: "Errors the proxy itself answered or hit, by kind."}, []string{"kind"}),
 		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "client",
@@ -81,7 +81,7 @@ func newMetrics(reg prometheus.Registerer, table *commandTable, input *resp.Budg
 	m.slotMaps = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "cluster",
 		Name: "slot_map_reads_total", Help: "Cluster mode: slot maps read (CLUSTER SLOTS), at start, periodically and after -MOVED."})
 	m.repairs = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "index",
-		Name: "repairs_total", Help: "SESSIONS.CHECK and SESSIONS.REINDEX runs (one per DB and rule), by mode (check, reindex)."}, []string{"mode"})
+		Name: "repairs_total", Help: "SESSIONS.CHECK and SESSIONS.REINDEX commands run through the proxy, by mode (check, reindex)."}, []string{"mode"})
 	m.repairFound = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "index",
 		Name: "repair_found_total", Help: "What SESSIONS.CHECK and SESSIONS.REINDEX found wrong (REINDEX: before fixing it), by kind (missing, stale, orphans): the drift, as their reports give it."}, []string{"kind"})
 	m.repairFixed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "index",

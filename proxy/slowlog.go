@@ -1,11 +1,14 @@
 package proxy
 
 import (
+	"bytes"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/tidwall/redcon"
+
+	"github.com/sessionproxy/sessionproxy/internal/resp"
 )
 
 // slowLog records shared-path round trips to Redis that took at least a threshold (PROXY
@@ -19,7 +22,8 @@ type slowLog struct {
 
 	mu      sync.Mutex
 	nextID  int64
-	entries []slowEntry // oldest first, at most max
+	entries []slowEntry // a ring of at most max: entries[head] is the oldest once it is full
+	head    int
 }
 
 type slowEntry struct {
@@ -43,6 +47,10 @@ func (l *slowLog) note(c *client, cmds []redcon.Command, d time.Duration) {
 	}
 	e := slowEntry{at: time.Now(), dur: d, addr: c.info.addr, name: c.name}
 	args := cmds[0].Args
+	if len(args) == 0 {
+		// A command the proxy made (a session write's script call): as sent to Redis.
+		args = bulkArgs(cmds[0].Raw)
+	}
 	for i, a := range args {
 		if i == slowMaxArgs-1 && len(args) > slowMaxArgs {
 			e.args = append(e.args, []byte("... ("+strconv.Itoa(len(args)-i)+" more arguments)"))
@@ -62,10 +70,31 @@ func (l *slowLog) note(c *client, cmds []redcon.Command, d time.Duration) {
 	defer l.mu.Unlock()
 	e.id = l.nextID
 	l.nextID++
-	l.entries = append(l.entries, e)
-	if over := len(l.entries) - l.max; over > 0 {
-		l.entries = append(l.entries[:0], l.entries[over:]...)
+	if len(l.entries) < l.max {
+		l.entries = append(l.entries, e)
+		return
 	}
+	l.entries[l.head] = e
+	l.head = (l.head + 1) % len(l.entries)
+}
+
+// newest returns the i-th newest entry (0: the newest). Called with mu held.
+func (l *slowLog) newest(i int) slowEntry {
+	return l.entries[(l.head+len(l.entries)-1-i)%len(l.entries)]
+}
+
+// bulkArgs splits a RESP array of bulk strings (a command as sent) into its arguments.
+func bulkArgs(raw []byte) [][]byte {
+	elems, ok := resp.SplitArray(nil, raw)
+	if !ok {
+		return nil
+	}
+	for i, e := range elems {
+		if nl := bytes.IndexByte(e, '\n'); e[0] == '$' && nl > 0 && len(e) >= nl+3 {
+			elems[i] = e[nl+1 : len(e)-2]
+		}
+	}
+	return elems
 }
 
 // cmdSlowlog answers PROXY SLOWLOG GET [count] | LEN | RESET in Redis' SLOWLOG formats.
@@ -87,8 +116,8 @@ func cmdSlowlog(c *client, args [][]byte) {
 			n = len(l.entries)
 		}
 		out := redcon.AppendArray(nil, n)
-		for i := len(l.entries) - 1; i >= len(l.entries)-n; i-- { // newest first, as Redis
-			e := l.entries[i]
+		for i := range n { // newest first, as Redis
+			e := l.newest(i)
 			out = redcon.AppendArray(out, 6)
 			out = redcon.AppendInt(out, e.id)
 			out = redcon.AppendInt(out, e.at.Unix())
@@ -109,7 +138,7 @@ func cmdSlowlog(c *client, args [][]byte) {
 		c.write(redcon.AppendInt(nil, int64(n)))
 	case len(args) == 3 && equalFold(args[2], "RESET"):
 		l.mu.Lock()
-		l.entries = l.entries[:0]
+		l.entries, l.head = l.entries[:0], 0
 		l.mu.Unlock()
 		c.write([]byte("+OK\r\n"))
 	default:

@@ -83,8 +83,8 @@ type Reaper struct {
 type Status struct {
 	Leading       bool      // this proxy reaps (alone, or holding the lease)
 	Notifications int       // 1: Redis publishes the keyevents; 0: it does not; -1: cannot tell (CONFIG refused)
-	LedgerEntries int64     // sessions with a TTL in the ledgers, all DBs, as of their last sweep
-	LastSweep     time.Time // zero: none yet (or not leading)
+	LedgerEntries int64     // sessions with a TTL in the ledgers, all DBs, as of this proxy's last sweeps
+	LastSweep     time.Time // this proxy's last sweep (it may have stopped leading since); zero: none yet
 }
 
 // Status reports the reaper's state now.

@@ -36,31 +36,41 @@ func NewRepairer(schema *rewrite.Schema, batch int) *Repairer {
 
 // Run checks (fix=false) or rebuilds (fix=true) rule r's index in the DB rdb is connected to:
 // every session key is reconciled with its index entry, then every index entry is checked
-// against its session. Each step is one script over at most Batch keys (two when fixing: the
-// check first, so that the report counts what was wrong, then the fix).
+// against its session. Each step is one script over at most Batch keys. A rebuild checks first,
+// in a pass of its own, so that its report says what was wrong as a check would have (fixing
+// one thing can mend another: an orphaned owner-map entry takes its ledger entry with it).
 func (p *Repairer) Run(ctx context.Context, rdb redis.Cmdable, r int, fix bool) (rewrite.Report, error) {
 	start := time.Now()
+	rep, err := p.pass(ctx, rdb, r, false)
+	if err == nil && fix {
+		var fixed rewrite.Report
+		fixed, err = p.pass(ctx, rdb, r, true)
+		rep.Fixed = fixed.Fixed
+	}
+	rep.Duration = time.Since(start)
+	return rep, err
+}
+
+// pass is one check (fix=false: counts what is wrong) or fix (fix=true: counts Fixed) pass.
+func (p *Repairer) pass(ctx context.Context, rdb redis.Cmdable, r int, fix bool) (rewrite.Report, error) {
 	rep := rewrite.Report{Rule: p.Schema.Rules[r].Name}
 	batch := p.Batch
 	if batch <= 0 {
 		batch = DefaultBatch
 	}
 	rules := make([]any, 0, batch)
-	// step counts what the check script of kind finds wrong with keys in *wrong and, when
-	// fixing, repairs them with fixer: the report says what was wrong before it was fixed.
+	// step checks keys with the check script of kind (what is wrong, counted in *wrong), or
+	// when fixing repairs them with fixer.
 	step := func(kind string, keys []string, args []any, wrong *int, fixer *redis.Script, countFixed bool) error {
-		bad, err := p.check.Run(ctx, rdb, keys, append([]any{kind}, args...)...).StringSlice()
-		if err != nil {
+		if fix {
+			n, err := fixer.Run(ctx, rdb, keys, args...).Int()
+			if countFixed {
+				rep.Fixed += n
+			}
 			return err
 		}
+		bad, err := p.check.Run(ctx, rdb, keys, append([]any{kind}, args...)...).StringSlice()
 		*wrong += len(bad)
-		if !fix {
-			return nil
-		}
-		n, err := fixer.Run(ctx, rdb, keys, args...).Int()
-		if countFixed {
-			rep.Fixed += n
-		}
 		return err
 	}
 	// 1. Sessions -> index: missing entries (and, when fixing, every stale detail of them).
@@ -108,7 +118,6 @@ func (p *Repairer) Run(ctx context.Context, rdb redis.Cmdable, r int, fix bool) 
 	}); err != nil {
 		return rep, fmt.Errorf("reaper: scan ledger: %w", err)
 	}
-	rep.Duration = time.Since(start)
 	return rep, nil
 }
 

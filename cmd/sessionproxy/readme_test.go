@@ -13,12 +13,13 @@ import (
 	"time"
 
 	"github.com/sessionproxy/sessionproxy/internal/redistest"
+	"github.com/sessionproxy/sessionproxy/internal/syncbuf"
 )
 
 // TestReadmeTranscripts runs the README's transcripts as written: "Moving an app onto the proxy"
 // and "The three layouts, by example". In each, the YAML block becomes sessionproxy.yaml, and
 // every "$ " line of its console blocks runs in bash (a line ending in " &" in the background,
-// until the section is done), with output compared line by line with the transcript ("..."
+// until the section is done: it must be the proxy, whose port is awaited), with output compared line by line with the transcript ("..."
 // matches anything within a line). Only the ports change: Redis' 6379 and the proxy's 6380 become
 // free ones, and redis-cli gets --no-raw so that it prints what it prints on a terminal.
 func TestReadmeTranscripts(t *testing.T) {
@@ -61,7 +62,13 @@ func runTranscript(t *testing.T, section string) {
 			if bg, ok := strings.CutSuffix(line, " &"); ok {
 				cmd := exec.Command("bash", "-c", "exec "+bg)
 				cmd.Dir, cmd.Env = dir, env
-				cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+				var out syncbuf.Buffer
+				cmd.Stdout, cmd.Stderr = &out, &out
+				t.Cleanup(func() {
+					if t.Failed() {
+						t.Logf("%s:\n%s", st.cmd, out.String())
+					}
+				})
 				if err := cmd.Start(); err != nil {
 					t.Fatalf("%s: %v", st.cmd, err)
 				}
@@ -100,7 +107,7 @@ func runTranscript(t *testing.T, section string) {
 	}
 }
 
-// readmeSection is the text under heading up to the next heading of the same level.
+// readmeSection is the text under heading up to the next heading of its level or above.
 func readmeSection(t *testing.T, doc, heading string) string {
 	t.Helper()
 	i := strings.Index(doc, "\n"+heading+"\n")
@@ -108,10 +115,18 @@ func readmeSection(t *testing.T, doc, heading string) string {
 		t.Fatalf("README has no %q", heading)
 	}
 	rest := doc[i+len(heading)+2:]
-	if j := strings.Index(rest, "\n## "); j >= 0 {
-		rest = rest[:j]
+	level := strings.Index(heading, " ") // the number of '#'
+	for off := 0; ; {
+		j := strings.Index(rest[off:], "\n#")
+		if j < 0 {
+			return rest
+		}
+		j += off
+		if k := strings.Index(rest[j+1:], " "); k > 0 && k <= level && strings.Trim(rest[j+1:j+1+k], "#") == "" {
+			return rest[:j]
+		}
+		off = j + 1
 	}
-	return rest
 }
 
 // fencedBlocks returns the bodies of the ```lang blocks of text.

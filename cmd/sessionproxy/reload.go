@@ -54,20 +54,21 @@ func (r *reloader) reload() (string, error) {
 	if len(fixed) > 0 {
 		return "", fmt.Errorf("these settings need a restart: %s (nothing was changed)", strings.Join(fixed, ", "))
 	}
-	// The deny list first: the one setting a reload may still find wrong (an unknown command
-	// name), and then nothing has changed.
-	if err := r.srv.SetDenyCommands(next.Clients.DenyCommands); err != nil {
+	// What can still fail goes first, so that a failure changes nothing: the deny list (an
+	// unknown command name), then the client TLS files (swapped only once all of them load).
+	if err := r.srv.CheckDenyCommands(next.Clients.DenyCommands); err != nil {
 		return "", err
 	}
+	if r.certs != nil {
+		if _, err := r.certs.Reload(true); err != nil {
+			return "", fmt.Errorf("client TLS files: %w (nothing was changed)", err)
+		}
+	}
+	_ = r.srv.SetDenyCommands(next.Clients.DenyCommands) // checked above
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(next.LogLevel)) // validated by conf
 	r.level.Set(level)
 	r.srv.SetLimits(limitsOf(next))
-	if r.certs != nil {
-		if _, err := r.certs.Reload(true); err != nil {
-			return "", fmt.Errorf("client TLS files: %w (the settings above took effect)", err)
-		}
-	}
 	r.cur = next
 	if len(changed) == 0 {
 		return "nothing", nil
