@@ -846,7 +846,7 @@ func Changed(a, b Config) []string {
 // on a reload too.)
 var Reloadable = map[string]bool{
 	"log_level": true, "clients.timeout": true, "clients.output_buffer_limit": true, "clients.input_memory_limit": true,
-	"clients.deny_commands":    true,
+	"clients.deny_commands": true, "clients.password": true,
 	"upstream.command_timeout": true, "limits.max_clients": true, "limits.max_dedicated": true,
 }
 

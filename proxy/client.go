@@ -98,7 +98,7 @@ type span struct {
 
 func newClient(s *Server, rc redcon.Conn, id uint64) *client {
 	c := &client{s: s, rc: rc, nc: rc.NetConn(), id: id, ident: s.anonID, acl: aclAllowed,
-		authed: s.opts.ClientPassword == "",
+		authed: s.clientPassword() == "",
 		req:    request{done: make(chan struct{}, 1)}, gateCh: make(chan struct{}, 1)}
 	c.conn, _ = c.nc.(*resp.Conn)
 	c.req.handoff = c.handedOff

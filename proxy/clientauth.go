@@ -38,9 +38,9 @@ func loopback(addr net.Addr) bool {
 // answers, it stays on. Session writes of such a client are not rewritten while Redis refuses it
 // (mayRewrite).
 func (s *Server) watchAnon(ctx context.Context) {
-	auto := s.opts.Protected == "auto" && s.opts.ClientPassword == ""
 	warmed := false
 	for {
+		auto := s.opts.Protected == "auto" && s.clientPassword() == ""
 		qctx, cancel := context.WithTimeout(ctx, s.opts.ReadTimeout)
 		reply, err := s.dialer.oneShot(qctx, poolKey{id: s.anonID}, resp.AppendCommand(nil, "PING"), 1, nil)
 		cancel()
@@ -71,12 +71,25 @@ func (s *Server) watchAnon(ctx context.Context) {
 // It reports whether that is done (tried again at the next look at Redis if not).
 func (s *Server) warmClientPool(ctx context.Context) bool {
 	switch {
-	case s.opts.ClientPassword != "":
+	case s.clientPassword() != "":
 		return s.pools.warm(ctx, poolKey{id: s.defaultID})
 	case s.anonOpen.Load():
 		return s.pools.warm(ctx, poolKey{id: s.anonID})
 	}
 	return true
+}
+
+// clientPassword is the password clients must give (Options.ClientPassword, or a reload's).
+func (s *Server) clientPassword() string { return *s.clientPW.Load() }
+
+// SetClientPassword changes the password clients must give (clients.password, on a reload), as
+// CONFIG SET requirepass does on Redis: clients that logged in stay in; the others must give
+// the new one, or nothing when it is taken away. Protected mode "auto" follows.
+func (s *Server) SetClientPassword(pw string) {
+	s.clientPW.Store(&pw)
+	if s.opts.Protected == "auto" {
+		s.protected.Store(pw == "" && s.anonOpen.Load())
+	}
 }
 
 func boolWord(b bool) string {
@@ -90,6 +103,10 @@ func boolWord(b bool) string {
 // answers a client before AUTH when it requires a password: AUTH, HELLO with AUTH and QUIT run,
 // anything else gets -NOAUTH. It returns the commands left once the client is authenticated.
 func (c *client) authGate(cmds []redcon.Command) []redcon.Command {
+	if c.s.clientPassword() == "" {
+		c.authed = true // the password was taken away (a reload): as Redis, nothing to give
+		return cmds
+	}
 	d := c.ded.Load()
 	if d != nil {
 		d.quiesce() // a client on its own connection: its earlier replies go first
@@ -141,13 +158,13 @@ func helloHasAuth(args [][]byte) bool {
 // proxyUser reports whether AUTH args log in as the default user while ClientPassword is set:
 // the proxy checks those.
 func (c *client) proxyUser(args [][]byte) bool {
-	return c.s.opts.ClientPassword != "" && (len(args) == 2 || equalFold(args[1], "default"))
+	return c.s.clientPassword() != "" && (len(args) == 2 || equalFold(args[1], "default"))
 }
 
 // proxyLogin checks a login as the default user against ClientPassword, when one is set: true
 // if it was the proxy's to check (the reply is written when the password is wrong).
 func (c *client) proxyLogin(user, pass string) (handled, ok bool) {
-	pw := c.s.opts.ClientPassword
+	pw := c.s.clientPassword()
 	if pw == "" || user != "default" {
 		return false, false
 	}

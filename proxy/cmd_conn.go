@@ -230,7 +230,7 @@ func cmdQuit(c *client, _ [][]byte) {
 // (Redis' default user; with ClientPassword, AUTH is asked again).
 func cmdReset(c *client, _ [][]byte) {
 	c.setIdentity(c.s.anonID, aclAllowed)
-	c.authed = c.s.opts.ClientPassword == ""
+	c.authed = c.s.clientPassword() == ""
 	c.db, c.name, c.resp3, c.tx = 0, "", false, nil
 	c.write([]byte(replyReset))
 }

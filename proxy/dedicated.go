@@ -355,7 +355,7 @@ func (d *dedicated) trackReset(args [][]byte) int64 {
 	d.db, d.inMulti, d.hasDB = 0, false, false
 	if len(args) == 1 {
 		d.c.setIdentity(d.c.s.anonID, aclAllowed)
-		d.c.authed = d.c.s.opts.ClientPassword == ""
+		d.c.authed = d.c.s.clientPassword() == ""
 	}
 	return 0
 }

@@ -109,6 +109,7 @@ type Options struct {
 
 // Server is the client-facing side: it accepts connections and runs their commands.
 type Server struct {
+	clientPW atomic.Pointer[string] // clients.password in force (clientPassword)
 	slow slowLog // PROXY SLOWLOG
 	// deny is the commands clients may not run (Options.DenyCommands; SetDenyCommands).
 	deny atomic.Pointer[denyList]
@@ -238,6 +239,7 @@ func New(opts Options) (*Server, error) {
 	s.slow.threshold, s.slow.max = opts.SlowLogSlowerThan, max(opts.SlowLogMaxLen, 1)
 	s.order.quiet.Store(true) // an idle proxy: OrderAuto's gate starts on
 	// auto starts protected until Redis is seen asking for a password (watchProtected).
+	s.clientPW.Store(&opts.ClientPassword)
 	s.protected.Store(opts.Protected == "yes" || (opts.Protected != "no" && opts.ClientPassword == ""))
 	s.anonOpen.Store(!base.creds()) // the proxy's own user needs no password: Redis is likely open
 	if opts.Cluster != nil {

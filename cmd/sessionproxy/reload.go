@@ -65,6 +65,7 @@ func (r *reloader) reload() (string, error) {
 		}
 	}
 	_ = r.srv.SetDenyCommands(next.Clients.DenyCommands) // checked above
+	r.srv.SetClientPassword(next.Clients.Password)
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(next.LogLevel)) // validated by conf
 	r.level.Set(level)

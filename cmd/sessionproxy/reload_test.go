@@ -84,6 +84,37 @@ func TestReload(t *testing.T) {
 			t.Errorf("PROXY INFO lacks %q: %q", want, got)
 		}
 	}
+
+	// clients.password changes live, as CONFIG SET requirepass: connected clients stay in, new
+	// ones must give it; taken away, nobody is asked for it any more.
+	write("limits:\n  max_clients: 100\nclients:\n  password: rotated\n")
+	if got := admin.do("PROXY", "RELOAD"); !strings.Contains(got, "changed: clients.password") {
+		t.Fatalf("a password reload: %q", got)
+	}
+	if got := admin.do("PING"); got != "+PONG\r\n" {
+		t.Errorf("a client connected before the password: %q", got)
+	}
+	late := dialRESP(t, p.Addr)
+	if got := late.do("PING"); !strings.HasPrefix(got, "-NOAUTH") {
+		t.Errorf("a new client without the password: %q", got)
+	}
+	if got := late.do("AUTH", "wrong"); !strings.HasPrefix(got, "-WRONGPASS") {
+		t.Errorf("a wrong password: %q", got)
+	}
+	waiting := dialRESP(t, p.Addr) // connected while the password is asked; never gives it
+	if got := late.do("AUTH", "rotated"); got != "+OK\r\n" {
+		t.Errorf("the new password: %q", got)
+	}
+	write("limits:\n  max_clients: 100\n")
+	if got := admin.do("PROXY", "RELOAD"); !strings.Contains(got, "changed: clients.password") {
+		t.Fatalf("the password taken away: %q", got)
+	}
+	if got := waiting.do("PING"); got != "+PONG\r\n" {
+		t.Errorf("a client that never gave the password, after it was taken away: %q", got)
+	}
+	if got := dialRESP(t, p.Addr).do("PING"); got != "+PONG\r\n" {
+		t.Errorf("a new client after the password was taken away: %q", got)
+	}
 }
 
 // TestReloadUnderLoad: with redis-benchmark running through the proxy, the config file is
