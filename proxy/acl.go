@@ -49,7 +49,7 @@ func (s *Server) aclKnown(id identity) (aclVerdict, bool) {
 	if id == s.defaultID {
 		return aclAllowed, true
 	}
-	a := s.acl
+	a := s.idx.Load().acl // a rules change asks again: other scripts, other index keys
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	v, ok := a.verdict[id]
@@ -61,7 +61,7 @@ func (s *Server) aclKnown(id identity) (aclVerdict, bool) {
 
 // aclLearn records a probe's verdict on id.
 func (s *Server) aclLearn(id identity, v aclVerdict) aclVerdict {
-	a := s.acl
+	a := s.idx.Load().acl
 	a.mu.Lock()
 	if len(a.verdict) > 10000 {
 		clear(a.verdict) // many users: forget and ask again rather than grow without bound

@@ -25,7 +25,8 @@ type client struct {
 	db    int
 	resp3 bool // the client switched to RESP3 with HELLO 3
 	name  string
-	pool  *pool // cached pool for (ident, db); nil after either changes
+	pool  *pool     // cached pool for (ident, db); nil after either changes
+	ix    *indexSet // the index rules the current batch runs under (Server.idx at its start)
 	// centries, cparts: a cluster-mode batch's plan (cluster.go), reused across batches.
 	centries []centry
 	cparts   []cpart
@@ -193,7 +194,7 @@ func (c *client) forgetBatch() {
 func (c *client) planRewrite(i int, spec *cmdSpec, args [][]byte) []byte {
 	s := c.s
 	if spec.sessions {
-		r, errReply := s.sessionsRule(args)
+		r, errReply := c.ix.sessionsRule(args)
 		if errReply != nil {
 			return errReply
 		}
@@ -204,7 +205,7 @@ func (c *client) planRewrite(i int, spec *cmdSpec, args [][]byte) []byte {
 		return nil
 	}
 	from := len(c.refs)
-	c.refs = spec.plan(c.refs, args)
+	c.refs = spec.plan(c.ix.schema, c.refs, args)
 	if len(c.refs) == from {
 		return nil
 	}
@@ -213,7 +214,7 @@ func (c *client) planRewrite(i int, spec *cmdSpec, args [][]byte) []byte {
 		s.unindexedWrite(spec, len(args), c.ident)
 		return nil
 	}
-	s.noteUnindexable(spec, c.refs[from:])
+	s.noteUnindexable(c.ix.schema, spec, c.refs[from:])
 	c.pending = append(c.pending, pendingRewrite{idx: i, refStart: from, refEnd: len(c.refs)})
 	return nil
 }
@@ -221,9 +222,9 @@ func (c *client) planRewrite(i int, spec *cmdSpec, args [][]byte) []byte {
 // noteUnindexable counts (and logs) the planned writes that name an owner a global-zset index
 // cannot score: the write still runs, and the script leaves its session out of the index.
 // Owners the proxy cannot see before the write (JSON values, renames) are not counted here.
-func (s *Server) noteUnindexable(spec *cmdSpec, refs []rewrite.Ref) {
+func (s *Server) noteUnindexable(sch *rewrite.Schema, spec *cmdSpec, refs []rewrite.Ref) {
 	for _, r := range refs {
-		if r.Owner != nil && s.schema.Rules[r.Rule].Layout == rewrite.LayoutGlobalZSet &&
+		if r.Owner != nil && sch.Rules[r.Rule].Layout == rewrite.LayoutGlobalZSet &&
 			!rewrite.NumericUID(string(r.Owner)) {
 			s.unindexed("session owner is not a number; left out of the global-zset index",
 				"cmd", spec.name, "key", string(r.Key), "owner", string(r.Owner))
@@ -259,17 +260,17 @@ func (s *Server) rewrite(dst []byte, spec *cmdSpec, args [][]byte, c *client) ([
 		return s.clusterRewriteDedicated(dst, spec, args, c)
 	}
 	if spec.sessions {
-		r, errReply := s.sessionsRule(args)
+		r, errReply := c.ix.sessionsRule(args)
 		if errReply != nil {
 			return dst, errReply
 		}
 		s.m.rewrites.WithLabelValues("sessions").Inc()
-		return s.appendSessionsCall(dst, spec, args, r, true), nil
+		return c.ix.appendSessionsCall(dst, spec, args, r, true), nil
 	}
 	if !c.mayRewrite() {
 		return dst, nil
 	}
-	c.refs = spec.plan(c.refs[:0], args)
+	c.refs = spec.plan(c.ix.schema, c.refs[:0], args)
 	if len(c.refs) == 0 {
 		return dst, nil
 	}
@@ -277,9 +278,9 @@ func (s *Server) rewrite(dst []byte, spec *cmdSpec, args [][]byte, c *client) ([
 		s.unindexedWrite(spec, len(args), c.ident)
 		return dst, nil
 	}
-	s.noteUnindexable(spec, c.refs)
+	s.noteUnindexable(c.ix.schema, spec, c.refs)
 	s.m.rewrites.WithLabelValues("apply").Inc()
-	return s.schema.AppendApply(dst, &s.scripts.Apply, true, c.refs, args), nil
+	return c.ix.schema.AppendApply(dst, &c.ix.scripts.Apply, true, c.refs, args), nil
 }
 
 // sendShared runs cmds (batch positions base...) over the client's shared upstream connection
@@ -470,7 +471,7 @@ func (c *client) buildRun(cmds []redcon.Command, base int) {
 		pr := c.pending[p]
 		a := len(c.arena)
 		if pr.sessions {
-			c.arena = s.appendSessionsCall(c.arena, s.table.lookup(cmds[j].Args[0]), cmds[j].Args, pr.rule, false)
+			c.arena = c.ix.appendSessionsCall(c.arena, s.table.lookup(cmds[j].Args[0]), cmds[j].Args, pr.rule, false)
 			s.m.rewrites.WithLabelValues("sessions").Inc()
 			c.up = append(c.up, redcon.Command{})
 			c.spans = append(c.spans, span{n: 1, script: true, a: a, b: len(c.arena)})
@@ -494,9 +495,9 @@ func (c *client) buildRun(cmds []redcon.Command, base int) {
 		s.m.rewrites.WithLabelValues("apply").Add(float64(len(c.writes)))
 		if len(c.writes) == 1 {
 			w := c.writes[0]
-			c.arena = s.schema.AppendApply(c.arena, &s.scripts.Apply, false, w.Refs, w.Args)
+			c.arena = c.ix.schema.AppendApply(c.arena, &c.ix.scripts.Apply, false, w.Refs, w.Args)
 		} else {
-			c.arena = s.schema.AppendApplyMany(c.arena, &s.scripts.ApplyMany, c.writes)
+			c.arena = c.ix.schema.AppendApplyMany(c.arena, &c.ix.scripts.ApplyMany, c.writes)
 		}
 		c.up = append(c.up, redcon.Command{})
 		c.spans = append(c.spans, span{n: len(c.writes), script: true, a: a, b: len(c.arena), merged: len(c.writes) > 1})
@@ -531,7 +532,7 @@ func (c *client) retryNoScript(u *sharedConn, call redcon.Command, i int) {
 		return
 	}
 	c.s.m.noScriptRetries.Inc()
-	load := &request{done: make(chan struct{}, 1), cmds: c.s.loadScriptCmds}
+	load := &request{done: make(chan struct{}, 1), cmds: c.ix.loadCmds}
 	retry := &request{done: make(chan struct{}, 1), cmds: []redcon.Command{call}}
 	if u.do(load) != nil || load.err != nil || u.do(retry) != nil || retry.err != nil {
 		return // the connection died; the NOSCRIPT error stands

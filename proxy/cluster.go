@@ -456,7 +456,7 @@ func (c *client) runCluster(cmds []redcon.Command) {
 		}
 		if spec.plan != nil && index == nil {
 			// A session write passes plain, and is counted.
-			if c.refs = spec.plan(c.refs[:0], cmds[i].Args); len(c.refs) > 0 {
+			if c.refs = spec.plan(c.ix.schema, c.refs[:0], cmds[i].Args); len(c.refs) > 0 {
 				c.s.unindexed("session write passed unindexed: the cluster index is off (index.cluster)", "cmd", spec.name)
 			}
 		}

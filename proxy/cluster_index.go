@@ -27,7 +27,7 @@ func (c *client) clusterRewrite(p cpart, spec *cmdSpec, args [][]byte, raw []byt
 	if !c.mayRewrite() {
 		return p
 	}
-	if c.refs = spec.plan(c.refs[:0], a); len(c.refs) == 0 {
+	if c.refs = spec.plan(c.ix.schema, c.refs[:0], a); len(c.refs) == 0 {
 		return p
 	}
 	if len(a) > rewrite.MaxArgs || !c.acl.shared {
@@ -43,7 +43,7 @@ func (c *client) clusterRewrite(p cpart, spec *cmdSpec, args [][]byte, raw []byt
 		}
 	}
 	c.s.m.rewrites.WithLabelValues("apply").Inc()
-	p.raw = c.s.schema.AppendClusterApply(nil, &c.s.scripts.Cluster.Apply, p.extra > 0, c.refs, cluster.SlotTag(slot), a)
+	p.raw = c.ix.schema.AppendClusterApply(nil, &c.ix.scripts.Cluster.Apply, p.extra > 0, c.refs, cluster.SlotTag(slot), a)
 	p.session, p.slot, p.script = true, slot, true
 	return p
 }
@@ -60,7 +60,7 @@ func (c *client) retryClusterNoScript(p cpart, reply []byte) []byte {
 	if m := c.s.cluster.m.Load(); m != nil {
 		node = m.Node(p.slot)
 	}
-	req := &request{done: make(chan struct{}, 1), cmds: append(append([]redcon.Command(nil), c.s.loadScriptCmds...), redcon.Command{Raw: p.raw})}
+	req := &request{done: make(chan struct{}, 1), cmds: append(append([]redcon.Command(nil), c.ix.loadCmds...), redcon.Command{Raw: p.raw})}
 	if err := c.doNode(node, req); err != nil || req.err != nil {
 		return reply
 	}
@@ -71,7 +71,7 @@ func (c *client) retryClusterNoScript(p cpart, reply []byte) []byte {
 
 // clusterSessions answers SESSIONS.LIST/COUNT/REVOKE on a cluster (ClusterIndex.Sessions).
 func (c *client) clusterSessions(spec *cmdSpec, args [][]byte) []byte {
-	r, errReply := c.s.sessionsRule(args)
+	r, errReply := c.ix.sessionsRule(args)
 	if errReply != nil {
 		return errReply
 	}

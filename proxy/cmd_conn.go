@@ -214,8 +214,8 @@ func (c *client) ask(key poolKey, args [][]byte, judge *aclJudge) ([]byte, error
 	}
 	n, rest := 1, func([]byte) {}
 	if judge != nil {
-		ask = append(ask, c.s.acl.probe...)
-		n += c.s.acl.probeN
+		ask = append(ask, c.ix.acl.probe...)
+		n += c.ix.acl.probeN
 		rest = judge.reply
 	}
 	return c.s.dialer.oneShot(c.s.ctx, key, ask, n, rest)

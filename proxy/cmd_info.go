@@ -55,8 +55,9 @@ func (s *Server) proxyInfo() []byte {
 	}
 	fmt.Fprintf(&b, "upstream_state:%s\r\n", state)
 	fmt.Fprintf(&b, "ordering:%s\r\n", [...]string{"none", "arrival", "auto"}[s.opts.Ordering])
-	rules := make([]string, len(s.schema.Rules))
-	for i, r := range s.schema.Rules {
+	sch := s.idx.Load().schema
+	rules := make([]string, len(sch.Rules))
+	for i, r := range sch.Rules {
 		rules[i] = r.Name + "=" + r.Pattern
 	}
 	fmt.Fprintf(&b, "index_rules:%s\r\n", strings.Join(rules, ","))

@@ -103,7 +103,7 @@ func (s *Server) runRepair(db int, args [][]byte) (rewrite.Report, []byte) {
 	if len(args) == 2 {
 		rule = string(args[1])
 	}
-	r, ok := s.schema.RuleByName(rule)
+	r, ok := s.idx.Load().schema.RuleByName(rule)
 	if !ok {
 		return rewrite.Report{}, errUnknownRule(args[1])
 	}
@@ -149,11 +149,11 @@ func appendReport(dst []byte, rep rewrite.Report) []byte {
 
 // sessionsRule is the rule a SESSIONS.LIST/COUNT/REVOKE names, or the error reply for an
 // unknown one.
-func (s *Server) sessionsRule(args [][]byte) (int, []byte) {
+func (ix *indexSet) sessionsRule(args [][]byte) (int, []byte) {
 	if len(args) < 3 {
 		return 0, nil
 	}
-	r, ok := s.schema.RuleByName(string(args[2]))
+	r, ok := ix.schema.RuleByName(string(args[2]))
 	if !ok {
 		return 0, errUnknownRule(args[2])
 	}
@@ -161,8 +161,8 @@ func (s *Server) sessionsRule(args [][]byte) (int, []byte) {
 }
 
 // appendSessionsCall rewrites SESSIONS.LIST/COUNT/REVOKE of rule r into the sessions script.
-func (s *Server) appendSessionsCall(dst []byte, spec *cmdSpec, args [][]byte, r int, byBody bool) []byte {
-	sc := &s.scripts.Sessions
+func (ix *indexSet) appendSessionsCall(dst []byte, spec *cmdSpec, args [][]byte, r int, byBody bool) []byte {
+	sc := &ix.scripts.Sessions
 	dst = redcon.AppendArray(dst, 6)
 	if byBody {
 		dst = redcon.AppendBulkString(dst, "EVAL")

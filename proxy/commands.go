@@ -27,7 +27,7 @@ type cmdSpec struct {
 	local func(c *client, args [][]byte)
 	// plan finds the session keys a data command writes (nil: it never writes any); such
 	// writes are rewritten into the apply script.
-	plan rewrite.Planner
+	plan rewrite.PlanFunc
 	// sessions marks SESSIONS.LIST/COUNT/REVOKE, rewritten into the sessions script.
 	sessions bool
 	// script marks a client's script call (EVAL, FCALL...): it may run until killed, so no

@@ -137,12 +137,10 @@ type Server struct {
 	// that cannot fit in it ends the client's connection, as Redis ends it, before it could
 	// reach (and end) a shared upstream connection.
 	queryBuf atomic.Int64
-	schema   *rewrite.Schema
-	scripts  *rewrite.Scripts
-	acl      *aclCheck
 	order    orderGate
-	// loadScriptCmds loads every script the proxy runs by SHA (after a SCRIPT FLUSH).
-	loadScriptCmds []redcon.Command
+	// idx is what the index rules in force make of the proxy (SetIndexRules swaps it); a
+	// client's batch runs under the one it loads at its start (client.ix).
+	idx atomic.Pointer[indexSet]
 
 	ctx      context.Context // canceled when the server has stopped; bounds upstream dials
 	cancel   context.CancelFunc
@@ -187,7 +185,7 @@ func New(opts Options) (*Server, error) {
 		}
 	}
 	for _, sp := range table.specs {
-		sp.plan = opts.Schema.Planner(sp.name)
+		sp.plan = rewrite.PlanOf(sp.name)
 	}
 	deny, err := table.denyList(opts.DenyCommands)
 	if err != nil {
@@ -195,24 +193,14 @@ func New(opts Options) (*Server, error) {
 	}
 	input := new(resp.Budget)
 	m := newMetrics(opts.Registerer, table, input)
-	scripts := opts.Schema.Scripts()
-	var load []byte
-	var loadCmds []redcon.Command
-	loaded := []*rewrite.Script{&scripts.Apply, &scripts.ApplyMany, &scripts.Sessions}
-	if opts.Cluster != nil && opts.Cluster.Index != nil {
-		loaded = []*rewrite.Script{&scripts.Cluster.Apply}
-	}
-	for _, sc := range loaded {
-		start := len(load)
-		load = resp.AppendCommand(load, "SCRIPT", "LOAD", sc.Body)
-		loadCmds = append(loadCmds, redcon.Command{Raw: load[start:len(load):len(load)]})
-	}
+	ix := newIndexSet(opts.Schema, opts.Cluster != nil && opts.Cluster.Index != nil)
 	base := identity{user: opts.Username, pass: opts.Password, auth: opts.Username != "" || opts.Password != ""}
 	if base.user == "" {
 		base.user = "default"
 	}
 	d := &dialer{base: base, tls: opts.TLS, dialTimeout: opts.DialTimeout, readTimeout: opts.ReadTimeout,
-		sharedSetup: load, sharedSetupN: len(loadCmds), log: opts.Logger}
+		log: opts.Logger}
+	d.setup.Store(ix)
 	if opts.Cluster != nil {
 		if len(opts.Cluster.Seeds) == 0 || opts.Cluster.Fetch == nil {
 			return nil, errors.New("proxy: invalid options: cluster mode without seeds")
@@ -225,8 +213,6 @@ func New(opts Options) (*Server, error) {
 		opts: opts, log: opts.Logger, m: m, table: table, dialer: d,
 		pools:     newPools(ctx, d, opts.PoolSize, m),
 		defaultID: base, anonID: identity{user: "default"},
-		schema: opts.Schema, scripts: scripts, loadScriptCmds: loadCmds,
-		acl: newACLCheck(opts.Schema.ACLProbe(scripts)),
 		ctx: ctx, cancel: cancel,
 		clients:   make(map[*client]struct{}),
 		listening: make(chan struct{}),
@@ -236,6 +222,7 @@ func New(opts Options) (*Server, error) {
 	s.SetLimits(Limits{MaxClients: opts.MaxClients, MaxDedicated: opts.MaxDedicated, IdleTimeout: opts.IdleTimeout,
 		CommandTimeout: opts.CommandTimeout, OutputBufferLimit: opts.OutputBufferLimit, InputMemoryLimit: opts.InputMemoryLimit})
 	s.deny.Store(&deny)
+	s.idx.Store(ix)
 	s.slow.threshold, s.slow.max = opts.SlowLogSlowerThan, max(opts.SlowLogMaxLen, 1)
 	s.order.quiet.Store(true) // an idle proxy: OrderAuto's gate starts on
 	// auto starts protected until Redis is seen asking for a password (watchProtected).
@@ -422,6 +409,7 @@ func (s *Server) serveCommand(rc redcon.Conn, cmd redcon.Command) {
 	}
 	defer c.state.Store(stateIdle)
 	defer s.survive(c)
+	c.ix = s.idx.Load() // the index rules this batch runs under, whatever a reload does meanwhile
 	c.batch = append(c.batch[:0], cmd)
 	c.batch = append(c.batch, rc.ReadPipeline()...)
 	if s.order.on(s.opts.Ordering) && c.conn != nil {
@@ -704,4 +692,47 @@ func refuse(rc redcon.Conn, raw net.Conn, msg string) {
 		return
 	}
 	rc.WriteError(msg)
+}
+
+// indexSet is what the index rules make of the proxy: the schema, its scripts (and the
+// commands that load them on a connection) and the ACL check of what they need.
+type indexSet struct {
+	schema   *rewrite.Schema
+	scripts  *rewrite.Scripts
+	acl      *aclCheck
+	load     []byte           // SCRIPT LOAD of every script the proxy runs by SHA
+	loadCmds []redcon.Command // the same, one command each (after a SCRIPT FLUSH)
+}
+
+func newIndexSet(sch *rewrite.Schema, clusterIndex bool) *indexSet {
+	scripts := sch.Scripts()
+	ix := &indexSet{schema: sch, scripts: scripts, acl: newACLCheck(sch.ACLProbe(scripts))}
+	loaded := []*rewrite.Script{&scripts.Apply, &scripts.ApplyMany, &scripts.Sessions}
+	if clusterIndex {
+		loaded = []*rewrite.Script{&scripts.Cluster.Apply}
+	}
+	for _, sc := range loaded {
+		start := len(ix.load)
+		ix.load = resp.AppendCommand(ix.load, "SCRIPT", "LOAD", sc.Body)
+		ix.loadCmds = append(ix.loadCmds, redcon.Command{Raw: ix.load[start:len(ix.load):len(ix.load)]})
+	}
+	return ix
+}
+
+// SetIndexRules puts a schema with other rules in force (index.rules, on a reload): each
+// client's next batch runs under it, and new shared connections load its scripts (open ones
+// load them at their first NOSCRIPT). The bookkeeping prefix must stay (a restart changes it),
+// and cluster mode keeps its rules until a restart.
+func (s *Server) SetIndexRules(sch *rewrite.Schema) error {
+	cur := s.idx.Load()
+	if s.cluster != nil {
+		return errors.New("proxy: the index rules of a cluster change with a restart")
+	}
+	if sch.Prefix != cur.schema.Prefix {
+		return errors.New("proxy: the index prefix changes with a restart")
+	}
+	ix := newIndexSet(sch, false)
+	s.dialer.setup.Store(ix)
+	s.idx.Store(ix)
+	return nil
 }

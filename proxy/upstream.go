@@ -49,11 +49,10 @@ type dialer struct {
 	tls         *tls.Config
 	dialTimeout time.Duration
 	readTimeout time.Duration
-	// sharedSetup (sharedSetupN commands) runs on every new shared connection: it loads the
-	// scripts that connection runs by SHA. Its error replies (e.g. an ACL without SCRIPT) are
-	// not fatal: script calls then answer NOSCRIPT, which the proxy retries once.
-	sharedSetup  []byte
-	sharedSetupN int
+	// setup runs on every new shared connection: it loads the scripts that connection runs by
+	// SHA (those of the index rules in force). Its error replies (e.g. an ACL without SCRIPT)
+	// are not fatal: script calls then answer NOSCRIPT, which the proxy retries once.
+	setup atomic.Pointer[indexSet]
 
 	// log and down: an outage is logged when a dial first fails to reach Redis, and the
 	// recovery when one succeeds again, once each (noteDial).
@@ -194,8 +193,8 @@ func (d *dialer) dialAddr(ctx context.Context, addr string, key poolKey, name st
 		nc.Close()
 		return nil, nil, err
 	}
-	if shared && d.sharedSetupN > 0 {
-		if err := d.exchange(nc, br, d.sharedSetup, d.sharedSetupN, func([]byte) error { return nil }); err != nil {
+	if ix := d.setup.Load(); shared && ix != nil && len(ix.loadCmds) > 0 {
+		if err := d.exchange(nc, br, ix.load, len(ix.loadCmds), func([]byte) error { return nil }); err != nil {
 			nc.Close()
 			return nil, nil, err
 		}

@@ -103,6 +103,19 @@ func PlannedCommands() []string {
 	return slices.Sorted(maps.Keys(planners))
 }
 
+// PlanFunc plans a command under any schema: a proxy whose rules may change (a reload) plans
+// each batch with the schema that batch runs under.
+type PlanFunc func(s *Schema, dst []Ref, args [][]byte) []Ref
+
+// PlanOf returns the PlanFunc for a command name in any case, or nil if the command never
+// writes session keys (whatever the rules).
+func PlanOf(name string) PlanFunc {
+	if p := planners[string(bytes.ToUpper([]byte(name)))]; p != nil {
+		return PlanFunc(p)
+	}
+	return nil
+}
+
 // Planner returns the planner for a command name in any case, or nil if the command never
 // writes session keys.
 func (s *Schema) Planner(name string) Planner {
