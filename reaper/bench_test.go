@@ -44,7 +44,7 @@ func BenchmarkSweepBatch(b *testing.B) {
 				}
 			}
 			due(-1) // warm up: script loaded (EVALSHA hits), connection dialed
-			if _, err := r.reap.Run(ctx, rc, nil, "due", time.Now().UnixMilli(), batch).Int64Slice(); err != nil {
+			if _, err := r.rules.Load().reap.Run(ctx, rc, nil, "due", time.Now().UnixMilli(), batch).Int64Slice(); err != nil {
 				b.Fatal(err)
 			}
 			b.ReportAllocs()
@@ -54,7 +54,7 @@ func BenchmarkSweepBatch(b *testing.B) {
 				due(i)
 				b.StartTimer()
 				now := time.Now()
-				res, err := r.reap.Run(ctx, rc, nil, "due", now.UnixMilli(), batch).Int64Slice()
+				res, err := r.rules.Load().reap.Run(ctx, rc, nil, "due", now.UnixMilli(), batch).Int64Slice()
 				if err != nil {
 					b.Fatal(err)
 				}

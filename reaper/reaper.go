@@ -51,8 +51,6 @@ type Reaper struct {
 	o       Options
 	log     *slog.Logger
 	m       *reaperMetrics
-	reap    *redis.Script
-	repair  *Repairer
 	token   string      // this reaper's lease value and presence channel suffix
 	leader  atomic.Bool // this reaper reaps: alone, or holding the lease key
 	dbs     int         // DBs to sweep (CONFIG GET databases)
@@ -72,6 +70,11 @@ type Reaper struct {
 
 	repairMu  sync.Mutex
 	repairing map[int]bool // DB -> repair running (true) or running and asked again (false)
+
+	// rules: the index rules in force (SetSchema); reindexAll: they changed, and the leader
+	// is to rebuild every DB's index under them.
+	rules      atomic.Pointer[reaperRules]
+	reindexAll atomic.Bool
 
 	// For Status: the ledger's size per DB as of its last sweep, and when that was.
 	statusMu  sync.Mutex
@@ -115,10 +118,34 @@ func New(o Options) (*Reaper, error) {
 	if !fakeClock {
 		o.Now = time.Now
 	}
-	return &Reaper{o: o, log: o.Logger, m: newReaperMetrics(o.Registerer, o.Notifications),
-		reap:   redis.NewScript(o.Schema.Scripts().Reap.Body),
-		repair: NewRepairer(o.Schema, o.Batch), token: newToken(),
-		leaseMS: leaseMS(o.Interval), fakeClock: fakeClock}, nil
+	r := &Reaper{o: o, log: o.Logger, m: newReaperMetrics(o.Registerer, o.Notifications), token: newToken(),
+		leaseMS: leaseMS(o.Interval), fakeClock: fakeClock}
+	r.rules.Store(newReaperRules(o.Schema, o.Batch))
+	return r, nil
+}
+
+// reaperRules is what the index rules make of the reaper; SetSchema swaps it.
+type reaperRules struct {
+	schema *rewrite.Schema
+	reap   *redis.Script
+	repair *Repairer
+}
+
+func newReaperRules(sch *rewrite.Schema, batch int) *reaperRules {
+	return &reaperRules{schema: sch, reap: redis.NewScript(sch.Scripts().Reap.Body), repair: NewRepairer(sch, batch)}
+}
+
+// SetSchema puts other index rules in force (a config reload), with the same bookkeeping prefix
+// (its keys stay where they are). The leading reaper then rebuilds every DB's index under them,
+// in the background, as after an eviction: sessions the new rules own get indexed, and index
+// entries no rule owns any more are left to the apps (they are no longer the proxy's).
+func (r *Reaper) SetSchema(sch *rewrite.Schema) error {
+	if sch.Prefix != r.o.Schema.Prefix {
+		return errors.New("reaper: the bookkeeping prefix changes with a restart")
+	}
+	r.rules.Store(newReaperRules(sch, r.o.Batch))
+	r.reindexAll.Store(true)
+	return nil
 }
 
 // withDefaults fills in the options every keeper (Reaper, Cluster) shares.
@@ -254,6 +281,11 @@ func (r *Reaper) tick(ctx context.Context) time.Time {
 				return time.Time{}
 			}
 		}
+		if db == 0 && r.reindexAll.CompareAndSwap(true, false) {
+			for d := range r.dbs {
+				r.repairSoon(ctx, d) // new rules: every DB's index rebuilt under them
+			}
+		}
 		if next := r.sweep(ctx, db); !next.IsZero() && (earliest.IsZero() || next.Before(earliest)) {
 			earliest = next
 		}
@@ -343,7 +375,7 @@ func (r *Reaper) sweep(ctx context.Context, db int) time.Time {
 		if r.fakeClock {
 			due = strconv.FormatInt(now.UnixMilli(), 10)
 		}
-		res, err := r.reap.Run(ctx, c, nil, "due", due, r.o.Batch).Int64Slice()
+		res, err := r.rules.Load().reap.Run(ctx, c, nil, "due", due, r.o.Batch).Int64Slice()
 		if err != nil {
 			r.log.Debug("reaper sweep", "db", db, "err", err)
 			return time.Time{}
@@ -486,7 +518,7 @@ func (r *Reaper) cleanEvents(ctx context.Context, keys <-chan dbKey) {
 		}
 		now := r.o.Now()
 		for db, ks := range byDB {
-			res, err := r.reap.Run(ctx, r.o.DB(db), ks, "keys").Int64Slice()
+			res, err := r.rules.Load().reap.Run(ctx, r.o.DB(db), ks, "keys").Int64Slice()
 			if err != nil {
 				r.log.Debug("reaper event", "db", db, "keys", len(ks), "err", err)
 			} else {
@@ -509,7 +541,7 @@ func (r *Reaper) event(ctx context.Context, channel, key string, keys chan<- dbK
 	if !ok || !ok2 || err != nil {
 		return
 	}
-	sch := r.o.Schema
+	sch := r.rules.Load().schema
 	if kind == "evicted" && r.ownKey(key) {
 		r.m.evictedOwn.Inc()
 		r.log.Warn("Redis evicted a bookkeeping key of the proxy; repairing the DB (use a volatile-* maxmemory-policy)", "db", db, "key", key)
@@ -527,7 +559,7 @@ func (r *Reaper) event(ctx context.Context, channel, key string, keys chan<- dbK
 
 // ownKey reports whether key is one of the proxy's own: owner map, ledger or an index key.
 func (r *Reaper) ownKey(key string) bool {
-	sch := r.o.Schema
+	sch := r.rules.Load().schema
 	if key == sch.OwnersKey() || key == sch.LedgerKey() {
 		return true
 	}
@@ -577,8 +609,9 @@ func (r *Reaper) repairSoon(ctx context.Context, db int) {
 
 // repairDB rebuilds every rule's index in db after Redis evicted bookkeeping.
 func (r *Reaper) repairDB(ctx context.Context, db int) {
-	for i := range r.o.Schema.Rules {
-		rep, err := r.repair.Run(ctx, r.o.DB(db), i, true)
+	rules := r.rules.Load()
+	for i := range rules.schema.Rules {
+		rep, err := rules.repair.Run(ctx, r.o.DB(db), i, true)
 		if err != nil {
 			r.log.Warn("eviction repair failed", "db", db, "err", err)
 			return

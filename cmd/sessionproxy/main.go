@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -146,7 +147,12 @@ func serve(cfg conf.Config, logger *slog.Logger, rl *reloader) error {
 	}
 	ups := newUpstreams(cfg.Upstream, opts.TLS)
 	defer ups.Close()
-	opts.Repair = repairFunc(reaper.NewRepairer(opts.Schema, reaper.DefaultBatch), ups)
+	// SESSIONS.CHECK/REINDEX repair under the rules in force (a reload may change them).
+	var repairer atomic.Pointer[reaper.Repairer]
+	repairer.Store(reaper.NewRepairer(opts.Schema, reaper.DefaultBatch))
+	opts.Repair = func(ctx context.Context, db, rule int, fix bool) (rewrite.Report, error) {
+		return repairer.Load().Run(ctx, ups.db(db), rule, fix)
+	}
 	var srv *proxy.Server
 	var watch *sentinel.Watcher
 	if cfg.Upstream.Mode == "sentinel" {
@@ -201,6 +207,19 @@ func serve(cfg conf.Config, logger *slog.Logger, rl *reloader) error {
 		keeper = rp
 		storeSchema(context.Background(), ups.db(0), opts.Schema, logger) // for reindex/check to compare
 		opts.InfoExtra = func() []string { return reaperInfo(rp.Status()) }
+		// New index rules on a reload: the proxy's next batches, the reaper (which rebuilds
+		// every DB's index under them), SESSIONS.CHECK/REINDEX and the stored fingerprint.
+		rl.setRules = func(sch *rewrite.Schema) error {
+			if err := srv.SetIndexRules(sch); err != nil {
+				return err
+			}
+			repairer.Store(reaper.NewRepairer(sch, reaper.DefaultBatch))
+			if err := rp.SetSchema(sch); err != nil {
+				return err
+			}
+			storeSchema(context.Background(), ups.db(0), sch, logger)
+			return nil
+		}
 	}
 	opts.Reload, opts.ConfigGet = rl.reload, rl.configGet
 	if srv, err = proxy.New(opts); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/sessionproxy/sessionproxy/conf"
 	"github.com/sessionproxy/sessionproxy/internal/tlsfiles"
 	"github.com/sessionproxy/sessionproxy/proxy"
+	"github.com/sessionproxy/sessionproxy/rewrite"
 )
 
 // reloader re-reads the configuration (the file, the environment and the flags, as at start)
@@ -22,12 +23,14 @@ import (
 // files. A file that does not load or validate, or that changes a setting that needs a restart,
 // changes nothing: the error gives every reason.
 type reloader struct {
-	path   string
-	flags  conf.Flags
-	level  *slog.LevelVar
-	srv    *proxy.Server
-	certs  *tlsfiles.Reloader
-	logger *slog.Logger
+	path  string
+	flags conf.Flags
+	level *slog.LevelVar
+	srv   *proxy.Server
+	// setRules puts new index rules in force; nil in cluster mode, where they need a restart.
+	setRules func(*rewrite.Schema) error
+	certs    *tlsfiles.Reloader
+	logger   *slog.Logger
 
 	mu  sync.Mutex
 	cur conf.Config
@@ -38,16 +41,21 @@ func (r *reloader) reload() (string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	next, err := conf.Load(r.path, os.LookupEnv, r.flags)
+	var sch *rewrite.Schema
 	if err == nil {
-		_, err = schema(next.Index)
+		sch, err = schema(next.Index)
 	}
 	if err != nil {
 		return "", err
 	}
 	changed := conf.Changed(r.cur, next)
 	var fixed []string
+	newRules := false
 	for _, p := range changed {
-		if !conf.Reloadable[p] {
+		switch {
+		case p == "index.rules" && r.setRules != nil:
+			newRules = true
+		case !conf.Reloadable[p]:
 			fixed = append(fixed, p)
 		}
 	}
@@ -62,6 +70,11 @@ func (r *reloader) reload() (string, error) {
 	if r.certs != nil {
 		if _, err := r.certs.Reload(true); err != nil {
 			return "", fmt.Errorf("client TLS files: %w (nothing was changed)", err)
+		}
+	}
+	if newRules {
+		if err := r.setRules(sch); err != nil {
+			return "", fmt.Errorf("index rules: %w", err)
 		}
 	}
 	_ = r.srv.SetDenyCommands(next.Clients.DenyCommands) // checked above

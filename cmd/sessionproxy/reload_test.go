@@ -118,8 +118,9 @@ func TestReload(t *testing.T) {
 }
 
 // TestReloadUnderLoad: with redis-benchmark running through the proxy, the config file is
-// changed three times and the proxy reloads it on its own (config_watch): a new deny list is in
-// force for the next command, a file with an unknown command name and one that changes a
+// changed four times and the proxy reloads it on its own (config_watch): a new deny list is in
+// force for the next command, new index rules index new writes at once and older sessions
+// after the rebuild the reload starts, a file with an unknown command name and one that changes a
 // setting needing a restart are refused with the reason logged and change nothing, and the
 // benchmark sees no error and no dropped connection.
 func TestReloadUnderLoad(t *testing.T) {
@@ -170,6 +171,32 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	if got := c.do("FLUSHALL"); !strings.HasPrefix(got, "-ERR unknown command 'FLUSHALL (denied by the proxy") {
 		t.Errorf("FLUSHALL after the reload, on a connection open before it: %q", got)
+	}
+
+	// New index rules: a connect-redis rule next to the default one. A session written straight
+	// to Redis before is indexed by the rebuild the reload starts; one written through the proxy
+	// after it is indexed by its own write.
+	if _, err := up.Do("SET", "sess:before", `{"passport":{"user":"42"}}`); err != nil {
+		t.Fatal(err)
+	}
+	write("clients:\n  deny_commands: [FLUSHALL]\nindex:\n  rules:\n" +
+		"    - {name: session, pattern: \"session:*\", field: userid}\n" +
+		"    - {name: express, pattern: \"sess:*\", json_path: passport.user, index_key: \"web:{uid}\"}\n")
+	if !waitFor(10*time.Second, func() bool {
+		return strings.Contains(p.stderr.String(), `config file changed: reloaded" changed=index.rules`)
+	}) {
+		t.Fatalf("no rules reload logged:\n%s", p.stderr.String())
+	}
+	if got := c.do("SET", "sess:after", `{"passport":{"user":"42"}}`); got != "+OK\r\n" {
+		t.Fatalf("SET: %q", got)
+	}
+	if !waitFor(10*time.Second, func() bool {
+		return c.do("SESSIONS.LIST", "42", "express") == "*2\r\n$5\r\nafter\r\n$6\r\nbefore\r\n"
+	}) {
+		t.Errorf("SESSIONS.LIST 42 express after the rules reload: %q", c.do("SESSIONS.LIST", "42", "express"))
+	}
+	if got := c.do("PROXY", "INFO"); !strings.Contains(got, "index_rules:session=session:*,express=sess:*\r\n") {
+		t.Errorf("INFO PROXY after the rules reload: %q", got)
 	}
 
 	write("clients:\n  deny_commands: [FLUSHALL, NOSUCHCMD]\nlog_level: debug\n")
