@@ -70,6 +70,26 @@ func TestRedisCLI(t *testing.T) {
 		}
 	})
 
+	// Introspection through redis-cli: INFO is Redis' with the proxy's section after it; INFO
+	// proxy and PROXY INFO that section alone; CLIENT LIST the proxy's own clients.
+	t.Run("introspection", func(t *testing.T) {
+		info := cli(t, nil, "INFO")
+		if !strings.Contains(info, "# Server") || !strings.Contains(info, "# Proxy") ||
+			!strings.Contains(info, "sessionproxy_version:") || !strings.Contains(info, "reaper_leading:") {
+			t.Errorf("INFO: %q", clip(info))
+		}
+		for _, args := range [][]string{{"INFO", "proxy"}, {"PROXY", "INFO"}} {
+			got := cli(t, nil, args...)
+			if !strings.HasPrefix(got, "# Proxy") || strings.Contains(got, "# Server") || !strings.Contains(got, "upstream_state:up") {
+				t.Errorf("%v: %q", args, clip(got))
+			}
+		}
+		list := cli(t, nil, "CLIENT", "LIST")
+		if lines := strings.Split(list, "\n"); len(lines) != 1 || !strings.Contains(list, "cmd=client|list") {
+			t.Errorf("CLIENT LIST: want this redis-cli alone (the proxy's clients, not its upstream connections): %q", list)
+		}
+	})
+
 	t.Run("select_db", func(t *testing.T) {
 		if got := cli(t, nil, "-n", "2", "set", "cli:db", "two"); got != "OK" {
 			t.Fatalf("set in db 2: %q", got)
