@@ -146,6 +146,7 @@ type centry struct {
 	scanNode  int     // opScan: the primary's index
 	scanNodes int     // opScan: how many primaries the cursor counts
 	hasReply  bool
+	info      bool   // INFO of the default sections: the proxy's own is added (cmd_info.go)
 	dedicated string // the client moves to its own connection to this node from here on
 	// txCheck: the reply is Redis' verdict on queuing a command of this transaction; an error
 	// dooms it (EXEC answers EXECABORT), as Redis flags a transaction.
@@ -240,7 +241,7 @@ func clusterPlan(es []centry, ps []cpart, spec *cmdSpec, args [][]byte, raw []by
 		}
 		// Anything else keyless (PING, INFO, CLUSTER ..., PUBLISH, EVAL without keys...) goes to
 		// one node.
-		return append(es, centry{op: opOne, first: len(ps), n: 1}),
+		return append(es, centry{op: opOne, first: len(ps), n: 1, info: fullInfo(args)}),
 			append(ps, cpart{node: primaries[0], raw: raw, script: spec.script})
 	}
 	slot, cross := cluster.Slot(args[pos[0]]), false
@@ -576,6 +577,10 @@ func (c *client) execCluster(es []centry, ps []cpart) {
 		case e.op == opOne:
 			if e.txCheck != nil && len(replies[e.first]) > 0 && replies[e.first][0] == '-' {
 				e.txCheck.bad = true
+			}
+			if e.info && e.txCheck == nil {
+				c.write(c.s.withProxySection(replies[e.first]))
+				continue
 			}
 			c.write(replies[e.first])
 		default:

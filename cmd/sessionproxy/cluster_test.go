@@ -78,6 +78,11 @@ func TestClusterLikeOneRedis(t *testing.T) {
 			t.Errorf("%q: %q, want %q", tc.cmd, got, tc.want)
 		}
 	}
+	// INFO: a node's, with the proxy's section after it, as on one Redis.
+	if got := c.do("INFO"); !strings.Contains(got, "# Server\r\n") || !strings.Contains(got, "\r\n\r\n# Proxy\r\n") ||
+		!strings.Contains(got, "upstream_mode:cluster\r\n") {
+		t.Errorf("INFO in cluster mode: %q", clip(got))
+	}
 	// The cluster index is off here (index.cluster): session writes pass plain and are counted.
 	m := scrapeMetrics(t, p.HTTP)
 	if n := m["sessionproxy_index_unindexed_writes_total"]; n != 3 { // SET session:1, HSET session:2, GETDEL session:1
