@@ -17,10 +17,12 @@ deps:
 	bash .ci/deps
 
 # Lint, then every test with the race detector (real redis-server processes, real clients),
-# then the tests of the patched redcon copy (a module of its own, so not in ./...).
+# then the tests of the patched redcon copy and the alert rules' check with Prometheus' rule
+# parser (modules of their own, so not in ./...).
 test: deps lint
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 	cd third_party/redcon && $(GO) test -count=1 .
+	cd deploy/prometheus/rulecheck && $(GO) test -count=1 .
 
 race: test
 
@@ -37,6 +39,7 @@ fuzz:
 	$(GO) test ./rewrite -run '^$$' -fuzz '^FuzzPlan$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/resp -run '^$$' -fuzz '^FuzzReplyLen$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./reaper -run '^$$' -fuzz '^FuzzParseEntry$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/resp -run '^$$' -fuzz '^FuzzConnChunks$$' -fuzztime $(FUZZTIME)
 
 # Go micro-benchmarks; the redis-benchmark comparison is bench/run.sh (see bench/README.md).
 bench:
