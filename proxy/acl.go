@@ -45,11 +45,11 @@ func newACLCheck(cmds [][]string) *aclCheck {
 
 // aclKnown is what id may do if that is known: the proxy's configured user may do everything;
 // another user's verdict stands for a minute after its probe.
-func (s *Server) aclKnown(id identity) (aclVerdict, bool) {
+func (s *Server) aclKnown(a *aclCheck, id identity) (aclVerdict, bool) {
 	if id == s.defaultID {
 		return aclAllowed, true
 	}
-	a := s.idx.Load().acl // a rules change asks again: other scripts, other index keys
+	// a (the check of the batch's rules): a rules change asks again, other scripts, other keys
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	v, ok := a.verdict[id]
@@ -60,8 +60,7 @@ func (s *Server) aclKnown(id identity) (aclVerdict, bool) {
 }
 
 // aclLearn records a probe's verdict on id.
-func (s *Server) aclLearn(id identity, v aclVerdict) aclVerdict {
-	a := s.idx.Load().acl
+func (s *Server) aclLearn(a *aclCheck, id identity, v aclVerdict) aclVerdict {
 	a.mu.Lock()
 	if len(a.verdict) > 10000 {
 		clear(a.verdict) // many users: forget and ask again rather than grow without bound

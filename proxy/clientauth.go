@@ -40,15 +40,18 @@ func loopback(addr net.Addr) bool {
 func (s *Server) watchAnon(ctx context.Context) {
 	warmed := false
 	for {
-		auto := s.opts.Protected == "auto" && s.clientPassword() == ""
 		qctx, cancel := context.WithTimeout(ctx, s.opts.ReadTimeout)
 		reply, err := s.dialer.oneShot(qctx, poolKey{id: s.anonID}, resp.AppendCommand(nil, "PING"), 1, nil)
 		cancel()
 		if err == nil {
 			open := !bytes.HasPrefix(reply, []byte("-NOAUTH"))
 			s.anonOpen.Store(open)
-			if auto && s.protected.Swap(open) != open {
+			// auto, judged after the answer: a password set meanwhile (a reload) wins.
+			if s.opts.Protected == "auto" && s.clientPassword() == "" && s.protected.Swap(open) != open {
 				s.log.Info("protected mode", "on", open, "why", "Redis asks unauthenticated clients for a password: "+boolWord(!open))
+				if s.clientPassword() != "" {
+					s.protected.Store(false)
+				}
 			}
 		}
 		s.readQueryBufLimit(ctx)
@@ -86,7 +89,9 @@ func (s *Server) clientPassword() string { return *s.clientPW.Load() }
 // CONFIG SET requirepass does on Redis: clients that logged in stay in; the others must give
 // the new one, or nothing when it is taken away. Protected mode "auto" follows.
 func (s *Server) SetClientPassword(pw string) {
-	s.clientPW.Store(&pw)
+	if old := s.clientPW.Swap(&pw); *old == pw {
+		return // unchanged: protected mode stays as watchAnon set it
+	}
 	if s.opts.Protected == "auto" {
 		s.protected.Store(pw == "" && s.anonOpen.Load())
 	}

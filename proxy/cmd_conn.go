@@ -181,7 +181,7 @@ func withClientID(reply []byte, id uint64) []byte {
 func (c *client) askRedis(key poolKey, args [][]byte, login *identity) ([]byte, aclVerdict, bool) {
 	acl, known := aclAllowed, true
 	if login != nil {
-		acl, known = c.s.aclKnown(*login)
+		acl, known = c.s.aclKnown(c.ix.acl, *login)
 	}
 	var judge *aclJudge
 	if !known {
@@ -193,7 +193,7 @@ func (c *client) askRedis(key poolKey, args [][]byte, login *identity) ([]byte, 
 		return nil, acl, false
 	}
 	if !known && reply[0] != '-' { // logged in: the probe ran as that user
-		acl = c.s.aclLearn(*login, judge.verdict())
+		acl = c.s.aclLearn(c.ix.acl, *login, judge.verdict())
 	}
 	return reply, acl, true
 }

@@ -72,7 +72,7 @@ func TestRepairMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	s := startProxy(t, up, func(o *Options) {
 		o.Registerer = reg
-		o.Repair = func(_ context.Context, _, _ int, fix bool) (rewrite.Report, error) {
+		o.Repair = func(_ context.Context, _ *rewrite.Schema, _, _ int, fix bool) (rewrite.Report, error) {
 			rep := rewrite.Report{Rule: "session", Scanned: 10, Missing: 3, Stale: 2, Orphans: 1}
 			if fix {
 				rep.Fixed = 5

@@ -103,7 +103,8 @@ func (s *Server) runRepair(db int, args [][]byte) (rewrite.Report, []byte) {
 	if len(args) == 2 {
 		rule = string(args[1])
 	}
-	r, ok := s.idx.Load().schema.RuleByName(rule)
+	sch := s.idx.Load().schema // the rule's number and the repair both under these rules
+	r, ok := sch.RuleByName(rule)
 	if !ok {
 		return rewrite.Report{}, errUnknownRule(args[1])
 	}
@@ -113,7 +114,7 @@ func (s *Server) runRepair(db int, args [][]byte) (rewrite.Report, []byte) {
 	fix := equalFold(args[0], "SESSIONS.REINDEX")
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
-	rep, err := s.opts.Repair(ctx, db, r, fix)
+	rep, err := s.opts.Repair(ctx, sch, db, r, fix)
 	if err != nil {
 		return rewrite.Report{}, redcon.AppendError(nil, "ERR "+sanitizeLine(err.Error()))
 	}

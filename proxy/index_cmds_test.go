@@ -1369,7 +1369,7 @@ func TestIndexCmdsRepairDB(t *testing.T) {
 	t.Parallel()
 	dbs := make(chan int, 10)
 	l := ixStartLane(t, func(o *Options) {
-		o.Repair = func(_ context.Context, db, rule int, fix bool) (rewrite.Report, error) {
+		o.Repair = func(_ context.Context, _ *rewrite.Schema, db, rule int, fix bool) (rewrite.Report, error) {
 			dbs <- db
 			return rewrite.Report{Rule: "session"}, nil
 		}
@@ -1426,7 +1426,7 @@ func TestIndexCmdsRepairOrder(t *testing.T) {
 	seen := make(chan string, 10) // what Repair found: session:a's owner when it ran
 	var up string
 	l := ixStartLane(t, func(o *Options) {
-		o.Repair = func(_ context.Context, db, rule int, fix bool) (rewrite.Report, error) {
+		o.Repair = func(_ context.Context, _ *rewrite.Schema, db, rule int, fix bool) (rewrite.Report, error) {
 			seen <- ixPeek(up, "HGET", "session:a", "userid")
 			return rewrite.Report{Rule: "session"}, nil
 		}

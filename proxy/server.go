@@ -102,9 +102,10 @@ type Options struct {
 	// Cluster, if set, puts the proxy in front of a Redis Cluster (Upstream is then unused).
 	Cluster *ClusterOptions
 
-	// Repair runs SESSIONS.REINDEX (fix) and SESSIONS.CHECK over one rule of one DB; nil
-	// answers them with an error. cmd wires the reaper's implementation in.
-	Repair func(ctx context.Context, db, rule int, fix bool) (rewrite.Report, error)
+	// Repair runs SESSIONS.REINDEX (fix) and SESSIONS.CHECK over one rule (of sch, the rules
+	// the command runs under: a reload may change them) of one DB; nil answers them with an
+	// error. cmd wires the reaper's implementation in.
+	Repair func(ctx context.Context, sch *rewrite.Schema, db, rule int, fix bool) (rewrite.Report, error)
 }
 
 // Server is the client-facing side: it accepts connections and runs their commands.

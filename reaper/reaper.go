@@ -75,6 +75,7 @@ type Reaper struct {
 	// is to rebuild every DB's index under them.
 	rules      atomic.Pointer[reaperRules]
 	reindexAll atomic.Bool
+	rebuilding atomic.Bool // rebuildAll runs
 
 	// For Status: the ledger's size per DB as of its last sweep, and when that was.
 	statusMu  sync.Mutex
@@ -136,9 +137,9 @@ func newReaperRules(sch *rewrite.Schema, batch int) *reaperRules {
 }
 
 // SetSchema puts other index rules in force (a config reload), with the same bookkeeping prefix
-// (its keys stay where they are). The leading reaper then rebuilds every DB's index under them,
-// in the background, as after an eviction: sessions the new rules own get indexed, and index
-// entries no rule owns any more are left to the apps (they are no longer the proxy's).
+// (its keys stay where they are). The reaper then rebuilds every DB's index under them, in the
+// background (rebuildAll): sessions the new rules own get indexed, and index entries no rule
+// owns any more are left to the apps (they are no longer the proxy's).
 func (r *Reaper) SetSchema(sch *rewrite.Schema) error {
 	if sch.Prefix != r.o.Schema.Prefix {
 		return errors.New("reaper: the bookkeeping prefix changes with a restart")
@@ -267,6 +268,13 @@ func (r *Reaper) databases(ctx context.Context) int {
 // a backlog in several DBs must not let the lease lapse under a live holder.
 // It returns the earliest deadline left in the ledgers (zero if none or not leading).
 func (r *Reaper) tick(ctx context.Context) time.Time {
+	// New rules: this proxy rebuilds every DB's index under them, leader or not (the last
+	// proxy to reload then covers the session writes others made under the old rules), in the
+	// background, and again at a later tick if it fails.
+	if r.reindexAll.Load() && r.rebuilding.CompareAndSwap(false, true) {
+		r.reindexAll.Store(false)
+		go r.rebuildAll(ctx)
+	}
 	if r.needNotify.Load() {
 		r.ensureNotifications(ctx) // a Redis just back may not have answered the first time
 	} else if r.o.Notifications && !r.refused.Load() && time.Since(r.notifyChecked) >= notifyCheckEvery*r.o.Interval {
@@ -279,11 +287,6 @@ func (r *Reaper) tick(ctx context.Context) time.Time {
 		if !r.leader.Load() || time.Since(r.decided) > r.o.Interval/2 {
 			if !r.lead(ctx) {
 				return time.Time{}
-			}
-		}
-		if db == 0 && r.reindexAll.CompareAndSwap(true, false) {
-			for d := range r.dbs {
-				r.repairSoon(ctx, d) // new rules: every DB's index rebuilt under them
 			}
 		}
 		if next := r.sweep(ctx, db); !next.IsZero() && (earliest.IsZero() || next.Before(earliest)) {
@@ -605,6 +608,26 @@ func (r *Reaper) repairSoon(ctx context.Context, db int) {
 			r.repairMu.Unlock()
 		}
 	}()
+}
+
+// rebuildAll rebuilds every DB's index under the rules in force (after SetSchema); an error
+// asks for another try at a later tick.
+func (r *Reaper) rebuildAll(ctx context.Context) {
+	defer r.rebuilding.Store(false)
+	rules := r.rules.Load()
+	for db := range r.dbs {
+		for i := range rules.schema.Rules {
+			rep, err := rules.repair.Run(ctx, r.o.DB(db), i, true)
+			if err != nil {
+				if ctx.Err() == nil {
+					r.log.Warn("index rebuild for new rules failed; trying again", "db", db, "err", err)
+					r.reindexAll.Store(true)
+				}
+				return
+			}
+			r.log.Info("index rebuilt for new rules", append([]any{"db", db}, rep.Fields()...)...)
+		}
+	}
 }
 
 // repairDB rebuilds every rule's index in db after Redis evicted bookkeeping.

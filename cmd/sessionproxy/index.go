@@ -101,10 +101,11 @@ func (u *upstreams) Close() {
 	}
 }
 
-// repairFunc is what the proxy runs for SESSIONS.REINDEX / SESSIONS.CHECK.
-func repairFunc(rp *reaper.Repairer, ups *upstreams) func(ctx context.Context, db, rule int, fix bool) (rewrite.Report, error) {
-	return func(ctx context.Context, db, rule int, fix bool) (rewrite.Report, error) {
-		return rp.Run(ctx, ups.db(db), rule, fix)
+// repairFunc is what the proxy runs for SESSIONS.REINDEX / SESSIONS.CHECK, under the rules the
+// command runs under.
+func repairFunc(ups *upstreams) func(ctx context.Context, sch *rewrite.Schema, db, rule int, fix bool) (rewrite.Report, error) {
+	return func(ctx context.Context, sch *rewrite.Schema, db, rule int, fix bool) (rewrite.Report, error) {
+		return reaper.NewRepairer(sch, reaper.DefaultBatch).Run(ctx, ups.db(db), rule, fix)
 	}
 }
 

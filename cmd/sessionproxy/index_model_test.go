@@ -86,7 +86,7 @@ func modelStartProxy(t testing.TB, upstream string, tweak ...func(*conf.Config))
 	}
 	ups := newUpstreams(cfg.Upstream, opts.TLS)
 	t.Cleanup(ups.Close) // registered first: runs after the server has stopped
-	opts.Repair = repairFunc(reaper.NewRepairer(opts.Schema, reaper.DefaultBatch), ups)
+	opts.Repair = repairFunc(ups)
 	srv, err := proxy.New(opts)
 	if err != nil {
 		t.Fatalf("proxy.New: %v", err)

@@ -18,7 +18,6 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -147,12 +146,7 @@ func serve(cfg conf.Config, logger *slog.Logger, rl *reloader) error {
 	}
 	ups := newUpstreams(cfg.Upstream, opts.TLS)
 	defer ups.Close()
-	// SESSIONS.CHECK/REINDEX repair under the rules in force (a reload may change them).
-	var repairer atomic.Pointer[reaper.Repairer]
-	repairer.Store(reaper.NewRepairer(opts.Schema, reaper.DefaultBatch))
-	opts.Repair = func(ctx context.Context, db, rule int, fix bool) (rewrite.Report, error) {
-		return repairer.Load().Run(ctx, ups.db(db), rule, fix)
-	}
+	opts.Repair = repairFunc(ups)
 	var srv *proxy.Server
 	var watch *sentinel.Watcher
 	if cfg.Upstream.Mode == "sentinel" {
@@ -178,7 +172,7 @@ func serve(cfg conf.Config, logger *slog.Logger, rl *reloader) error {
 			Fetch: func(ctx context.Context, addr string) ([]cluster.Range, error) {
 				return cluster.FetchWith(ctx, nodeClients.Get(addr))
 			}}
-		opts.Repair = func(context.Context, int, int, bool) (rewrite.Report, error) {
+		opts.Repair = func(context.Context, *rewrite.Schema, int, int, bool) (rewrite.Report, error) {
 			return rewrite.Report{}, errors.New("the cluster index is off (index.cluster: false)")
 		}
 		if cfg.Index.Cluster {
@@ -191,7 +185,7 @@ func serve(cfg conf.Config, logger *slog.Logger, rl *reloader) error {
 			}
 			opts.Cluster.Index, keeper = idx, idx
 			storeSchema(context.Background(), cc, opts.Schema, logger)
-			opts.Repair = func(ctx context.Context, _, rule int, fix bool) (rewrite.Report, error) {
+			opts.Repair = func(ctx context.Context, _ *rewrite.Schema, _, rule int, fix bool) (rewrite.Report, error) {
 				return idx.Repair(ctx, rule, fix)
 			}
 			logger.Warn("cluster mode: the cluster session index is experimental (README \"Guarantees on Redis Cluster\")")
@@ -213,7 +207,6 @@ func serve(cfg conf.Config, logger *slog.Logger, rl *reloader) error {
 			if err := srv.SetIndexRules(sch); err != nil {
 				return err
 			}
-			repairer.Store(reaper.NewRepairer(sch, reaper.DefaultBatch))
 			if err := rp.SetSchema(sch); err != nil {
 				return err
 			}

@@ -82,7 +82,7 @@ func reapStartNode(t testing.TB, upstream string, withProxy bool, tweak func(*co
 		t.Fatalf("proxyOptions: %v", err)
 	}
 	n.ups = newUpstreams(cfg.Upstream, opts.TLS)
-	opts.Repair = repairFunc(reaper.NewRepairer(opts.Schema, reaper.DefaultBatch), n.ups)
+	opts.Repair = repairFunc(n.ups)
 	var srv *proxy.Server
 	if withProxy {
 		if srv, err = proxy.New(opts); err != nil {
