@@ -48,13 +48,13 @@ type Options struct {
 // over within a few seconds if it dies. Every cleanup is one idempotent script, so an overlap
 // during a takeover does no harm.
 type Reaper struct {
-	o       Options
-	log     *slog.Logger
-	m       *reaperMetrics
-	token   string      // this reaper's lease value and presence channel suffix
-	leader  atomic.Bool // this reaper reaps: alone, or holding the lease key
-	dbs     int         // DBs to sweep (CONFIG GET databases)
-	leaseMS int64
+	o      Options
+	log    *slog.Logger
+	m      *reaperMetrics
+	token  string                       // this reaper's lease value and presence channel suffix
+	leader atomic.Bool                  // this reaper reaps: alone, or holding the lease key
+	dbs    int                          // DBs to sweep (CONFIG GET databases)
+	timing atomic.Pointer[reaperTiming] // interval, batch, lease: SetTiming changes them
 
 	// Owned by Run's goroutine (tick, release).
 	decided    time.Time // last leadership decision
@@ -120,7 +120,8 @@ func New(o Options) (*Reaper, error) {
 		o.Now = time.Now
 	}
 	r := &Reaper{o: o, log: o.Logger, m: newReaperMetrics(o.Registerer, o.Notifications), token: newToken(),
-		leaseMS: leaseMS(o.Interval), fakeClock: fakeClock}
+		fakeClock: fakeClock}
+	r.timing.Store(&reaperTiming{o.Interval, o.Batch, leaseMS(o.Interval)})
 	r.rules.Store(newReaperRules(o.Schema, o.Batch))
 	return r, nil
 }
@@ -144,7 +145,7 @@ func (r *Reaper) SetSchema(sch *rewrite.Schema) error {
 	if sch.Prefix != r.o.Schema.Prefix {
 		return errors.New("reaper: the bookkeeping prefix changes with a restart")
 	}
-	r.rules.Store(newReaperRules(sch, r.o.Batch))
+	r.rules.Store(newReaperRules(sch, r.batch()))
 	r.reindexAll.Store(true)
 	return nil
 }
@@ -167,6 +168,30 @@ func newToken() string {
 	var tok [8]byte
 	_, _ = rand.Read(tok[:])
 	return hex.EncodeToString(tok[:])
+}
+
+// reaperTiming is the reaper's settings a reload may change.
+type reaperTiming struct {
+	interval time.Duration
+	batch    int
+	leaseMS  int64
+}
+
+func (r *Reaper) interval() time.Duration { return r.timing.Load().interval }
+func (r *Reaper) batch() int              { return r.timing.Load().batch }
+func (r *Reaper) lease() int64            { return r.timing.Load().leaseMS }
+
+// SetTiming changes the sweep interval and batch (reaper.interval, reaper.batch, on a reload):
+// from the next sweep on; the lease follows the interval at its next renewal. Zero keeps one.
+func (r *Reaper) SetTiming(interval time.Duration, batch int) {
+	cur := *r.timing.Load()
+	if interval > 0 {
+		cur.interval, cur.leaseMS = interval, leaseMS(interval)
+	}
+	if batch > 0 {
+		cur.batch = batch
+	}
+	r.timing.Store(&cur)
 }
 
 // leaseMS is how long a lease lasts unless renewed: three intervals, at least 2 s.
@@ -212,7 +237,7 @@ func (r *Reaper) Run(ctx context.Context) error {
 	wg.Go(func() { r.listen(ctx, keys, up) })
 	// The first tick waits a moment for the presence channel: a reaper alone then leads
 	// without ever writing the lease key.
-	first := time.NewTimer(min(r.o.Interval, subscribeWait))
+	first := time.NewTimer(min(r.interval(), subscribeWait))
 	select {
 	case <-up:
 	case <-first.C:
@@ -248,9 +273,9 @@ const minSweepGap = 50 * time.Millisecond
 // 50 of 100,000 cleaned by events). The sweep's own touch makes Redis expire the key.
 func (r *Reaper) nextSweep(earliest time.Time) time.Duration {
 	if earliest.IsZero() {
-		return r.o.Interval
+		return r.interval()
 	}
-	return min(max(time.Until(earliest), minSweepGap), r.o.Interval)
+	return min(max(time.Until(earliest), minSweepGap), r.interval())
 }
 
 // databases asks Redis how many DBs to sweep; 16 (the default) if it cannot tell.
@@ -277,14 +302,14 @@ func (r *Reaper) tick(ctx context.Context) time.Time {
 	}
 	if r.needNotify.Load() {
 		r.ensureNotifications(ctx) // a Redis just back may not have answered the first time
-	} else if r.o.Notifications && !r.refused.Load() && time.Since(r.notifyChecked) >= notifyCheckEvery*r.o.Interval {
+	} else if r.o.Notifications && !r.refused.Load() && time.Since(r.notifyChecked) >= notifyCheckEvery*r.interval() {
 		r.checkNotifications(ctx)
 	}
 	var earliest time.Time
 	for db := 0; db < r.dbs && ctx.Err() == nil; db++ {
 		// Sweeps come up to 20 a second when deadlines crowd: a decision holds for half an
 		// interval, so PUBSUB CHANNELS (which walks every channel) and the renewal stay rare.
-		if !r.leader.Load() || time.Since(r.decided) > r.o.Interval/2 {
+		if !r.leader.Load() || time.Since(r.decided) > r.interval()/2 {
 			if !r.lead(ctx) {
 				return time.Time{}
 			}
@@ -324,10 +349,10 @@ func (r *Reaper) alone(ctx context.Context) bool {
 // holdLease takes the lease key if it is free or renews it if it is ours.
 func (r *Reaper) holdLease(ctx context.Context) bool {
 	c := r.o.DB(0)
-	ok, err := c.SetNX(ctx, r.leaseKey(), r.token, time.Duration(r.leaseMS)*time.Millisecond).Result()
+	ok, err := c.SetNX(ctx, r.leaseKey(), r.token, time.Duration(r.lease())*time.Millisecond).Result()
 	if err == nil && !ok {
 		// Renew only if it is still ours (compare-and-expire in one step).
-		n, e := renewLease.Run(ctx, c, []string{r.leaseKey()}, r.token, r.leaseMS).Int()
+		n, e := renewLease.Run(ctx, c, []string{r.leaseKey()}, r.token, r.lease()).Int()
 		ok, err = n == 1, e
 	}
 	switch {
@@ -335,7 +360,7 @@ func (r *Reaper) holdLease(ctx context.Context) bool {
 		r.log.Debug("reaper lease", "err", err)
 		ok = false // leaseUntil stays: the key may still be ours
 	case ok:
-		r.leaseUntil = time.Now().Add(time.Duration(r.leaseMS) * time.Millisecond)
+		r.leaseUntil = time.Now().Add(time.Duration(r.lease()) * time.Millisecond)
 	default:
 		r.leaseUntil = time.Time{}
 	}
@@ -371,14 +396,14 @@ var releaseLease = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] the
 // another, up to one interval of work, so a backlog after downtime drains steadily.
 func (r *Reaper) sweep(ctx context.Context, db int) time.Time {
 	c := r.o.DB(db)
-	deadline := time.Now().Add(r.o.Interval)
+	deadline := time.Now().Add(r.interval())
 	for ctx.Err() == nil && time.Now().Before(deadline) {
 		now := r.o.Now()
 		due := ""
 		if r.fakeClock {
 			due = strconv.FormatInt(now.UnixMilli(), 10)
 		}
-		res, err := r.rules.Load().reap.Run(ctx, c, nil, "due", due, r.o.Batch).Int64Slice()
+		res, err := r.rules.Load().reap.Run(ctx, c, nil, "due", due, r.batch()).Int64Slice()
 		if err != nil {
 			r.log.Debug("reaper sweep", "db", db, "err", err)
 			return time.Time{}
@@ -386,7 +411,7 @@ func (r *Reaper) sweep(ctx context.Context, db int) time.Time {
 		r.account(res, pathSweep, now)
 		// Stop when the batch was not full, or removed nothing (only re-scored entries whose
 		// sessions live on): going on would read the same entries again.
-		if res[0] < int64(r.o.Batch) || len(res) == 2 {
+		if res[0] < int64(r.batch()) || len(res) == 2 {
 			break
 		}
 	}
@@ -511,7 +536,7 @@ func (r *Reaper) cleanEvents(ctx context.Context, keys <-chan dbKey) {
 			byDB[k.db] = append(byDB[k.db], k.key)
 		}
 	drain:
-		for n := 1; n < r.o.Batch; n++ {
+		for n := 1; n < r.batch(); n++ {
 			select {
 			case k := <-keys:
 				byDB[k.db] = append(byDB[k.db], k.key)

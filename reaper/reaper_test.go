@@ -91,8 +91,8 @@ func TestReapLeaseOneLeader(t *testing.T) {
 	if got := holder(); got != a.token {
 		t.Fatalf("lease value %q, want A's token %q", got, a.token)
 	}
-	if pttl := e.rdb().PTTL(ctx, a.leaseKey()).Val(); pttl <= 0 || pttl > time.Duration(a.leaseMS)*time.Millisecond {
-		t.Fatalf("lease PTTL %v, want in (0, %dms]", pttl, a.leaseMS)
+	if pttl := e.rdb().PTTL(ctx, a.leaseKey()).Val(); pttl <= 0 || pttl > time.Duration(a.lease())*time.Millisecond {
+		t.Fatalf("lease PTTL %v, want in (0, %dms]", pttl, a.lease())
 	}
 
 	// 2. A releases (shutdown): B takes over on its next attempt; A cannot renew B's lease.
@@ -107,14 +107,14 @@ func TestReapLeaseOneLeader(t *testing.T) {
 	// 3. B dies (stops renewing, no release): A gets the lease once it expires, not before.
 	start := time.Now()
 	took := time.Duration(-1)
-	for time.Since(start) < time.Duration(b.leaseMS)*time.Millisecond+3*time.Second {
+	for time.Since(start) < time.Duration(b.lease())*time.Millisecond+3*time.Second {
 		if a.holdLease(ctx) {
 			took = time.Since(start)
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	lease := time.Duration(b.leaseMS) * time.Millisecond
+	lease := time.Duration(b.lease()) * time.Millisecond
 	switch {
 	case took < 0:
 		t.Fatalf("A did not take over within %v of B's death", lease+3*time.Second)
@@ -245,7 +245,7 @@ func TestReapPresenceTakeover(t *testing.T) {
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
-			lease := time.Duration(holder.leaseMS) * time.Millisecond
+			lease := time.Duration(holder.lease()) * time.Millisecond
 			ended := time.Now()
 			switch tc.end {
 			case "stop":

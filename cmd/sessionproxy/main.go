@@ -203,6 +203,7 @@ func serve(cfg conf.Config, logger *slog.Logger, rl *reloader) error {
 		opts.InfoExtra = func() []string { return reaperInfo(rp.Status()) }
 		// New index rules on a reload: the proxy's next batches, the reaper (which rebuilds
 		// every DB's index under them), SESSIONS.CHECK/REINDEX and the stored fingerprint.
+		rl.setReaper = rp.SetTiming
 		rl.setRules = func(sch *rewrite.Schema) error {
 			if err := srv.SetIndexRules(sch); err != nil {
 				return err

@@ -27,10 +27,12 @@ type reloader struct {
 	flags conf.Flags
 	level *slog.LevelVar
 	srv   *proxy.Server
-	// setRules puts new index rules in force; nil in cluster mode, where they need a restart.
-	setRules func(*rewrite.Schema) error
-	certs    *tlsfiles.Reloader
-	logger   *slog.Logger
+	// setRules puts new index rules in force, setReaper the reaper's interval and batch; nil
+	// in cluster mode, where they need a restart.
+	setRules  func(*rewrite.Schema) error
+	setReaper func(interval time.Duration, batch int)
+	certs     *tlsfiles.Reloader
+	logger    *slog.Logger
 
 	mu  sync.Mutex
 	cur conf.Config
@@ -55,6 +57,7 @@ func (r *reloader) reload() (string, error) {
 		switch {
 		case p == "index.rules" && r.setRules != nil:
 			newRules = true
+		case (p == "reaper.interval" || p == "reaper.batch") && r.setReaper != nil:
 		case !conf.Reloadable[p]:
 			fixed = append(fixed, p)
 		}
@@ -76,6 +79,9 @@ func (r *reloader) reload() (string, error) {
 		if err := r.setRules(sch); err != nil {
 			return "", fmt.Errorf("index rules: %w", err)
 		}
+	}
+	if r.setReaper != nil {
+		r.setReaper(next.Reaper.Interval.D(), next.Reaper.Batch)
 	}
 	_ = r.srv.SetDenyCommands(next.Clients.DenyCommands) // checked above
 	r.srv.SetClientPassword(next.Clients.Password)

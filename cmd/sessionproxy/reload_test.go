@@ -115,6 +115,15 @@ func TestReload(t *testing.T) {
 	if got := dialRESP(t, p.Addr).do("PING"); got != "+PONG\r\n" {
 		t.Errorf("a new client after the password was taken away: %q", got)
 	}
+
+	// The reaper's interval and batch change live too.
+	write("limits:\n  max_clients: 100\nreaper:\n  interval: 200ms\n  batch: 64\n")
+	if got := admin.do("PROXY", "RELOAD"); !strings.Contains(got, "changed: reaper.interval, reaper.batch") {
+		t.Errorf("a reaper reload: %q", got)
+	}
+	if got := admin.do("PROXY", "CONFIG", "GET", "reaper.interval"); !strings.Contains(got, "200ms") {
+		t.Errorf("PROXY CONFIG GET reaper.interval: %q", got)
+	}
 }
 
 // TestReloadUnderLoad: with redis-benchmark running through the proxy, the config file is
