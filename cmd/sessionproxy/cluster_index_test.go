@@ -648,6 +648,19 @@ type sessionTraffic struct {
 	wg     sync.WaitGroup
 }
 
+// atLeast waits until n lasting states are acknowledged, or d has passed: on a busy host (CI
+// runs many clusters at once) a fixed time let too few writes through to check anything.
+func (tr *sessionTraffic) atLeast(n int, d time.Duration) {
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		tr.mu.Lock()
+		k := len(tr.acked)
+		tr.mu.Unlock()
+		if k >= n {
+			return
+		}
+	}
+}
+
 func startSessionTraffic(addr string, stop <-chan struct{}, slots int) *sessionTraffic {
 	tr := &sessionTraffic{acked: map[string]string{}, errs: map[string]int{}}
 	ctx := context.Background()
@@ -768,6 +781,7 @@ func TestClusterIndexReshard(t *testing.T) {
 	out, err := exec.Command("redis-cli", "--cluster", "reshard", cl.Nodes[0].Addr(), "--cluster-from", id(cl.Nodes[0]),
 		"--cluster-to", id(cl.Nodes[1]), "--cluster-slots", "300", "--cluster-yes").CombinedOutput()
 	time.Sleep(300 * time.Millisecond)
+	tr.atLeast(150, 15*time.Second)
 	close(stop)
 	if err != nil {
 		t.Fatalf("reshard: %v\n%s", err, out)
