@@ -58,6 +58,7 @@ type Clients struct {
 	ProtectedMode string    `yaml:"protected_mode"`      // auto|yes|no; default auto
 	Timeout       Duration  `yaml:"timeout"`             // idle clients are disconnected after it; default 0 (never)
 	DenyCommands  []string  `yaml:"deny_commands"`       // NAME or NAME|SUBCOMMAND clients may not run; default none
+	Renames       []string  `yaml:"rename_commands"`     // "NAME NEWNAME" (or "NAME": taken away), as rename-command; default none
 	OutputLimit   Size      `yaml:"output_buffer_limit"` // replies held for a client that does not read them; default 0 (none)
 	InputMemory   Size      `yaml:"input_memory_limit"`  // large incomplete commands held, all clients together; default 2gb
 	TLS           ClientTLS `yaml:"tls"`
@@ -174,7 +175,7 @@ func Default() Config {
 		LogFormat:       "text",
 		Procs:           1,
 		Ordering:        "auto",
-		Clients: Clients{ProtectedMode: "auto", DenyCommands: []string{}, InputMemory: 2 << 30, TLS: ClientTLS{AuthClients: "yes",
+		Clients: Clients{ProtectedMode: "auto", DenyCommands: []string{}, Renames: []string{}, InputMemory: 2 << 30, TLS: ClientTLS{AuthClients: "yes",
 			Protocols: "TLSv1.2 TLSv1.3", Reload: Duration(10 * time.Second)}},
 		Upstream: Upstream{
 			Mode:           "standalone",
@@ -702,6 +703,7 @@ var docs = map[string]string{
 	"clients":                           "Who may use the proxy.",
 	"clients.password":                  "If set, clients must AUTH with it (as with Redis' requirepass: AUTH <pw>, AUTH default <pw>, HELLO <n> AUTH default <pw>) and then run as the proxy's upstream user. Unset: a client runs as Redis' default user until it AUTHs, and Redis checks its AUTH; the proxy's upstream credentials are never lent to clients.",
 	"upstream.command_timeout":          "How long clients' commands on shared upstream connections may wait for Redis' replies (and a write to Redis may take): past it the connection is closed and every command waiting on it gets -ERR upstream connection lost: no progress within ..., in order. Clients on connections of their own (blocking commands, subscribers) have only the write bound. 0: none. Keep it above your slowest command (a long script, KEYS on a big database).",
+	"clients.rename_commands":           "Redis' rename-command for clients, one entry per command: \"CONFIG b840fc02d5\" runs CONFIG when a client sends B840FC02D5 and takes CONFIG away under its own name (answered as unknown, naming this setting); \"DEBUG\" alone takes DEBUG away. Unlike rename-command, scripts still reach the command (see deny_commands).",
 	"clients.input_memory_limit":        "The bytes that large incomplete commands (64 KiB and more, e.g. a big SET value still coming in) may hold in the proxy for all clients together, like Redis' maxmemory-clients for what clients send: the client whose command takes the total past it is disconnected (sessionproxy_client_disconnected_total{reason=\"input_memory\"}; sessionproxy_client_input_held_bytes is the total). With it, the proxy's memory for client input stays near this bound however many clients trickle huge commands. 0: no bound.",
 	"clients.output_buffer_limit":       "As the hard limit of Redis' client-output-buffer-limit for normal clients: a client whose unread replies the proxy holds beyond it is disconnected (sessionproxy_client_disconnected_total{reason=\"output_buffer\"}). 0 (Redis' default): no bound; the proxy then holds at most the replies to the commands of one read of the client's (it reads no more until they are written). Subscribers are bounded by Redis' own pubsub limit on their connections.",
 	"clients.deny_commands":             "Commands (FLUSHALL) or subcommands (CONFIG|SET) clients may not run through the proxy, as with Redis' rename-command NAME \"\": Redis answers them -ERR unknown command 'NAME (denied by the proxy: clients.deny_commands)', in order, and discards a transaction that holds one. REPLICAOF and SLAVEOF go together; scripts are not covered (deny EVAL, EVALSHA, FCALL, FUNCTION... too: README). Unknown names stop the proxy at start. Environment: comma-separated.",
@@ -846,7 +848,7 @@ func Changed(a, b Config) []string {
 // on a reload too.)
 var Reloadable = map[string]bool{
 	"log_level": true, "clients.timeout": true, "clients.output_buffer_limit": true, "clients.input_memory_limit": true,
-	"clients.deny_commands": true, "clients.password": true,
+	"clients.deny_commands": true, "clients.rename_commands": true, "clients.password": true,
 	"upstream.command_timeout": true, "limits.max_clients": true, "limits.max_dedicated": true,
 }
 

@@ -53,7 +53,7 @@ func fullConfig() Config {
 				InsecureSkipVerify: true,
 			},
 		},
-		Clients: Clients{ProtectedMode: "auto", DenyCommands: []string{}, InputMemory: Default().Clients.InputMemory, TLS: Default().Clients.TLS},
+		Clients: Clients{ProtectedMode: "auto", DenyCommands: []string{}, Renames: []string{}, InputMemory: Default().Clients.InputMemory, TLS: Default().Clients.TLS},
 		Limits:  Limits{MaxClients: 500, MaxDedicated: 1000, MaxBulkLen: 1e9, MaxMultibulkLen: 1024, MaxInlineLen: MiB},
 		Reaper:  Reaper{Interval: Duration(250 * time.Millisecond), Batch: 50, Notifications: false}, SlowLog: Default().SlowLog,
 		Index: Index{Prefix: "sp:", Rules: []IndexRule{

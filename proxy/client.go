@@ -121,7 +121,7 @@ func (c *client) run(cmds []redcon.Command) {
 			return
 		}
 	}
-	if dl := *c.s.deny.Load(); dl != nil {
+	if dl := c.s.deny.Load(); dl.active() {
 		c.denyIn(dl, cmds)
 	}
 	if d := c.ded.Load(); d != nil {

@@ -47,3 +47,33 @@ func TestDenyCommands(t *testing.T) {
 		}
 	}
 }
+
+// TestRenameCommands: Redis' rename-command for clients. The new name runs the command, with
+// the reply Redis gives the command itself (in a pipeline, in a transaction); the old name gets
+// the answer to a command renamed away, naming the setting; a name alone takes the command away.
+func TestRenameCommands(t *testing.T) {
+	up := redistest.Start(t)
+	s := startProxy(t, up, func(o *Options) { o.RenameCommands = []string{"CONFIG adminCfg", "DEBUG"} })
+	c := dialRaw(t, s.Addr().String())
+	renamed := func(name, args string) string {
+		return "-ERR unknown command '" + name + " (renamed by the proxy: clients.rename_commands)', with args beginning with: " + args + "\r\n"
+	}
+	direct := dialRaw(t, up.Addr())
+	want := direct.do("CONFIG", "GET", "maxmemory")
+	c.send(append(append(encode("PING"), encode("ADMINCFG", "GET", "maxmemory")...), encode("config", "get", "maxmemory")...))
+	if got := string(c.replies(3)); got != "+PONG\r\n"+want+renamed("CONFIG", "'get' 'maxmemory' ") {
+		t.Errorf("pipeline: %q", got)
+	}
+	if got := c.do("DEBUG", "SLEEP", "0"); got != renamed("DEBUG", "'SLEEP' '0' ") {
+		t.Errorf("DEBUG, renamed away: %q", got)
+	}
+	c.send(append(append(encode("MULTI"), encode("admincfg", "GET", "maxmemory")...), encode("EXEC")...))
+	if got := string(c.replies(3)); got != "+OK\r\n+QUEUED\r\n*1\r\n"+want {
+		t.Errorf("in MULTI: %q", got)
+	}
+	for _, bad := range [][]string{{"NOSUCH x"}, {"CONFIG GET"}, {"CONFIG a", "DEBUG a"}, {"CONFIG|GET x"}} {
+		if _, err := s.table.denyList(nil, bad); err == nil {
+			t.Errorf("renames %q taken", bad)
+		}
+	}
+}

@@ -1147,6 +1147,17 @@ func TestIndexCmdsNoScriptOrder(t *testing.T) {
 	pc, dc := ixDial(t, l.proxy), ixDial(t, l.direct)
 	pc.raw(t, "HSET", "session:warm", "userid", "1") // the shared connection has loaded the scripts
 	dc.raw(t, "HSET", "session:warm", "userid", "1")
+	// Both shared connections are up (the proxy dials them at start) before the flush: one
+	// dialed after it would load the scripts, and the NOSCRIPT path would not be taken.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		list, _ := l.ctlP.do(t, "CLIENT", "LIST").(string)
+		if strings.Count(list, "cmd=script|load")+strings.Count(list, "cmd=evalsha") >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the proxy's shared connections are not both up:\n%s", list)
+		}
+	}
 	cmds := [][]string{
 		{"HSET", "session:a", "userid", "1"}, // a merged run of two writes: the first script call
 		{"SET", "sess:d", `{"passport":{"user":"2"}}`},

@@ -81,6 +81,9 @@ type Options struct {
 	// DenyCommands are commands ("FLUSHALL") or subcommands ("CONFIG|SET") clients may not run
 	// through the proxy: Redis answers them as commands renamed away (deny.go).
 	DenyCommands []string
+	// RenameCommands are Redis' rename-command for clients: "NAME NEWNAME" runs NAME when a
+	// client sends NEWNAME, and NAME is taken away; "NAME" alone takes it away.
+	RenameCommands []string
 	// IdleTimeout ends a client's connection after this long without a command (Redis'
 	// timeout; watchIdle says which clients are exempt); 0: never.
 	IdleTimeout     time.Duration
@@ -188,7 +191,7 @@ func New(opts Options) (*Server, error) {
 	for _, sp := range table.specs {
 		sp.plan = rewrite.PlanOf(sp.name)
 	}
-	deny, err := table.denyList(opts.DenyCommands)
+	deny, err := table.denyList(opts.DenyCommands, opts.RenameCommands)
 	if err != nil {
 		return nil, err
 	}
@@ -222,7 +225,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.SetLimits(Limits{MaxClients: opts.MaxClients, MaxDedicated: opts.MaxDedicated, IdleTimeout: opts.IdleTimeout,
 		CommandTimeout: opts.CommandTimeout, OutputBufferLimit: opts.OutputBufferLimit, InputMemoryLimit: opts.InputMemoryLimit})
-	s.deny.Store(&deny)
+	s.deny.Store(deny)
 	s.idx.Store(ix)
 	s.slow.threshold, s.slow.max = opts.SlowLogSlowerThan, max(opts.SlowLogMaxLen, 1)
 	s.order.quiet.Store(true) // an idle proxy: OrderAuto's gate starts on

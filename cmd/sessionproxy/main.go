@@ -275,6 +275,7 @@ func proxyOptions(cfg conf.Config, logger *slog.Logger, reg prometheus.Registere
 		MaxDedicated:      cfg.Limits.MaxDedicated,
 		IdleTimeout:       cfg.Clients.Timeout.D(),
 		DenyCommands:      cfg.Clients.DenyCommands,
+		RenameCommands:    cfg.Clients.Renames,
 		OutputBufferLimit: int64(cfg.Clients.OutputLimit),
 		InputMemoryLimit:  int64(cfg.Clients.InputMemory),
 		SlowLogSlowerThan: cfg.SlowLog.SlowerThan.D(),

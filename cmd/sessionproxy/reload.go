@@ -67,7 +67,7 @@ func (r *reloader) reload() (string, error) {
 	}
 	// What can still fail goes first, so that a failure changes nothing: the deny list (an
 	// unknown command name), then the client TLS files (swapped only once all of them load).
-	if err := r.srv.CheckDenyCommands(next.Clients.DenyCommands); err != nil {
+	if err := r.srv.CheckDenyCommands(next.Clients.DenyCommands, next.Clients.Renames); err != nil {
 		return "", err
 	}
 	if r.certs != nil {
@@ -83,7 +83,7 @@ func (r *reloader) reload() (string, error) {
 	if r.setReaper != nil {
 		r.setReaper(next.Reaper.Interval.D(), next.Reaper.Batch)
 	}
-	_ = r.srv.SetDenyCommands(next.Clients.DenyCommands) // checked above
+	_ = r.srv.SetDenyCommands(next.Clients.DenyCommands, next.Clients.Renames) // checked above
 	r.srv.SetClientPassword(next.Clients.Password)
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(next.LogLevel)) // validated by conf
