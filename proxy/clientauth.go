@@ -45,14 +45,12 @@ func (s *Server) watchAnon(ctx context.Context) {
 		cancel()
 		if err == nil {
 			open := !bytes.HasPrefix(reply, []byte("-NOAUTH"))
+			s.protMu.Lock() // with SetClientPassword: the password and Redis' answer decide together
 			s.anonOpen.Store(open)
-			// auto, judged after the answer: a password set meanwhile (a reload) wins.
 			if s.opts.Protected == "auto" && s.clientPassword() == "" && s.protected.Swap(open) != open {
 				s.log.Info("protected mode", "on", open, "why", "Redis asks unauthenticated clients for a password: "+boolWord(!open))
-				if s.clientPassword() != "" {
-					s.protected.Store(false)
-				}
 			}
+			s.protMu.Unlock()
 		}
 		s.readQueryBufLimit(ctx)
 		if !warmed && err == nil && s.cluster == nil {
@@ -89,6 +87,8 @@ func (s *Server) clientPassword() string { return *s.clientPW.Load() }
 // CONFIG SET requirepass does on Redis: clients that logged in stay in; the others must give
 // the new one, or nothing when it is taken away. Protected mode "auto" follows.
 func (s *Server) SetClientPassword(pw string) {
+	s.protMu.Lock()
+	defer s.protMu.Unlock()
 	if old := s.clientPW.Swap(&pw); *old == pw {
 		return // unchanged: protected mode stays as watchAnon set it
 	}

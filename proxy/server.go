@@ -114,6 +114,7 @@ type Options struct {
 // Server is the client-facing side: it accepts connections and runs their commands.
 type Server struct {
 	clientPW atomic.Pointer[string] // clients.password in force (clientPassword)
+	protMu   sync.Mutex             // protected mode's decisions: watchAnon, SetClientPassword
 	slow     slowLog                // PROXY SLOWLOG
 	// deny is the commands clients may not run (Options.DenyCommands; SetDenyCommands).
 	deny atomic.Pointer[denyList]

@@ -76,6 +76,7 @@ type Reaper struct {
 	rules      atomic.Pointer[reaperRules]
 	reindexAll atomic.Bool
 	rebuilding atomic.Bool // rebuildAll runs
+	redecide   atomic.Bool // the interval changed: decide leadership at the next tick
 
 	// For Status: the ledger's size per DB as of its last sweep, and when that was.
 	statusMu  sync.Mutex
@@ -185,11 +186,15 @@ func (r *Reaper) lease() int64            { return r.timing.Load().leaseMS }
 // from the next sweep on; the lease follows the interval at its next renewal. Zero keeps one.
 func (r *Reaper) SetTiming(interval time.Duration, batch int) {
 	cur := *r.timing.Load()
-	if interval > 0 {
+	if interval > 0 && interval != cur.interval {
 		cur.interval, cur.leaseMS = interval, leaseMS(interval)
+		// Decide (and renew the lease, for its new length) at the next tick: the key's TTL
+		// was set for the old interval, and a longer one would let it lapse under a leader.
+		r.redecide.Store(true)
 	}
-	if batch > 0 {
+	if batch > 0 && batch != cur.batch {
 		cur.batch = batch
+		r.rules.Store(newReaperRules(r.rules.Load().schema, batch)) // the repairs' batch too
 	}
 	r.timing.Store(&cur)
 }
@@ -309,7 +314,7 @@ func (r *Reaper) tick(ctx context.Context) time.Time {
 	for db := 0; db < r.dbs && ctx.Err() == nil; db++ {
 		// Sweeps come up to 20 a second when deadlines crowd: a decision holds for half an
 		// interval, so PUBSUB CHANNELS (which walks every channel) and the renewal stay rare.
-		if !r.leader.Load() || time.Since(r.decided) > r.interval()/2 {
+		if r.redecide.Swap(false) || !r.leader.Load() || time.Since(r.decided) > r.interval()/2 {
 			if !r.lead(ctx) {
 				return time.Time{}
 			}
@@ -651,6 +656,9 @@ func (r *Reaper) rebuildAll(ctx context.Context) {
 				return
 			}
 			r.log.Info("index rebuilt for new rules", append([]any{"db", db}, rep.Fields()...)...)
+		}
+		if r.rules.Load().schema != rules.schema {
+			return // other rules since: their own rebuild follows (reindexAll)
 		}
 	}
 }

@@ -600,3 +600,31 @@ func TestReapSweepClockAhead(t *testing.T) {
 		t.Errorf("bookkeeping %+v, want all 300 sessions kept", b)
 	}
 }
+
+// TestReapSetTiming: a longer interval set on the leading reaper (a reload) renews its lease
+// for the new length at once: the lease set for the old interval must not lapse and hand
+// leadership to another reaper while the holder still leads.
+func TestReapSetTiming(t *testing.T) {
+	e := reapStartEnv(t)
+	a, _, _ := e.newReaper(func(o *Options) { o.Interval = 200 * time.Millisecond })
+	b, _, _ := e.newReaper(func(o *Options) { o.Interval = 200 * time.Millisecond })
+	reapRun(t, a)
+	reapRun(t, b)
+	h := e.settled(10*time.Second, a, b)
+	other := a
+	if h == a {
+		other = b
+	}
+	h.SetTiming(10*time.Second, 64)
+	for start := time.Now(); time.Since(start) < 4*time.Second; time.Sleep(20 * time.Millisecond) {
+		if h.Leading() && other.Leading() {
+			t.Fatalf("two leaders %v after SetTiming", time.Since(start))
+		}
+		if e.rdb().Get(context.Background(), a.leaseKey()).Val() == other.token {
+			t.Fatalf("the lease moved to the other reaper %v after SetTiming", time.Since(start))
+		}
+	}
+	if h.batch() != 64 || h.rules.Load().repair.Batch != 64 {
+		t.Errorf("batch %d, repairs' %d, want 64", h.batch(), h.rules.Load().repair.Batch)
+	}
+}

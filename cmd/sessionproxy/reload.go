@@ -75,13 +75,13 @@ func (r *reloader) reload() (string, error) {
 			return "", fmt.Errorf("client TLS files: %w (nothing was changed)", err)
 		}
 	}
+	if r.setReaper != nil { // first: new rules' repairs take the new batch
+		r.setReaper(next.Reaper.Interval.D(), next.Reaper.Batch)
+	}
 	if newRules {
 		if err := r.setRules(sch); err != nil {
 			return "", fmt.Errorf("index rules: %w", err)
 		}
-	}
-	if r.setReaper != nil {
-		r.setReaper(next.Reaper.Interval.D(), next.Reaper.Batch)
 	}
 	_ = r.srv.SetDenyCommands(next.Clients.DenyCommands, next.Clients.Renames) // checked above
 	r.srv.SetClientPassword(next.Clients.Password)
