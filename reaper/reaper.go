@@ -75,8 +75,9 @@ type Reaper struct {
 	// is to rebuild every DB's index under them.
 	rules      atomic.Pointer[reaperRules]
 	reindexAll atomic.Bool
-	rebuilding atomic.Bool // rebuildAll runs
-	redecide   atomic.Bool // the interval changed: decide leadership at the next tick
+	rebuilding atomic.Bool   // rebuildAll runs
+	redecide   atomic.Bool   // the interval changed: decide leadership at the next tick
+	wake       chan struct{} // SetTiming wakes Run for it
 
 	// For Status: the ledger's size per DB as of its last sweep, and when that was.
 	statusMu  sync.Mutex
@@ -121,7 +122,7 @@ func New(o Options) (*Reaper, error) {
 		o.Now = time.Now
 	}
 	r := &Reaper{o: o, log: o.Logger, m: newReaperMetrics(o.Registerer, o.Notifications), token: newToken(),
-		fakeClock: fakeClock}
+		fakeClock: fakeClock, wake: make(chan struct{}, 1)}
 	r.timing.Store(&reaperTiming{o.Interval, o.Batch, leaseMS(o.Interval)})
 	r.rules.Store(newReaperRules(o.Schema, o.Batch))
 	return r, nil
@@ -186,17 +187,24 @@ func (r *Reaper) lease() int64            { return r.timing.Load().leaseMS }
 // from the next sweep on; the lease follows the interval at its next renewal. Zero keeps one.
 func (r *Reaper) SetTiming(interval time.Duration, batch int) {
 	cur := *r.timing.Load()
-	if interval > 0 && interval != cur.interval {
+	changed := interval > 0 && interval != cur.interval
+	if changed {
 		cur.interval, cur.leaseMS = interval, leaseMS(interval)
-		// Decide (and renew the lease, for its new length) at the next tick: the key's TTL
-		// was set for the old interval, and a longer one would let it lapse under a leader.
-		r.redecide.Store(true)
 	}
 	if batch > 0 && batch != cur.batch {
 		cur.batch = batch
 		r.rules.Store(newReaperRules(r.rules.Load().schema, batch)) // the repairs' batch too
 	}
 	r.timing.Store(&cur)
+	if changed {
+		// Decide (and renew the lease, for its new length) at once: the key's TTL was set for
+		// the old interval, and the next tick at the new pace would let it lapse under a leader.
+		r.redecide.Store(true)
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // leaseMS is how long a lease lasts unless renewed: three intervals, at least 2 s.
@@ -257,6 +265,8 @@ func (r *Reaper) Run(ctx context.Context) error {
 			r.release()
 			return nil
 		case <-t.C:
+		case <-r.wake: // SetTiming: decide (and renew the lease) now, not at the old pace
+			t.Stop()
 		}
 		next := r.tick(ctx)
 		t.Reset(r.nextSweep(next))
