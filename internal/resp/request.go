@@ -743,7 +743,7 @@ type Conn struct {
 
 	budget    *Budget        // nil: none
 	bmu       sync.Mutex     // counted, against Close from another goroutine
-	counted   int64          // bytes of this connection's large incomplete command in budget
+	counted   atomic.Int64   // bytes of this connection's large incomplete command in budget (written under bmu)
 	closed    bool           // under bmu: nothing is counted any more
 	perr      *ProtocolError // protocol error to report once out is drained (sticky)
 	rerr      error          // error of the underlying Read, reported once out is drained
@@ -793,8 +793,7 @@ func (c *Conn) Close() error {
 	if c.budget != nil {
 		c.bmu.Lock()
 		c.closed = true
-		c.budget.used.Add(-c.counted)
-		c.counted = 0
+		c.budget.used.Add(-c.counted.Swap(0))
 		c.bmu.Unlock()
 	}
 	return c.Conn.Close()
@@ -825,13 +824,16 @@ func (c *Conn) account() bool {
 	if len(c.held) > 0 || len(c.out)-c.ready >= c.large {
 		n = int64(c.heldCap + cap(c.out) + cap(c.bigRaw)) // the memory, not just the bytes in it
 	}
+	if n == 0 && c.counted.Load() == 0 {
+		return true // the common case, a small command: no lock
+	}
 	c.bmu.Lock()
 	defer c.bmu.Unlock()
-	if c.closed || n == c.counted {
+	if c.closed || n == c.counted.Load() {
 		return true
 	}
-	d := n - c.counted
-	c.counted = n
+	d := n - c.counted.Load()
+	c.counted.Store(n)
 	used := c.budget.used.Add(d)
 	lim := c.budget.limit.Load()
 	return d < 0 || lim <= 0 || used <= lim
