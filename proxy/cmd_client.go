@@ -38,6 +38,9 @@ type clientInfo struct {
 	// killSelf: a CLIENT KILL on the dedicated path matched the client itself; it is closed once
 	// the reply has been relayed (noteBatch). Owned by the client's goroutine.
 	killSelf bool
+	// killed: another client's CLIENT KILL closed this one. Redis takes a killed client out of
+	// its list at once; the proxy's goroutine for it may not have cleaned up yet.
+	killed atomic.Bool
 }
 
 // clientPub is the part of a client's state others read, as of its last batch.
@@ -392,8 +395,10 @@ func (c *client) clientKill(args [][]byte) []byte {
 		}
 		if v.c == c {
 			c.info.killSelf = true
-		} else {
+		} else if v.c.info.killed.CompareAndSwap(false, true) { // a concurrent KILL counts it once
 			v.c.nc.Close() // its goroutine sees the closed connection and cleans up
+		} else {
+			continue
 		}
 		killed++
 	}
@@ -581,7 +586,7 @@ func (c *client) clientViews(args [][]byte, up map[string][]string, match func(*
 	s.mu.Lock()
 	var views []clientView
 	for o := range s.clients {
-		if !match(o) {
+		if o.info.killed.Load() || !match(o) {
 			continue
 		}
 		in := &o.info
