@@ -85,7 +85,7 @@ func (c *client) noteBatch() {
 	spec := c.s.table.lookup(last[0])
 	p := &in.pub
 	var sub []byte
-	if len(last) > 1 && containers[spec.name] {
+	if len(last) > 1 && spec.container {
 		sub = last[1]
 	}
 	// The subcommand is kept across other commands: a client that alternates CONFIG GET and
@@ -618,7 +618,7 @@ func (c *client) clientViews(args [][]byte, up map[string][]string, match func(*
 		f[fCmd] = "NULL"
 		if p.spec != nil && p.spec != s.table.other {
 			f[fCmd] = p.spec.name
-			if containers[p.spec.name] && p.sub != "" {
+			if p.spec.container && p.sub != "" {
 				f[fCmd] += "|" + p.sub
 			}
 		}
