@@ -23,6 +23,16 @@ const maxReplyBulk = 1 << 32
 // AppendReply reads exactly one complete reply (RESP2 or RESP3, nested aggregates and
 // attributes included) from r and appends its raw bytes to dst.
 func AppendReply(dst []byte, r *bufio.Reader) ([]byte, error) {
+	// Most replies are small and already whole in r's buffer: one scan of it and one copy,
+	// rather than a ReadSlice per line (6% of the proxy's CPU at GET 50/16). Anything else
+	// (incomplete, malformed: its error is the stream reader's) is read line by line.
+	if b, _ := r.Peek(r.Buffered()); len(b) > 0 {
+		if n, err := replyLen(b); err == nil && n > 0 {
+			dst = append(dst, b[:n]...)
+			_, _ = r.Discard(n)
+			return dst, nil
+		}
+	}
 	need := 1 // frames still to read at this nesting level and below
 	for need > 0 {
 		start := len(dst)

@@ -17,25 +17,29 @@ func FuzzAppendReply(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		br := bufio.NewReaderSize(bytes.NewReader(in), 16)
-		var out []byte
-		for range 64 {
-			before := len(out)
-			var err error
-			out, err = AppendReply(out, br)
-			want, ok := refFrame(in[before:], 0)
-			if err != nil {
-				if ok && len(in) < maxReplyLine {
-					t.Fatalf("AppendReply failed (%v) on a complete frame of %d bytes at offset %d of %q", err, want, before, in)
+		// A small buffer reads most frames line by line; a large one holds them whole (the
+		// fast path).
+		for _, size := range []int{16, 4096} {
+			br := bufio.NewReaderSize(bytes.NewReader(in), size)
+			var out []byte
+			for range 64 {
+				before := len(out)
+				var err error
+				out, err = AppendReply(out, br)
+				want, ok := refFrame(in[before:], 0)
+				if err != nil {
+					if ok && len(in) < maxReplyLine {
+						t.Fatalf("buffer %d: AppendReply failed (%v) on a complete frame of %d bytes at offset %d of %q", size, err, want, before, in)
+					}
+					break
 				}
-				break
+				if got := len(out) - before; !ok || got != want {
+					t.Fatalf("buffer %d: frame at offset %d of %q: AppendReply read %d bytes, the reference %d (complete: %v)", size, before, in, got, want, ok)
+				}
 			}
-			if got := len(out) - before; !ok || got != want {
-				t.Fatalf("frame at offset %d of %q: AppendReply read %d bytes, the reference %d (complete: %v)", before, in, got, want, ok)
+			if !bytes.HasPrefix(in, out) {
+				t.Fatalf("buffer %d: relayed bytes are not the input's prefix: %q vs %q", size, out, in)
 			}
-		}
-		if !bytes.HasPrefix(in, out) {
-			t.Fatalf("relayed bytes are not the input's prefix: %q vs %q", out, in)
 		}
 	})
 }

@@ -6,11 +6,21 @@ import "fmt"
 // same grammar AppendReply reads from a stream; an error if b holds no complete, well-formed
 // reply.
 func ReplyLen(b []byte) (int, error) {
+	n, err := replyLen(b)
+	if err == nil && n == 0 {
+		return 0, fmt.Errorf("%w: incomplete reply", ErrBadReply)
+	}
+	return n, err
+}
+
+// replyLen is ReplyLen with an incomplete reply reported as 0 and no error, without
+// allocating: AppendReply's fast path tries it on every reply.
+func replyLen(b []byte) (int, error) {
 	i, need := 0, 1
 	for need > 0 {
 		j := lineEnd(b, i)
 		if j < 0 {
-			return 0, fmt.Errorf("%w: incomplete reply", ErrBadReply)
+			return 0, nil
 		}
 		d, bulk, err := frame(b[i:j])
 		if err != nil {
@@ -19,7 +29,7 @@ func ReplyLen(b []byte) (int, error) {
 		i, need = j+2, need+d
 		if bulk >= 0 {
 			if bulk > int64(len(b)-i-2) { // the two bytes after the data are skipped, as AppendReply does
-				return 0, fmt.Errorf("%w: bulk of %d bytes incomplete", ErrBadReply, bulk)
+				return 0, nil
 			}
 			i += int(bulk) + 2
 		}
