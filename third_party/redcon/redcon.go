@@ -764,7 +764,10 @@ func (w *Writer) WriteAny(v interface{}) {
 
 // Reader represent a reader for RESP or telnet commands.
 type Reader struct {
-	rd    *bufio.Reader
+	rd io.Reader
+	// bufd is rd when NewReader wrapped its reader in a bufio.Reader; nil when it reads a
+	// Ready reader directly (sessionproxy patch).
+	bufd  *bufio.Reader
 	buf   []byte
 	start int
 	end   int
@@ -823,11 +826,16 @@ func (rd *Reader) detach() {
 
 // NewReader returns a command reader which will read RESP or telnet commands.
 func NewReader(rd io.Reader) *Reader {
-	r := &Reader{
-		rd:  bufio.NewReader(rd),
-		buf: make([]byte, 4096),
+	r := &Reader{buf: make([]byte, 4096)}
+	// sessionproxy patch: a reader that has Ready (sessionproxy's resp.Conn) hands over whole
+	// commands from its own buffer; a bufio.Reader between would only copy them once more
+	// and hold 4 KiB per connection.
+	if ready, ok := rd.(interface{ Ready() int }); ok {
+		r.rd, r.ready = rd, ready
+	} else {
+		r.bufd = bufio.NewReader(rd)
+		r.rd = r.bufd
 	}
-	r.ready, _ = rd.(interface{ Ready() int }) // sessionproxy patch
 	return r
 }
 
@@ -1079,7 +1087,7 @@ func (rd *Reader) readCommands(leftover *int) ([]Command, error) {
 			size := len(rd.buf) * 2
 			if rd.ready != nil {
 				// sessionproxy patch: room for every byte at hand at once
-				if n := rd.end + rd.rd.Buffered() + rd.ready.Ready(); n > size {
+				if n := rd.end + rd.ready.Ready(); n > size {
 					size = n
 				}
 			}
