@@ -26,6 +26,7 @@ start_redis
 start_proxy
 start_minrelay
 start_twemproxy
+[ "${PREDIXY:-}" != none ] && start_predixy # see run.sh for PREDIXY, PREDIXY_SRC
 [ -n "${PROXY_B:-}" ] && start_proxy_b
 "$RB" -h $HOST -p "$REDIS_PORT" -c 50 -P 16 -n 1200000 -r 100000 -t set -q >/dev/null 2>&1
 
@@ -37,6 +38,7 @@ all_ticks() { awk '/^cpu /{s = 0; for (i = 2; i <= NF; i++) s += $i; print s}' /
 
 targets=("direct:$REDIS_PORT:" "proxy:$PROXY_PORT:$PROXY_PID" "minrelay:$MINRELAY_PORT:$MINRELAY_PID")
 [ -n "$TWEM_PORT" ] && targets+=("twemproxy:$TWEM_PORT:$TWEM_PID")
+[ -n "${PREDIXY_PORT:-}" ] && targets+=("predixy:$PREDIXY_PORT:$PREDIXY_PID")
 [ -n "${PROXY_B:-}" ] && targets+=("proxy-b:$B_PORT:$B_PID")
 echo "round,target,rps,bench_us,redis_us,hop_us,idle_pct,redis_runq_pct,hop_runq_pct" >"$OUT/raw.csv"
 for round in $(seq "$ROUNDS"); do

@@ -152,6 +152,66 @@ YML
   wait_port "$TWEM_PORT"
 }
 
+# start_predixy: predixy (one worker thread, one standalone pool on the same redis) as a peer,
+# the fastest one measured on this host (issue 16). Its binary is $PREDIXY; else it is built with
+# make from $PREDIXY_SRC; else its source is cloned from $PREDIXY_GIT (its public repository)
+# into bench/.cache/predixy and built there. When none of that works (no network, no compiler),
+# it says why and the run goes on without the column (PREDIXY_PORT empty).
+start_predixy() {
+  PREDIXY_PORT=""
+  local bin=${PREDIXY:-} src=${PREDIXY_SRC:-$REPO/bench/.cache/predixy}
+  local git=${PREDIXY_GIT:-https://github.com/joyieldInc/predixy.git}
+  if [ -z "$bin" ]; then
+    if [ ! -x "$src/src/predixy" ]; then
+      if [ ! -f "$src/Makefile" ]; then
+        if [ -n "${PREDIXY_SRC:-}" ]; then
+          log "predixy: no source tree at $PREDIXY_SRC: no predixy column"; return
+        fi
+        log "predixy: cloning its source from $git"
+        rm -rf "$src"; mkdir -p "$(dirname "$src")"
+        if ! timeout 60 git clone -q --depth 1 "$git" "$src" >"$WORK/predixy-build.log" 2>&1; then
+          log "predixy: its source cannot be had here ($(tail -1 "$WORK/predixy-build.log")): no predixy column (set PREDIXY to a binary or PREDIXY_SRC to a source tree)"
+          rm -rf "$src"; return
+        fi
+      fi
+      log "predixy: building $src (make)"
+      if ! make -C "$src" -j2 >>"$WORK/predixy-build.log" 2>&1 || [ ! -x "$src/src/predixy" ]; then
+        log "predixy: build failed ($(tail -1 "$WORK/predixy-build.log")): no predixy column"; return
+      fi
+    fi
+    bin=$src/src/predixy
+  fi
+  local port; port=$(free_port)
+  cat >"$WORK/predixy.conf" <<CONF
+Name sessionproxy-bench
+Bind $HOST:$port
+WorkerThreads ${PREDIXY_THREADS:-1}
+ClientTimeout 0
+LogVerbSample 0
+LogDebugSample 0
+LogInfoSample 0
+LogNoticeSample 0
+LogWarnSample 1
+LogErrorSample 1
+StandaloneServerPool {
+    Hash crc16
+    Distribution modula
+    RefreshMethod fixed
+    Group shard001 {
+        + $HOST:$REDIS_PORT
+    }
+}
+CONF
+  "$bin" "$WORK/predixy.conf" >"$WORK/predixy.log" 2>&1 &
+  PREDIXY_PID=$!; PIDS+=("$PREDIXY_PID")
+  local end=$(( $(date +%s) + 10 ))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    if "$RCLI" -h $HOST -p "$port" ping 2>/dev/null | grep -q PONG; then PREDIXY_PORT=$port; return; fi
+    sleep 0.05
+  done
+  log "predixy: $bin does not answer PING ($(tail -1 "$WORK/predixy.log")): no predixy column"
+}
+
 # metrics: the proxy's /metrics text
 metrics() { curl -s "http://$HOST:$METRICS_PORT/metrics"; }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# run.sh - peer comparison: redis-server direct vs sessionproxy vs twemproxy (nutcracker).
+# run.sh - peer comparison: redis-server direct vs sessionproxy vs twemproxy (nutcracker) vs predixy.
 #
 # Builds the proxy, starts a private redis-server (--save '' --appendonly no), the proxy and
 # nutcracker (one pool, redis: true, server_connections 1, same redis) on free loopback ports,
@@ -14,6 +14,9 @@
 #      proxy-p1, proxy-p2, all measured in the same alternating rounds)
 #      PROXY_B (path of another sessionproxy binary, e.g. an older build: started too, labelled
 #      proxy-b and measured in the same rounds; an A/B of two versions)
+#      PREDIXY (predixy's binary; PREDIXY_SRC a source tree to build; neither: cloned from
+#      PREDIXY_GIT and built in bench/.cache; "none" leaves the column out; when its source
+#      cannot be had, the run says so and goes on without it)
 #      CEILING (1: also bench/minrelay, the least a relay can do, as the "minrelay" column: the
 #      ceiling of any proxy hop on this host; 0 leaves it out)
 # Output: bench/results/<timestamp>-peer/{peer.csv,peer.txt,lat.csv,lat.txt,summary.txt}
@@ -48,6 +51,10 @@ if [ -n "${PROXY_B:-}" ]; then
 fi
 start_twemproxy
 [ -n "$TWEM_PORT" ] && TARGETS+=("$TWEM_PORT:twemproxy")
+if [ "${PREDIXY:-}" != none ]; then
+  start_predixy
+  [ -n "$PREDIXY_PORT" ] && TARGETS+=("$PREDIXY_PORT:predixy")
+fi
 if [ "$CEILING" = 1 ]; then
   start_minrelay
   TARGETS+=("$MINRELAY_PORT:minrelay")
