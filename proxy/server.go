@@ -616,26 +616,12 @@ func (l *listener) acceptLoop(ln net.Listener, secure bool) {
 	}
 }
 
-// acceptPace is the run-queue wait past which accepting pauses; maxAcceptPause bounds a pause.
-const (
-	acceptPace     = time.Millisecond
-	maxAcceptPause = 20 * time.Millisecond
-)
-
 func (l *listener) Accept() (net.Conn, error) {
 	// One turn of the run queue per new connection: in a storm of connections (10,000 at
 	// once) the accepting goroutine would otherwise start clients faster than the scheduler
 	// serves the ones already there, and their commands wait behind hundreds of newcomers (a
 	// PING 0.46 s). Yielding here makes the kernel's backlog, not the run queue, hold them.
-	// How long the yield took is how long a runnable goroutine waits now: past acceptPace, the
-	// accepting goroutine also sleeps that long, so newcomers come in at the pace the
-	// established clients leave room for (as Redis' event loop serves them between its
-	// batches of accepts).
-	t0 := time.Now()
 	runtime.Gosched()
-	if d := time.Since(t0); d > acceptPace {
-		time.Sleep(min(d, maxAcceptPause))
-	}
 	var a accepted
 	select {
 	case a = <-l.accepted:
