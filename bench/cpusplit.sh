@@ -20,7 +20,7 @@ source "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-3}; TEST=${TEST:-get}; CLIENTS=${CLIENTS:-50}; PIPELINE=${PIPELINE:-16}; N=${N:-3000000}
 if [ -n "${CMD:-}" ]; then read -r -a LOAD <<<"$CMD"; else LOAD=(-t "$TEST"); fi
 OUT=$(results_dir cpusplit)
-log "expected duration: ~$((ROUNDS * 4 * 8 + 20))s; results in $OUT"
+log "expected duration: ~$((ROUNDS * 5 * 8 + 20))s; results in $OUT"
 build_proxy
 start_redis
 start_proxy

@@ -169,13 +169,13 @@ start_predixy() {
         fi
         log "predixy: cloning its source from $git"
         rm -rf "$src"; mkdir -p "$(dirname "$src")"
-        if ! timeout 60 git clone -q --depth 1 "$git" "$src" >"$WORK/predixy-build.log" 2>&1; then
-          log "predixy: its source cannot be had here ($(tail -1 "$WORK/predixy-build.log")): no predixy column (set PREDIXY to a binary or PREDIXY_SRC to a source tree)"
+        if ! GIT_TERMINAL_PROMPT=0 timeout 60 git clone -q --depth 1 "$git" "$src" >"$WORK/predixy-build.log" 2>&1; then
+          log "predixy: its source cannot be had here ($(tail -1 "$WORK/predixy-build.log")): no predixy column (set PREDIXY to a binary, PREDIXY_SRC to a source tree, or PREDIXY=none)"
           rm -rf "$src"; return
         fi
       fi
       log "predixy: building $src (make)"
-      if ! make -C "$src" -j2 >>"$WORK/predixy-build.log" 2>&1 || [ ! -x "$src/src/predixy" ]; then
+      if ! timeout 900 make -C "$src" -j2 >>"$WORK/predixy-build.log" 2>&1 || [ ! -x "$src/src/predixy" ]; then
         log "predixy: build failed ($(tail -1 "$WORK/predixy-build.log")): no predixy column"; return
       fi
     fi
@@ -205,11 +205,12 @@ CONF
   "$bin" "$WORK/predixy.conf" >"$WORK/predixy.log" 2>&1 &
   PREDIXY_PID=$!; PIDS+=("$PREDIXY_PID")
   local end=$(( $(date +%s) + 10 ))
-  while [ "$(date +%s)" -lt "$end" ]; do
+  while [ "$(date +%s)" -lt "$end" ] && kill -0 "$PREDIXY_PID" 2>/dev/null; do
     if "$RCLI" -h $HOST -p "$port" ping 2>/dev/null | grep -q PONG; then PREDIXY_PORT=$port; return; fi
     sleep 0.05
   done
   log "predixy: $bin does not answer PING ($(tail -1 "$WORK/predixy.log")): no predixy column"
+  stop_pid "$PREDIXY_PID"
 }
 
 # metrics: the proxy's /metrics text

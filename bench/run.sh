@@ -33,7 +33,8 @@ PB=${PEERBENCH:-$REPO/../shared/tools/peerbench.sh}
 OUT=$(results_dir peer)
 CEILING=${CEILING:-1}
 ntests=$(wc -w <<<"$TESTS"); ncells=$(wc -w <<<"$MATRIX"); nb=0; [ -n "${PROXY_B:-}" ] && nb=1
-ntargets=$((2 + CEILING + nb + $(wc -w <<<"$PROCS")))
+np=1; [ "${PREDIXY:-}" = none ] && np=0
+ntargets=$((2 + CEILING + nb + np + $(wc -w <<<"$PROCS")))
 est=$(awk -v t="$ntests" -v c="$ncells" -v r="$ROUNDS" -v s="$SECS" -v n="$ntargets" 'BEGIN{printf "%d", t*c*r*n*s*1.2 + c*n*4*s + 30 + (ENVIRON["SKIP_LAT"]==""? r*n*s + 15 : 0)}')
 log "expected duration: ~${est}s (+ build); results in $OUT"
 

@@ -38,8 +38,8 @@ type clientInfo struct {
 	// killSelf: a CLIENT KILL on the dedicated path matched the client itself; it is closed once
 	// the reply has been relayed (noteBatch). Owned by the client's goroutine.
 	killSelf bool
-	// killed: another client's CLIENT KILL closed this one. Redis takes a killed client out of
-	// its list at once; the proxy's goroutine for it may not have cleaned up yet.
+	// killed: a CLIENT KILL matched this client. Redis takes a killed client out of its list at
+	// once; the proxy's goroutine for it may not have cleaned up yet.
 	killed atomic.Bool
 }
 
@@ -393,12 +393,13 @@ func (c *client) clientKill(args [][]byte) []byte {
 			v.c == c && skipme {
 			continue
 		}
+		if !v.c.info.killed.CompareAndSwap(false, true) {
+			continue // a concurrent KILL took it: counted once
+		}
 		if v.c == c {
 			c.info.killSelf = true
-		} else if v.c.info.killed.CompareAndSwap(false, true) { // a concurrent KILL counts it once
-			v.c.nc.Close() // its goroutine sees the closed connection and cleans up
 		} else {
-			continue
+			v.c.nc.Close() // its goroutine sees the closed connection and cleans up
 		}
 		killed++
 	}
@@ -455,7 +456,7 @@ func (s *Server) dedicatedOf(id uint64) *dedicated {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for o := range s.clients {
-		if o.id == id {
+		if o.id == id && !o.info.killed.Load() {
 			return o.ded.Load()
 		}
 	}
@@ -586,7 +587,7 @@ func (c *client) clientViews(args [][]byte, up map[string][]string, match func(*
 	s.mu.Lock()
 	var views []clientView
 	for o := range s.clients {
-		if o.info.killed.Load() || !match(o) {
+		if o != c && o.info.killed.Load() || !match(o) { // c itself runs on until its batch ends
 			continue
 		}
 		in := &o.info

@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sessionproxy/sessionproxy/internal/redistest"
+	"github.com/sessionproxy/sessionproxy/internal/syncbuf"
 )
 
 // clientLines splits a CLIENT LIST/INFO bulk reply into its lines' fields, by id.
@@ -288,5 +290,31 @@ func TestHelloID(t *testing.T) {
 		if !strings.Contains(hello, "$2\r\nid\r\n:"+id+"\r\n") {
 			t.Errorf("HELLO %s: reply %q does not carry CLIENT ID's %s", proto, clip([]byte(hello)), id)
 		}
+	}
+}
+
+// TestClientKilledMidBatch: a client killed by another while its own batch still has CLIENT
+// INFO to run answers it about itself (it found no view of itself once and panicked).
+func TestClientKilledMidBatch(t *testing.T) {
+	up := redistest.Start(t)
+	var logs syncbuf.Buffer
+	s := startProxy(t, up, func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	addr := s.Addr().String()
+	b := dialRaw(t, addr)
+	for range 20 {
+		a := dialRaw(t, addr)
+		aID := intReply(t, a.do("CLIENT", "ID"))
+		var batch []byte
+		for range 5 {
+			batch = append(batch, encode("CLIENT", "LIST")...)
+		}
+		a.send(append(batch, encode("CLIENT", "INFO")...))
+		b.do("CLIENT", "KILL", "ID", aID)
+		_, _ = a.readAllUntilClose(2 * time.Second)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if out := logs.String(); strings.Contains(out, "internal error") {
+		i := strings.Index(out, "internal error")
+		t.Fatalf("a panic was logged:\n%s", out[i:min(len(out), i+600)])
 	}
 }

@@ -764,10 +764,7 @@ func (w *Writer) WriteAny(v interface{}) {
 
 // Reader represent a reader for RESP or telnet commands.
 type Reader struct {
-	rd io.Reader
-	// bufd is rd when NewReader wrapped its reader in a bufio.Reader; nil when it reads a
-	// Ready reader directly (sessionproxy patch).
-	bufd  *bufio.Reader
+	rd    io.Reader // sessionproxy patch: a bufio.Reader only around a reader without Ready
 	buf   []byte
 	start int
 	end   int
@@ -833,8 +830,7 @@ func NewReader(rd io.Reader) *Reader {
 	if ready, ok := rd.(interface{ Ready() int }); ok {
 		r.rd, r.ready = rd, ready
 	} else {
-		r.bufd = bufio.NewReader(rd)
-		r.rd = r.bufd
+		r.rd = bufio.NewReader(rd)
 	}
 	return r
 }
