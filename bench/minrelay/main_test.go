@@ -2,7 +2,16 @@
 
 package main
 
-import "testing"
+import (
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sessionproxy/sessionproxy/internal/redistest"
+)
 
 func TestFraming(t *testing.T) {
 	cmd := "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
@@ -40,4 +49,56 @@ func TestFraming(t *testing.T) {
 			t.Errorf("replyEnd(%q) = %d, want %d", tc.in, got, tc.want)
 		}
 	}
+}
+
+// TestGoroutines: -mode goroutines relays pipelined commands of several clients to a real Redis
+// and each client gets its own replies, in order.
+func TestGoroutines(t *testing.T) {
+	up := redistest.Start(t)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	go func() { _ = runGoroutines(addr, up.Addr()) }()
+	for range 100 {
+		if c, err := net.Dial("tcp4", addr); err == nil {
+			c.Close()
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var wg sync.WaitGroup
+	for i := range 4 { // concurrent clients: their commands share upstream writes
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o, err := net.Dial("tcp4", addr)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer o.Close()
+			for round := range 200 {
+				var req, want []byte
+				for k := range 16 {
+					v := fmt.Sprintf("%d-%d-%d", round, i, k)
+					req = fmt.Appendf(req, "*3\r\n$3\r\nSET\r\n$1\r\n%d\r\n$%d\r\n%s\r\n*2\r\n$3\r\nGET\r\n$1\r\n%d\r\n", i, len(v), v, i)
+					want = fmt.Appendf(want, "+OK\r\n$%d\r\n%s\r\n", len(v), v)
+				}
+				if _, err := o.Write(req); err != nil {
+					t.Error(err)
+					return
+				}
+				got := make([]byte, len(want))
+				_ = o.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if _, err := io.ReadFull(o, got); err != nil || string(got) != string(want) {
+					t.Errorf("round %d client %d: %q, %v; want %q", round, i, got, err, want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
