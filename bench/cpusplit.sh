@@ -13,6 +13,8 @@
 # share one vCPU and the benchmark has the other (what the kernel's wake-up placement does here,
 # see bench/README.md). Env: ROUNDS (3) TEST (get) CLIENTS (50) PIPELINE (16) N (3000000) PROCS;
 # PROXY_B=/path/to/sessionproxy adds that binary as target proxy-b (an A/B in the same rounds).
+# GORELAY=1 adds minrelay -mode goroutines (the proxy's design alone) as target gorelay;
+# PREDIXY as in run.sh (PREDIXY=none: no predixy column).
 # CMD="HSET session:__rand_int__ userid 42" runs that command instead of -t TEST (e.g. session
 # writes: the direct target then writes the same key without an index, the plain baseline).
 # Output: bench/results/<timestamp>-cpusplit/{summary.txt,raw.csv}
@@ -20,13 +22,14 @@ source "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-3}; TEST=${TEST:-get}; CLIENTS=${CLIENTS:-50}; PIPELINE=${PIPELINE:-16}; N=${N:-3000000}
 if [ -n "${CMD:-}" ]; then read -r -a LOAD <<<"$CMD"; else LOAD=(-t "$TEST"); fi
 OUT=$(results_dir cpusplit)
-log "expected duration: ~$((ROUNDS * 5 * 8 + 20))s; results in $OUT"
+log "expected duration: ~$((ROUNDS * 6 * 8 + 20))s; results in $OUT"
 build_proxy
 start_redis
 start_proxy
 start_minrelay
 start_twemproxy
 [ "${PREDIXY:-}" != none ] && start_predixy # see run.sh for PREDIXY, PREDIXY_SRC
+[ -n "${GORELAY:-}" ] && start_gorelay # minrelay -mode goroutines: the goroutine design alone
 [ -n "${PROXY_B:-}" ] && start_proxy_b
 "$RB" -h $HOST -p "$REDIS_PORT" -c 50 -P 16 -n 1200000 -r 100000 -t set -q >/dev/null 2>&1
 
@@ -39,6 +42,7 @@ all_ticks() { awk '/^cpu /{s = 0; for (i = 2; i <= NF; i++) s += $i; print s}' /
 targets=("direct:$REDIS_PORT:" "proxy:$PROXY_PORT:$PROXY_PID" "minrelay:$MINRELAY_PORT:$MINRELAY_PID")
 [ -n "$TWEM_PORT" ] && targets+=("twemproxy:$TWEM_PORT:$TWEM_PID")
 [ -n "${PREDIXY_PORT:-}" ] && targets+=("predixy:$PREDIXY_PORT:$PREDIXY_PID")
+[ -n "${GORELAY:-}" ] && targets+=("gorelay:$GORELAY_PORT:$GORELAY_PID")
 [ -n "${PROXY_B:-}" ] && targets+=("proxy-b:$B_PORT:$B_PID")
 echo "round,target,rps,bench_us,redis_us,hop_us,idle_pct,redis_runq_pct,hop_runq_pct" >"$OUT/raw.csv"
 for round in $(seq "$ROUNDS"); do

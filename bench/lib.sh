@@ -102,6 +102,17 @@ start_minrelay() {
   wait_port "$MINRELAY_PORT"
 }
 
+# start_gorelay -> GORELAY_PORT, GORELAY_PID: bench/minrelay -mode goroutines (the proxy's design
+# and nothing else, GOMAXPROCS 1) in front of the same redis.
+start_gorelay() {
+  local bin=$WORK/minrelay
+  [ -x "$bin" ] || (cd "$REPO" && go build -o "$bin" ./bench/minrelay) || die "go build minrelay failed"
+  GORELAY_PORT=$(free_port)
+  "$bin" -mode goroutines -procs 1 -listen "$HOST:$GORELAY_PORT" -upstream "$HOST:$REDIS_PORT" 2>>"$WORK/gorelay.log" &
+  GORELAY_PID=$!; PIDS+=("$GORELAY_PID")
+  wait_port "$GORELAY_PORT"
+}
+
 # start_cluster -> NODES (ports, primaries first): a 3-primary, 3-replica Redis Cluster, each
 # node's port and its bus port (+10000) free.
 start_cluster() {

@@ -587,7 +587,7 @@ func (c *client) clientViews(args [][]byte, up map[string][]string, match func(*
 	s.mu.Lock()
 	var views []clientView
 	for o := range s.clients {
-		if o != c && o.info.killed.Load() || !match(o) { // c itself runs on until its batch ends
+		if (o != c && o.info.killed.Load()) || !match(o) { // c itself runs on until its batch ends
 			continue
 		}
 		in := &o.info

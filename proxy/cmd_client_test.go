@@ -309,10 +309,14 @@ func TestClientKilledMidBatch(t *testing.T) {
 			batch = append(batch, encode("CLIENT", "LIST")...)
 		}
 		a.send(append(batch, encode("CLIENT", "INFO")...))
-		b.do("CLIENT", "KILL", "ID", aID)
+		if r := b.do("CLIENT", "KILL", "ID", aID); r != ":1\r\n" {
+			t.Fatalf("KILL: %q", r)
+		}
 		_, _ = a.readAllUntilClose(2 * time.Second)
 	}
-	time.Sleep(50 * time.Millisecond)
+	for end := time.Now().Add(2 * time.Second); s.nclients.Load() > 1 && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond) // every killed client's goroutine has ended
+	}
 	if out := logs.String(); strings.Contains(out, "internal error") {
 		i := strings.Index(out, "internal error")
 		t.Fatalf("a panic was logged:\n%s", out[i:min(len(out), i+600)])

@@ -19,15 +19,28 @@ func runGoroutines(listen, upstream string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	return serveGoroutines(ln, upstream)
+}
+
+// serveGoroutines relays ln's clients to upstream until the upstream connection fails (every
+// client waiting is then disconnected) or ln is closed.
+func serveGoroutines(ln net.Listener, upstream string) error {
 	up, err := net.Dial("tcp4", upstream)
 	if err != nil {
+		ln.Close()
 		return fmt.Errorf("upstream: %w", err)
 	}
-	r := &goRelay{up: up}
+	r := &goRelay{up: up, ln: ln}
 	go r.readLoop()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
+			up.Close()
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.failed != nil {
+				return r.failed
+			}
 			return fmt.Errorf("accept: %w", err)
 		}
 		go r.serve(c)
@@ -36,6 +49,7 @@ func runGoroutines(listen, upstream string) error {
 
 type goRelay struct {
 	up      net.Conn
+	ln      net.Listener
 	mu      sync.Mutex
 	wbuf    []byte   // commands not written yet
 	spare   []byte   // the other write buffer
@@ -47,9 +61,10 @@ type goRelay struct {
 }
 
 type goReq struct {
-	n     int // replies still due
-	reply []byte
-	done  chan struct{}
+	n      int // replies still due
+	reply  []byte
+	done   chan struct{}
+	failed bool // the upstream connection broke: no reply
 }
 
 func (r *goRelay) serve(c net.Conn) {
@@ -82,6 +97,9 @@ func (r *goRelay) serve(c net.Conn) {
 			return
 		}
 		<-req.done
+		if req.failed {
+			return
+		}
 		if _, err := c.Write(req.reply); err != nil {
 			return
 		}
@@ -107,21 +125,43 @@ func (r *goRelay) submit(cmds []byte, req *goReq) bool {
 	return true
 }
 
-// writeLocked writes wbuf without holding mu during the write.
+// writeLocked writes wbuf without holding mu during the write. Replies to everything sent may
+// all come back during the write, and the reader then leaves what was queued meanwhile to this
+// writer: it writes again until nothing is queued or replies are due (the reader writes then).
 func (r *goRelay) writeLocked() {
-	b := r.wbuf
-	r.wbuf, r.spare = r.spare[:0], nil
-	r.sent += r.waiting
-	r.waiting = 0
-	r.writing = true
-	r.mu.Unlock()
-	_, err := r.up.Write(b)
-	r.mu.Lock()
-	r.writing = false
-	r.spare = b[:0]
-	if err != nil && r.failed == nil {
-		r.failed = err
+	for len(r.wbuf) > 0 && r.failed == nil {
+		b := r.wbuf
+		r.wbuf, r.spare = r.spare[:0], nil
+		r.sent += r.waiting
+		r.waiting = 0
+		r.writing = true
+		r.mu.Unlock()
+		_, err := r.up.Write(b)
+		r.mu.Lock()
+		r.writing = false
+		r.spare = b[:0]
+		if err != nil {
+			r.failLocked(err)
+		}
+		if r.sent > 0 {
+			return
+		}
 	}
+}
+
+// failLocked ends the relay: every waiting client is let go unanswered and disconnected, and
+// the listener closes.
+func (r *goRelay) failLocked(err error) {
+	if r.failed != nil {
+		return
+	}
+	r.failed = err
+	for _, q := range r.queue {
+		q.failed = true
+		q.done <- struct{}{}
+	}
+	r.queue = nil
+	r.ln.Close()
 }
 
 func (r *goRelay) readLoop() {
@@ -131,7 +171,7 @@ func (r *goRelay) readLoop() {
 		n, err := r.up.Read(buf)
 		if err != nil {
 			r.mu.Lock()
-			r.failed = err
+			r.failLocked(fmt.Errorf("upstream read: %w", err))
 			r.mu.Unlock()
 			return
 		}
@@ -141,7 +181,7 @@ func (r *goRelay) readLoop() {
 		for len(r.queue) > 0 {
 			e := replyEnd(in, i)
 			if e == -2 {
-				r.failed = errors.New("upstream: malformed reply")
+				r.failLocked(errors.New("upstream: malformed reply"))
 				r.mu.Unlock()
 				return
 			}

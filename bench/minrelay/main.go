@@ -7,7 +7,7 @@
 // write. No routing, no state, no metrics: it supports only commands that get exactly one reply
 // (redis-benchmark's tests do).
 //
-//	minrelay -listen 127.0.0.1:7000 -upstream 127.0.0.1:6379 [-mode goroutines]
+//	minrelay -listen 127.0.0.1:7000 -upstream 127.0.0.1:6379 [-mode goroutines [-procs 1]]
 //
 // bench/run.sh starts it as the "minrelay" column (CEILING=0 leaves it out).
 package main
@@ -26,9 +26,11 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:7000", "client listen `addr` (IPv4)")
 	upstream := flag.String("upstream", "127.0.0.1:6379", "Redis `addr`")
 	mode := flag.String("mode", "epoll", "epoll (one thread, one level-triggered loop) or goroutines (the proxy's design, nothing else: goroutines.go)")
+	procs := flag.Int("procs", 1, "GOMAXPROCS in goroutines mode (the proxy's default procs: 1)")
 	flag.Parse()
 	run := run
 	if *mode == "goroutines" {
+		runtime.GOMAXPROCS(*procs)
 		run = runGoroutines
 	}
 	if err := run(*listen, *upstream); err != nil {
