@@ -103,12 +103,13 @@ start_minrelay() {
 }
 
 # start_gorelay -> GORELAY_PORT, GORELAY_PID: bench/minrelay -mode goroutines (the proxy's design
-# and nothing else, GOMAXPROCS 1) in front of the same redis.
+# and nothing else, GOMAXPROCS 1) in front of the same redis, with the runtime setting the proxy
+# gives itself (the monitor thread kept awake: cmd/sessionproxy/sysmon_linux.go).
 start_gorelay() {
   local bin=$WORK/minrelay
   [ -x "$bin" ] || (cd "$REPO" && go build -o "$bin" ./bench/minrelay) || die "go build minrelay failed"
   GORELAY_PORT=$(free_port)
-  "$bin" -mode goroutines -procs 1 -listen "$HOST:$GORELAY_PORT" -upstream "$HOST:$REDIS_PORT" 2>>"$WORK/gorelay.log" &
+  GODEBUG=schedtrace=2147483647 "$bin" -mode goroutines -procs 1 -listen "$HOST:$GORELAY_PORT" -upstream "$HOST:$REDIS_PORT" 2>>"$WORK/gorelay.log" &
   GORELAY_PID=$!; PIDS+=("$GORELAY_PID")
   wait_port "$GORELAY_PORT"
 }
