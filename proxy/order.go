@@ -62,8 +62,9 @@ const (
 // orderAutoRate and orderWindow: OrderAuto's threshold (batches per second) and how often it
 // is judged.
 const (
-	orderAutoRate = 2000
-	orderWindow   = 100 * time.Millisecond
+	orderAutoRate   = 2000
+	orderWindow     = 100 * time.Millisecond
+	orderClockEvery = 16
 )
 
 // on reports whether the gate applies to the next batch, and counts it.
@@ -75,8 +76,14 @@ func (g *orderGate) on(mode Ordering) bool {
 	default:
 		return false
 	}
-	now := time.Now().UnixNano()
 	n := g.batches.Add(1)
+	if n%orderClockEvery != 0 && !g.quiet.Load() {
+		// Under load the gate is off, and one clock read in orderClockEvery batches is enough
+		// to see the load go (a clock read here is 50-60 ns, 1.5% of the proxy's CPU at
+		// -P 1): the gate comes back that many batches and one window later at most.
+		return false
+	}
+	now := time.Now().UnixNano()
 	if start := g.window.Load(); now-start >= int64(orderWindow) && g.window.CompareAndSwap(start, now) {
 		rate := float64(n) / (float64(now-start) / float64(time.Second))
 		g.quiet.Store(rate <= orderAutoRate)
