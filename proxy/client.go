@@ -100,10 +100,10 @@ type span struct {
 func newClient(s *Server, rc redcon.Conn, id uint64) *client {
 	c := &client{s: s, rc: rc, nc: rc.NetConn(), id: id, ident: s.anonID, acl: aclAllowed,
 		authed: s.clientPassword() == "",
-		req:    request{done: make(chan struct{}, 1)}, gateCh: make(chan struct{}, 1)}
+		req:    request{done: newDone()}, gateCh: make(chan struct{}, 1)}
 	c.conn, _ = c.nc.(*resp.Conn)
 	c.req.handoff = c.handedOff
-	c.req.partCh, c.req.sink = make(chan struct{}, 1), c.writeParts
+	c.req.sink = c.writeParts
 	c.req.overflow = c.overflow
 	return c
 }
@@ -532,8 +532,8 @@ func (c *client) retryNoScript(u *sharedConn, call redcon.Command, i int) {
 		return
 	}
 	c.s.m.noScriptRetries.Inc()
-	load := &request{done: make(chan struct{}, 1), cmds: c.ix.loadCmds}
-	retry := &request{done: make(chan struct{}, 1), cmds: []redcon.Command{call}}
+	load := &request{done: newDone(), cmds: c.ix.loadCmds}
+	retry := &request{done: newDone(), cmds: []redcon.Command{call}}
 	if u.do(load) != nil || load.err != nil || u.do(retry) != nil || retry.err != nil {
 		return // the connection died; the NOSCRIPT error stands
 	}

@@ -595,7 +595,7 @@ func (c *client) execCluster(es []centry, ps []cpart) {
 // nodeRequest is the client's reusable request for the k-th node of a batch.
 func (c *client) nodeRequest(k int) *request {
 	for len(c.creqs) <= k {
-		c.creqs = append(c.creqs, &request{done: make(chan struct{}, 1)})
+		c.creqs = append(c.creqs, &request{done: newDone()})
 	}
 	return c.creqs[k]
 }
@@ -672,7 +672,7 @@ func (c *client) followRedirects(p cpart, reply []byte) []byte {
 			c.s.m.redirects.WithLabelValues("moved").Inc()
 			_ = c.s.cluster.refresh(c.s.ctx, target)
 		}
-		req := &request{done: make(chan struct{}, 1)}
+		req := &request{done: newDone()}
 		if ask {
 			req.cmds = []redcon.Command{{Raw: resp.AppendCommand(nil, "ASKING")}, {Raw: p.raw}}
 		} else {

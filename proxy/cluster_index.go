@@ -60,7 +60,7 @@ func (c *client) retryClusterNoScript(p cpart, reply []byte) []byte {
 	if m := c.s.cluster.m.Load(); m != nil {
 		node = m.Node(p.slot)
 	}
-	req := &request{done: make(chan struct{}, 1), cmds: append(append([]redcon.Command(nil), c.ix.loadCmds...), redcon.Command{Raw: p.raw})}
+	req := &request{done: newDone(), cmds: append(append([]redcon.Command(nil), c.ix.loadCmds...), redcon.Command{Raw: p.raw})}
 	if err := c.doNode(node, req); err != nil || req.err != nil {
 		return reply
 	}

@@ -94,7 +94,7 @@ func TestLeastRecent(t *testing.T) {
 	}
 	ping := func(u *sharedConn) {
 		t.Helper()
-		req := &request{done: make(chan struct{}, 1), cmds: []redcon.Command{{Raw: []byte("*1\r\n$4\r\nPING\r\n"), Args: [][]byte{[]byte("PING")}}}}
+		req := &request{done: newDone(), cmds: []redcon.Command{{Raw: []byte("*1\r\n$4\r\nPING\r\n"), Args: [][]byte{[]byte("PING")}}}}
 		if err := u.do(req); err != nil || req.err != nil {
 			t.Fatalf("PING: %v %v", err, req.err)
 		}

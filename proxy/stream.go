@@ -49,9 +49,8 @@ func (r *request) handOver() {
 	r.streamed += len(r.ends)
 	r.pmu.Unlock()
 	r.reply, r.ends = nil, nil
-	select {
-	case r.partCh <- struct{}{}:
-	default:
+	if len(r.done) == 0 { // one signal at a time: sink takes every part handed over so far
+		r.done <- false
 	}
 	runtime.Gosched() // as in writeParts: other clients first, a part at a time
 }

@@ -274,21 +274,22 @@ type request struct {
 	// err: the connection failed before every reply was in; ends covers those that were.
 	// Turning the missing ones into error replies is the client side's (request.fillLost).
 	err   error
-	reply []byte        // raw replies, in order, or error replies for the unanswered tail
-	ends  []int         // ends[i]: end of command i's reply in reply
-	done  chan struct{} // receives once the reply is complete
+	reply []byte // raw replies, in order, or error replies for the unanswered tail
+	ends  []int  // ends[i]: end of command i's reply in reply
+	// done receives true once the reply is complete, and false when a streamed part is ready
+	// (newDone).
+	done  chan bool
 	start time.Time
 	rtt   time.Duration // from start to the last reply (PROXY SLOWLOG)
 
 	// Streaming (stream.go): with stream set, the reader hands complete replies over in parts
 	// (then reply and ends hold only those after the last part; streamed counts the others),
-	// partCh signals one, and sink writes them to the client while the request waits. limit
+	// done signals one (false), and sink writes them to the client while the request waits. limit
 	// bounds the bytes handed over and not yet written (pending; 0: no bound): past it, over is
 	// set, overflow runs (it disconnects the client) and the rest are dropped. pmu guards parts,
 	// pending and over.
 	stream   bool
 	streamed int
-	partCh   chan struct{}
 	sink     func()
 	overflow func()
 	limit    int64
@@ -304,21 +305,31 @@ func (r *request) wait() { r.waitOr(nil) }
 // waitOr is wait, or until stop receives (false); a request released from behind another
 // client's script streams while it waits too.
 func (r *request) waitOr(stop <-chan time.Time) bool {
-	var parts chan struct{}
-	if r.stream {
-		parts = r.partCh
-	}
 	for {
-		select {
-		case <-r.done:
-			return true
-		case <-parts:
-			r.sink()
-		case <-stop:
-			return false
+		if stop == nil { // a plain receive: a select was 4% of the proxy's CPU at -P 1
+			if <-r.done {
+				return true
+			}
+		} else {
+			select {
+			case final := <-r.done:
+				if final {
+					return true
+				}
+			case <-stop:
+				return false
+			}
+		}
+		if r.sink != nil {
+			r.sink() // a streamed part is ready
 		}
 	}
 }
+
+// newDone makes a request's done channel. Room for two: one part signal (sent only into an
+// empty channel) and the final one, so the final send never blocks the reader behind a client
+// still writing an earlier part.
+func newDone() chan bool { return make(chan bool, 2) }
 
 // replaceReply puts reply in place of command i's.
 func (r *request) replaceReply(i int, reply []byte) {
@@ -499,7 +510,7 @@ func (u *sharedConn) waitHeld(req *request, deadline time.Time) bool {
 func (u *sharedConn) moveHeldLocked() {
 	for _, r := range u.held {
 		r.moved = true
-		r.done <- struct{}{}
+		r.done <- true
 	}
 	clear(u.held)
 	u.held = u.held[:0]
@@ -605,7 +616,7 @@ func (u *sharedConn) readLoop() {
 				if req.reply, err = resp.AppendReply(req.reply, u.br); err != nil {
 					err = u.timedOut(err)
 					req.reply, req.err = req.reply[:start], err
-					req.done <- struct{}{}
+					req.done <- true
 					u.fail(err)
 					return
 				}
@@ -621,7 +632,7 @@ func (u *sharedConn) readLoop() {
 			}
 		}
 		script := req.script // req is the client's again once done
-		req.done <- struct{}{}
+		req.done <- true
 		u.mu.Lock()
 		u.outstanding--
 		if script {
@@ -683,7 +694,7 @@ func (u *sharedConn) failLocked(err error) {
 	}
 	for _, req := range u.queue[u.head:] {
 		req.err = err
-		req.done <- struct{}{}
+		req.done <- true
 	}
 	u.moveHeldLocked() // never sent: they go to another connection
 	u.queue, u.head = nil, 0
