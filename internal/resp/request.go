@@ -2,6 +2,7 @@ package resp
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"strconv"
 	"sync"
@@ -11,7 +12,8 @@ import (
 // This file normalizes the bytes a client sends into canonical RESP multibulk, reproducing
 // Redis 7.0's request parser (networking.c processInlineBuffer / processMultibulkBuffer and
 // sds.c sdssplitargs): the same limits, the same error texts, the same quirks. redcon then
-// parses only the canonical form, where its own parser and Redis' agree.
+// takes the commands as the normalizer split them (Conn.ReadBatch, batch.go), or parses the
+// canonical form, where its own parser and Redis' agree.
 //
 // Quirks kept on purpose, because Redis has them:
 //   - Redis searches lines with strchr, which stops at a NUL byte. A NUL before the line's
@@ -141,6 +143,8 @@ type Normalizer struct {
 	// Feed stops after each command: whether the next one is still unauthenticated depends on
 	// what the caller does with this one (an AUTH).
 	unauth bool
+
+	marks // where whole commands and their arguments lie in dst (Conn.ReadBatch)
 }
 
 // SetUnauthenticated switches Redis' limits for clients that have not authenticated on or off
@@ -203,6 +207,9 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 				if v, j, ok := n.canonicalLine(src, i, n.maxMbulk()); ok && v > 0 {
 					// Fast path: the line is already canonical; copy it (run: not yet).
 					run = i
+					if n.track {
+						n.begin(len(dst))
+					}
 					i = j
 					n.args = v
 					n.state = stBulkLen
@@ -220,14 +227,21 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 				// Fast path: a whole canonical bulk ("$<len>\r\n<data>\r\n") is copied as is.
 				if v, j, ok := n.canonicalLine(src, i, n.fastBulk()); ok && int64(len(src)-j) >= v+2 &&
 					src[j+int(v)] == '\r' && src[j+int(v)+1] == '\n' {
-					j += int(v) + 2
 					if run < 0 {
 						run = i
 					}
+					if n.track && n.cur.ok {
+						at := len(dst) + j - run // where the data lands once src[run:] is copied
+						n.mk = append(n.mk, at, at+int(v))
+					}
+					j += int(v) + 2
 					i = j
 					if n.args--; n.args == 0 {
 						dst, run = append(dst, src[run:i]...), -1
 						n.state, n.bound = stStart, len(dst)
+						if n.track {
+							n.end(len(dst))
+						}
 					}
 					continue
 				}
@@ -278,6 +292,9 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 				n.state, n.bound = stStart, len(dst) // "*0", "*-1": Redis ignores the request
 				continue
 			}
+			if n.track {
+				n.begin(len(dst))
+			}
 			dst = append(dst, '*')
 			dst = strconv.AppendInt(dst, ll, 10)
 			dst = append(dst, '\r', '\n')
@@ -302,6 +319,9 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 			dst = append(dst, '$')
 			dst = strconv.AppendInt(dst, ll, 10)
 			dst = append(dst, '\r', '\n')
+			if n.track && n.cur.ok {
+				n.mk = append(n.mk, len(dst), len(dst)+int(ll))
+			}
 			n.remain = ll
 			n.state = stBulkData
 			if ll == 0 {
@@ -329,6 +349,9 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 				n.args--
 				if n.args == 0 {
 					n.state, n.bound = stStart, len(dst)
+					if n.track {
+						n.end(len(dst))
+					}
 				} else {
 					n.state, n.lineLen = stBulkLen, 0
 				}
@@ -336,12 +359,17 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 
 		case stInline:
 			var perr *ProtocolError
+			from := len(dst)
 			dst, i, perr = n.inline(dst, src, i)
 			if perr != nil {
 				return dst, n.fail(perr)
 			}
 			if n.state == stStart {
 				n.bound = len(dst)
+				if n.track && len(dst) > from {
+					n.cur = cmdRec{start: from} // not ok: the reader parses it
+					n.end(len(dst))
+				}
 			}
 
 		case stHidden:
@@ -758,6 +786,7 @@ type Conn struct {
 	// reader goroutine, which also runs the caller's command handling.
 	Unauthenticated func() bool
 	pend            []byte // read bytes not parsed yet (after an unauthenticated command)
+	parsed          int    // commands ReadBatch parsed from their bytes, without marks (tests)
 
 	// OnBatch, if set, runs as soon as a read with a receive time returns bytes, with that
 	// time, before they are parsed (and again, harmlessly, once they are found to be whole
@@ -854,7 +883,9 @@ const bigReadSize = 256 << 10
 
 // NewConn wraps c; lim bounds what the client may send.
 func NewConn(c net.Conn, lim Limits) *Conn {
-	return &Conn{Conn: c, n: NewNormalizer(lim), large: keepOut, chunk: chunkSize}
+	c2 := &Conn{Conn: c, n: NewNormalizer(lim), large: keepOut, chunk: chunkSize}
+	c2.n.track = true // for ReadBatch; the first Read stops it
+	return c2
 }
 
 // Stamp makes reads keep the kernel's receive time of their bytes (Arrival), where the
@@ -885,6 +916,9 @@ func (c *Conn) Ready() int {
 
 // Read reads normalized client bytes into p.
 func (c *Conn) Read(p []byte) (int, error) {
+	if c.n.track {
+		c.n.stop() // the byte stream: no one reads the marks
+	}
 	for {
 		// Only whole commands are handed on: redcon's reader parses its buffer from the start
 		// of an incomplete command on every read, so a large command read in pieces would cost
@@ -915,120 +949,142 @@ func (c *Conn) Read(p []byte) (int, error) {
 			}
 			return k, nil
 		}
-		if c.off > 0 { // the whole commands are out: keep the held tail at the front
-			if cap(c.out) > keepOut && len(c.out)-c.off <= keepOut {
-				// after a huge command, a small buffer again
-				c.out = append(make([]byte, 0, keepOut), c.out[c.off:]...)
-			} else {
-				n := copy(c.out, c.out[c.off:])
-				c.out = c.out[:n]
-			}
-			c.ready, c.off = c.ready-c.off, 0
-		}
-		if c.perr != nil {
-			if !c.replied {
-				c.replied = true
-				if c.BeforeErrorReply != nil {
-					c.BeforeErrorReply()
-				}
-				if !c.perr.Silent {
-					_, _ = c.Write(c.perr.Reply()) // best effort; the connection ends either way
-				}
-			}
-			return 0, c.perr
-		}
-		var src []byte
-		if len(c.pend) > 0 { // bytes read earlier, held while the client was unauthenticated
-			src, c.pend = c.pend, nil
-		} else {
-			if err := c.rerr; err != nil {
-				c.rerr = nil // not sticky: a read deadline may be extended and Read called again
-				return 0, err
-			}
-			if len(p) == 0 {
+		if err := c.fill(len(p) > 0); err != nil {
+			if err == errNoRoom {
 				return 0, nil
 			}
-			if c.raw == nil {
-				c.raw = make([]byte, connReadSize)
-			}
-			buf := c.raw
-			if c.heldCap >= c.chunk {
-				// A command of a MiB or more is coming in: fewer, larger reads (a 1M-key DEL
-				// is 16.8 MB). The buffer is let go at the first read after it.
-				if c.bigRaw == nil {
-					c.bigRaw = make([]byte, bigReadSize)
-				}
-				buf = c.bigRaw
-			} else {
-				c.bigRaw = nil
-			}
-			var nr int
-			var err error
-			if c.stamp != nil && (c.stampWhen == nil || c.stampWhen.Load()) {
-				nr, c.arrival, err = c.stamp.read(buf)
-			} else {
-				nr, err = c.Conn.Read(buf)
-				c.arrival = 0
-			}
-			src, c.rerr = buf[:nr], err
-			if nr > 0 {
-				c.io.Add(1)
-				if c.OnBatch != nil && c.arrival != 0 {
-					// Registered at once, before the parse: a goroutine descheduled between
-					// its read and its parse must already hold later batches back. Withdrawn
-					// below if the bytes do not end at a command boundary.
-					c.OnBatch(c.arrival)
-				}
-			}
-		}
-		c.n.SetUnauthenticated(c.Unauthenticated != nil && c.Unauthenticated())
-		if len(c.out) >= c.large && cap(c.out)-len(c.out) < len(src) {
-			// An incomplete command (out holds nothing else here) outgrows its buffer: the
-			// buffer becomes a held chunk and a new one takes the rest, rather than a copy of
-			// everything so far into one twice as large (whose zeroed tail is resident too).
-			// Chunks double up to c.chunk: a command of 100 KiB costs about that, one of
-			// 100 MiB no copy of what came before.
-			c.held = append(c.held, c.out)
-			c.heldCap += cap(c.out)
-			c.out = make([]byte, 0, min(max(2*len(c.out), c.large), c.chunk))
-		}
-		out, ferr := c.n.Feed(c.out, src)
-		c.out = out
-		if u := c.n.Used(); ferr == nil && u < len(src) {
-			c.pend = src[u:] // aliases a read buffer, which is read into again only once pend is empty
-		}
-		if b := c.n.Boundary(); b >= 0 {
-			c.ready = b
-			c.heldWhole = len(c.held) > 0 // the large command ended in out
-		}
-		if ferr == nil && c.budget != nil && !c.account() {
-			ferr = ErrInputMemory
-		}
-		if ferr != nil {
-			// The whole commands before the error still go; an incomplete one never does.
-			c.out = c.out[:c.ready]
-			if !c.heldWhole {
-				c.held, c.heldCap = nil, 0
-			}
-			if c.budget != nil {
-				c.account() // what the dropped command held is given back now, not at Close
-			}
-		}
-		if len(c.out) == 0 && cap(c.out) > keepOut {
-			c.out = nil // a huge command once should not pin its buffer
-		}
-		whole := ferr == nil && len(out) > 0 && c.n.state == stStart
-		if ferr != nil {
-			c.perr = ferr.(*ProtocolError)
-		}
-		switch {
-		case c.OnBatch == nil || c.arrival == 0:
-		case whole:
-			c.OnBatch(c.arrival) // bytes left from an earlier read (pend): registered now
-		case c.OnPartial != nil:
-			c.OnPartial()
+			return 0, err
 		}
 	}
+}
+
+// errNoRoom: fill was asked not to read from the client (a Read into an empty p).
+var errNoRoom = errors.New("resp: no room")
+
+// fill reads from the client once (or takes bytes held back earlier) and normalizes what it
+// got, once every whole command before has been handed on. An error is the client's protocol
+// error or the read's, reported once the whole commands before it are out.
+func (c *Conn) fill(mayRead bool) error {
+	if c.off > 0 { // the whole commands are out: keep the held tail at the front
+		if cap(c.out) > keepOut && len(c.out)-c.off <= keepOut {
+			// after a huge command, a small buffer again
+			c.out = append(make([]byte, 0, keepOut), c.out[c.off:]...)
+		} else {
+			n := copy(c.out, c.out[c.off:])
+			c.out = c.out[:n]
+		}
+		if c.n.track {
+			c.n.shift(c.off)
+		}
+		c.ready, c.off = c.ready-c.off, 0
+	}
+	if c.perr != nil {
+		if !c.replied {
+			c.replied = true
+			if c.BeforeErrorReply != nil {
+				c.BeforeErrorReply()
+			}
+			if !c.perr.Silent {
+				_, _ = c.Write(c.perr.Reply()) // best effort; the connection ends either way
+			}
+		}
+		return c.perr
+	}
+	var src []byte
+	if len(c.pend) > 0 { // bytes read earlier, held while the client was unauthenticated
+		src, c.pend = c.pend, nil
+	} else {
+		if err := c.rerr; err != nil {
+			c.rerr = nil // not sticky: a read deadline may be extended and Read called again
+			return err
+		}
+		if !mayRead {
+			return errNoRoom
+		}
+		if c.raw == nil {
+			c.raw = make([]byte, connReadSize)
+		}
+		buf := c.raw
+		if c.heldCap >= c.chunk {
+			// A command of a MiB or more is coming in: fewer, larger reads (a 1M-key DEL
+			// is 16.8 MB). The buffer is let go at the first read after it.
+			if c.bigRaw == nil {
+				c.bigRaw = make([]byte, bigReadSize)
+			}
+			buf = c.bigRaw
+		} else {
+			c.bigRaw = nil
+		}
+		var nr int
+		var err error
+		if c.stamp != nil && (c.stampWhen == nil || c.stampWhen.Load()) {
+			nr, c.arrival, err = c.stamp.read(buf)
+		} else {
+			nr, err = c.Conn.Read(buf)
+			c.arrival = 0
+		}
+		src, c.rerr = buf[:nr], err
+		if nr > 0 {
+			c.io.Add(1)
+			if c.OnBatch != nil && c.arrival != 0 {
+				// Registered at once, before the parse: a goroutine descheduled between
+				// its read and its parse must already hold later batches back. Withdrawn
+				// below if the bytes do not end at a command boundary.
+				c.OnBatch(c.arrival)
+			}
+		}
+	}
+	c.n.SetUnauthenticated(c.Unauthenticated != nil && c.Unauthenticated())
+	if len(c.out) >= c.large && cap(c.out)-len(c.out) < len(src) {
+		// An incomplete command (out holds nothing else here) outgrows its buffer: the
+		// buffer becomes a held chunk and a new one takes the rest, rather than a copy of
+		// everything so far into one twice as large (whose zeroed tail is resident too).
+		// Chunks double up to c.chunk: a command of 100 KiB costs about that, one of
+		// 100 MiB no copy of what came before.
+		c.held = append(c.held, c.out)
+		c.heldCap += cap(c.out)
+		c.out = make([]byte, 0, min(max(2*len(c.out), c.large), c.chunk))
+		if c.n.track {
+			c.n.moved()
+		}
+	}
+	out, ferr := c.n.Feed(c.out, src)
+	c.out = out
+	if u := c.n.Used(); ferr == nil && u < len(src) {
+		c.pend = src[u:] // aliases a read buffer, which is read into again only once pend is empty
+	}
+	if b := c.n.Boundary(); b >= 0 {
+		c.ready = b
+		c.heldWhole = len(c.held) > 0 // the large command ended in out
+	}
+	if ferr == nil && c.budget != nil && !c.account() {
+		ferr = ErrInputMemory
+	}
+	if ferr != nil {
+		// The whole commands before the error still go; an incomplete one never does.
+		c.out = c.out[:c.ready]
+		if !c.heldWhole {
+			c.held, c.heldCap = nil, 0
+		}
+		if c.budget != nil {
+			c.account() // what the dropped command held is given back now, not at Close
+		}
+	}
+	if len(c.out) == 0 && cap(c.out) > keepOut {
+		c.out = nil // a huge command once should not pin its buffer
+	}
+	whole := ferr == nil && len(out) > 0 && c.n.state == stStart
+	if ferr != nil {
+		c.perr = ferr.(*ProtocolError)
+	}
+	switch {
+	case c.OnBatch == nil || c.arrival == 0:
+	case whole:
+		c.OnBatch(c.arrival) // bytes left from an earlier read (pend): registered now
+	case c.OnPartial != nil:
+		c.OnPartial()
+	}
+	return nil
 }
 
 // Write writes to the client; it is safe to call from several goroutines.

@@ -325,6 +325,8 @@ func FuzzNormalizer(f *testing.F) {
 // client's bytes written in fuzzed pieces and Conn's large-command thresholds cut to a few
 // bytes, so that commands are held in chunks and handed on through Ready: the commands redcon
 // returns must be exactly the whole ones the normalizer makes of the input, byte for byte.
+// It runs twice: with the commands split by Conn.ReadBatch (the proxy's path) and through the
+// byte stream (Read) that redcon parses itself.
 func FuzzConnChunks(f *testing.F) {
 	for _, tc := range normCases {
 		if len(tc.in) < 4096 {
@@ -332,59 +334,87 @@ func FuzzConnChunks(f *testing.F) {
 		}
 	}
 	f.Add([]byte(mbulk("SET", "k", strings.Repeat("v", 300))+mbulk("GET", "k")), []byte{1, 9, 200})
+	f.Add(append(setPipeline(16), "PING\r\n"+mbulk("GET", "k")...), []byte{255, 7})
 	f.Fuzz(func(t *testing.T, in, pieces []byte) {
 		out, _ := NewNormalizer(DefaultLimits()).Feed(nil, in)
 		complete, err := canonicalPrefix(out)
 		if err != nil {
 			t.Fatal(err)
 		}
-		client, server := net.Pipe()
-		defer client.Close()
-		c := NewConn(server, DefaultLimits())
-		budget := new(Budget) // no limit: only the accounting, which Close must zero
-		c.SetBudget(budget)
-		defer func() {
-			c.Close()
-			if n := budget.Used(); n != 0 {
-				t.Fatalf("%d bytes still counted after Close", n)
+		for _, bytewise := range []bool{false, true} {
+			if got := connChunks(t, in, pieces, complete, bytewise); !bytes.Equal(got, out[:complete]) {
+				t.Fatalf("byte stream %v: redcon got %q\nwant the whole commands %q", bytewise, got, out[:complete])
 			}
-		}()
-		c.large, c.chunk = 16, 48
-		go func() {
-			for i, k := 0, 0; i < len(in); k++ {
-				n := len(in) - i
-				if len(pieces) > 0 {
-					n = min(n, 1+int(pieces[k%len(pieces)]))
-				}
-				if _, err := client.Write(in[i : i+n]); err != nil {
-					return
-				}
-				i += n
-			}
-			_, _ = io.Copy(io.Discard, client) // a protocol error's reply, until the test closes it
-		}()
-		_ = server.SetReadDeadline(time.Now().Add(5 * time.Second))
-		rd := redcon.NewReader(c)
-		var got []byte
-		for len(got) < complete {
-			batch, err := rd.ReadCommands()
-			if err != nil {
-				break
-			}
-			for _, cmd := range batch {
-				var enc []byte
-				enc = redcon.AppendArray(enc, len(cmd.Args))
-				for _, a := range cmd.Args {
-					enc = redcon.AppendBulk(enc, a)
-				}
-				if !bytes.Equal(enc, cmd.Raw) {
-					t.Fatalf("Args do not match Raw %q", cmd.Raw)
-				}
-				got = append(got, cmd.Raw...)
-			}
-		}
-		if !bytes.Equal(got, out[:complete]) {
-			t.Fatalf("redcon got %q\nwant the whole commands %q", got, out[:complete])
 		}
 	})
+}
+
+// readOnly hides Conn.ReadBatch from redcon: it reads the byte stream.
+type readOnly struct{ *Conn }
+
+func (r readOnly) Read(p []byte) (int, error) { return r.Conn.Read(p) }
+func (r readOnly) Ready() int                 { return r.Conn.Ready() }
+
+// connChunks writes in to a Conn in the pieces given and returns the canonical commands redcon
+// reads from it, up to want bytes of them, checking that each command's Args match its Raw.
+func connChunks(t *testing.T, in, pieces []byte, want int, bytewise bool) []byte {
+	client, server := net.Pipe()
+	defer client.Close()
+	c := NewConn(server, DefaultLimits())
+	budget := new(Budget) // no limit: only the accounting, which Close must zero
+	c.SetBudget(budget)
+	defer func() {
+		c.Close()
+		if n := budget.Used(); n != 0 {
+			t.Fatalf("%d bytes still counted after Close", n)
+		}
+	}()
+	c.large, c.chunk = 16, 48
+	go func() {
+		for i, k := 0, 0; i < len(in); k++ {
+			n := len(in) - i
+			if len(pieces) > 0 {
+				n = min(n, 1+int(pieces[k%len(pieces)]))
+			}
+			if _, err := client.Write(in[i : i+n]); err != nil {
+				return
+			}
+			i += n
+		}
+		_, _ = io.Copy(io.Discard, client) // a protocol error's reply, until the test closes it
+	}()
+	_ = server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var rd *redcon.Reader
+	if bytewise {
+		rd = redcon.NewReader(readOnly{c})
+	} else {
+		rd = redcon.NewReader(c)
+	}
+	var got []byte
+	for len(got) < want {
+		batch, err := rd.ReadCommands()
+		if err != nil {
+			if errors.Is(err, errFraming) || errors.Is(err, errBatchAfterRead) {
+				t.Fatal(err)
+			}
+			return got
+		}
+		for _, cmd := range batch {
+			var enc []byte
+			enc = redcon.AppendArray(enc, len(cmd.Args))
+			for _, a := range cmd.Args {
+				enc = redcon.AppendBulk(enc, a)
+			}
+			if !bytes.Equal(enc, cmd.Raw) || cap(cmd.Raw) != len(cmd.Raw) {
+				t.Fatalf("Args do not match Raw %q", cmd.Raw)
+			}
+			for _, a := range cmd.Args {
+				if cap(a) != len(a) {
+					t.Fatalf("argument %q of %q has room behind it", a, cmd.Raw)
+				}
+			}
+			got = append(got, cmd.Raw...)
+		}
+	}
+	return got
 }

@@ -910,3 +910,99 @@ func TestConnHoldsLargeCommandInChunks(t *testing.T) {
 		}
 	}
 }
+
+// TestReadBatchMarks: ReadBatch splits multibulk commands by the normalizer's marks, whether
+// they arrive whole (its fast path) or in pieces (its checked path), and parses only what has
+// no marks (inline commands, a large command held in chunks); the commands match Raw.
+func TestReadBatchMarks(t *testing.T) {
+	pipe := setPipeline(16)
+	big := mbulk("SET", "k", strings.Repeat("v", 300))
+	for _, tc := range []struct {
+		name   string
+		in     []byte
+		piece  int
+		parsed int
+	}{
+		{"whole", pipe, 0, 0},
+		{"pieces-of-7", pipe, 7, 0},
+		{"bytewise", pipe, 1, 0},
+		{"non-canonical", []byte("*2\r\n$3\rxGETab$1\r\nk\r\n*1\r\n$4\r\nPING\r\n"), 0, 0},
+		{"inline", []byte("GET k\r\n" + mbulk("GET", "k")), 0, 1},
+		{"held", []byte(big + mbulk("GET", "k")), 64, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, server := net.Pipe()
+			defer client.Close()
+			c := NewConn(server, DefaultLimits())
+			defer c.Close()
+			c.large, c.chunk = 100, 128
+			go func() {
+				for i := 0; i < len(tc.in); {
+					n := len(tc.in) - i
+					if tc.piece > 0 {
+						n = min(n, tc.piece)
+					}
+					if _, err := client.Write(tc.in[i : i+n]); err != nil {
+						return
+					}
+					i += n
+				}
+			}()
+			want, _ := NewNormalizer(DefaultLimits()).Feed(nil, tc.in)
+			var got []byte
+			var cmds []redcon.Command
+			var args [][]byte
+			for len(got) < len(want) {
+				var err error
+				if cmds, args, err = c.ReadBatch(cmds[:0], args[:0]); err != nil {
+					t.Fatal(err)
+				}
+				for _, cmd := range cmds {
+					enc := redcon.AppendArray(nil, len(cmd.Args))
+					for _, a := range cmd.Args {
+						enc = redcon.AppendBulk(enc, a)
+					}
+					if !bytes.Equal(enc, cmd.Raw) {
+						t.Fatalf("Args %q do not match Raw %q", cmd.Args, cmd.Raw)
+					}
+					got = append(got, cmd.Raw...)
+				}
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("got %q\nwant %q", got, want)
+			}
+			if c.parsed != tc.parsed {
+				t.Errorf("%d commands parsed without marks, want %d", c.parsed, tc.parsed)
+			}
+		})
+	}
+}
+
+// TestReadBatchAfterRead: the marks stop with the first Read; ReadBatch then refuses.
+func TestReadBatchAfterRead(t *testing.T) {
+	c := NewConn(&loopConn{data: setPipeline(2)}, DefaultLimits())
+	if _, err := c.Read(make([]byte, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.ReadBatch(nil, nil); !errors.Is(err, errBatchAfterRead) {
+		t.Fatalf("ReadBatch after Read: %v", err)
+	}
+}
+
+func BenchmarkConnReadBatch(b *testing.B) {
+	in := setPipeline(16)
+	c := NewConn(&loopConn{data: in}, DefaultLimits())
+	var cmds []redcon.Command
+	var args [][]byte
+	b.SetBytes(int64(len(in)))
+	b.ReportAllocs()
+	for b.Loop() {
+		for got := 0; got < 16; {
+			var err error
+			if cmds, args, err = c.ReadBatch(cmds[:0], args[:0]); err != nil {
+				b.Fatal(err)
+			}
+			got += len(cmds)
+		}
+	}
+}

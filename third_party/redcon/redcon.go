@@ -779,6 +779,11 @@ type Reader struct {
 	// hand over at once: a buffer too small for an incomplete command grows to hold them all
 	// instead of doubling, each doubling a parse of the command from its start.
 	ready interface{ Ready() int }
+	// batches, if the underlying reader has it (sessionproxy patch), hands over whole
+	// commands already split into arguments: they are not parsed here a second time.
+	batches interface {
+		ReadBatch(cmds []Command, args [][]byte) ([]Command, [][]byte, error)
+	}
 }
 
 // Bounds on what a reader keeps between reads (sessionproxy patch): one large batch or
@@ -829,6 +834,9 @@ func NewReader(rd io.Reader) *Reader {
 	// and hold 4 KiB per connection.
 	if ready, ok := rd.(interface{ Ready() int }); ok {
 		r.rd, r.ready = rd, ready
+		r.batches, _ = rd.(interface {
+			ReadBatch(cmds []Command, args [][]byte) ([]Command, [][]byte, error)
+		})
 	} else {
 		r.rd = bufio.NewReader(rd)
 	}
@@ -864,6 +872,20 @@ func (rd *Reader) readCommands(leftover *int) ([]Command, error) {
 	}
 	cmds := rd.batch[:0]
 	rd.args = rd.args[:0]
+	if rd.batches != nil && !rd.copying && rd.start == rd.end {
+		// sessionproxy patch: the underlying reader split the commands (the buffer is
+		// empty: it is used only once the connection was detached).
+		if leftover != nil {
+			*leftover = 0
+		}
+		cmds, args, err := rd.batches.ReadBatch(cmds, rd.args)
+		rd.args = args
+		if err != nil {
+			return nil, err
+		}
+		rd.batch = cmds
+		return cmds, nil
+	}
 	b := rd.buf[rd.start:rd.end]
 	if rd.end-rd.start == 0 && len(rd.buf) > 4096 {
 		rd.buf = rd.buf[:4096]
