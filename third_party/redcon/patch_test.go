@@ -153,3 +153,51 @@ func TestPatchReadyGrowsOnce(t *testing.T) {
 		t.Fatalf("%d reads for one command of %d bytes; want 2 (a buffer, then the rest)", src.reads, len(big))
 	}
 }
+
+// batchParts is readyParts that also splits its commands itself (ReadBatch), one string a batch,
+// as sessionproxy's resp.Conn does.
+type batchParts struct {
+	readyParts
+	batches int
+}
+
+func (r *batchParts) ReadBatch(cmds []Command, args [][]byte) ([]Command, [][]byte, error) {
+	r.batches++
+	if len(r.p) == 0 {
+		return cmds, args, io.EOF
+	}
+	sub := NewReader(strings.NewReader(r.p[0]))
+	r.p = r.p[1:]
+	got, err := sub.ReadCommands()
+	for _, c := range got {
+		from := len(args)
+		args = append(args, c.Args...)
+		cmds = append(cmds, Command{Raw: c.Raw, Args: args[from:len(args):len(args)]})
+	}
+	return cmds, args, err
+}
+
+// A reader with ReadBatch hands over its commands as they are, without a buffer of this
+// reader's; once detached, the reader reads the rest of the byte stream itself.
+func TestPatchReadBatch(t *testing.T) {
+	src := &batchParts{readyParts: readyParts{parts: parts{p: []string{
+		resp("SET", "a", "1") + resp("GET", "a"), resp("SUBSCRIBE", "c"), resp("PING"),
+	}}}}
+	rd := NewReader(src)
+	if rd.buf != nil {
+		t.Fatal("a buffer was made for a reader that splits its own commands")
+	}
+	if cmds := readBatch(t, rd); len(cmds) != 2 || argsOf(cmds[0]) != "SET a 1" || argsOf(cmds[1]) != "GET a" {
+		t.Fatalf("first batch: %d commands", len(cmds))
+	}
+	if cmds := readBatch(t, rd); len(cmds) != 1 || argsOf(cmds[0]) != "SUBSCRIBE c" {
+		t.Fatalf("second batch: %d commands", len(cmds))
+	}
+	rd.detach()
+	if cmds := readBatch(t, rd); len(cmds) != 1 || argsOf(cmds[0]) != "PING" {
+		t.Fatalf("after detach: %d commands", len(cmds))
+	}
+	if src.batches != 2 || src.reads != 1 {
+		t.Fatalf("%d ReadBatch calls and %d Reads, want 2 and 1", src.batches, src.reads)
+	}
+}

@@ -837,6 +837,9 @@ func NewReader(rd io.Reader) *Reader {
 		r.batches, _ = rd.(interface {
 			ReadBatch(cmds []Command, args [][]byte) ([]Command, [][]byte, error)
 		})
+		if r.batches != nil {
+			r.buf = nil // made when the byte stream is read (after Detach): 4 KiB a connection
+		}
 	} else {
 		r.rd = bufio.NewReader(rd)
 	}
@@ -1094,6 +1097,9 @@ func (rd *Reader) readCommands(leftover *int) ([]Command, error) {
 	}
 	if rd.rd == nil {
 		return nil, errIncompleteCommand
+	}
+	if rd.buf == nil {
+		rd.buf = make([]byte, 4096) // sessionproxy patch: see NewReader
 	}
 	if rd.end == len(rd.buf) {
 		// at the end of the buffer.
