@@ -367,7 +367,7 @@ func (n *Normalizer) Feed(dst, src []byte) ([]byte, error) {
 			if n.state == stStart {
 				n.bound = len(dst)
 				if n.track && len(dst) > from {
-					n.cur = cmdRec{start: from} // not ok: the reader parses it
+					n.cur = cmdRec{start: from, mkFrom: len(n.mk)} // not ok: the reader parses it
 					n.end(len(dst))
 				}
 			}
@@ -917,7 +917,13 @@ func (c *Conn) Ready() int {
 // Read reads normalized client bytes into p.
 func (c *Conn) Read(p []byte) (int, error) {
 	if c.n.track {
-		c.n.stop() // the byte stream: no one reads the marks
+		// The byte stream from now on (redcon detached the connection): no one reads the
+		// marks. The commands ReadBatch handed out stay valid (a detached connection's
+		// handler may still use them), so the bytes after them move to a buffer of their own
+		// rather than over them.
+		c.n.stop()
+		c.out = append([]byte(nil), c.out[c.off:]...)
+		c.ready, c.off = c.ready-c.off, 0
 	}
 	for {
 		// Only whole commands are handed on: redcon's reader parses its buffer from the start

@@ -350,10 +350,10 @@ func FuzzConnChunks(f *testing.F) {
 }
 
 // readOnly hides Conn.ReadBatch from redcon: it reads the byte stream.
-type readOnly struct{ *Conn }
+type readOnly struct{ c *Conn }
 
-func (r readOnly) Read(p []byte) (int, error) { return r.Conn.Read(p) }
-func (r readOnly) Ready() int                 { return r.Conn.Ready() }
+func (r readOnly) Read(p []byte) (int, error) { return r.c.Read(p) }
+func (r readOnly) Ready() int                 { return r.c.Ready() }
 
 // connChunks writes in to a Conn in the pieces given and returns the canonical commands redcon
 // reads from it, up to want bytes of them, checking that each command's Args match its Raw.
