@@ -248,44 +248,6 @@ func TestReadBatchDifferential(t *testing.T) {
 	}
 }
 
-// TestReadBatchMarksBounded: a client whose every batch ends with an inline command followed by
-// the start of a multibulk's count line ("*"): the marks of the batches handed on are dropped.
-func TestReadBatchMarksBounded(t *testing.T) {
-	var reads []scriptRead
-	first := true
-	for range 2000 {
-		var b strings.Builder
-		if !first {
-			b.WriteString("1\r\n$1\r\na\r\n")
-		}
-		first = false
-		for range 100 {
-			b.WriteString("*1\r\n$1\r\na\r\n")
-		}
-		b.WriteString("PING\r\n*")
-		reads = append(reads, scriptRead{data: b.String()})
-	}
-	c := NewConn(&recConn{reads: reads}, DefaultLimits())
-	var cmds []redcon.Command
-	var args [][]byte
-	maxMk := 0
-	for {
-		var err error
-		cmds, args, err = c.ReadBatch(cmds[:0], args[:0])
-		if err != nil {
-			break
-		}
-		for _, cmd := range cmds {
-			checkCmd(t, cmd)
-		}
-		maxMk = max(maxMk, len(c.n.mk))
-	}
-	t.Logf("marks kept after 2000 batches of 101 commands: len %d cap %d (max %d)", len(c.n.mk), cap(c.n.mk), maxMk)
-	if maxMk > 2*maxKeptMarks {
-		t.Errorf("marks grew without bound: %d ints kept (%d bytes)", maxMk, 8*maxMk)
-	}
-}
-
 // batchListener serves resp.Conns, with ReadBatch or (hide) without.
 type batchListener struct {
 	net.Listener
@@ -387,31 +349,43 @@ func TestReadOnlyHidesReadBatch(t *testing.T) {
 	}
 }
 
-// TestReadBatchMarksBoundedCost: 16 KiB reads of empty-argument commands, each ending in the
-// first bytes of an inline command: once a read is handed on, no marks are kept.
-func TestReadBatchMarksBoundedCost(t *testing.T) {
-	var reads []scriptRead
-	for i := range 400 {
-		var b strings.Builder
-		if i > 0 {
-			b.WriteString("ING\r\n")
+// TestReadBatchMarksBounded: reads that each end in the first bytes of the next command (a
+// "*<n>" line, an inline command) after many whole ones: once a read is handed on, the marks of
+// its commands are dropped (they once piled up, all of them, read after read).
+func TestReadBatchMarksBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name, head, cmd, tail string
+		reads, size           int
+	}{
+		{"count-line", "1\r\n$1\r\na\r\n", "*1\r\n$1\r\na\r\n", "PING\r\n*", 2000, 1100},
+		{"inline", "ING\r\n", "*1\r\n$0\r\n\r\n", "PING\r\nP", 400, 16<<10 - 20},
+	} {
+		var reads []scriptRead
+		for i := range tc.reads {
+			var b strings.Builder
+			if i > 0 {
+				b.WriteString(tc.head)
+			}
+			for b.Len() < tc.size {
+				b.WriteString(tc.cmd)
+			}
+			b.WriteString(tc.tail)
+			reads = append(reads, scriptRead{data: b.String()})
 		}
-		for b.Len() < 16<<10-20 {
-			b.WriteString("*1\r\n$0\r\n\r\n")
-		}
-		b.WriteString("PING\r\nP")
-		reads = append(reads, scriptRead{data: b.String()})
-	}
-	c := NewConn(&recConn{reads: reads}, DefaultLimits())
-	var cmds []redcon.Command
-	var args [][]byte
-	for {
-		var err error
-		if cmds, args, err = c.ReadBatch(cmds[:0], args[:0]); err != nil {
-			break
-		}
-		if c.off == c.ready && len(c.n.mk) > 2 {
-			t.Fatalf("%d marks kept once a read was handed on, want none", len(c.n.mk))
+		c := NewConn(&recConn{reads: reads}, DefaultLimits())
+		var cmds []redcon.Command
+		var args [][]byte
+		for {
+			var err error
+			if cmds, args, err = c.ReadBatch(cmds[:0], args[:0]); err != nil {
+				break
+			}
+			for _, cmd := range cmds {
+				checkCmd(t, cmd)
+			}
+			if c.off == c.ready && len(c.n.mk) > 2 {
+				t.Fatalf("%s: %d marks kept once a read was handed on, want none", tc.name, len(c.n.mk))
+			}
 		}
 	}
 }
