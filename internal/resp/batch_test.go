@@ -119,7 +119,7 @@ func runPath(t *testing.T, reads []scriptRead, batch, unauth bool, large, chunk 
 			}
 		}
 	} else {
-		rd := redcon.NewReader(readOnly{c})
+		rd := redcon.NewReader(readOnlyConn{c})
 		for i := 0; i < 10000; i++ {
 			b, err := rd.ReadCommands()
 			if err != nil {
@@ -266,12 +266,11 @@ func (l batchListener) Accept() (net.Conn, error) {
 	return rc, nil
 }
 
-// readOnlyConn is a net.Conn that hides ReadBatch (a method of another type) but has Ready.
+// readOnlyConn is a Conn whose ReadBatch redcon does not see (a method of another type
+// shadows it): redcon reads its byte stream.
 type readOnlyConn struct{ *Conn }
 
-func (r readOnlyConn) Read(p []byte) (int, error) { return r.Conn.Read(p) }
-func (r readOnlyConn) Ready() int                 { return r.Conn.Ready() }
-func (r readOnlyConn) ReadBatch()                 {}
+func (readOnlyConn) ReadBatch() {}
 
 // TestReadBatchDetachKeepsCommands: commands handed to a handler that detaches the connection
 // stay valid (PATCH.md) while the detached reader reads on, with ReadBatch as without: they
@@ -336,16 +335,16 @@ func TestReadBatchErrorAfterWhole(t *testing.T) {
 	}
 }
 
-// TestReadOnlyHidesReadBatch: redcon reads readOnly (request_fuzz_test.go) as a byte stream, so
-// the "byte stream" half of FuzzConnChunks runs.
+// TestReadOnlyHidesReadBatch: redcon reads readOnlyConn as a byte stream, so the "byte stream"
+// half of FuzzConnChunks runs.
 func TestReadOnlyHidesReadBatch(t *testing.T) {
 	c := NewConn(&recConn{reads: []scriptRead{{data: mbulk("PING")}}}, DefaultLimits())
-	rd := redcon.NewReader(readOnly{c})
+	rd := redcon.NewReader(readOnlyConn{c})
 	if _, err := rd.ReadCommands(); err != nil {
 		t.Fatal(err)
 	}
 	if c.n.track {
-		t.Errorf("readOnly{c}: redcon used ReadBatch (marks still tracked), not Read")
+		t.Errorf("readOnlyConn: redcon used ReadBatch (marks still tracked), not Read")
 	}
 }
 

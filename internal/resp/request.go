@@ -883,9 +883,9 @@ const bigReadSize = 256 << 10
 
 // NewConn wraps c; lim bounds what the client may send.
 func NewConn(c net.Conn, lim Limits) *Conn {
-	c2 := &Conn{Conn: c, n: NewNormalizer(lim), large: keepOut, chunk: chunkSize}
-	c2.n.track = true // for ReadBatch; the first Read stops it
-	return c2
+	n := NewNormalizer(lim)
+	n.track = true // for ReadBatch; the first Read stops it
+	return &Conn{Conn: c, n: n, large: keepOut, chunk: chunkSize}
 }
 
 // Stamp makes reads keep the kernel's receive time of their bytes (Arrival), where the

@@ -349,12 +349,6 @@ func FuzzConnChunks(f *testing.F) {
 	})
 }
 
-// readOnly hides Conn.ReadBatch from redcon: it reads the byte stream.
-type readOnly struct{ c *Conn }
-
-func (r readOnly) Read(p []byte) (int, error) { return r.c.Read(p) }
-func (r readOnly) Ready() int                 { return r.c.Ready() }
-
 // connChunks writes in to a Conn in the pieces given and returns the canonical commands redcon
 // reads from it, up to want bytes of them, checking that each command's Args match its Raw.
 func connChunks(t *testing.T, in, pieces []byte, want int, bytewise bool) []byte {
@@ -386,7 +380,7 @@ func connChunks(t *testing.T, in, pieces []byte, want int, bytewise bool) []byte
 	_ = server.SetReadDeadline(time.Now().Add(5 * time.Second))
 	var rd *redcon.Reader
 	if bytewise {
-		rd = redcon.NewReader(readOnly{c})
+		rd = redcon.NewReader(readOnlyConn{c})
 	} else {
 		rd = redcon.NewReader(c)
 	}

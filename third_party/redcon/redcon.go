@@ -781,9 +781,13 @@ type Reader struct {
 	ready interface{ Ready() int }
 	// batches, if the underlying reader has it (sessionproxy patch), hands over whole
 	// commands already split into arguments: they are not parsed here a second time.
-	batches interface {
-		ReadBatch(cmds []Command, args [][]byte) ([]Command, [][]byte, error)
-	}
+	batches batchReader
+}
+
+// batchReader is a reader that splits its commands itself (sessionproxy patch): ReadBatch
+// appends the whole commands at hand to cmds, their arguments to args.
+type batchReader interface {
+	ReadBatch(cmds []Command, args [][]byte) ([]Command, [][]byte, error)
 }
 
 // Bounds on what a reader keeps between reads (sessionproxy patch): one large batch or
@@ -834,9 +838,7 @@ func NewReader(rd io.Reader) *Reader {
 	// and hold 4 KiB per connection.
 	if ready, ok := rd.(interface{ Ready() int }); ok {
 		r.rd, r.ready = rd, ready
-		r.batches, _ = rd.(interface {
-			ReadBatch(cmds []Command, args [][]byte) ([]Command, [][]byte, error)
-		})
+		r.batches, _ = rd.(batchReader)
 		if r.batches != nil {
 			r.buf = nil // made when the byte stream is read (after Detach): 4 KiB a connection
 		}
