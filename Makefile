@@ -17,10 +17,12 @@ deps:
 	bash .ci/deps
 
 # Lint, then every test with the race detector (real redis-server processes, real clients),
+# the end-to-end packages again with client reads on the epoll loop (client_reads: epoll),
 # then the tests of the patched redcon copy and the alert rules' check with Prometheus' rule
 # parser (modules of their own, so not in ./...).
 test: deps lint
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	SESSIONPROXY_TEST_CLIENT_READS=epoll $(GO) test -race -count=1 -timeout 15m ./proxy ./cmd/...
 	cd third_party/redcon && $(GO) test -count=1 .
 	cd deploy/prometheus/rulecheck && $(GO) test -count=1 .
 
@@ -40,6 +42,7 @@ fuzz:
 	$(GO) test ./internal/resp -run '^$$' -fuzz '^FuzzReplyLen$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./reaper -run '^$$' -fuzz '^FuzzParseEntry$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/resp -run '^$$' -fuzz '^FuzzConnChunks$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/resp -run '^$$' -fuzz '^FuzzPollChunks$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s
 
 # Go micro-benchmarks; the redis-benchmark comparison is bench/run.sh (see bench/README.md).
 bench:

@@ -38,6 +38,7 @@ type Config struct {
 	LogFormat       string   `yaml:"log_format"`       // text|json; default text
 	Procs           int      `yaml:"procs"`            // GOMAXPROCS; default 1
 	Ordering        string   `yaml:"ordering"`         // auto|arrival|none; default auto
+	ClientReads     string   `yaml:"client_reads"`     // netpoller|epoll; default netpoller
 	Clients         Clients  `yaml:"clients"`
 	Upstream        Upstream `yaml:"upstream"`
 	Limits          Limits   `yaml:"limits"`
@@ -175,6 +176,7 @@ func Default() Config {
 		LogFormat:       "text",
 		Procs:           1,
 		Ordering:        "auto",
+		ClientReads:     "netpoller",
 		Clients: Clients{ProtectedMode: "auto", DenyCommands: []string{}, Renames: []string{}, InputMemory: 2 << 30, TLS: ClientTLS{AuthClients: "yes",
 			Protocols: "TLSv1.2 TLSv1.3", Reload: Duration(10 * time.Second)}},
 		Upstream: Upstream{
@@ -505,6 +507,7 @@ func (c Config) Validate() error {
 	check("procs", between(c.Procs, 1, 1024))
 	check("slowlog.max_len", between(c.SlowLog.MaxLen, 1, 100000))
 	check("ordering", oneOf(c.Ordering, "auto", "arrival", "none"))
+	check("client_reads", oneOf(c.ClientReads, "netpoller", "epoll"))
 	check("clients.protected_mode", oneOf(c.Clients.ProtectedMode, "auto", "yes", "no"))
 	check("reaper.interval", positive(c.Reaper.Interval))
 	check("reaper.batch", between(c.Reaper.Batch, 1, 10000))
@@ -734,6 +737,7 @@ var docs = map[string]string{
 	"reaper.interval":                   "How often the deadline ledger is swept.",
 	"reaper.batch":                      "Ledger entries cleaned per atomic step (bounds how long Redis is busy with one step).",
 	"reaper.notifications":              "Subscribe to expired/evicted keyevents, enabling them with CONFIG SET if needed; false runs on the sweep alone.",
+	"client_reads":                      "How the proxy learns that a plain client connection has bytes to read. netpoller: Go's, where each client batch costs a read that finds nothing before the goroutine waits; epoll: an epoll loop of the proxy's own (Linux), one read per batch. TLS clients always use netpoller.",
 	"ordering":                          "Whether commands of different clients reach Redis in the order their bytes reached the proxy, also when they come in microseconds apart. arrival: always (about 60% more CPU per request under load, see README); auto: while the proxy handles at most 2,000 batches a second (where the CPU is spare), not under load; none: each client's own order only, as most proxies keep it.",
 	"procs":                             "CPU cores the proxy's Go code may use at once (GOMAXPROCS). One is fastest when the proxy shares a small host with Redis and its clients (measured, see bench/README.md); raise it on a dedicated host with many clients.",
 	"upstream":                          "The Redis server to forward to.",

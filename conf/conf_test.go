@@ -31,7 +31,7 @@ func fullConfig() Config {
 		LogLevel:  "debug",
 		LogFormat: "json",
 		Procs:     4,
-		Ordering:  "arrival",
+		Ordering:  "arrival", ClientReads: "epoll",
 		Upstream: Upstream{
 			Mode:        "sentinel",
 			Addr:        "redis.internal:6390",

@@ -138,6 +138,9 @@ func proxyEnv(env ...string) []string {
 		}
 	}
 	out = append(out, "SESSIONPROXY_SHUTDOWN_TIMEOUT=5s")
+	if v := os.Getenv("SESSIONPROXY_TEST_CLIENT_READS"); v != "" {
+		out = append(out, "SESSIONPROXY_CLIENT_READS="+v) // CI runs the tests once per way (Makefile)
+	}
 	if raceEnabled && os.Getenv("GORACE") == "" {
 		// The race runtime sleeps 1s at exit by default; every stop would pay it.
 		out = append(out, "GORACE=atexit_sleep_ms=50")

@@ -288,6 +288,7 @@ func proxyOptions(cfg conf.Config, logger *slog.Logger, reg prometheus.Registere
 		},
 		ShutdownTimeout: cfg.ShutdownTimeout.D(),
 		Ordering:        ordering(cfg.Ordering),
+		Poll:            cfg.ClientReads == "epoll",
 		Logger:          logger,
 		Registerer:      reg,
 	}, nil

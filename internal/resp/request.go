@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // This file normalizes the bytes a client sends into canonical RESP multibulk, reproducing
@@ -777,6 +778,7 @@ type Conn struct {
 	rerr      error          // error of the underlying Read, reported once out is drained
 	replied   bool
 	stamp     *stamper     // nil: plain reads, no receive times
+	poll      *pollReader  // nil: reads wait on Go's netpoller (see Poller)
 	stampWhen *atomic.Bool // nil: always; else reads keep receive times only while it is true
 	arrival   int64        // receive time (unix ns) of the last read's bytes; 0: unknown
 
@@ -825,7 +827,26 @@ func (c *Conn) Close() error {
 		c.budget.used.Add(-c.counted.Swap(0))
 		c.bmu.Unlock()
 	}
+	if c.poll != nil {
+		c.poll.unregister() // while the descriptor is still this connection's
+	}
 	return c.Conn.Close()
+}
+
+// SetReadDeadline is net.Conn's; it also bounds a read waiting for the Poller.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	if c.poll != nil {
+		c.poll.setReadDeadline(t)
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetDeadline is net.Conn's; it also bounds a read waiting for the Poller.
+func (c *Conn) SetDeadline(t time.Time) error {
+	if c.poll != nil {
+		c.poll.setReadDeadline(t)
+	}
+	return c.Conn.SetDeadline(t)
 }
 
 // Budget bounds the bytes that large incomplete commands hold across the connections that share
@@ -1023,9 +1044,13 @@ func (c *Conn) fill(mayRead bool) error {
 		}
 		var nr int
 		var err error
-		if c.stamp != nil && (c.stampWhen == nil || c.stampWhen.Load()) {
+		stamped := c.stamp != nil && (c.stampWhen == nil || c.stampWhen.Load())
+		switch {
+		case c.poll != nil:
+			nr, c.arrival, err = c.poll.read(buf, stamped)
+		case stamped:
 			nr, c.arrival, err = c.stamp.read(buf)
-		} else {
+		default:
 			nr, err = c.Conn.Read(buf)
 			c.arrival = 0
 		}

@@ -342,7 +342,7 @@ func FuzzConnChunks(f *testing.F) {
 			t.Fatal(err)
 		}
 		for _, bytewise := range []bool{false, true} {
-			if got := connChunks(t, in, pieces, complete, bytewise); !bytes.Equal(got, out[:complete]) {
+			if got := connChunks(t, in, pieces, complete, bytewise, nil); !bytes.Equal(got, out[:complete]) {
 				t.Fatalf("byte stream %v: redcon got %q\nwant the whole commands %q", bytewise, got, out[:complete])
 			}
 		}
@@ -351,10 +351,20 @@ func FuzzConnChunks(f *testing.F) {
 
 // connChunks writes in to a Conn in the pieces given and returns the canonical commands redcon
 // reads from it, up to want bytes of them, checking that each command's Args match its Raw.
-func connChunks(t *testing.T, in, pieces []byte, want int, bytewise bool) []byte {
-	client, server := net.Pipe()
+// With a Poller the Conn is one end of a loopback TCP connection whose reads p wakes; without,
+// of a net.Pipe.
+func connChunks(t *testing.T, in, pieces []byte, want int, bytewise bool, p *polledPair) []byte {
+	var client, server net.Conn
+	if p != nil {
+		client, server = p.pair(t)
+	} else {
+		client, server = net.Pipe()
+	}
 	defer client.Close()
 	c := NewConn(server, DefaultLimits())
+	if p != nil && !c.Poll(p.Poller) {
+		t.Fatal("Poll refused a TCP connection")
+	}
 	budget := new(Budget) // no limit: only the accounting, which Close must zero
 	c.SetBudget(budget)
 	defer func() {
@@ -377,7 +387,7 @@ func connChunks(t *testing.T, in, pieces []byte, want int, bytewise bool) []byte
 		}
 		_, _ = io.Copy(io.Discard, client) // a protocol error's reply, until the test closes it
 	}()
-	_ = server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	var rd *redcon.Reader
 	if bytewise {
 		rd = redcon.NewReader(readOnlyConn{c})
