@@ -114,11 +114,11 @@ type pollReader struct {
 	// hup: the peer closed (or the connection failed). A read that returns the last bytes does
 	// not take the end with them, and the end's event may have been merged with the bytes'
 	// (one wake-up): from now on the reader reads until the end instead of waiting.
-	hup atomic.Bool
-	closed  atomic.Bool
-	dl      atomic.Int64 // read deadline, unix ns; 0: none
-	tmu     sync.Mutex
-	timer   *time.Timer
+	hup    atomic.Bool
+	closed atomic.Bool
+	dl     atomic.Int64 // read deadline, unix ns; 0: none
+	tmu    sync.Mutex
+	timer  *time.Timer
 	// One read's state, kept here so that the callback (made once) allocates nothing.
 	buf   []byte
 	stamp bool
