@@ -1,9 +1,7 @@
 package resp
 
 import (
-	"bytes"
 	"net"
-	"strings"
 	"testing"
 )
 
@@ -56,29 +54,7 @@ func (p *polledPair) pair(tb testing.TB) (client, server net.Conn) {
 	return client, server
 }
 
-// FuzzPollChunks feeds a client connection whose reads the Poller wakes (the epoll client
-// reads) fragmented input over real loopback TCP: redcon must get exactly the whole commands
-// the normalizer makes of the input at once, through ReadBatch and through the byte stream.
-func FuzzPollChunks(f *testing.F) {
-	for _, tc := range normCases {
-		if len(tc.in) < 4096 {
-			f.Add([]byte(tc.in), []byte{3, 50})
-		}
-	}
-	f.Add([]byte(mbulk("SET", "k", strings.Repeat("v", 300))+mbulk("GET", "k")), []byte{1, 9, 200})
-	f.Add(append(setPipeline(16), "PING\r\n"+mbulk("GET", "k")...), []byte{255, 7})
-	f.Add([]byte(mbulk("SET", "k", strings.Repeat("v", 40000))), []byte{})
-	p := newPolledPair(f)
-	f.Fuzz(func(t *testing.T, in, pieces []byte) {
-		out, _ := NewNormalizer(DefaultLimits()).Feed(nil, in)
-		complete, err := canonicalPrefix(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, bytewise := range []bool{false, true} {
-			if got := connChunks(t, in, pieces, complete, bytewise, p); !bytes.Equal(got, out[:complete]) {
-				t.Fatalf("byte stream %v: redcon got %q\nwant the whole commands %q", bytewise, got, out[:complete])
-			}
-		}
-	})
-}
+// FuzzPollChunks feeds a client connection whose reads the Poller wakes (client_reads: epoll)
+// fragmented input over real loopback TCP: redcon must get exactly the whole commands the
+// normalizer makes of the input at once, through ReadBatch and through the byte stream.
+func FuzzPollChunks(f *testing.F) { fuzzChunks(f, newPolledPair(f)) }

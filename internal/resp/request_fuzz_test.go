@@ -327,7 +327,11 @@ func FuzzNormalizer(f *testing.F) {
 // returns must be exactly the whole ones the normalizer makes of the input, byte for byte.
 // It runs twice: with the commands split by Conn.ReadBatch (the proxy's path) and through the
 // byte stream (Read) that redcon parses itself.
-func FuzzConnChunks(f *testing.F) {
+func FuzzConnChunks(f *testing.F) { fuzzChunks(f, nil) }
+
+// fuzzChunks is FuzzConnChunks, and with p FuzzPollChunks: the input in pieces through a Conn,
+// through ReadBatch and through the byte stream.
+func fuzzChunks(f *testing.F, p *polledPair) {
 	for _, tc := range normCases {
 		if len(tc.in) < 4096 {
 			f.Add([]byte(tc.in), []byte{3, 50})
@@ -335,6 +339,7 @@ func FuzzConnChunks(f *testing.F) {
 	}
 	f.Add([]byte(mbulk("SET", "k", strings.Repeat("v", 300))+mbulk("GET", "k")), []byte{1, 9, 200})
 	f.Add(append(setPipeline(16), "PING\r\n"+mbulk("GET", "k")...), []byte{255, 7})
+	f.Add([]byte(mbulk("SET", "k", strings.Repeat("v", 40000))), []byte{}) // more than a read buffer at once
 	f.Fuzz(func(t *testing.T, in, pieces []byte) {
 		out, _ := NewNormalizer(DefaultLimits()).Feed(nil, in)
 		complete, err := canonicalPrefix(out)
@@ -342,7 +347,7 @@ func FuzzConnChunks(f *testing.F) {
 			t.Fatal(err)
 		}
 		for _, bytewise := range []bool{false, true} {
-			if got := connChunks(t, in, pieces, complete, bytewise, nil); !bytes.Equal(got, out[:complete]) {
+			if got := connChunks(t, in, pieces, complete, bytewise, p); !bytes.Equal(got, out[:complete]) {
 				t.Fatalf("byte stream %v: redcon got %q\nwant the whole commands %q", bytewise, got, out[:complete])
 			}
 		}
