@@ -268,7 +268,7 @@ func (s *Server) Run(ctx context.Context) error {
 		if err != nil {
 			s.log.Warn("no epoll loop for client reads; Go's netpoller it is", "err", err)
 		} else {
-			defer p.Close() // after Run's own deferred closes below: every client is gone
+			defer p.Close() // at Run's very end, when every client is gone
 			wl.poller = p
 		}
 	}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -48,5 +49,35 @@ func TestCommandTimeout(t *testing.T) {
 	d.send(encode("BLPOP", "tlist", "1"))
 	if got := string(d.replies(1)); got != "*-1\r\n" {
 		t.Errorf("BLPOP past the bound: %q", got)
+	}
+}
+
+// TestCommandTimeoutIdle: an idle shared connection waits for nothing, so idle spells of any
+// length are no stall. Commands spaced at most of the bound apart, and after idle spells of
+// several bounds, are answered on the same upstream connection, which is never failed.
+func TestCommandTimeoutIdle(t *testing.T) {
+	up := redistest.Start(t)
+	s := startProxy(t, up, func(o *Options) { o.CommandTimeout = 200 * time.Millisecond; o.PoolSize = 1 })
+	c := dialRaw(t, s.Addr().String())
+	c.do("PING")
+	direct := dialRaw(t, up.Addr())
+	conns := func() string {
+		for _, l := range strings.Split(direct.do("INFO", "stats"), "\r\n") {
+			if strings.HasPrefix(l, "total_connections_received:") {
+				return l
+			}
+		}
+		t.Fatal("no total_connections_received")
+		return ""
+	}
+	before := conns()
+	for i, gap := range []time.Duration{180, 30, 30, 30, 190, 650, 10, 450, 60} {
+		time.Sleep(gap * time.Millisecond)
+		if got := c.do("INCR", "n"); got != ":"+strconv.Itoa(i+1)+"\r\n" {
+			t.Fatalf("command %d after %v: %q", i, gap*time.Millisecond, got)
+		}
+	}
+	if after := conns(); after != before {
+		t.Errorf("the shared connection was replaced (%s, then %s): an idle deadline was taken for a stall", before, after)
 	}
 }
