@@ -222,3 +222,33 @@ func TestPollManyConns(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestPollStamped: a polled connection that keeps receive times (ordering) reads with recvmsg
+// through the Poller and reports the kernel's receive time of its bytes.
+func TestPollStamped(t *testing.T) {
+	p := newPolledPair(t)
+	StampListener(p.ln)
+	client, c := polledConn(t, p)
+	c.Stamp()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	// The kernel turns receive timestamps on host-wide some time after the first socket asks
+	// (deferred work); segments received before carry none. Wait until a read has one.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		before := time.Now().UnixNano()
+		client.Write([]byte("PING\r\n"))
+		n, err := c.Read(buf)
+		if err != nil || string(buf[:n]) != "*1\r\n$4\r\nPING\r\n" {
+			t.Fatalf("got %q, %v", buf[:n], err)
+		}
+		if at := c.Arrival(); at != 0 {
+			if at < before-int64(time.Millisecond) || at > time.Now().UnixNano() {
+				t.Fatalf("receive time %d outside the write's window [%d, now]", at, before)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no receive timestamps on this host after 5 s")
+		}
+	}
+}
