@@ -225,17 +225,12 @@ func (r *pollReader) setReadDeadline(t time.Time) {
 // recv is the RawConn callback: one read (recvmsg when the receive time is wanted). It never
 // asks Go's netpoller to wait: EAGAIN is the Poller's to wait for.
 func (r *pollReader) recv(fd uintptr) bool {
+	if r.stamp {
+		r.n, r.at, r.rerr = recvStamped(int(fd), r.buf, r.oob[:])
+		return true
+	}
 	for {
-		if r.stamp {
-			var oobn int
-			r.n, oobn, _, _, r.rerr = syscall.Recvmsg(int(fd), r.buf, r.oob[:], 0)
-			if r.rerr == nil {
-				r.at = parseStamp(r.oob[:oobn])
-			}
-		} else {
-			r.n, r.rerr = syscall.Read(int(fd), r.buf)
-		}
-		if r.rerr != syscall.EINTR {
+		if r.n, r.rerr = syscall.Read(int(fd), r.buf); r.rerr != syscall.EINTR {
 			return true
 		}
 	}

@@ -51,18 +51,23 @@ func newStamper(c net.Conn) *stamper {
 
 // recv is the RawConn callback: one recvmsg into s.p; false waits for readiness.
 func (s *stamper) recv(fd uintptr) bool {
+	s.n, s.at, s.rerr = recvStamped(int(fd), s.p, s.oob[:])
+	return s.rerr != syscall.EAGAIN // else wait for readiness (and the read deadline)
+}
+
+// recvStamped is one recvmsg into p (EINTR retried) with the kernel's receive time of what it
+// read (unix ns; 0 if none), oob holding the control message.
+func recvStamped(fd int, p, oob []byte) (n int, at int64, err error) {
 	for {
 		var oobn int
-		s.n, oobn, _, _, s.rerr = syscall.Recvmsg(int(fd), s.p, s.oob[:], 0)
-		switch s.rerr {
+		n, oobn, _, _, err = syscall.Recvmsg(fd, p, oob, 0)
+		switch err {
 		case syscall.EINTR:
 			continue
-		case syscall.EAGAIN:
-			return false // wait for readiness (and the read deadline)
 		case nil:
-			s.at = parseStamp(s.oob[:oobn])
+			at = parseStamp(oob[:oobn])
 		}
-		return true
+		return n, at, err
 	}
 }
 
