@@ -26,6 +26,9 @@ func TestIdleTimeout(t *testing.T) {
 	s := startProxy(t, up, func(o *Options) { o.IdleTimeout, o.Registerer = time.Second, reg })
 	for _, side := range []struct{ name, addr string }{{"direct", up.Addr()}, {"proxy", s.Addr().String()}} {
 		t.Run(side.name, func(t *testing.T) {
+			if _, err := up.Do("CONFIG", "SET", "timeout", "1"); err != nil {
+				t.Fatal(err)
+			}
 			idle, busy, sub, blocked := dialRaw(t, side.addr), dialRaw(t, side.addr), dialRaw(t, side.addr), dialRaw(t, side.addr)
 			idle.do("PING")
 			sub.do("SUBSCRIBE", "idlechan")
@@ -68,6 +71,13 @@ func TestIdleTimeout(t *testing.T) {
 			}
 			if got := string(sub.replies(1)); got != "*3\r\n$7\r\nmessage\r\n$8\r\nidlechan\r\n$2\r\nhi\r\n" {
 				t.Errorf("subscriber got %q", got)
+			}
+			// The blocked client has outlived Redis' timeout. Turn it off before waking it:
+			// Redis may close a client it has just unblocked as idle when its cron runs in the
+			// same event-loop turn as the LPUSH, before the reply is written (a direct client
+			// then reads EOF; CI saw "Closing idle client" 1 ms after the LPUSH).
+			if _, err := up.Do("CONFIG", "SET", "timeout", "0"); err != nil {
+				t.Fatal(err)
 			}
 			pub.do("LPUSH", "idlelist", "x")
 			if got := string(blocked.replies(1)); got != "*2\r\n$8\r\nidlelist\r\n$1\r\nx\r\n" {
