@@ -19,9 +19,7 @@ import (
 // returns its combined output; a non-zero exit or a timeout fails the test.
 func runTool(t *testing.T, timeout time.Duration, stdin []byte, name string, args ...string) string {
 	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		t.Skipf("%s not installed", name)
-	}
+	redistest.Need(t, name)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
@@ -151,9 +149,7 @@ func TestRedisCLI(t *testing.T) {
 // --requirepass, straight and through the proxy: the output and exit status must be the same.
 func TestRedisCLIAuth(t *testing.T) {
 	t.Parallel()
-	if _, err := exec.LookPath("redis-cli"); err != nil {
-		t.Skip("redis-cli not installed")
-	}
+	redistest.Need(t, "redis-cli")
 	const password = "cli-secret"
 	srv := redistest.Start(t, "--requirepass", password)
 	p := startProxy(t, srv.Addr())

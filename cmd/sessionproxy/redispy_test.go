@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -20,7 +21,7 @@ const python = "/usr/bin/python3"
 func TestRedisPy(t *testing.T) {
 	t.Parallel()
 	if err := exec.Command(python, "-c", "import redis").Run(); err != nil {
-		t.Skipf("%s cannot import redis: %v", python, err)
+		redistest.Missing(t, fmt.Sprintf("%s cannot import redis: %v", python, err))
 	}
 	srv := redistest.Start(t)
 	p := startProxy(t, srv.Addr())

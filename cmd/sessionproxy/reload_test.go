@@ -133,9 +133,7 @@ func TestReload(t *testing.T) {
 // setting needing a restart are refused with the reason logged and change nothing, and the
 // benchmark sees no error and no dropped connection.
 func TestReloadUnderLoad(t *testing.T) {
-	if _, err := exec.LookPath("redis-benchmark"); err != nil {
-		t.Skip("redis-benchmark not installed")
-	}
+	redistest.Need(t, "redis-benchmark")
 	up := redistest.Start(t)
 	path := filepath.Join(t.TempDir(), "sessionproxy.yaml")
 	write := func(yaml string) {

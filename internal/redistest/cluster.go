@@ -29,9 +29,7 @@ func (c *Cluster) Addrs() []string {
 // the cluster ok, and stops them all when the test ends.
 func StartCluster(t testing.TB, primaries, replicas int, extra ...string) *Cluster {
 	t.Helper()
-	if _, err := exec.LookPath("redis-cli"); err != nil {
-		t.Skip("redis-cli not installed")
-	}
+	Need(t, "redis-cli")
 	n := primaries * (1 + replicas)
 	c := &Cluster{}
 	var pass string // --requirepass among extra: the nodes and redis-cli need it

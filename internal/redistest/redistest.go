@@ -41,9 +41,7 @@ func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.It
 // "pw") and stops it when the test ends. It skips the test when redis-server is not installed.
 func Start(t testing.TB, extra ...string) *Server {
 	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("redis-server not installed")
-	}
+	Need(t, "redis-server")
 	port := FreePort(t)
 	if slices.Contains(extra, "--cluster-enabled") {
 		port = freeClusterPort(t) // its bus port must be free too

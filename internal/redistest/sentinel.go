@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -44,9 +43,7 @@ type SentinelTiming struct {
 // each other through it.
 func StartSentinel(t testing.TB, name string, master *Server, quorum int, tm SentinelTiming) *Server {
 	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("redis-server not installed")
-	}
+	Need(t, "redis-server")
 	s := &Server{t: t, Dir: t.TempDir(), Port: FreePort(t)}
 	conf := fmt.Sprintf(`port %d
 bind 127.0.0.1
