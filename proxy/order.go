@@ -65,6 +65,9 @@ const (
 	orderAutoRate   = 2000
 	orderWindow     = 100 * time.Millisecond
 	orderClockEvery = 16
+	// orderBurst is how many batches above orderAutoRate's pace so far in a window turn the
+	// gate off before the window ends.
+	orderBurst = 20
 )
 
 // on reports whether the gate applies to the next batch, and counts it.
@@ -88,9 +91,11 @@ func (g *orderGate) on(mode Ordering) bool {
 		rate := float64(n) / (float64(now-start) / float64(time.Second))
 		g.quiet.Store(rate <= orderAutoRate)
 		g.batches.Store(0)
-	} else if n > orderAutoRate*int64(orderWindow)/int64(time.Second) {
+	} else if n > orderAutoRate*(now-start)/int64(time.Second)+orderBurst {
 		// A burst: off at once, not at the end of the window. 10,000 clients connecting
-		// together all entered the gate and yielded to each other; a PING waited 1.1 s.
+		// together all entered the gate and yielded to each other; a PING waited 1.1 s. Judged
+		// by the rate so far in the window: at its end, 200 newcomers' first batches (and
+		// their dials) would still have held the PINGs of clients already there.
 		g.quiet.Store(false)
 	}
 	return g.quiet.Load()

@@ -81,6 +81,34 @@ func TestOrderAuto(t *testing.T) {
 	}
 }
 
+// TestOrderAutoBurst: a burst turns the gate off within orderBurst batches or so, not at the
+// end of the window (a storm of connections would hold established clients behind every
+// newcomer's first batch until then), while a pace under orderAutoRate keeps it on.
+func TestOrderAutoBurst(t *testing.T) {
+	var g orderGate
+	g.quiet.Store(true)
+	g.on(OrderAuto) // opens a window
+	on := 0
+	for range 2 * orderBurst {
+		if g.on(OrderAuto) {
+			on++
+		}
+	}
+	if g.on(OrderAuto) || on > orderBurst+1 {
+		t.Fatalf("a burst of %d batches: gate on for %d of them, and after", 2*orderBurst, on)
+	}
+	// Under the rate: one batch per 2/orderAutoRate seconds (half the rate) stays on.
+	var h orderGate
+	h.quiet.Store(true)
+	step := 2 * time.Second / orderAutoRate
+	for i := range 50 {
+		if !h.on(OrderAuto) {
+			t.Fatalf("batch %d at half the rate: gate off", i)
+		}
+		time.Sleep(step)
+	}
+}
+
 // TestLeastRecent: a gated batch goes on the pool's connection Redis answered longest ago, and
 // the pool's other slots are dialed in the background for it, so that it does not follow
 // another client's command on the connection Redis served last (TestOrderAcrossConnections,

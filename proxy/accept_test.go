@@ -1,0 +1,47 @@
+package proxy
+
+import (
+	"bufio"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/sessionproxy/sessionproxy/internal/redistest"
+)
+
+// TestAcceptBurst: 600 clients that connect at once and each send a PING all get their PONG
+// (the accept loop waits for the network poller between batches of newcomers: none is left in
+// the backlog), and a client connected before keeps being served.
+func TestAcceptBurst(t *testing.T) {
+	up := redistest.Start(t)
+	s := startProxy(t, up)
+	est := dialRaw(t, s.Addr().String())
+	if got := est.do("PING"); got != "+PONG\r\n" {
+		t.Fatalf("PING before: %q", got)
+	}
+	conns := make([]net.Conn, 0, 600)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range cap(conns) {
+		c, err := net.DialTimeout("tcp", s.Addr().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		if _, err := c.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != "+PONG\r\n" {
+			t.Fatalf("newcomer %d: %q, %v", i, line, err)
+		}
+	}
+	if got := est.do("PING"); got != "+PONG\r\n" {
+		t.Fatalf("PING after: %q", got)
+	}
+}

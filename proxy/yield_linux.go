@@ -1,0 +1,58 @@
+//go:build linux
+
+package proxy
+
+import (
+	"os"
+	"syscall"
+)
+
+// pollYield parks a goroutine until Go's network poller next runs. The runtime polls the network
+// only when it has no goroutine to run, or from its monitor every 10 ms; a goroutine that
+// yields with runtime.Gosched instead comes back after the run queue alone, so a loop that
+// starts work (an accept loop in a storm of 10,000 connections) keeps the queue from ever
+// emptying, and replies that came from Redis wait for the monitor, 128 events a time. Waiting
+// here lets the queue drain and the poller run first, as an event loop serves every ready
+// descriptor once a turn. It writes a byte to a socket pair and waits for the poller to report
+// it readable.
+type pollYield struct {
+	r *os.File
+	w int
+}
+
+func newPollYield() (*pollYield, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	// A non-blocking descriptor makes a File the runtime's poller watches.
+	return &pollYield{r: os.NewFile(uintptr(fds[0]), "pollyield"), w: fds[1]}, nil
+}
+
+// wait returns once the network poller has run (or the pair was closed).
+func (y *pollYield) wait() {
+	rc, err := y.r.SyscallConn()
+	if err != nil {
+		return
+	}
+	wrote := false
+	// Read resets the descriptor's readiness before it calls the func, so the byte written in
+	// the first call is news only a poll can bring: the second call comes after one.
+	_ = rc.Read(func(fd uintptr) bool {
+		if !wrote {
+			wrote = true
+			if _, err := syscall.Write(y.w, []byte{0}); err != nil {
+				return true
+			}
+			return false
+		}
+		var b [16]byte
+		_, _ = syscall.Read(int(fd), b[:])
+		return true
+	})
+}
+
+func (y *pollYield) close() {
+	y.r.Close()
+	syscall.Close(y.w)
+}
