@@ -1,7 +1,8 @@
 // Command bounds runs the memory and CPU bound scenarios of issue 14 against a fresh Redis and
 // a fresh proxy each (so the proxy's peak RSS, VmHWM, is the scenario's own), while another
 // client PINGs through the proxy every 10 ms, and prints per scenario: the proxy's peak RSS
-// against the bytes in flight, what happened to the offending clients, and the PING p50/p99.
+// against the bytes in flight, what happened to the offending clients, and the PING p50/p99 (and
+// per phase where the scenario marks them: watch's connect and disconnect).
 //
 //	go build -o /tmp/sessionproxy ./cmd/sessionproxy
 //	go run ./bench/bounds -proxy /tmp/sessionproxy [-only trickle,trickle-limit,subscriber,pipeline,bigreply,watch]
@@ -62,9 +63,19 @@ func main() {
 		}
 		stopPing, stopDirect := e.pinger(e.proxyAddr), e.pinger(e.redisAddr)
 		outcome := sc.run(e)
-		p50, p99 := stopPing()
-		_, d99 := stopDirect()
+		pings, direct := stopPing(), stopDirect()
+		p50, p99 := pings.pct(time.Time{}, time.Time{})
+		_, d99 := direct.pct(time.Time{}, time.Time{})
 		fmt.Printf("%-15s %8.0fM %7.2fms %7.2fms %9.2fms  %s\n", sc.name, float64(e.peakRSS())/1e6, p50, p99, d99, outcome)
+		for i, m := range e.phases { // the PINGs sent in each phase the scenario marked
+			end := time.Time{}
+			if i+1 < len(e.phases) {
+				end = e.phases[i+1].at
+			}
+			p50, p99 := pings.pct(m.at, end)
+			_, d99 := direct.pct(m.at, end)
+			fmt.Printf("  %-13s %9s %7.2fms %7.2fms %9.2fms\n", m.name, "", p50, p99, d99)
+		}
 		if p99 > max(10, 2*d99) { // the bound, or twice what Redis itself shows under the load
 			failed = true
 		}
@@ -80,6 +91,37 @@ type env struct {
 	dir                  string
 	redis, proxy         *exec.Cmd
 	redisAddr, proxyAddr string
+	phases               []phase // marked by the scenario (mark)
+}
+
+// phase is a part of a scenario, from at to the next one's start.
+type phase struct {
+	name string
+	at   time.Time
+}
+
+// mark starts a phase: PING percentiles are also printed per phase.
+func (e *env) mark(name string) { e.phases = append(e.phases, phase{name, time.Now()}) }
+
+// pings are one pinger's samples: when each PING was sent and its round trip in ms.
+type pings struct {
+	at  []time.Time
+	lat []float64
+}
+
+// pct is p50 and p99 of the PINGs sent in [from, to) (zero times: unbounded); -1 if none.
+func (p pings) pct(from, to time.Time) (float64, float64) {
+	var l []float64
+	for i, t := range p.at {
+		if (from.IsZero() || !t.Before(from)) && (to.IsZero() || t.Before(to)) {
+			l = append(l, p.lat[i])
+		}
+	}
+	if len(l) == 0 {
+		return -1, -1
+	}
+	slices.Sort(l)
+	return l[len(l)/2], l[len(l)*99/100]
 }
 
 func freePort() string {
@@ -147,11 +189,15 @@ func (e *env) peakRSS() int64 {
 }
 
 // pinger PINGs addr (the proxy, or Redis itself for the baseline under the same load) every
-// 10 ms until stopped; it returns p50 and p99 in ms (5000: a PING got no reply).
-func (e *env) pinger(addr string) func() (float64, float64) {
+// 10 ms until stopped, and returns the samples (5000 ms: a PING got no reply).
+func (e *env) pinger(addr string) func() pings {
 	stop := make(chan struct{})
-	var lat []float64
+	var p pings
 	done := make(chan struct{})
+	add := func(t time.Time, ms float64) {
+		p.at = append(p.at, t)
+		p.lat = append(p.lat, ms)
+	}
 	go func() {
 		defer close(done)
 		c, err := net.Dial("tcp", addr)
@@ -169,24 +215,20 @@ func (e *env) pinger(addr string) func() (float64, float64) {
 			t := time.Now()
 			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 			if _, err := c.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
-				lat = append(lat, 5000)
+				add(t, 5000)
 				return
 			}
 			if _, err := br.ReadString('\n'); err != nil {
-				lat = append(lat, 5000)
+				add(t, 5000)
 				return
 			}
-			lat = append(lat, float64(time.Since(t).Microseconds())/1000)
+			add(t, float64(time.Since(t).Microseconds())/1000)
 		}
 	}()
-	return func() (float64, float64) {
+	return func() pings {
 		close(stop)
 		<-done
-		if len(lat) == 0 {
-			return -1, -1
-		}
-		slices.Sort(lat)
-		return lat[len(lat)/2], lat[len(lat)*99/100]
+		return p
 	}
 }
 
@@ -320,6 +362,7 @@ func watch(e *env) string {
 	const clients = 10000
 	conns := make([]net.Conn, 0, clients)
 	refused := 0
+	e.mark("connect")
 	for range clients {
 		c, err := net.Dial("tcp", e.proxyAddr)
 		if err != nil {
@@ -336,9 +379,11 @@ func watch(e *env) string {
 		}
 	}
 	info := infoClients(e.redisAddr)
+	e.mark("disconnect")
 	for _, c := range conns {
 		c.Close()
 	}
+	time.Sleep(500 * time.Millisecond) // the proxy closes them meanwhile
 	return fmt.Sprintf("%d WATCH clients: %d refused by max_dedicated; Redis connected_clients %s", len(conns), refused, info)
 }
 
