@@ -642,10 +642,11 @@ func (l *listener) acceptLoop(ln net.Listener, secure bool) {
 // yields to the run queue (runtime.Gosched, as before) keeps that queue from ever emptying, and
 // the runtime then polls the network only from its monitor, every 10 ms and 128 events a time:
 // an established client's PING, its bytes and then Redis' reply each waiting for such a poll,
-// took 20-80 ms (p90 20 ms). Waiting for the poller every 16 newcomers lets the clients already
-// there be served in turn with them (p90 4-9 ms; bench/README.md, "Fourth pass"); the rest wait
-// in the kernel's backlog. Accepting otherwise keeps its pace: a connection that arrives while
-// the proxy is idle wakes the poller at once (connection-per-request throughput unchanged).
+// took up to 44-110 ms (p99). Waiting for the poller every 16 newcomers lets the clients already
+// there be served in turn with them (p99 20-30 ms, the rest the host's; bench/README.md, "Fourth
+// pass"); the newcomers wait in the kernel's backlog. Accepting otherwise keeps its pace: a
+// connection that arrives while the proxy is idle wakes the poller at once
+// (connection-per-request throughput unchanged).
 const acceptBatch = 16
 
 func (l *listener) Accept() (net.Conn, error) {
