@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -39,6 +40,45 @@ func TestAcceptBurst(t *testing.T) {
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != "+PONG\r\n" {
 			t.Fatalf("newcomer %d: %q, %v", i, line, err)
+		}
+	}
+	if got := est.do("PING"); got != "+PONG\r\n" {
+		t.Fatalf("PING after: %q", got)
+	}
+}
+
+// TestDisconnectBurst: 300 clients that end their side at once each get the proxy's end too (the
+// sockets of clients that have gone are closed by the closer, a few per turn), after the reply
+// to their last command; a client connected before keeps being served.
+func TestDisconnectBurst(t *testing.T) {
+	up := redistest.Start(t)
+	s := startProxy(t, up)
+	est := dialRaw(t, s.Addr().String())
+	conns := make([]*net.TCPConn, 0, 300)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range cap(conns) {
+		c, err := net.DialTimeout("tcp", s.Addr().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c.(*net.TCPConn))
+	}
+	for _, c := range conns {
+		if _, err := c.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if got, err := io.ReadAll(c); err != nil || string(got) != "+PONG\r\n" {
+			t.Fatalf("client %d: read %q until %v; want the PONG, then the proxy's end", i, got, err)
 		}
 	}
 	if got := est.do("PING"); got != "+PONG\r\n" {

@@ -540,7 +540,7 @@ func (s *Server) CheckUpstream(ctx context.Context) error {
 // listen opens the client listeners (plain, TLS or both) behind one listener for redcon.
 func (s *Server) listen() (*listener, error) {
 	wl := &listener{lim: s.opts.Limits, queryBuf: &s.queryBuf, input: s.input, stamp: s.opts.Ordering != OrderNone,
-		tlsConf: s.opts.ClientTLS, accepted: make(chan accepted), stop: make(chan struct{})}
+		tlsConf: s.opts.ClientTLS, accepted: make(chan accepted), stop: make(chan struct{}), closer: newCloser()}
 	if s.opts.Ordering == OrderAuto {
 		wl.stampWhen = &s.order.quiet // under load the gate is off: plain reads, as without it
 	}
@@ -585,6 +585,7 @@ type listener struct {
 	stampWhen     *atomic.Bool  // ... only while this is true (nil: always)
 	probe         *resp.Prober  // watches stamped connections for the order gate
 	poller        *resp.Poller  // nil: reads wait on Go's netpoller (Options.Poll)
+	closer        *closer       // closes the sockets of plain clients that have gone
 	closing       atomic.Bool
 	stop          chan struct{}
 }
@@ -598,6 +599,7 @@ type accepted struct {
 
 // start accepts on each listener in a goroutine of its own.
 func (l *listener) start() {
+	go l.closer.run(l.stop)
 	if l.plain != nil {
 		go l.acceptLoop(l.plain, false)
 	}
@@ -675,6 +677,9 @@ func (l *listener) Accept() (net.Conn, error) {
 	rc.SetBudget(l.input)
 	if l.poller != nil && !a.secure {
 		rc.Poll(l.poller)
+	}
+	if !a.secure { // (a TLS connection's close writes an alert: it stays with its goroutine)
+		rc.SetDeferClose(l.closer.add)
 	}
 	if l.stamp && !a.secure {
 		rc.Stamp()

@@ -1006,3 +1006,50 @@ func BenchmarkConnReadBatch(b *testing.B) {
 		}
 	}
 }
+
+// TestDeferClose: once a read has returned EOF, Close hands the socket to the SetDeferClose
+// func (once, however often Close is called) instead of closing it; before EOF, or when the
+// func refuses it, Close closes at once.
+func TestDeferClose(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		eof, take bool
+		handed    int
+		closed    bool
+	}{
+		{"after EOF", true, true, 1, false},
+		{"after EOF, refused", true, false, 1, true},
+		{"before EOF", false, true, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, pipe := net.Pipe()
+			defer client.Close()
+			server := &countClose{Conn: pipe}
+			c := NewConn(server, Limits{})
+			handed := 0
+			c.SetDeferClose(func(net.Conn) bool { handed++; return tc.take })
+			if tc.eof {
+				client.Close()
+				if _, _, err := c.ReadBatch(nil, nil); err != io.EOF {
+					t.Fatalf("read: %v, want EOF", err)
+				}
+			}
+			_ = c.Close()
+			_ = c.Close()
+			if handed != tc.handed {
+				t.Errorf("handed on %d times, want %d", handed, tc.handed)
+			}
+			if closed := server.n > 0; closed != tc.closed {
+				t.Errorf("socket closed %d times, want closed: %v", server.n, tc.closed)
+			}
+		})
+	}
+}
+
+// countClose counts its Close calls.
+type countClose struct {
+	net.Conn
+	n int
+}
+
+func (c *countClose) Close() error { c.n++; return c.Conn.Close() }
