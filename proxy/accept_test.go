@@ -20,18 +20,8 @@ func TestAcceptBurst(t *testing.T) {
 	if got := est.do("PING"); got != "+PONG\r\n" {
 		t.Fatalf("PING before: %q", got)
 	}
-	conns := make([]net.Conn, 0, 600)
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	for range cap(conns) {
-		c, err := net.DialTimeout("tcp", s.Addr().String(), 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c)
+	conns := dialMany(t, s.Addr().String(), 600)
+	for _, c := range conns {
 		if _, err := c.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
 			t.Fatal(err)
 		}
@@ -54,19 +44,7 @@ func TestDisconnectBurst(t *testing.T) {
 	up := redistest.Start(t)
 	s := startProxy(t, up)
 	est := dialRaw(t, s.Addr().String())
-	conns := make([]*net.TCPConn, 0, 300)
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	for range cap(conns) {
-		c, err := net.DialTimeout("tcp", s.Addr().String(), 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c.(*net.TCPConn))
-	}
+	conns := dialMany(t, s.Addr().String(), 300)
 	for _, c := range conns {
 		if _, err := c.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
 			t.Fatal(err)
@@ -84,4 +62,23 @@ func TestDisconnectBurst(t *testing.T) {
 	if got := est.do("PING"); got != "+PONG\r\n" {
 		t.Fatalf("PING after: %q", got)
 	}
+}
+
+// dialMany opens n connections to addr, one after the other, closed when the test ends.
+func dialMany(t *testing.T, addr string, n int) []*net.TCPConn {
+	t.Helper()
+	conns := make([]*net.TCPConn, 0, n)
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for range n {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c.(*net.TCPConn))
+	}
+	return conns
 }
