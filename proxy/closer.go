@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"net"
-	"runtime"
 	"sync"
 )
 
@@ -44,11 +43,8 @@ func (cl *closer) add(nc net.Conn) bool {
 
 // run closes what is queued until stop, then what is left.
 func (cl *closer) run(stop <-chan struct{}) {
-	yield := runtime.Gosched
-	if y, err := newPollYield(); err == nil {
-		defer y.close()
-		yield = y.wait
-	}
+	y := newPollYield()
+	defer y.close()
 	for {
 		cl.mu.Lock()
 		n := min(len(cl.queue), closeBatch)
@@ -63,7 +59,7 @@ func (cl *closer) run(stop <-chan struct{}) {
 			nc.Close()
 		}
 		if more {
-			yield()
+			y.wait()
 			continue
 		}
 		select {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -609,14 +608,11 @@ func (l *listener) start() {
 }
 
 func (l *listener) acceptLoop(ln net.Listener, secure bool) {
-	yield := runtime.Gosched
-	if y, err := newPollYield(); err == nil {
-		defer y.close()
-		yield = y.wait
-	}
+	y := newPollYield()
+	defer y.close()
 	for n := 1; ; n++ {
 		if n%acceptBatch == 0 {
-			yield()
+			y.wait()
 		}
 		c, err := ln.Accept()
 		if err != nil && !l.closing.Load() && !errors.Is(err, net.ErrClosed) {

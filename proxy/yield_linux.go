@@ -4,6 +4,7 @@ package proxy
 
 import (
 	"os"
+	"runtime"
 	"syscall"
 )
 
@@ -14,23 +15,27 @@ import (
 // emptying, and replies that came from Redis wait for the monitor, 128 events a time. Waiting
 // here lets the queue drain and the poller run first, as an event loop serves every ready
 // descriptor once a turn. It writes a byte to a socket pair and waits for the poller to report
-// it readable.
+// it readable. A nil *pollYield (no socket pair to be had) yields to the run queue instead.
 type pollYield struct {
 	r *os.File
 	w int
 }
 
-func newPollYield() (*pollYield, error) {
+func newPollYield() *pollYield {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, err
+		return nil
 	}
 	// A non-blocking descriptor makes a File the runtime's poller watches.
-	return &pollYield{r: os.NewFile(uintptr(fds[0]), "pollyield"), w: fds[1]}, nil
+	return &pollYield{r: os.NewFile(uintptr(fds[0]), "pollyield"), w: fds[1]}
 }
 
 // wait returns once the network poller has run (or the pair was closed).
 func (y *pollYield) wait() {
+	if y == nil {
+		runtime.Gosched()
+		return
+	}
 	rc, err := y.r.SyscallConn()
 	if err != nil {
 		return
@@ -53,6 +58,9 @@ func (y *pollYield) wait() {
 }
 
 func (y *pollYield) close() {
+	if y == nil {
+		return
+	}
 	y.r.Close()
 	syscall.Close(y.w)
 }

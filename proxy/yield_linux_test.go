@@ -12,9 +12,9 @@ import (
 // drains what it wrote (else the socket pair fills and wait stops waiting); after close it
 // returns at once.
 func TestPollYield(t *testing.T) {
-	y, err := newPollYield()
-	if err != nil {
-		t.Fatal(err)
+	y := newPollYield()
+	if y == nil {
+		t.Fatal("no socket pair")
 	}
 	done := make(chan struct{})
 	go func() {
