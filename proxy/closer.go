@@ -3,6 +3,8 @@ package proxy
 import (
 	"net"
 	"sync"
+
+	"github.com/sessionproxy/sessionproxy/internal/netturn"
 )
 
 // closer closes the sockets of clients that have gone (resp.Conn.SetDeferClose), a few per turn
@@ -43,8 +45,8 @@ func (cl *closer) add(nc net.Conn) bool {
 
 // run closes what is queued until stop, then what is left.
 func (cl *closer) run(stop <-chan struct{}) {
-	y := newPollYield()
-	defer y.close()
+	y := netturn.New()
+	defer y.Close()
 	for {
 		cl.mu.Lock()
 		n := min(len(cl.queue), closeBatch)
@@ -59,7 +61,7 @@ func (cl *closer) run(stop <-chan struct{}) {
 			nc.Close()
 		}
 		if more {
-			y.wait()
+			y.Wait()
 			continue
 		}
 		select {

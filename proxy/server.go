@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tidwall/redcon"
 
+	"github.com/sessionproxy/sessionproxy/internal/netturn"
 	"github.com/sessionproxy/sessionproxy/internal/resp"
 	"github.com/sessionproxy/sessionproxy/rewrite"
 )
@@ -608,11 +609,11 @@ func (l *listener) start() {
 }
 
 func (l *listener) acceptLoop(ln net.Listener, secure bool) {
-	y := newPollYield()
-	defer y.close()
+	y := netturn.New()
+	defer y.Close()
 	for n := 1; ; n++ {
 		if n%acceptBatch == 0 {
-			y.wait()
+			y.Wait()
 		}
 		c, err := ln.Accept()
 		if err != nil && !l.closing.Load() && !errors.Is(err, net.ErrClosed) {
@@ -636,7 +637,7 @@ func (l *listener) acceptLoop(ln net.Listener, secure bool) {
 }
 
 // acceptBatch is how many connections the accept loop takes between two turns of Go's network
-// poller (pollYield). In a storm of connections (10,000 at once) an accept loop that only
+// poller (netturn.Yield). In a storm of connections (10,000 at once) an accept loop that only
 // yields to the run queue (runtime.Gosched, as before) keeps that queue from ever emptying, and
 // the runtime then polls the network only from its monitor, every 10 ms and 128 events a time:
 // an established client's PING, its bytes and then Redis' reply each waiting for such a poll,

@@ -1,6 +1,6 @@
 //go:build linux
 
-package proxy
+package netturn
 
 import (
 	"os"
@@ -8,30 +8,32 @@ import (
 	"syscall"
 )
 
-// pollYield parks a goroutine until Go's network poller next runs. The runtime polls the network
+// Yield parks a goroutine until Go's network poller next runs. The runtime polls the network
 // only when it has no goroutine to run, or from its monitor every 10 ms; a goroutine that
 // yields with runtime.Gosched instead comes back after the run queue alone, so a loop that
 // starts work (an accept loop in a storm of 10,000 connections) keeps the queue from ever
 // emptying, and replies that came from Redis wait for the monitor, 128 events a time. Waiting
 // here lets the queue drain and the poller run first, as an event loop serves every ready
 // descriptor once a turn. It writes a byte to a socket pair and waits for the poller to report
-// it readable. A nil *pollYield (no socket pair to be had) yields to the run queue instead.
-type pollYield struct {
+// it readable. A nil *Yield (no socket pair to be had) yields to the run queue instead.
+type Yield struct {
 	r *os.File
 	w int
 }
 
-func newPollYield() *pollYield {
+// New makes a Yield; nil (which Wait treats as a yield to the run queue) where no socket pair
+// can be had.
+func New() *Yield {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil
 	}
 	// A non-blocking descriptor makes a File the runtime's poller watches.
-	return &pollYield{r: os.NewFile(uintptr(fds[0]), "pollyield"), w: fds[1]}
+	return &Yield{r: os.NewFile(uintptr(fds[0]), "pollyield"), w: fds[1]}
 }
 
-// wait returns once the network poller has run (or the pair was closed).
-func (y *pollYield) wait() {
+// Wait returns once the network poller has run (or the pair was closed).
+func (y *Yield) Wait() {
 	if y == nil {
 		runtime.Gosched()
 		return
@@ -57,7 +59,8 @@ func (y *pollYield) wait() {
 	})
 }
 
-func (y *pollYield) close() {
+// Close releases the socket pair; Waits after it return at once.
+func (y *Yield) Close() {
 	if y == nil {
 		return
 	}

@@ -1,6 +1,6 @@
 //go:build linux
 
-package proxy
+package netturn
 
 import (
 	"syscall"
@@ -8,11 +8,11 @@ import (
 	"time"
 )
 
-// TestPollYield: wait returns, every time (its byte comes back through the network poller), and
+// TestYield: wait returns, every time (its byte comes back through the network poller), and
 // drains what it wrote (else the socket pair fills and wait stops waiting); after close it
 // returns at once.
-func TestPollYield(t *testing.T) {
-	y := newPollYield()
+func TestYield(t *testing.T) {
+	y := New()
 	if y == nil {
 		t.Fatal("no socket pair")
 	}
@@ -20,7 +20,7 @@ func TestPollYield(t *testing.T) {
 	go func() {
 		defer close(done)
 		for range 5000 {
-			y.wait()
+			y.Wait()
 		}
 	}()
 	select {
@@ -43,9 +43,9 @@ func TestPollYield(t *testing.T) {
 	if perr != syscall.EAGAIN {
 		t.Errorf("after the waits the pair has bytes left unread (peek: %d, %v)", n, perr)
 	}
-	y.close()
+	y.Close()
 	closed := make(chan struct{})
-	go func() { y.wait(); close(closed) }()
+	go func() { y.Wait(); close(closed) }()
 	select {
 	case <-closed:
 	case <-time.After(5 * time.Second):
