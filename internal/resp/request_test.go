@@ -1053,3 +1053,31 @@ type countClose struct {
 }
 
 func (c *countClose) Close() error { c.n++; return c.Conn.Close() }
+
+// TestSizeRaw: a connection reads into 4 KiB until a read fills it, then into 16 KiB until 64
+// reads in a row would have fitted 4 KiB (an idle client holds 4 KiB, not 16, while it waits).
+func TestSizeRaw(t *testing.T) {
+	c := &Conn{raw: make([]byte, connReadMin)}
+	c.sizeRaw(100)
+	if len(c.raw) != connReadMin {
+		t.Fatalf("a small read grew the buffer to %d", len(c.raw))
+	}
+	c.sizeRaw(connReadMin)
+	if len(c.raw) != connReadSize {
+		t.Fatalf("a full read left the buffer at %d", len(c.raw))
+	}
+	for range shrinkReads - 1 {
+		c.sizeRaw(10)
+	}
+	c.sizeRaw(connReadMin + 1) // a larger read starts the count again
+	for range shrinkReads - 1 {
+		c.sizeRaw(10)
+	}
+	if len(c.raw) != connReadSize {
+		t.Fatalf("shrank to %d before %d small reads in a row", len(c.raw), shrinkReads)
+	}
+	c.sizeRaw(10)
+	if len(c.raw) != connReadMin {
+		t.Fatalf("after %d small reads in a row the buffer is %d", shrinkReads, len(c.raw))
+	}
+}
