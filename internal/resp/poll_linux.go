@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/sessionproxy/sessionproxy/internal/netturn"
 )
 
 // Poller is an epoll instance of the proxy's own that tells client connections when they have
@@ -22,7 +24,10 @@ import (
 // word instead. The Poller's epoll descriptor is itself on Go's netpoller, so its loop parks
 // like any goroutine; one epoll_wait hands it the ready connections of a whole turn. Measured
 // (bench/README.md "An epoll loop for client reads"): as few syscalls per request as predixy,
-// but not less CPU, so client_reads: epoll is not the default.
+// but not less CPU. Because the Poller sees every client's readiness before any goroutine
+// runs, it also decides whose work comes first: clients already there at once, newcomers'
+// first bytes and hang-ups a few a turn (harvest), which keeps a storm of 10,000 connections
+// or disconnections from queueing ahead of an established client's PING.
 type Poller struct {
 	f     *os.File // the epoll descriptor, on Go's netpoller
 	epfd  int      // the same (f.Fd would make it blocking)
@@ -35,7 +40,9 @@ type Poller struct {
 	n     int
 	err   error
 	waitf func(fd uintptr) bool
+	lookf func(fd uintptr) // wait, as a RawConn.Control callback
 	done  chan struct{}
+	later []*pollReader // to wake a few a turn (harvest); the loop's own
 }
 
 // NewPoller starts a Poller; Close stops it.
@@ -56,6 +63,7 @@ func NewPoller() (*Poller, error) {
 	}
 	p := &Poller{f: f, epfd: fd, rc: rc, evs: make([]syscall.EpollEvent, 256), done: make(chan struct{})}
 	p.waitf = p.wait
+	p.lookf = func(fd uintptr) { p.wait(fd) }
 	go p.loop()
 	return p, nil
 }
@@ -84,29 +92,88 @@ func (p *Poller) wait(fd uintptr) bool {
 
 func (p *Poller) loop() {
 	defer close(p.done)
+	y := netturn.New()
+	defer y.Close()
 	for {
-		if err := p.rc.Read(p.waitf); err != nil || p.err != nil {
-			return // closed
-		}
-		p.mu.RLock()
-		for _, ev := range p.evs[:p.n] {
-			if fd := int(ev.Fd); fd < len(p.conns) {
-				// An event harvested just before its connection closed may meet the next
-				// connection on the same descriptor: the registration tells them apart.
-				if r := p.conns[fd]; r != nil && r.gen == ev.Pad {
-					if ev.Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
-						r.hup.Store(true)
-					}
-					r.wake()
-				}
+		if len(p.later) == 0 {
+			if err := p.rc.Read(p.waitf); err != nil || p.err != nil {
+				return // closed
+			}
+		} else {
+			// Readers are waiting for their turn: look again after a turn of Go's poller
+			// (what was woken has run, Redis' replies have come in), without parking.
+			y.Wait()
+			if err := p.rc.Control(p.lookf); err != nil || p.err != nil {
+				return // closed
 			}
 		}
+		p.mu.RLock()
+		p.harvest()
+		// Newcomers and leavers a few a turn: in a storm of 10,000 connections (or
+		// disconnections) the clients already there are served first, every turn.
+		k := min(len(p.later), laterBatch)
+		for i, r := range p.later[:k] {
+			r.later, r.fresh = false, false
+			r.wake()
+			p.later[i] = nil
+		}
+		p.later = p.later[k:]
+		if len(p.later) == 0 {
+			p.later = nil // let the backing array go after a storm
+		}
 		p.mu.RUnlock()
-		// Let the woken readers run before the next look: by then more connections have
-		// bytes, and one epoll_wait returns them all rather than one that finds nothing.
-		runtime.Gosched()
+		if len(p.later) == 0 {
+			// Let the woken readers run before the next look: by then more connections
+			// have bytes, and one epoll_wait returns them all rather than one that finds
+			// nothing.
+			runtime.Gosched()
+		}
 	}
 }
+
+// harvest takes the events of one look, and of more looks while each fills the buffer: the
+// kernel queues events in the order they came, and a client already there must not wait
+// behind thousands of newcomers' or leavers' events for its own. Established clients' readers
+// are woken at once; a newcomer's first bytes and a hang-up queue in later. Called with mu
+// read-held, on the loop's goroutine.
+func (p *Poller) harvest() {
+	for {
+		for _, ev := range p.evs[:p.n] {
+			fd := int(ev.Fd)
+			if fd >= len(p.conns) {
+				continue
+			}
+			// An event harvested just before its connection closed may meet the next
+			// connection on the same descriptor: the registration tells them apart.
+			r := p.conns[fd]
+			if r == nil || r.gen != ev.Pad {
+				continue
+			}
+			hup := ev.Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0
+			if hup {
+				r.hup.Store(true)
+			}
+			switch {
+			case r.later:
+			case hup || r.fresh:
+				r.later = true
+				p.later = append(p.later, r)
+			default:
+				r.wake()
+			}
+		}
+		if p.n < len(p.evs) {
+			return
+		}
+		if err := p.rc.Control(p.lookf); err != nil || p.err != nil {
+			p.n = 0
+			return // closed: the loop sees it at its next look
+		}
+	}
+}
+
+// laterBatch is how many newcomers' and leavers' readers the Poller wakes a turn.
+const laterBatch = 16
 
 // pollReader reads a client connection whose readiness the Poller reports. Reads and waits
 // happen on the connection's reader goroutine; Close and SetReadDeadline may come from others.
@@ -122,9 +189,12 @@ type pollReader struct {
 	// (one wake-up): from now on the reader reads until the end instead of waiting.
 	hup    atomic.Bool
 	closed atomic.Bool
-	dl     atomic.Int64 // read deadline, unix ns; 0: none
-	tmu    sync.Mutex
-	timer  *time.Timer
+	// fresh: a newcomer, whose first bytes wait their turn (Poller.harvest); later: queued
+	// for that turn. Both under the Poller's mu (set before registration, then the loop's).
+	fresh, later bool
+	dl           atomic.Int64 // read deadline, unix ns; 0: none
+	tmu          sync.Mutex
+	timer        *time.Timer
 	// One read's state, kept here so that the callback (made once) allocates nothing.
 	buf   []byte
 	stamp bool
@@ -146,7 +216,9 @@ func (c *Conn) Poll(p *Poller) bool {
 	if err != nil {
 		return false
 	}
-	r := &pollReader{p: p, rc: rc, fd: -1, ready: make(chan struct{}, 1)}
+	// A newcomer waits for the Poller's word before its first read, as after a drained
+	// read: the word comes when its turn does.
+	r := &pollReader{p: p, rc: rc, fd: -1, ready: make(chan struct{}, 1), drained: true, fresh: true}
 	r.readf = r.recv
 	var cerr error
 	if err := rc.Control(func(fd uintptr) {

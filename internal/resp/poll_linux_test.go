@@ -252,3 +252,66 @@ func TestPollStamped(t *testing.T) {
 		}
 	}
 }
+
+// TestPollStorm: 600 newcomers (more than one epoll_wait's worth of events, and many turns'
+// worth of laterBatch) each send a command and hang up at once, while a connection already
+// there sends one too. The Poller queues the newcomers' first bytes and the hang-ups to wake a
+// few a turn: every one of them must still get its command and then its end, none left queued.
+func TestPollStorm(t *testing.T) {
+	p := newPolledPair(t)
+	old, oc := polledConn(t, p)
+	if _, err := old.Write([]byte(mbulk("PING"))); err != nil {
+		t.Fatal(err)
+	}
+	if r := waitRead(t, goRead(oc)); r.err != nil { // no longer a newcomer
+		t.Fatal(r.err)
+	}
+	const n = 600
+	type pair struct {
+		client net.Conn
+		c      *Conn
+	}
+	pairs := make([]pair, n)
+	for i := range pairs {
+		client, server := p.pair(t)
+		if _, err := client.Write([]byte(mbulk("GET", fmt.Sprint("k", i)))); err != nil {
+			t.Fatal(err)
+		}
+		client.(*net.TCPConn).CloseWrite()
+		pairs[i] = pair{client, NewConn(server, DefaultLimits())}
+		t.Cleanup(func() {
+			client.Close()
+			pairs[i].c.Close()
+		})
+	}
+	// Everything has come in before the Poller hears of them: each registration raises the
+	// one event its connection will have, bytes and hang-up together.
+	time.Sleep(50 * time.Millisecond)
+	for _, pr := range pairs {
+		if !pr.c.Poll(p.Poller) {
+			t.Fatal("Poll refused a TCP connection")
+		}
+	}
+	if _, err := old.Write([]byte(mbulk("PING"))); err != nil {
+		t.Fatal(err)
+	}
+	if r := waitRead(t, goRead(oc)); r.err != nil || string(r.b) != mbulk("PING") {
+		t.Fatalf("the established connection read %q, %v", r.b, r.err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i, pr := range pairs {
+		wg.Go(func() {
+			pr.c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			got, err := io.ReadAll(pr.c)
+			if err != nil || string(got) != mbulk("GET", fmt.Sprint("k", i)) {
+				errs <- fmt.Errorf("newcomer %d read %q, %v", i, got, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
