@@ -1,11 +1,11 @@
 // Command bounds runs the memory and CPU bound scenarios of issue 14 against a fresh Redis and
 // a fresh proxy each (so the proxy's peak RSS, VmHWM, is the scenario's own), while another
-// client PINGs through the proxy every 10 ms, and prints per scenario: the proxy's peak RSS
+// client PINGs through the proxy every 10 ms (from a process of its own), and prints per scenario: the proxy's peak RSS
 // against the bytes in flight, what happened to the offending clients, and the PING p50/p99 (and
 // per phase where the scenario marks them: watch's connect and disconnect).
 //
 //	go build -o /tmp/sessionproxy ./cmd/sessionproxy
-//	go run ./bench/bounds -proxy /tmp/sessionproxy [-only trickle,trickle-limit,subscriber,pipeline,bigreply,watch]
+//	go run ./bench/bounds -proxy /tmp/sessionproxy [-only trickle,trickle-limit,subscriber,pipeline,bigreply,watch] [-load-nice 10]
 //
 // Every scenario is bounded in time (at most ~30 s) and bytes.
 package main
@@ -32,7 +32,18 @@ import (
 func main() {
 	bin := flag.String("proxy", "", "sessionproxy binary")
 	only := flag.String("only", "", "comma-separated scenarios (default: all)")
+	loadNice := flag.Int("load-nice", 0, "run the WATCH storm's clients under nice -n N (they would be on other hosts)")
+	pingAddr := flag.String("ping", "", "internal: be the pinger process for this address")
+	stormAddr := flag.String("storm", "", "internal: be the WATCH storm's client process for this address")
 	flag.Parse()
+	switch {
+	case *pingAddr != "":
+		ping(*pingAddr)
+		return
+	case *stormAddr != "":
+		storm(*stormAddr)
+		return
+	}
 	if *bin == "" {
 		fmt.Fprintln(os.Stderr, "bounds: -proxy is required")
 		os.Exit(2)
@@ -57,6 +68,9 @@ func main() {
 			continue
 		}
 		e, err := start(*bin, sc.env)
+		if e != nil {
+			e.loadNice = *loadNice
+		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bounds:", err)
 			os.Exit(1)
@@ -92,6 +106,7 @@ type env struct {
 	redis, proxy         *exec.Cmd
 	redisAddr, proxyAddr string
 	phases               []phase // marked by the scenario (mark)
+	loadNice             int     // -load-nice
 }
 
 // phase is a part of a scenario, from at to the next one's start.
@@ -189,46 +204,84 @@ func (e *env) peakRSS() int64 {
 }
 
 // pinger PINGs addr (the proxy, or Redis itself for the baseline under the same load) every
-// 10 ms until stopped, and returns the samples (5000 ms: a PING got no reply).
+// 10 ms until stopped, and returns the samples (5000 ms: a PING got no reply). The PINGs are
+// sent by a process of their own (this program with -ping): in the scenario's process they
+// would wait behind its own load (10,000 dials, the readers of 100 trickling clients) and
+// measure the load generator as much as the hop.
 func (e *env) pinger(addr string) func() pings {
-	stop := make(chan struct{})
+	self, err := os.Executable()
+	if err != nil {
+		panic(err)
+	}
+	cmd := exec.Command(self, "-ping", addr)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		panic(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		panic(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		panic(err)
+	}
 	var p pings
 	done := make(chan struct{})
-	add := func(t time.Time, ms float64) {
-		p.at = append(p.at, t)
-		p.lat = append(p.lat, ms)
-	}
-	go func() {
+	go func() { // "<unix ns sent> <ms>" per line
 		defer close(done)
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		br := bufio.NewReader(c)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(10 * time.Millisecond):
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			var ns int64
+			var ms float64
+			if _, err := fmt.Sscan(sc.Text(), &ns, &ms); err == nil {
+				p.at = append(p.at, time.Unix(0, ns))
+				p.lat = append(p.lat, ms)
 			}
-			t := time.Now()
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			if _, err := c.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
-				add(t, 5000)
-				return
-			}
-			if _, err := br.ReadString('\n'); err != nil {
-				add(t, 5000)
-				return
-			}
-			add(t, float64(time.Since(t).Microseconds())/1000)
 		}
 	}()
 	return func() pings {
-		close(stop)
+		stdin.Close() // the pinger stops when its stdin closes
 		<-done
+		_ = cmd.Wait()
 		return p
+	}
+}
+
+// ping is the pinger process: a PING to addr every 10 ms, one line per PING on stdout, until
+// stdin closes.
+func ping(addr string) {
+	stop := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		close(stop)
+	}()
+	w := bufio.NewWriter(os.Stdout)
+	defer w.Flush()
+	add := func(t time.Time, ms float64) { fmt.Fprintf(w, "%d %.3f\n", t.UnixNano(), ms) }
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		t := time.Now()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
+			add(t, 5000)
+			return
+		}
+		if _, err := br.ReadString('\n'); err != nil {
+			add(t, 5000)
+			return
+		}
+		add(t, float64(time.Since(t).Microseconds())/1000)
 	}
 }
 
@@ -357,14 +410,48 @@ func bigreply(e *env) string {
 }
 
 // watch: 10,000 clients send WATCH (each would need a connection of its own); Redis must keep
-// free connections (limits.max_dedicated, 1,000 by default).
+// free connections (limits.max_dedicated, 1,000 by default). The clients are a process of their
+// own (this program with -storm), under nice -n LOADNICE when -load-nice is set: in production
+// they are on other hosts, here they share two cores with the proxy, Redis and the pingers.
 func watch(e *env) string {
+	self, err := os.Executable()
+	if err != nil {
+		return err.Error()
+	}
+	args := []string{self, "-storm", e.proxyAddr}
+	if e.loadNice != 0 {
+		args = append([]string{"nice", "-n", strconv.Itoa(e.loadNice)}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stderr = os.Stderr
+	stdin, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	e.mark("connect")
+	if err := cmd.Start(); err != nil {
+		return err.Error()
+	}
+	br := bufio.NewReader(out)
+	connected, _ := br.ReadString('\n') // "<clients> <refused>": every reply read
+	info := infoClients(e.redisAddr)
+	e.mark("disconnect")
+	stdin.Close() // the storm closes its clients
+	_, _ = br.ReadString('\n')
+	_ = cmd.Wait()
+	time.Sleep(500 * time.Millisecond) // the proxy closes them meanwhile
+	var n, refused int
+	fmt.Sscan(connected, &n, &refused)
+	return fmt.Sprintf("%d WATCH clients: %d refused by max_dedicated; Redis connected_clients %s", n, refused, info)
+}
+
+// storm is watch's client process: 10,000 connections to addr that each send WATCH; it prints
+// how many connected and how many were refused once every reply is read, closes them all when
+// its stdin closes, and says so.
+func storm(addr string) {
 	const clients = 10000
 	conns := make([]net.Conn, 0, clients)
 	refused := 0
-	e.mark("connect")
 	for range clients {
-		c, err := net.Dial("tcp", e.proxyAddr)
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			continue
 		}
@@ -378,13 +465,12 @@ func watch(e *env) string {
 			refused++
 		}
 	}
-	info := infoClients(e.redisAddr)
-	e.mark("disconnect")
+	fmt.Printf("%d %d\n", len(conns), refused)
+	_, _ = io.Copy(io.Discard, os.Stdin)
 	for _, c := range conns {
 		c.Close()
 	}
-	time.Sleep(500 * time.Millisecond) // the proxy closes them meanwhile
-	return fmt.Sprintf("%d WATCH clients: %d refused by max_dedicated; Redis connected_clients %s", len(conns), refused, info)
+	fmt.Println("closed")
 }
 
 func infoClients(addr string) string {
