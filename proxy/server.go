@@ -545,17 +545,17 @@ func (s *Server) listen() (*listener, error) {
 		wl.stampWhen = &s.order.quiet // under load the gate is off: plain reads, as without it
 	}
 	if s.opts.Listen != "" {
-		ln, err := net.Listen("tcp", s.opts.Listen)
+		ln, err := listenTCP(s.opts.Listen)
 		if err != nil {
 			return nil, fmt.Errorf("proxy: listen: %w", err)
 		}
 		if wl.stamp {
-			resp.StampListener(ln)
+			wl.stampInherited = resp.StampListener(ln)
 		}
 		wl.plain, s.addr = ln, ln.Addr()
 	}
 	if s.opts.TLSListen != "" {
-		ln, err := net.Listen("tcp", s.opts.TLSListen)
+		ln, err := listenTCP(s.opts.TLSListen)
 		if err != nil {
 			wl.Close()
 			return nil, fmt.Errorf("proxy: listen (tls): %w", err)
@@ -575,19 +575,20 @@ func (s *Server) listen() (*listener, error) {
 // normalizer) and, once closing, holds Accept until the drain is over: redcon closes every
 // connection as soon as Accept fails.
 type listener struct {
-	plain, secure net.Listener // either may be nil
-	tlsConf       *tls.Config
-	accepted      chan accepted
-	lim           resp.Limits
-	queryBuf      *atomic.Int64 // Redis' client-query-buffer-limit as last read (0: unknown)
-	input         *resp.Budget  // what large incomplete commands hold, all clients together
-	stamp         bool          // plain reads keep receive times (Options.Ordering)
-	stampWhen     *atomic.Bool  // ... only while this is true (nil: always)
-	probe         *resp.Prober  // watches stamped connections for the order gate
-	poller        *resp.Poller  // nil: reads wait on Go's netpoller (Options.Poll)
-	closer        *closer       // closes the sockets of plain clients that have gone
-	closing       atomic.Bool
-	stop          chan struct{}
+	plain, secure  net.Listener // either may be nil
+	tlsConf        *tls.Config
+	accepted       chan accepted
+	lim            resp.Limits
+	queryBuf       *atomic.Int64 // Redis' client-query-buffer-limit as last read (0: unknown)
+	input          *resp.Budget  // what large incomplete commands hold, all clients together
+	stamp          bool          // plain reads keep receive times (Options.Ordering)
+	stampWhen      *atomic.Bool  // ... only while this is true (nil: always)
+	stampInherited bool          // the plain listener has the option on: accepted connections inherit it
+	probe          *resp.Prober  // watches stamped connections for the order gate
+	poller         *resp.Poller  // nil: reads wait on Go's netpoller (Options.Poll)
+	closer         *closer       // closes the sockets of plain clients that have gone
+	closing        atomic.Bool
+	stop           chan struct{}
 }
 
 // accepted is a connection from one of the listeners, or the error that ended it.
@@ -679,7 +680,11 @@ func (l *listener) Accept() (net.Conn, error) {
 		rc.SetDeferClose(l.closer.add)
 	}
 	if l.stamp && !a.secure {
-		rc.Stamp()
+		if l.stampInherited {
+			rc.StampInherited()
+		} else {
+			rc.Stamp()
+		}
 		rc.StampWhen(l.stampWhen)
 		l.probe.Add(rc)
 	}

@@ -964,7 +964,11 @@ func NewConn(c net.Conn, lim Limits) *Conn {
 
 // Stamp makes reads keep the kernel's receive time of their bytes (Arrival), where the
 // platform gives it (Linux TCP). Call before the first Read.
-func (c *Conn) Stamp() { c.stamp = newStamper(c.Conn) }
+func (c *Conn) Stamp() { c.stamp = newStamper(c.Conn, true) }
+
+// StampInherited is Stamp for a connection accepted from a listener that StampListener set up:
+// the option is already on (one setsockopt fewer per connection).
+func (c *Conn) StampInherited() { c.stamp = newStamper(c.Conn, false) }
 
 // StampWhen makes Stamp's receive times depend on on: while it is false, reads are plain reads
 // (their Arrival is 0). Call before the first Read.

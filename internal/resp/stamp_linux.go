@@ -25,9 +25,9 @@ type stamper struct {
 	recvmsg func(fd uintptr) bool
 }
 
-// newStamper enables receive timestamps on c; nil where c is not a TCP connection or the
-// option is refused.
-func newStamper(c net.Conn) *stamper {
+// newStamper enables receive timestamps on c (set: the option is not on c yet); nil where c is
+// not a TCP connection or the option is refused.
+func newStamper(c net.Conn, set bool) *stamper {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return nil
@@ -40,7 +40,9 @@ func newStamper(c net.Conn) *stamper {
 	var sfd int32
 	if err := rc.Control(func(fd uintptr) {
 		sfd = int32(fd)
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
+		if set {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
+		}
 	}); err != nil || serr != nil {
 		return nil
 	}
@@ -110,13 +112,22 @@ func parseStamp(oob []byte) int64 {
 
 // StampListener turns receive timestamps on for ln's connections from the start: the kernel
 // enables timestamping host-wide some time after the first socket asks (deferred work), and
-// connections accepted later inherit the option.
-func StampListener(ln net.Listener) {
-	if tl, ok := ln.(*net.TCPListener); ok {
-		if rc, err := tl.SyscallConn(); err == nil {
-			_ = rc.Control(func(fd uintptr) {
-				_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
-			})
-		}
+// connections accepted later inherit the option (their Conns then use StampInherited). False
+// if it could not.
+func StampListener(ln net.Listener) bool {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return false
 	}
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
+	}); err != nil || serr != nil {
+		return false
+	}
+	return true
 }

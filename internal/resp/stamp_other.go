@@ -7,12 +7,12 @@ import "net"
 // stamper is Linux-only; elsewhere reads carry no receive time.
 type stamper struct{}
 
-func newStamper(net.Conn) *stamper { return nil }
+func newStamper(net.Conn, bool) *stamper { return nil }
 
 func (s *stamper) read(p []byte) (int, int64, error) { panic("unreachable") }
 
 // StampListener does nothing where reads carry no receive time.
-func StampListener(net.Listener) {}
+func StampListener(net.Listener) bool { return false }
 
 // Prober is Linux-only; elsewhere it sees nothing.
 type Prober struct{}
