@@ -25,9 +25,8 @@ import (
 // like any goroutine; one epoll_wait hands it the ready connections of a whole turn. Measured
 // (bench/README.md "An epoll loop for client reads"): as few syscalls per request as predixy,
 // but not less CPU. Because the Poller sees every client's readiness before any goroutine
-// runs, it also decides whose work comes first: clients already there at once, newcomers'
-// first bytes and hang-ups a few a turn (harvest), which keeps a storm of 10,000 connections
-// or disconnections from queueing ahead of an established client's PING.
+// runs, it also decides whose work comes first: clients with bytes at once, hang-ups a few a
+// turn (harvest), which keeps 10,000 clients leaving at once from queueing ahead of a PING.
 type Poller struct {
 	f     *os.File // the epoll descriptor, on Go's netpoller
 	epfd  int      // the same (f.Fd would make it blocking)
@@ -109,11 +108,11 @@ func (p *Poller) loop() {
 		}
 		p.mu.RLock()
 		p.harvest()
-		// Newcomers and leavers a few a turn: in a storm of 10,000 connections (or
-		// disconnections) the clients already there are served first, every turn.
+		// Leavers a few a turn: when 10,000 clients disconnect at once, the clients still
+		// there are served first, every turn.
 		k := min(len(p.later), laterBatch)
 		for i, r := range p.later[:k] {
-			r.later, r.fresh = false, false
+			r.later = false
 			r.wake()
 			p.later[i] = nil
 		}
@@ -132,10 +131,10 @@ func (p *Poller) loop() {
 }
 
 // harvest takes the events of one look, and of more looks while each fills the buffer: the
-// kernel queues events in the order they came, and a client already there must not wait
-// behind thousands of newcomers' or leavers' events for its own. Established clients' readers
-// are woken at once; a newcomer's first bytes and a hang-up queue in later. Called with mu
-// read-held, on the loop's goroutine.
+// kernel queues events in the order they came, and a client must not wait behind thousands of
+// leavers' events for its own. Readers with bytes are woken at once; hang-ups queue in later.
+// (Newcomers' first bytes need no such queue: the accept loop already takes 16 a turn.)
+// Called with mu read-held, on the loop's goroutine.
 func (p *Poller) harvest() {
 	for {
 		for _, ev := range p.evs[:p.n] {
@@ -155,7 +154,7 @@ func (p *Poller) harvest() {
 			}
 			switch {
 			case r.later:
-			case hup || r.fresh:
+			case hup:
 				r.later = true
 				p.later = append(p.later, r)
 			default:
@@ -172,7 +171,7 @@ func (p *Poller) harvest() {
 	}
 }
 
-// laterBatch is how many newcomers' and leavers' readers the Poller wakes a turn.
+// laterBatch is how many leavers' readers the Poller wakes a turn.
 const laterBatch = 16
 
 // pollReader reads a client connection whose readiness the Poller reports. Reads and waits
@@ -189,12 +188,11 @@ type pollReader struct {
 	// (one wake-up): from now on the reader reads until the end instead of waiting.
 	hup    atomic.Bool
 	closed atomic.Bool
-	// fresh: a newcomer, whose first bytes wait their turn (Poller.harvest); later: queued
-	// for that turn. Both under the Poller's mu (set before registration, then the loop's).
-	fresh, later bool
-	dl           atomic.Int64 // read deadline, unix ns; 0: none
-	tmu          sync.Mutex
-	timer        *time.Timer
+	// later: a hang-up queued to be woken in its turn (Poller.harvest); the loop's own.
+	later bool
+	dl    atomic.Int64 // read deadline, unix ns; 0: none
+	tmu   sync.Mutex
+	timer *time.Timer
 	// One read's state, kept here so that the callback (made once) allocates nothing.
 	buf   []byte
 	stamp bool
@@ -216,9 +214,7 @@ func (c *Conn) Poll(p *Poller) bool {
 	if err != nil {
 		return false
 	}
-	// A newcomer waits for the Poller's word before its first read, as after a drained
-	// read: the word comes when its turn does.
-	r := &pollReader{p: p, rc: rc, fd: -1, ready: make(chan struct{}, 1), drained: true, fresh: true}
+	r := &pollReader{p: p, rc: rc, fd: -1, ready: make(chan struct{}, 1)}
 	r.readf = r.recv
 	var cerr error
 	if err := rc.Control(func(fd uintptr) {
