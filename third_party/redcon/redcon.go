@@ -605,15 +605,18 @@ type Writer struct {
 
 // NewWriter creates a new RESP writer.
 func NewWriter(wr io.Writer) *Writer {
+	// sessionproxy patch: buff is made by WriteBulkFrom, its one user (4 KiB a connection)
 	return &Writer{
-		w:    wr,
-		buff: bufio.NewWriter(wr),
+		w: wr,
 	}
 }
 
 func (w *Writer) WriteBulkFrom(n int64, r io.Reader) {
 	if w != nil && w.err != nil {
 		return
+	}
+	if w.buff == nil { // sessionproxy patch: made on first use
+		w.buff = bufio.NewWriter(w.w)
 	}
 	w.buff.Write(appendPrefix(w.b, '$', n))
 	io.Copy(w.buff, r)
