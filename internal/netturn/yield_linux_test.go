@@ -8,8 +8,8 @@ import (
 	"time"
 )
 
-// TestYield: wait returns, every time (its byte comes back through the network poller), and
-// drains what it wrote (else the socket pair fills and wait stops waiting); after close it
+// TestYield: Wait returns, every time (its byte comes back through the network poller), and
+// drains what it wrote (else the socket pair fills and Wait stops waiting); after Close it
 // returns at once.
 func TestYield(t *testing.T) {
 	y := New()
