@@ -209,21 +209,8 @@ func (e *env) peakRSS() int64 {
 // would wait behind its own load (10,000 dials, the readers of 100 trickling clients) and
 // measure the load generator as much as the hop.
 func (e *env) pinger(addr string) func() pings {
-	self, err := os.Executable()
+	cmd, stdin, out, err := startSelf(0, "-ping", addr)
 	if err != nil {
-		panic(err)
-	}
-	cmd := exec.Command(self, "-ping", addr)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		panic(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		panic(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
 		panic(err)
 	}
 	var p pings
@@ -246,6 +233,34 @@ func (e *env) pinger(addr string) func() pings {
 		_ = cmd.Wait()
 		return p
 	}
+}
+
+// startSelf starts this program with args (under nice -n nice unless nice is 0), its stdin
+// and stdout piped, its stderr ours: the pingers and the storm's clients run apart from the
+// scenario's own work.
+func startSelf(nice int, args ...string) (*exec.Cmd, io.WriteCloser, io.Reader, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	args = append([]string{self}, args...)
+	if nice != 0 {
+		args = append([]string{"nice", "-n", strconv.Itoa(nice)}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, nil, err
+	}
+	return cmd, stdin, out, nil
 }
 
 // ping is the pinger process: a PING to addr every 10 ms, one line per PING on stdout, until
@@ -414,20 +429,9 @@ func bigreply(e *env) string {
 // own (this program with -storm), under nice -n LOADNICE when -load-nice is set: in production
 // they are on other hosts, here they share two cores with the proxy, Redis and the pingers.
 func watch(e *env) string {
-	self, err := os.Executable()
-	if err != nil {
-		return err.Error()
-	}
-	args := []string{self, "-storm", e.proxyAddr}
-	if e.loadNice != 0 {
-		args = append([]string{"nice", "-n", strconv.Itoa(e.loadNice)}, args...)
-	}
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Stderr = os.Stderr
-	stdin, _ := cmd.StdinPipe()
-	out, _ := cmd.StdoutPipe()
 	e.mark("connect")
-	if err := cmd.Start(); err != nil {
+	cmd, stdin, out, err := startSelf(e.loadNice, "-storm", e.proxyAddr)
+	if err != nil {
 		return err.Error()
 	}
 	br := bufio.NewReader(out)

@@ -36,14 +36,11 @@ func newStamper(c net.Conn, set bool) *stamper {
 	if err != nil {
 		return nil
 	}
-	var serr error
+	if set && !timestampsOn(rc) {
+		return nil
+	}
 	var sfd int32
-	if err := rc.Control(func(fd uintptr) {
-		sfd = int32(fd)
-		if set {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
-		}
-	}); err != nil || serr != nil {
+	if err := rc.Control(func(fd uintptr) { sfd = int32(fd) }); err != nil {
 		return nil
 	}
 	s := &stamper{rc: rc, fd: sfd}
@@ -120,14 +117,14 @@ func StampListener(ln net.Listener) bool {
 		return false
 	}
 	rc, err := tl.SyscallConn()
-	if err != nil {
-		return false
-	}
+	return err == nil && timestampsOn(rc)
+}
+
+// timestampsOn turns receive timestamps (SO_TIMESTAMPNS) on for rc's socket.
+func timestampsOn(rc syscall.RawConn) bool {
 	var serr error
-	if err := rc.Control(func(fd uintptr) {
+	err := rc.Control(func(fd uintptr) {
 		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
-	}); err != nil || serr != nil {
-		return false
-	}
-	return true
+	})
+	return err == nil && serr == nil
 }
