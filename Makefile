@@ -17,12 +17,13 @@ deps:
 	bash .ci/deps
 
 # Lint, then every test with the race detector (real redis-server processes, real clients),
-# the end-to-end packages again with client reads on the epoll loop (client_reads: epoll),
+# the end-to-end packages again with client reads on Go's netpoller (client_reads: netpoller;
+# the first run has the default, epoll),
 # then the tests of the patched redcon copy and the alert rules' check with Prometheus' rule
 # parser (modules of their own, so not in ./...).
 test: deps lint
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
-	SESSIONPROXY_TEST_CLIENT_READS=epoll $(GO) test -race -count=1 -timeout 15m ./proxy ./cmd/...
+	SESSIONPROXY_TEST_CLIENT_READS=netpoller $(GO) test -race -count=1 -timeout 15m ./proxy ./cmd/...
 	cd third_party/redcon && $(GO) test -count=1 .
 	cd deploy/prometheus/rulecheck && $(GO) test -count=1 .
 

@@ -265,9 +265,12 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if s.opts.Poll {
 		p, err := resp.NewPoller()
-		if err != nil {
+		switch {
+		case errors.Is(err, errors.ErrUnsupported): // not Linux: the default has no epoll here
+			s.log.Info("client_reads: epoll is Linux-only; Go's netpoller it is")
+		case err != nil:
 			s.log.Warn("no epoll loop for client reads; Go's netpoller it is", "err", err)
-		} else {
+		default:
 			defer p.Close() // at Run's very end, when every client is gone
 			wl.poller = p
 		}
